@@ -1,1 +1,12 @@
+pub mod auth;
+pub mod commit;
+pub mod config;
+pub mod group;
+pub mod http;
+pub mod ids;
+pub mod metrics;
 pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod store;

@@ -1,1 +1,137 @@
-fn main() {}
+//! The `rollcall` command: parses the command line and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use rollcall::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
+use rollcall::config::Config;
+use rollcall::ids::UserId;
+
+#[derive(Parser)]
+#[command(
+    name = "rollcall",
+    version,
+    about = "Self-hosted group chat with read receipts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a user token signed with the server's secret (no running server needed).
+    Token {
+        /// The user id the token is for.
+        user: String,
+        /// The data directory holding the secret (unless ROLLCALL_JWT_SECRET is set).
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// How long the token is valid, in seconds.
+        #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
+        ttl_secs: u64,
+        #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    addr: SocketAddr,
+    /// Data directory (sled database and generated secrets).
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Admin bearer token; generated into the data directory when unset.
+    #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// HS256 secret for user tokens; generated into the data directory when unset.
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Period of the aggregated receipt push, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    receipt_interval_ms: u64,
+    /// Period of the server's WebSocket pings, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_ms: u64,
+    /// Close a connection silent for this long, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    client_timeout_ms: u64,
+    /// Largest message body, in bytes.
+    #[arg(long, default_value_t = 65_536)]
+    max_body_bytes: usize,
+    /// Outbound queue per session, in frames; a full queue evicts the session.
+    #[arg(long, default_value_t = 1024)]
+    session_queue: usize,
+    /// Messages per group remembered for idempotent resends.
+    #[arg(long, default_value_t = 100_000)]
+    dedup_window: usize,
+    /// sled page cache, in MiB.
+    #[arg(long, default_value_t = 64)]
+    cache_mb: u64,
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Config {
+        let mut config = Config::new(self.data);
+        config.addr = self.addr;
+        config.admin_token = self.admin_token;
+        config.jwt_secret = self.jwt_secret;
+        config.receipt_interval = Duration::from_millis(self.receipt_interval_ms.max(1));
+        config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms.max(1));
+        config.client_timeout = Duration::from_millis(self.client_timeout_ms.max(1));
+        config.max_body_bytes = self.max_body_bytes;
+        config.session_queue = self.session_queue.max(1);
+        config.dedup_window = self.dedup_window;
+        config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
+        config.workers = self.workers;
+        config
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            let config = args.into_config();
+            actix_web::rt::System::new().block_on(rollcall::server::run(config))
+        }
+        Command::Token {
+            user,
+            data,
+            ttl_secs,
+            jwt_secret,
+        } => print_token(&user, &data, ttl_secs, jwt_secret),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rollcall: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_token(
+    user: &str,
+    data: &std::path::Path,
+    ttl_secs: u64,
+    secret: Option<String>,
+) -> std::io::Result<()> {
+    let user = UserId::parse(user)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    std::fs::create_dir_all(data)?;
+    println!("{}", Auth::mint_offline(data, secret, &user, ttl_secs)?);
+    Ok(())
+}

@@ -168,6 +168,21 @@ impl ClientFrame {
     pub fn to_text(&self) -> String {
         to_json(self)
     }
+
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Ack { .. } => "ack",
+            ClientFrame::Read { .. } => "read",
+            ClientFrame::Sync { .. } => "sync",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Direct { .. } => "direct",
+            ClientFrame::Receipts { .. } => "receipts",
+            ClientFrame::Readers { .. } => "readers",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
 }
 
 /// A frame sent by the server.
@@ -239,6 +254,23 @@ impl ServerFrame {
     /// Serializes the frame as one JSON text.
     pub fn to_text(&self) -> String {
         to_json(self)
+    }
+
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::Welcome { .. } => "welcome",
+            ServerFrame::Sent { .. } => "sent",
+            ServerFrame::Msg(_) => "msg",
+            ServerFrame::Messages { .. } => "messages",
+            ServerFrame::Direct { .. } => "direct",
+            ServerFrame::Receipt { .. } => "receipt",
+            ServerFrame::Receipts { .. } => "receipts",
+            ServerFrame::Readers { .. } => "readers",
+            ServerFrame::ReadSync { .. } => "read_sync",
+            ServerFrame::Pong { .. } => "pong",
+            ServerFrame::Error { .. } => "error",
+        }
     }
 
     /// Parses one text frame sent by a server (used by the client module).
@@ -394,9 +426,18 @@ mod tests {
         let err = ClientFrame::parse(r#"{"type":"send","id":"a","group":"g"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         assert_eq!(err.id, Some(Value::from("a")));
-        assert_eq!(ClientFrame::parse("[1]").unwrap_err().code, ErrorCode::BadFrame);
-        assert_eq!(ClientFrame::parse("nope").unwrap_err().code, ErrorCode::BadFrame);
-        assert_eq!(ClientFrame::parse(r#"{"id":1}"#).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(
+            ClientFrame::parse("[1]").unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            ClientFrame::parse("nope").unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"id":1}"#).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! Every knob of the server, with its default. The CLI (`main.rs`) fills a [`Config`]; tests
+//! shrink the timers through the same flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The server's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free port (printed on start).
+    pub addr: SocketAddr,
+    /// The data directory: the sled database and the generated secrets.
+    pub data_dir: PathBuf,
+    /// The admin bearer token; generated into the data directory when `None`.
+    pub admin_token: Option<String>,
+    /// The HS256 secret for user tokens; generated into the data directory when `None`.
+    pub jwt_secret: Option<String>,
+    /// How often each group pushes aggregated `receipt` frames.
+    pub receipt_interval: Duration,
+    /// How often the server pings each WebSocket.
+    pub heartbeat_interval: Duration,
+    /// A connection silent for longer than this is closed.
+    pub client_timeout: Duration,
+    /// The largest message body, in bytes.
+    pub max_body_bytes: usize,
+    /// The outbound queue of a session, in frames; a session whose queue is full is evicted.
+    pub session_queue: usize,
+    /// How many of a group's latest messages are remembered for idempotent resends.
+    pub dedup_window: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// How many HTTP worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl Config {
+    /// The defaults documented in README.md, for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7600)),
+            data_dir: data_dir.into(),
+            admin_token: None,
+            jwt_secret: None,
+            receipt_interval: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(10_000),
+            client_timeout: Duration::from_millis(30_000),
+            max_body_bytes: 65_536,
+            session_queue: 1024,
+            dedup_window: 100_000,
+            cache_bytes: 64 << 20,
+            workers: 0,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The messages a [`GroupActor`](super::GroupActor) handles: commands in the imperative, replies as
+//! plain structs. Replies that must wait for durability travel on a oneshot channel inside the
+//! command, so the actor can answer after the flush while it keeps serving other commands.
+
+use actix::Message as ActixMessage;
+use tokio::sync::oneshot;
+
+use crate::ids::UserId;
+use crate::protocol::{ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem};
+use crate::session::SessionHandle;
+use crate::store::{MemberRecord, StoreError};
+
+/// Why a group refused a command. Each maps to one protocol error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupError {
+    NotMember,
+    InvalidSeq(String),
+    Storage(String),
+}
+
+impl GroupError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            GroupError::NotMember => ErrorCode::NotMember,
+            GroupError::InvalidSeq(_) => ErrorCode::InvalidSeq,
+            GroupError::Storage(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            GroupError::NotMember => "you are not a member of this group".into(),
+            GroupError::InvalidSeq(m) => m.clone(),
+            GroupError::Storage(_) => "storage failure; retry later".into(),
+        }
+    }
+}
+
+impl From<StoreError> for GroupError {
+    fn from(e: StoreError) -> GroupError {
+        GroupError::Storage(e.to_string())
+    }
+}
+
+/// Attaches an online session of a member: it receives pushes from now on. Answers the group's
+/// summary for `welcome`, or `None` when the session's user is not a member.
+#[derive(ActixMessage)]
+#[rtype(result = "Option<GroupSummary>")]
+pub struct AttachSession {
+    pub session: SessionHandle,
+}
+
+/// Detaches a closed session.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct DetachSession {
+    pub user: UserId,
+    pub session_id: u64,
+}
+
+/// Stores a message from `from`, answering once it is durable.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct PostMessage {
+    pub from: UserId,
+    pub client_id: String,
+    pub body: String,
+    pub reply: oneshot::Sender<Result<Posted, GroupError>>,
+}
+
+/// The answer to [`PostMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posted {
+    pub seq: u64,
+    pub ts: u64,
+    /// The `client_id` was already stored: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Which cursor an [`AdvanceCursor`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    Delivered,
+    Read,
+}
+
+/// Moves a member's cursor forward (a lower value is ignored).
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), GroupError>")]
+pub struct AdvanceCursor {
+    pub user: UserId,
+    pub cursor: Cursor,
+    pub seq: u64,
+    /// The session that moved it, which gets no `read_sync` of its own move.
+    pub session_id: Option<u64>,
+}
+
+/// Which page of messages [`FetchMessages`] wants.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    /// Seqs above `after`, ascending.
+    After { after: u64, limit: usize },
+    /// The `limit` seqs just below `before` (default: the head), ascending.
+    Before { before: Option<u64>, limit: usize },
+}
+
+/// Reads a page of durable messages. `user: None` is the admin.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<MessagesPage, GroupError>")]
+pub struct FetchMessages {
+    pub user: Option<UserId>,
+    pub page: Page,
+}
+
+/// The answer to [`FetchMessages`].
+#[derive(Debug, Clone)]
+pub struct MessagesPage {
+    pub messages: Vec<Message>,
+    pub more: bool,
+    pub last_seq: u64,
+}
+
+/// Adds a member (idempotent), answering once durable.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct AddMember {
+    pub user: UserId,
+    pub reply: oneshot::Sender<Result<MemberRecord, GroupError>>,
+}
+
+/// Removes a member, answering once durable; its sessions stop receiving pushes at once.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct RemoveMember {
+    pub user: UserId,
+    pub reply: oneshot::Sender<Result<(), GroupError>>,
+}
+
+/// The admin view of a group.
+#[derive(ActixMessage)]
+#[rtype(result = "GroupView")]
+pub struct DescribeGroup;
+
+/// The answer to [`DescribeGroup`].
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub name: String,
+    pub kind: GroupKind,
+    pub last_seq: u64,
+    /// Sorted by user id.
+    pub members: Vec<(UserId, MemberRecord)>,
+}
+
+/// Which receipts [`ListReceipts`] wants.
+#[derive(Debug, Clone)]
+pub enum ReceiptQuery {
+    /// The caller's own messages with seq above `after`, ascending.
+    Mine { after: u64, limit: usize },
+    /// These messages, in this order.
+    Seqs(Vec<u64>),
+}
+
+/// Receipt counts, pulled.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<ReceiptsPage, GroupError>")]
+pub struct ListReceipts {
+    pub user: UserId,
+    pub query: ReceiptQuery,
+}
+
+/// The answer to [`ListReceipts`].
+#[derive(Debug, Clone)]
+pub struct ReceiptsPage {
+    pub items: Vec<ReceiptItem>,
+    pub more: bool,
+}
+
+/// Exactly who read, only received, or has not received a message. `user: None` is the admin.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<Readers, GroupError>")]
+pub struct ListReaders {
+    pub user: Option<UserId>,
+    pub seq: u64,
+}

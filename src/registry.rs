@@ -1,0 +1,248 @@
+//! The registry: group id → running group actor (started lazily from storage), and user id →
+//! online sessions.
+//!
+//! Sessions and the HTTP layer reach groups only through [`Registry::group`], by id, every time:
+//! nobody keeps a group actor's address across that actor's restart, so a stopped actor is
+//! simply started again from the store on next use.
+//!
+//! Plain `std::sync::Mutex`es rather than a registry actor: every critical section is a hash-map
+//! operation (or, once per group, loading its state), never held across an `.await`, and callers
+//! get an answer without a mailbox round trip.
+//!
+//! Group actors run on a small pool of dedicated arbiters (one per core), chosen by hashing the
+//! group id, so group work never competes with socket I/O on the HTTP workers.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::group::{AddMember, GroupActor, GroupDeps, GroupError};
+use crate::ids::{GroupId, UserId};
+use crate::metrics::Metrics;
+use crate::session::SessionHandle;
+use crate::store::{
+    now_ms, GroupKindRecord, GroupRecord, MemberRecord, Store, StoreError, UserRecord,
+};
+
+/// Shared server state: storage, the group actors, the online sessions.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    committer: Committer,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    arbiters: Vec<ArbiterHandle>,
+    groups: Mutex<HashMap<GroupId, Addr<GroupActor>>>,
+    sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
+    next_session_id: AtomicU64,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
+/// section leaves the maps consistent).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    /// Builds the registry; `arbiters` host the group actors (at least one).
+    pub fn new(
+        store: Arc<dyn Store>,
+        committer: Committer,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Arc<Registry> {
+        Arc::new(Registry {
+            store,
+            committer,
+            config,
+            metrics,
+            arbiters,
+            groups: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            next_session_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The running actor of a group, started from storage if needed; `None` if no such group.
+    pub fn group(self: &Arc<Self>, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {
+        let mut groups = lock(&self.groups);
+        if let Some(addr) = groups.get(id) {
+            if addr.connected() {
+                return Ok(Some(addr.clone()));
+            }
+            log::warn!("group {id}: actor had stopped; starting it again");
+        }
+        let deps = GroupDeps {
+            store: Arc::clone(&self.store),
+            committer: self.committer.clone(),
+            config: Arc::clone(&self.config),
+            metrics: Arc::clone(&self.metrics),
+            registry: Arc::clone(self),
+        };
+        let Some(actor) = GroupActor::load(id.clone(), deps)? else {
+            groups.remove(id);
+            return Ok(None);
+        };
+        let addr = match self.arbiter_for(id) {
+            Some(arbiter) => GroupActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
+        };
+        groups.insert(id.clone(), addr.clone());
+        Ok(Some(addr))
+    }
+
+    fn arbiter_for(&self, id: &GroupId) -> Option<&ArbiterHandle> {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        let n = u64::try_from(self.arbiters.len()).ok().filter(|&n| n > 0)?;
+        let at = usize::try_from(hasher.finish() % n).ok()?;
+        self.arbiters.get(at)
+    }
+
+    /// Creates a user unless it exists; returns whether it was created.
+    pub fn create_user(&self, id: &UserId, name: &str) -> Result<bool, StoreError> {
+        let created = self.store.create_user(
+            id,
+            &UserRecord {
+                name: name.to_owned(),
+                created_ms: now_ms(),
+            },
+        )?;
+        if created {
+            log::info!("user {id} created");
+        }
+        Ok(created)
+    }
+
+    /// Makes sure a user record exists (name = id when new).
+    pub fn ensure_user(&self, id: &UserId) -> Result<(), StoreError> {
+        if self.store.user(id)?.is_none() {
+            self.create_user(id, id.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Creates a group with its first members, answering once durable. `Ok(None)` when the id
+    /// is taken.
+    pub async fn create_group(
+        self: &Arc<Self>,
+        id: &GroupId,
+        name: &str,
+        kind: GroupKindRecord,
+        members: &[UserId],
+    ) -> Result<Option<Addr<GroupActor>>, GroupError> {
+        let record = GroupRecord {
+            name: name.to_owned(),
+            kind,
+            created_ms: now_ms(),
+        };
+        if !self.store.create_group(id, &record)? {
+            return Ok(None);
+        }
+        log::info!("group {id} created with {} members", members.len());
+        let addr = self
+            .group(id)?
+            .ok_or_else(|| GroupError::Storage(format!("group {id} vanished")))?;
+        for user in members {
+            self.ensure_user(user)?;
+            add_member(&addr, user.clone()).await?;
+        }
+        Ok(Some(addr))
+    }
+
+    /// The direct conversation of two users, created on first use.
+    pub async fn open_direct(
+        self: &Arc<Self>,
+        me: &UserId,
+        other: &UserId,
+    ) -> Result<GroupId, GroupError> {
+        let id = GroupId::direct(me, other);
+        if let Some(addr) = self.group(&id)? {
+            // Both stay members of a direct conversation; re-adding is a no-op.
+            add_member(&addr, me.clone()).await?;
+            add_member(&addr, other.clone()).await?;
+            return Ok(id);
+        }
+        let name = format!("{me}, {other}");
+        let members = [me.clone(), other.clone()];
+        if self
+            .create_group(&id, &name, GroupKindRecord::Direct, &members)
+            .await?
+            .is_none()
+        {
+            // Created concurrently by the other side: make sure both are in.
+            if let Some(addr) = self.group(&id)? {
+                add_member(&addr, me.clone()).await?;
+                add_member(&addr, other.clone()).await?;
+            }
+        }
+        Ok(id)
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register_session(&self, session: SessionHandle) {
+        lock(&self.sessions)
+            .entry(session.user.clone())
+            .or_default()
+            .push(session);
+    }
+
+    pub fn unregister_session(&self, user: &UserId, session_id: u64) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(list) = sessions.get_mut(user) {
+            list.retain(|s| s.id != session_id);
+            if list.is_empty() {
+                sessions.remove(user);
+            }
+        }
+    }
+
+    /// The online sessions of a user.
+    pub fn sessions_of(&self, user: &UserId) -> Vec<SessionHandle> {
+        lock(&self.sessions).get(user).cloned().unwrap_or_default()
+    }
+
+    /// The running actor of a group, without starting one.
+    pub fn running_group(&self, id: &GroupId) -> Option<Addr<GroupActor>> {
+        lock(&self.groups)
+            .get(id)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+}
+
+/// Adds a member through its group actor, waiting until it is durable.
+pub async fn add_member(addr: &Addr<GroupActor>, user: UserId) -> Result<MemberRecord, GroupError> {
+    let (reply, answer) = oneshot::channel();
+    addr.send(AddMember { user, reply })
+        .await
+        .map_err(|e| GroupError::Storage(format!("group actor unavailable: {e}")))?;
+    answer
+        .await
+        .map_err(|_| GroupError::Storage("group actor dropped the request".into()))?
+}

@@ -1,0 +1,78 @@
+//! Starting and stopping the server: open the store, start the committer and the group
+//! arbiters, bind the HTTP listener, print where it listens, run until a signal, flush.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use actix_web::{web, App, HttpServer};
+
+use crate::auth::Auth;
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::http::{routes, AppState};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{SledStore, Store};
+
+/// Runs the server until SIGINT/SIGTERM. Must be called inside an actix system
+/// (`#[actix_web::main]`).
+pub async fn run(config: Config) -> io::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let (auth, generated_admin_token) = Auth::load(
+        &config.data_dir,
+        config.admin_token.clone(),
+        config.jwt_secret.clone(),
+    )?;
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&config.data_dir.join("db"), config.cache_bytes)
+            .map_err(|e| io::Error::other(format!("opening the database: {e}")))?,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+    let config = Arc::new(config);
+    let registry = Registry::new(
+        Arc::clone(&store),
+        committer,
+        Arc::clone(&config),
+        metrics,
+        arbiters.iter().map(Arbiter::handle).collect(),
+    );
+    let state = web::Data::new(AppState { registry, auth });
+    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+        .shutdown_timeout(5)
+        .client_request_timeout(Duration::from_secs(10));
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.bind(config.addr)?;
+    {
+        let mut out = io::stdout().lock();
+        for addr in server.addrs() {
+            writeln!(out, "rollcall: listening on {addr}")?;
+        }
+        if let Some(token) = generated_admin_token {
+            writeln!(
+                out,
+                "rollcall: generated admin token (shown once; stored in {}): {token}",
+                config
+                    .data_dir
+                    .join(crate::auth::ADMIN_TOKEN_FILE)
+                    .display()
+            )?;
+        }
+        out.flush()?;
+    }
+    log::info!("data directory {}", config.data_dir.display());
+    server.run().await?;
+    for arbiter in &arbiters {
+        arbiter.stop();
+    }
+    log::info!("stopping: flushing the database");
+    store
+        .flush()
+        .map_err(|e| io::Error::other(format!("final flush: {e}")))
+}

@@ -1,0 +1,541 @@
+//! The session actor: one per WebSocket connection, relaying frames between the client and the
+//! group actors.
+//!
+//! It owns the socket (and is the only module that imports actix-web-actors, so moving to
+//! actix-ws later touches this file only), the heartbeat, and the translation from client frames
+//! to group commands. It holds no group state and no group addresses: every frame resolves its
+//! group through the registry.
+//!
+//! Outbound flow control: group actors `try_send` [`Outbound`] frames into this actor's mailbox,
+//! whose capacity is `--session-queue`. When it is full the group evicts the session with
+//! [`Outbound::Evict`]; the session closes with code 4000 (`lagging`) and the client resyncs from
+//! its cursor. (actix-web-actors' own write buffer has no bound, which is why the mailbox is the
+//! place to measure "behind".)
+//!
+//! Sends are forwarded with `do_send` so they reach the group in the order the client sent them;
+//! their replies come back on a oneshot after the flush.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use tokio::sync::oneshot;
+
+use crate::group::{
+    AdvanceCursor, AttachSession, Cursor, DetachSession, FetchMessages, GroupActor, GroupError,
+    ListReaders, ListReceipts, Page, PostMessage, ReceiptQuery,
+};
+use crate::ids::{GroupId, UserId};
+use crate::protocol::{
+    page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, MAX_CLIENT_ID_CHARS,
+    MAX_FRAME_BYTES, MAX_PAGE,
+};
+use crate::registry::Registry;
+
+/// A frame for a session, from a group actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// An already serialized frame (shared by every recipient of a push).
+    Frame { kind: &'static str, text: Arc<str> },
+    /// The session fell behind: close it so the client resyncs.
+    Evict,
+}
+
+/// How a group reaches one online session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub id: u64,
+    pub user: UserId,
+    pub outbox: Recipient<Outbound>,
+}
+
+/// Upgrades an authenticated request to a WebSocket session for `user`.
+pub fn upgrade(
+    req: &HttpRequest,
+    stream: web::Payload,
+    user: UserId,
+    registry: Arc<Registry>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let session = Session {
+        id: registry.next_session_id(),
+        user,
+        registry,
+        last_heard: Instant::now(),
+        attached: Vec::new(),
+    };
+    ws::WsResponseBuilder::new(session, req, stream)
+        .frame_size(MAX_FRAME_BYTES)
+        .start()
+}
+
+/// One WebSocket connection.
+pub struct Session {
+    id: u64,
+    user: UserId,
+    registry: Arc<Registry>,
+    last_heard: Instant,
+    /// The groups this session attached to (for detaching on close).
+    attached: Vec<GroupId>,
+}
+
+/// Why a frame addressed to a group was refused before reaching it.
+type Refusal = (ErrorCode, String);
+
+impl Session {
+    fn session_handle(&self, ctx: &mut ws::WebsocketContext<Self>) -> SessionHandle {
+        SessionHandle {
+            id: self.id,
+            user: self.user.clone(),
+            outbox: ctx.address().recipient(),
+        }
+    }
+
+    fn send_frame(&self, frame: &ServerFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        self.registry.metrics().frame_out(frame.kind());
+        ctx.text(frame.to_text());
+    }
+
+    /// Runs `answer` and writes the frame it yields, while the session keeps serving.
+    fn reply_later<F>(&self, ctx: &mut ws::WebsocketContext<Self>, answer: F)
+    where
+        F: Future<Output = ServerFrame> + 'static,
+    {
+        ctx.spawn(
+            answer
+                .into_actor(self)
+                .map(|frame, act, ctx| act.send_frame(&frame, ctx)),
+        );
+    }
+
+    fn group(&self, group: &str) -> Result<Addr<GroupActor>, Refusal> {
+        let id = GroupId::parse(group).map_err(|e| (ErrorCode::BadFrame, e.to_string()))?;
+        match self.registry.group(&id) {
+            Ok(Some(addr)) => Ok(addr),
+            Ok(None) => Err((ErrorCode::NoSuchGroup, format!("no group {id}"))),
+            Err(e) => {
+                log::error!("loading group {id} for {} failed: {e}", self.user);
+                Err((ErrorCode::Internal, "storage failure; retry later".into()))
+            }
+        }
+    }
+
+    /// Connects: registers the session, attaches it to the user's groups, sends `welcome`.
+    /// Runs under `ctx.wait`, so nothing else (pushes included) is written before `welcome`.
+    fn welcome(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let handle = self.session_handle(ctx);
+        self.registry.register_session(handle.clone());
+        let registry = Arc::clone(&self.registry);
+        let user = self.user.clone();
+        let attach = async move {
+            let ids = match registry.store().user_groups(&user) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    log::error!("listing the groups of {user} failed: {e}");
+                    Vec::new()
+                }
+            };
+            let mut groups: Vec<(GroupId, GroupSummary)> = Vec::new();
+            for id in ids {
+                let addr = match registry.group(&id) {
+                    Ok(Some(addr)) => addr,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error!("loading group {id} for {user} failed: {e}");
+                        continue;
+                    }
+                };
+                if let Ok(Some(summary)) = addr
+                    .send(AttachSession {
+                        session: handle.clone(),
+                    })
+                    .await
+                {
+                    groups.push((id, summary));
+                }
+            }
+            groups
+        };
+        ctx.wait(attach.into_actor(self).map(|groups, act, ctx| {
+            act.attached = groups.iter().map(|(id, _)| id.clone()).collect();
+            let frame = ServerFrame::Welcome {
+                user: act.user.to_string(),
+                groups: groups.into_iter().map(|(_, s)| s).collect(),
+            };
+            act.send_frame(&frame, ctx);
+        }));
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.registry.metrics().frame_in("invalid");
+                log::debug!(
+                    "session {} of {}: refused frame: {}",
+                    self.id,
+                    self.user,
+                    e.message
+                );
+                self.send_frame(&ServerFrame::error(e.id, e.code, e.message), ctx);
+                return;
+            }
+        };
+        self.registry.metrics().frame_in(frame.kind());
+        let id = frame.id().cloned();
+        if let Err((code, message)) = self.dispatch(frame, ctx) {
+            log::debug!(
+                "session {} of {}: {}: {message}",
+                self.id,
+                self.user,
+                code.as_str()
+            );
+            self.send_frame(&ServerFrame::error(id, code, message), ctx);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        frame: ClientFrame,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Result<(), Refusal> {
+        let user = self.user.clone();
+        match frame {
+            ClientFrame::Ping { id } => self.send_frame(&ServerFrame::Pong { id }, ctx),
+            ClientFrame::Send {
+                id,
+                group,
+                client_id,
+                body,
+            } => {
+                if client_id.is_empty() || client_id.chars().count() > MAX_CLIENT_ID_CHARS {
+                    return Err((
+                        ErrorCode::BadFrame,
+                        format!("client_id must have 1-{MAX_CLIENT_ID_CHARS} characters"),
+                    ));
+                }
+                let max = self.registry.config().max_body_bytes;
+                if body.len() > max {
+                    return Err((
+                        ErrorCode::TooLarge,
+                        format!("body has {} bytes; the limit is {max}", body.len()),
+                    ));
+                }
+                let addr = self.group(&group)?;
+                let (reply, answer) = oneshot::channel();
+                addr.do_send(PostMessage {
+                    from: user,
+                    client_id: client_id.clone(),
+                    body,
+                    reply,
+                });
+                self.reply_later(ctx, async move {
+                    match answer.await {
+                        Ok(Ok(posted)) => ServerFrame::Sent {
+                            id,
+                            group,
+                            client_id,
+                            seq: posted.seq,
+                            ts: posted.ts,
+                            duplicate: posted.duplicate,
+                        },
+                        Ok(Err(e)) => group_error(id, &e),
+                        Err(_) => internal(id),
+                    }
+                });
+            }
+            ClientFrame::Ack { id, group, seq } => {
+                self.advance(ctx, id, &group, Cursor::Delivered, seq)?
+            }
+            ClientFrame::Read { id, group, seq } => {
+                self.advance(ctx, id, &group, Cursor::Read, seq)?
+            }
+            ClientFrame::Sync {
+                id,
+                group,
+                after,
+                limit,
+            } => {
+                let page = Page::After {
+                    after,
+                    limit: page_limit(limit),
+                };
+                self.fetch(ctx, id, &group, page)?
+            }
+            ClientFrame::History {
+                id,
+                group,
+                before,
+                limit,
+            } => {
+                let page = Page::Before {
+                    before,
+                    limit: page_limit(limit),
+                };
+                self.fetch(ctx, id, &group, page)?
+            }
+            ClientFrame::Direct { id, with } => {
+                let other =
+                    UserId::parse(&with).map_err(|e| (ErrorCode::BadFrame, e.to_string()))?;
+                if other == user {
+                    return Err((
+                        ErrorCode::BadFrame,
+                        "a direct conversation needs another user".into(),
+                    ));
+                }
+                let registry = Arc::clone(&self.registry);
+                self.reply_later(ctx, async move {
+                    if let Err(e) = registry.ensure_user(&other) {
+                        log::error!("creating user {other} failed: {e}");
+                        return internal(id);
+                    }
+                    match registry.open_direct(&user, &other).await {
+                        Ok(group) => ServerFrame::Direct {
+                            id,
+                            group: group.to_string(),
+                        },
+                        Err(e) => group_error(id, &e),
+                    }
+                });
+            }
+            ClientFrame::Receipts {
+                id,
+                group,
+                mine,
+                seqs,
+                after,
+                limit,
+            } => {
+                let query = match (seqs, mine) {
+                    (Some(seqs), _) if seqs.len() > MAX_PAGE => {
+                        return Err((
+                            ErrorCode::TooLarge,
+                            format!("at most {MAX_PAGE} seqs per request"),
+                        ))
+                    }
+                    (Some(seqs), _) => ReceiptQuery::Seqs(seqs),
+                    (None, true) => ReceiptQuery::Mine {
+                        after,
+                        limit: page_limit(limit),
+                    },
+                    (None, false) => {
+                        return Err((
+                            ErrorCode::BadFrame,
+                            "receipts needs \"mine\": true or \"seqs\"".into(),
+                        ))
+                    }
+                };
+                let addr = self.group(&group)?;
+                self.reply_later(ctx, async move {
+                    match addr.send(ListReceipts { user, query }).await {
+                        Ok(Ok(page)) => ServerFrame::Receipts {
+                            id,
+                            group,
+                            items: page.items,
+                            more: page.more,
+                        },
+                        Ok(Err(e)) => group_error(id, &e),
+                        Err(_) => internal(id),
+                    }
+                });
+            }
+            ClientFrame::Readers { id, group, seq } => {
+                let addr = self.group(&group)?;
+                self.reply_later(ctx, async move {
+                    match addr
+                        .send(ListReaders {
+                            user: Some(user),
+                            seq,
+                        })
+                        .await
+                    {
+                        Ok(Ok(readers)) => ServerFrame::Readers { id, readers },
+                        Ok(Err(e)) => group_error(id, &e),
+                        Err(_) => internal(id),
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<serde_json::Value>,
+        group: &str,
+        cursor: Cursor,
+        seq: u64,
+    ) -> Result<(), Refusal> {
+        let addr = self.group(group)?;
+        let command = AdvanceCursor {
+            user: self.user.clone(),
+            cursor,
+            seq,
+            session_id: Some(self.id),
+        };
+        // Success has no reply (acks and reads are the hot path); only errors are written.
+        ctx.spawn(
+            async move { addr.send(command).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => act.send_frame(&group_error(id, &e), ctx),
+                    Err(_) => act.send_frame(&internal(id), ctx),
+                }),
+        );
+        Ok(())
+    }
+
+    fn fetch(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<serde_json::Value>,
+        group: &str,
+        page: Page,
+    ) -> Result<(), Refusal> {
+        let addr = self.group(group)?;
+        let user = self.user.clone();
+        let group = group.to_owned();
+        self.reply_later(ctx, async move {
+            match addr
+                .send(FetchMessages {
+                    user: Some(user),
+                    page,
+                })
+                .await
+            {
+                Ok(Ok(page)) => ServerFrame::Messages {
+                    id,
+                    group,
+                    messages: page.messages,
+                    more: page.more,
+                    last_seq: page.last_seq,
+                },
+                Ok(Err(e)) => group_error(id, &e),
+                Err(_) => internal(id),
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let config = Arc::clone(self.registry.config());
+        ctx.set_mailbox_capacity(config.session_queue);
+        self.registry.metrics().sessions.inc();
+        log::info!("session {} of {} connected", self.id, self.user);
+        ctx.run_interval(config.heartbeat_interval, move |act, ctx| {
+            if act.last_heard.elapsed() > config.client_timeout {
+                log::info!(
+                    "session {} of {}: silent too long; closing",
+                    act.id,
+                    act.user
+                );
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        self.welcome(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.registry.metrics().sessions.dec();
+        self.registry.unregister_session(&self.user, self.id);
+        for id in self.attached.drain(..) {
+            if let Some(addr) = self.registry.running_group(&id) {
+                addr.do_send(DetachSession {
+                    user: self.user.clone(),
+                    session_id: self.id,
+                });
+            }
+        }
+        log::info!("session {} of {} closed", self.id, self.user);
+    }
+}
+
+impl Handler<Outbound> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        match msg {
+            Outbound::Frame { kind, text } => {
+                self.registry.metrics().frame_out(kind);
+                ctx.text(&*text);
+            }
+            Outbound::Evict => {
+                log::warn!(
+                    "session {} of {} evicted: outbound queue full",
+                    self.id,
+                    self.user
+                );
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Other(4000),
+                    description: Some("lagging".into()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                let frame = ServerFrame::error(
+                    None,
+                    ErrorCode::BadFrame,
+                    "only single (unfragmented) text frames are accepted",
+                );
+                self.send_frame(&frame, ctx);
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                log::info!(
+                    "session {} of {}: frame over {MAX_FRAME_BYTES} bytes; closing",
+                    self.id,
+                    self.user
+                );
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                ctx.stop();
+            }
+            Err(e) => {
+                log::info!("session {} of {}: protocol error: {e}", self.id, self.user);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+fn group_error(id: Option<serde_json::Value>, e: &GroupError) -> ServerFrame {
+    if let GroupError::Storage(detail) = e {
+        log::error!("group request failed: {detail}");
+    }
+    ServerFrame::error(id, e.code(), e.message())
+}
+
+fn internal(id: Option<serde_json::Value>) -> ServerFrame {
+    ServerFrame::error(
+        id,
+        ErrorCode::Internal,
+        "the group is unavailable; retry later",
+    )
+}

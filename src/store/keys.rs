@@ -1,0 +1,85 @@
+//! Key encoding.
+//!
+//! Inside a group's own tree, a message key is `m` + seq as big-endian u64 (so sled's byte order is
+//! seq order and the last `m` key is the head) and a member key is `u` + user id. In the shared
+//! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
+//! group id, so a prefix scan for one user never matches another id that merely starts with the
+//! same characters.
+
+use crate::ids::Seq;
+
+/// `[len][id]`: the prefix shared by every key of one group (or user).
+pub fn prefix(id: &str) -> Vec<u8> {
+    let bytes = id.as_bytes();
+    let mut out = Vec::with_capacity(1 + bytes.len() + 8);
+    // Ids are ASCII and at most 132 bytes (a direct id `dm:<64>:<64>`, see ids.rs), so the
+    // length always fits a byte.
+    out.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The first byte of every message key in a group's tree.
+pub const MESSAGE: u8 = b'm';
+/// The first byte of every member key in a group's tree.
+pub const MEMBER: u8 = b'u';
+
+/// `m` + seq (big-endian): one message in its group's tree.
+pub fn message(seq: Seq) -> [u8; 9] {
+    let mut out = [MESSAGE; 9];
+    out[1..].copy_from_slice(&seq.0.to_be_bytes());
+    out
+}
+
+/// `u` + user id: one member in its group's tree.
+pub fn member(user: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + user.len());
+    out.push(MEMBER);
+    out.extend_from_slice(user.as_bytes());
+    out
+}
+
+/// The seq at the end of a message key.
+pub fn seq_of(key: &[u8]) -> Option<Seq> {
+    let tail = key
+        .len()
+        .checked_sub(8)
+        .and_then(|start| key.get(start..))?;
+    let bytes: [u8; 8] = tail.try_into().ok()?;
+    Some(Seq(u64::from_be_bytes(bytes)))
+}
+
+/// `[len][a][b]`: an entry of `b` under `a` (a group under its user).
+pub fn pair(a: &str, b: &str) -> Vec<u8> {
+    let mut out = prefix(a);
+    out.extend_from_slice(b.as_bytes());
+    out
+}
+
+/// The `b` of a [`pair`] key, given the prefix length.
+pub fn second_of(key: &[u8], prefix_len: usize) -> Option<&str> {
+    std::str::from_utf8(key.get(prefix_len..)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_keys_sort_by_seq_before_members() {
+        let m1 = message(Seq(1));
+        let m2 = message(Seq(256));
+        assert!(m1 < m2);
+        assert!(m2.as_slice() < member("a").as_slice());
+        assert_eq!(seq_of(&m2), Some(Seq(256)));
+        assert_eq!(seq_of(&[1, 2]), None);
+        assert!(!pair("abc", "x").starts_with(&prefix("ab")));
+    }
+
+    #[test]
+    fn pair_keys_split_back() {
+        let key = pair("eng", "alice");
+        assert!(key.starts_with(&prefix("eng")));
+        assert_eq!(second_of(&key, prefix("eng").len()), Some("alice"));
+    }
+}

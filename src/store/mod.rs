@@ -1,0 +1,167 @@
+//! Persistence: the one boundary through which all group data is read and written.
+//!
+//! [`Store`] is a trait so that the single-node sled implementation ([`SledStore`]) can later be
+//! replaced by a transactional store without touching the actors (see ../shared/SCALE-OUT.md).
+//! Only the group actor writes a group's messages and member records; the registry and the HTTP
+//! layer write users and group records. Nothing outside this module knows sled, key layout or
+//! encoding.
+//!
+//! Writes change memory only; [`Store::flush`] makes every earlier write of every group durable.
+//! That single flush covering everything is what makes group commit (see `commit.rs`) work.
+//!
+//! Records are plain values; a message is stored once, under one key that also carries its sender
+//! and `client_id`, so a send is one atomic write and the resend map can be rebuilt from messages.
+
+mod codec;
+mod keys;
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::ids::{GroupId, Seq, UserId};
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub created_ms: u64,
+}
+
+/// What kind of conversation a group is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupKindRecord {
+    Group,
+    Direct,
+}
+
+/// A group's own fields (its members and messages are stored beside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub name: String,
+    pub kind: GroupKindRecord,
+    pub created_ms: u64,
+}
+
+/// One member of one group: its join point and its two cursors. This is all the per-member state
+/// receipts need: member m has read message s iff `read >= s` (and `joined_seq < s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The group's last seq when the member joined; messages after it are theirs to receive.
+    pub joined_seq: u64,
+    /// Cumulative delivery cursor (everything <= it was received).
+    pub delivered: u64,
+    /// Cumulative read cursor (everything <= it was read); never below `delivered`'s meaning.
+    pub read: u64,
+}
+
+/// One group message, stored once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub from: String,
+    pub client_id: String,
+    pub ts: u64,
+    pub body: String,
+}
+
+/// A storage failure. These are fatal for the operation: the caller reports `internal` and logs.
+#[derive(Debug)]
+pub enum StoreError {
+    /// sled failed (I/O, or its own corruption checks).
+    Engine(sled::Error),
+    /// A stored value could not be decoded.
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Engine(e) => write!(f, "storage engine: {e}"),
+            StoreError::Corrupt(what) => write!(f, "corrupt stored value: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        StoreError::Engine(e)
+    }
+}
+
+/// Which way a message scan walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Ascending,
+    Descending,
+}
+
+/// Everything Rollcall stores. Implementations are shared between threads.
+pub trait Store: Send + Sync + 'static {
+    fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError>;
+    /// Creates the user unless it exists; returns whether it was created.
+    fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError>;
+
+    fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError>;
+    /// Creates the group unless it exists; returns whether it was created.
+    fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError>;
+
+    /// All members of a group with their records, sorted by user id.
+    fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError>;
+    /// Adds a member (or replaces its record) and indexes the group under the user.
+    fn add_member(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        record: &MemberRecord,
+    ) -> Result<(), StoreError>;
+    /// Writes an existing member's cursors.
+    fn put_cursors(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        record: &MemberRecord,
+    ) -> Result<(), StoreError>;
+    /// Removes a member and its index entry.
+    fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError>;
+    /// The groups a user may be a member of. A superset: the member records are the truth.
+    fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError>;
+
+    /// Stores a message under its seq: one key, one atomic write.
+    fn put_message(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        record: &MessageRecord,
+    ) -> Result<(), StoreError>;
+    /// Calls `visit` for messages with `first <= seq <= last` in `direction`, until it returns
+    /// false.
+    fn scan_messages(
+        &self,
+        group: &GroupId,
+        first: Seq,
+        last: Seq,
+        direction: Direction,
+        visit: &mut dyn FnMut(Seq, MessageRecord) -> bool,
+    ) -> Result<(), StoreError>;
+    /// One message.
+    fn message(&self, group: &GroupId, seq: Seq) -> Result<Option<MessageRecord>, StoreError>;
+    /// The highest stored seq of a group (0 when it has none).
+    fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError>;
+
+    /// Makes every earlier write durable (survives a process crash).
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Bytes the store occupies on disk (for metrics and the layout measurement).
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
