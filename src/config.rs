@@ -28,6 +28,8 @@ pub struct Config {
     pub session_queue: usize,
     /// How many of a group's latest messages are remembered for idempotent resends.
     pub dedup_window: usize,
+    /// Whether a `sent` waits for fsync (power-loss safe) or only for sled's flush.
+    pub durability: crate::store::Durability,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
     /// How many HTTP worker threads (0: one per core).
@@ -48,6 +50,7 @@ impl Config {
             max_body_bytes: 65_536,
             session_queue: 1024,
             dedup_window: 100_000,
+            durability: crate::store::Durability::Power,
             cache_bytes: 64 << 20,
             workers: 0,
         }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use rollcall::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
 use rollcall::config::Config;
 use rollcall::ids::UserId;
+use rollcall::store::Durability;
 
 #[derive(Parser)]
 #[command(
@@ -73,12 +74,22 @@ struct ServeArgs {
     /// Messages per group remembered for idempotent resends.
     #[arg(long, default_value_t = 100_000)]
     dedup_window: usize,
+    /// `power`: a message is fsynced before `sent` (survives power loss); `process`: only
+    /// sled's flush (survives a process crash; the last ~0.5 s may be lost on power loss).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Power)]
+    durability: DurabilityArg,
     /// sled page cache, in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mb: u64,
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    Power,
+    Process,
 }
 
 impl ServeArgs {
@@ -93,6 +104,10 @@ impl ServeArgs {
         config.max_body_bytes = self.max_body_bytes;
         config.session_queue = self.session_queue.max(1);
         config.dedup_window = self.dedup_window;
+        config.durability = match self.durability {
+            DurabilityArg::Power => Durability::Power,
+            DurabilityArg::Process => Durability::Process,
+        };
         config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
         config.workers = self.workers;
         config

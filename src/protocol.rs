@@ -353,6 +353,7 @@ pub enum ErrorCode {
     UserExists,
     GroupExists,
     NotFound,
+    Busy,
     Internal,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
@@ -374,6 +375,7 @@ impl ErrorCode {
             ErrorCode::UserExists => "user_exists",
             ErrorCode::GroupExists => "group_exists",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -388,6 +390,7 @@ impl ErrorCode {
             ErrorCode::NoSuchGroup | ErrorCode::NoSuchUser | ErrorCode::NotFound => 404,
             ErrorCode::UserExists | ErrorCode::GroupExists => 409,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Busy => 429,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }

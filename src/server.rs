@@ -26,8 +26,12 @@ pub async fn run(config: Config) -> io::Result<()> {
         config.jwt_secret.clone(),
     )?;
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&config.data_dir.join("db"), config.cache_bytes)
-            .map_err(|e| io::Error::other(format!("opening the database: {e}")))?,
+        SledStore::open(
+            &config.data_dir.join("db"),
+            config.cache_bytes,
+            config.durability,
+        )
+        .map_err(|e| io::Error::other(format!("opening the database: {e}")))?,
     );
     let metrics = Arc::new(Metrics::default());
     let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));

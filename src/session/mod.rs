@@ -66,6 +66,7 @@ pub fn upgrade(
         registry,
         last_heard: Instant::now(),
         attached: Vec::new(),
+        sends_in_flight: 0,
     };
     ws::WsResponseBuilder::new(session, req, stream)
         .frame_size(MAX_FRAME_BYTES)
@@ -80,6 +81,8 @@ pub struct Session {
     last_heard: Instant,
     /// The groups this session attached to (for detaching on close).
     attached: Vec<GroupId>,
+    /// `send`s forwarded to groups and not yet answered.
+    sends_in_flight: usize,
 }
 
 /// Why a frame addressed to a group was refused before reaching it.
@@ -224,6 +227,15 @@ impl Session {
                         format!("body has {} bytes; the limit is {max}", body.len()),
                     ));
                 }
+                // `do_send` ignores the group's mailbox bound, so bound what one session may
+                // have queued there; the client retries after some `sent` replies.
+                let limit = self.registry.config().session_queue;
+                if self.sends_in_flight >= limit {
+                    return Err((
+                        ErrorCode::Busy,
+                        format!("{limit} sends are waiting for `sent`; retry later"),
+                    ));
+                }
                 let addr = self.group(&group)?;
                 let (reply, answer) = oneshot::channel();
                 addr.do_send(PostMessage {
@@ -232,7 +244,8 @@ impl Session {
                     body,
                     reply,
                 });
-                self.reply_later(ctx, async move {
+                self.sends_in_flight += 1;
+                let answered = async move {
                     match answer.await {
                         Ok(Ok(posted)) => ServerFrame::Sent {
                             id,
@@ -245,7 +258,11 @@ impl Session {
                         Ok(Err(e)) => group_error(id, &e),
                         Err(_) => internal(id),
                     }
-                });
+                };
+                ctx.spawn(answered.into_actor(self).map(|frame, act, ctx| {
+                    act.sends_in_flight = act.sends_in_flight.saturating_sub(1);
+                    act.send_frame(&frame, ctx);
+                }));
             }
             ClientFrame::Ack { id, group, seq } => {
                 self.advance(ctx, id, &group, Cursor::Delivered, seq)?

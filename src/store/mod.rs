@@ -16,7 +16,7 @@ mod codec;
 mod keys;
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use sled_store::{Durability, SledStore};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -23,9 +23,21 @@ use super::keys;
 use super::{Direction, GroupRecord, MemberRecord, MessageRecord, Store, StoreError, UserRecord};
 use crate::ids::{GroupId, Seq, UserId};
 
+/// How much a [`Store::flush`] guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// sled's flush only (`pwrite` + `sync_file_range`): survives a process crash.
+    Process,
+    /// sled's flush, then `fsync` of its log file (data, metadata and the drive's cache):
+    /// survives power loss too.
+    Power,
+}
+
 /// sled-backed storage in one directory.
 pub struct SledStore {
     db: sled::Db,
+    /// sled's log file, opened a second time for `fsync` when durability is `Power`.
+    log_file: Option<std::fs::File>,
     users: sled::Tree,
     groups: sled::Tree,
     user_groups: sled::Tree,
@@ -33,12 +45,25 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        durability: Durability,
+    ) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .open()?;
+        // sled keeps its log in `<dir>/db`. fsync on any descriptor of a file syncs the file.
+        let log_file = match durability {
+            Durability::Process => None,
+            Durability::Power => Some(
+                std::fs::File::open(dir.join("db"))
+                    .map_err(|e| StoreError::Engine(sled::Error::Io(e)))?,
+            ),
+        };
         Ok(SledStore {
+            log_file,
             users: db.open_tree("users")?,
             groups: db.open_tree("groups")?,
             user_groups: db.open_tree("user_groups")?,
@@ -205,6 +230,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        if let Some(file) = &self.log_file {
+            file.sync_all()
+                .map_err(|e| StoreError::Engine(sled::Error::Io(e)))?;
+        }
         Ok(())
     }
 
@@ -229,7 +258,7 @@ mod tests {
     #[test]
     fn groups_do_not_see_each_others_messages() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
         let ab = GroupId::parse("ab").unwrap();
         let abc = GroupId::parse("abc").unwrap();
         for s in 1..=3 {
@@ -271,7 +300,7 @@ mod tests {
             read: 2,
         };
         {
-            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
             assert!(store
                 .create_group(
                     &g,
@@ -285,7 +314,7 @@ mod tests {
             store.add_member(&g, &alice, &rec).unwrap();
             store.flush().unwrap();
         }
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
         assert_eq!(store.members(&g).unwrap(), vec![(alice.clone(), rec)]);
         assert_eq!(store.user_groups(&alice).unwrap(), vec![g.clone()]);
         store.remove_member(&g, &alice).unwrap();
