@@ -1,3 +1,19 @@
+//! Rollcall: a self-hosted group-chat server with durable, ordered group messages and read
+//! receipts derived from per-member cursors.
+//!
+//! The components, from the socket inwards (ARCHITECTURE.md has the full map and invariants):
+//!
+//! - [`http`]: the admin API, the `/ws` upgrade, `/healthz` and `/metrics`.
+//! - [`session`]: one actor per WebSocket connection, relaying frames to group actors.
+//! - [`registry`]: group id → group actor (started lazily from storage); user id → sessions.
+//! - [`group`]: one actor per group, the only writer of that group's messages and cursors; it
+//!   assigns seqs, waits for durability, pushes, and aggregates receipts on a timer.
+//! - [`commit`]: group commit; one flush answers every write queued before it.
+//! - [`store`]: the storage boundary (a trait) and its sled implementation.
+//! - [`protocol`]: the wire frames, the only place that knows JSON.
+//! - [`auth`], [`config`], [`metrics`], [`ids`]: tokens, knobs, counters, identifier types.
+//! - [`server`]: start-up and shutdown, used by the `rollcall` binary.
+
 pub mod auth;
 pub mod commit;
 pub mod config;
