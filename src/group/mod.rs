@@ -260,7 +260,7 @@ impl GroupActor {
         let Some(handles) = self.sessions.get_mut(user) else {
             return;
         };
-        let metrics = &self.deps.metrics;
+        let (group, metrics) = (&self.id, &self.deps.metrics);
         handles.retain(|handle| {
             if Some(handle.id) == except {
                 return true;
@@ -272,8 +272,7 @@ impl GroupActor {
                 Ok(()) => true,
                 Err(SendError::Full(_)) => {
                     log::warn!(
-                        "group {}: session {} of {} is behind; evicting it",
-                        "-",
+                        "group {group}: session {} of {} is behind; evicting it",
                         handle.id,
                         handle.user
                     );
@@ -302,7 +301,7 @@ impl GroupActor {
             generation: self.written,
             action,
         });
-        self.release(true);
+        self.release();
         self.request_flush(ctx);
     }
 
@@ -323,16 +322,16 @@ impl GroupActor {
         }));
     }
 
-    /// Completes pending work covered by the durable writes (or fails it when `ok` is false).
-    fn release(&mut self, ok: bool) {
+    /// Completes the pending work that the durable writes cover, in order.
+    fn release(&mut self) {
         while let Some(front) = self.pending.front() {
-            if front.generation > self.durable && ok {
+            if front.generation > self.durable {
                 break;
             }
             let Some(Pending { action, .. }) = self.pending.pop_front() else {
                 break;
             };
-            self.complete(action, ok);
+            self.complete(action, true);
         }
     }
 
@@ -740,7 +739,7 @@ impl Handler<Flushed> for GroupActor {
         if msg.ok {
             self.durable = self.durable.max(msg.generation);
             self.durable_seq = self.durable_seq.max(msg.seq);
-            self.release(true);
+            self.release();
         } else {
             log::error!(
                 "group {}: flush failed; failing {} waiting requests",
