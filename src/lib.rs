@@ -13,8 +13,11 @@
 //! - [`protocol`]: the wire frames, the only place that knows JSON.
 //! - [`auth`], [`config`], [`metrics`], [`ids`]: tokens, knobs, counters, identifier types.
 //! - [`server`]: start-up and shutdown, used by the `rollcall` binary.
+//! - [`client`]: the Rust client (reconnect, resend by `client_id`, dedupe, batched acks,
+//!   receipts), used by the tests and examples.
 
 pub mod auth;
+pub mod client;
 pub mod commit;
 pub mod config;
 pub mod group;

@@ -19,6 +19,9 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_CLIENT_ID_CHARS: usize = 128;
 /// The most bytes one WebSocket frame may have before the connection is closed (1009).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// A `messages` page stops once its bodies reach this many bytes (it always holds at least one
+/// message), so a page stays well under common client frame limits.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
 
 /// Clamps a requested page size to `1..=MAX_PAGE`, with `DEFAULT_PAGE` when absent.
 pub fn page_limit(limit: Option<usize>) -> usize {
@@ -238,6 +241,15 @@ pub enum ServerFrame {
         group: String,
         seq: u64,
     },
+    /// The user became a member of a group while online.
+    Joined {
+        #[serde(flatten)]
+        summary: GroupSummary,
+    },
+    /// The user was removed from a group while online.
+    Left {
+        group: String,
+    },
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -248,6 +260,9 @@ pub enum ServerFrame {
         code: ErrorCode,
         message: String,
     },
+    /// A frame type this version does not know (sent by a newer server); clients ignore it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ServerFrame {
@@ -268,6 +283,9 @@ impl ServerFrame {
             ServerFrame::Receipts { .. } => "receipts",
             ServerFrame::Readers { .. } => "readers",
             ServerFrame::ReadSync { .. } => "read_sync",
+            ServerFrame::Joined { .. } => "joined",
+            ServerFrame::Left { .. } => "left",
+            ServerFrame::Unknown => "unknown",
             ServerFrame::Pong { .. } => "pong",
             ServerFrame::Error { .. } => "error",
         }
@@ -480,6 +498,29 @@ mod tests {
         let text = msg.to_text();
         assert!(text.starts_with(r#"{"type":"msg","group":"g""#), "{text}");
         assert_eq!(ServerFrame::parse(&text).unwrap(), msg);
+    }
+
+    #[test]
+    fn clients_can_ignore_unknown_server_frames() {
+        let frame = ServerFrame::parse(r#"{"type":"from_the_future","x":1}"#).unwrap();
+        assert_eq!(frame, ServerFrame::Unknown);
+        let joined = ServerFrame::Joined {
+            summary: GroupSummary {
+                group: "g".into(),
+                name: "G".into(),
+                kind: GroupKind::Direct,
+                last_seq: 3,
+                delivered: 3,
+                read: 3,
+                unread: 0,
+            },
+        };
+        let text = joined.to_text();
+        assert!(
+            text.starts_with(r#"{"type":"joined","group":"g","name":"G","kind":"direct""#),
+            "{text}"
+        );
+        assert_eq!(ServerFrame::parse(&text).unwrap(), joined);
     }
 
     #[test]

@@ -72,8 +72,12 @@ enum AfterFlush {
     MemberRemoved {
         reply: oneshot::Sender<Result<(), GroupError>>,
     },
-    /// Receipt frames computed on a tick, sent once the cursors behind them are durable.
-    Receipts { frames: Vec<(UserId, Arc<str>)> },
+    /// Frames to users' sessions that describe durable state: receipt counts computed on a
+    /// tick (sent once the cursors behind them are durable), `joined` after a membership add.
+    Notify {
+        kind: &'static str,
+        frames: Vec<(UserId, Arc<str>)>,
+    },
 }
 
 /// The cursor intervals one member moved since the last receipt tick: `(from, to]`.
@@ -358,9 +362,11 @@ impl GroupActor {
             AfterFlush::MemberRemoved { reply } => {
                 let _ = reply.send(if ok { Ok(()) } else { Err(failed()) });
             }
-            AfterFlush::Receipts { frames } => {
-                for (user, text) in frames {
-                    self.send_to_user(&user, "receipt", &text, None);
+            AfterFlush::Notify { kind, frames } => {
+                if ok {
+                    for (user, text) in frames {
+                        self.send_to_user(&user, kind, &text, None);
+                    }
                 }
             }
         }
@@ -425,7 +431,8 @@ impl GroupActor {
             frames.push((sender.clone(), Arc::from(frame.to_text())));
         }
         if !frames.is_empty() {
-            self.after_flush(AfterFlush::Receipts { frames }, ctx);
+            let kind = "receipt";
+            self.after_flush(AfterFlush::Notify { kind, frames }, ctx);
         } else {
             self.request_flush(ctx);
         }
@@ -598,9 +605,10 @@ impl GroupActor {
         })
     }
 
-    fn add_member(&mut self, user: UserId) -> Result<MemberRecord, GroupError> {
+    /// Adds a member; returns its record and whether it is new.
+    fn add_member(&mut self, user: UserId) -> Result<(MemberRecord, bool), GroupError> {
         if let Some(existing) = self.members.get(&user) {
-            return Ok(*existing);
+            return Ok((*existing, false));
         }
         let record = MemberRecord {
             joined_seq: self.last_seq,
@@ -617,7 +625,7 @@ impl GroupActor {
             self.attach(session);
         }
         log::info!("group {}: added member {user}", self.id);
-        Ok(record)
+        Ok((record, true))
     }
 
     fn remove_member(&mut self, user: &UserId) -> Result<(), GroupError> {
@@ -626,8 +634,16 @@ impl GroupActor {
         self.written += 1;
         self.index.remove(&record);
         self.members.remove(user);
-        self.sessions.remove(user);
         self.moved.remove(user);
+        // Stop pushing at once, and tell the user's sessions.
+        let text: Arc<str> = Arc::from(
+            ServerFrame::Left {
+                group: self.id.to_string(),
+            }
+            .to_text(),
+        );
+        self.send_to_user(user, "left", &text, None);
+        self.sessions.remove(user);
         log::info!("group {}: removed member {user}", self.id);
         Ok(())
     }
@@ -815,14 +831,28 @@ impl Handler<AddMember> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
-        match self.add_member(msg.user) {
-            Ok(record) => self.after_flush(
-                AfterFlush::MemberAdded {
-                    record,
-                    reply: msg.reply,
-                },
-                ctx,
-            ),
+        match self.add_member(msg.user.clone()) {
+            Ok((record, new)) => {
+                if new && self.sessions.contains_key(&msg.user) {
+                    let summary = self.summary(&msg.user, &record);
+                    let text: Arc<str> = Arc::from(ServerFrame::Joined { summary }.to_text());
+                    let frames = vec![(msg.user, text)];
+                    self.after_flush(
+                        AfterFlush::Notify {
+                            kind: "joined",
+                            frames,
+                        },
+                        ctx,
+                    );
+                }
+                self.after_flush(
+                    AfterFlush::MemberAdded {
+                        record,
+                        reply: msg.reply,
+                    },
+                    ctx,
+                );
+            }
             Err(e) => {
                 let _ = msg.reply.send(Err(e));
             }
