@@ -25,7 +25,9 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 struct Claims {
     sub: String,
     exp: u64,
-    iat: u64,
+    /// Optional: tokens minted by a team's own backend need only `sub` and `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
 }
 
 /// Verifies admin and user tokens and mints user tokens.
@@ -124,7 +126,7 @@ impl Auth {
         let claims = Claims {
             sub: user.to_string(),
             exp: iat.saturating_add(ttl_secs),
-            iat,
+            iat: Some(iat),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
