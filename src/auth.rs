@@ -166,12 +166,28 @@ mod tests {
             &Claims {
                 sub: "alice".into(),
                 exp: now_secs() - 10,
-                iat: 0,
+                iat: None,
             },
             &EncodingKey::from_secret(b"s3cret"),
         )
         .unwrap();
         assert_eq!(auth.verify(&expired), None);
+        // A backend's token with only `sub` and `exp` is accepted.
+        #[derive(Serialize)]
+        struct Minimal {
+            sub: &'static str,
+            exp: u64,
+        }
+        let minimal = encode(
+            &Header::new(Algorithm::HS256),
+            &Minimal {
+                sub: "bob",
+                exp: now_secs() + 60,
+            },
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        assert_eq!(auth.verify(&minimal), UserId::parse("bob").ok());
         // A second start reads the stored admin token and does not print it again.
         let (again, generated) = Auth::load(dir.path(), None, Some("s3cret".into())).unwrap();
         assert!(generated.is_none());
