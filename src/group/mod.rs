@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::ids::{GroupId, Seq, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    GroupKind, GroupSummary, Message, Readers, ReceiptItem, ServerFrame, MAX_PAGE,
+    GroupKind, GroupSummary, Message, Readers, ReceiptItem, ServerFrame, MAX_PAGE, MAX_PAGE_BYTES,
 };
 use crate::registry::Registry;
 use crate::session::{Outbound, SessionHandle};
@@ -572,6 +572,7 @@ impl GroupActor {
             }
         };
         let mut messages = Vec::new();
+        let mut bytes = 0;
         if first <= last && limit > 0 {
             self.deps.store.scan_messages(
                 &self.id,
@@ -579,6 +580,7 @@ impl GroupActor {
                 Seq(last),
                 direction,
                 &mut |seq, m| {
+                    bytes += m.body.len();
                     messages.push(Message {
                         group: self.id.to_string(),
                         seq: seq.0,
@@ -587,7 +589,7 @@ impl GroupActor {
                         body: m.body,
                         client_id: m.client_id,
                     });
-                    messages.len() < limit
+                    messages.len() < limit && bytes < MAX_PAGE_BYTES
                 },
             )?;
         }

@@ -1,0 +1,1119 @@
+//! Load generator for a running Rollcall server (loopback only).
+//!
+//! Two scenarios, each bounded by a message count and an overall deadline (`--deadline-secs`):
+//!
+//! - `throughput`: one group of `--members` (default 40) members, all online. `--senders`
+//!   (default 4) of them send `--messages` (default 20,000) in total, pipelined with at most
+//!   `--window` (default 64) unanswered sends each. Every member reads the pushed `msg` frames and
+//!   sends a cumulative `ack` every `--ack-every` (default 50) messages. Reports sends/s,
+//!   send→sent latency, send→delivered-to-all latency, flushes and messages per flush, frames out
+//!   per message.
+//! - `receipts`: one group of `--members` (default 200); `--online` (default 40) readers plus one
+//!   sender are online. The sender posts `--messages` (default 200), one every `--pace-ms`
+//!   (default 20). Each reader sends `read` for every pushed message (or every `--read-batch`-th,
+//!   cumulatively). After every reader has read everything and two receipt ticks have passed, the
+//!   `/metrics` deltas give the frames per posted message, compared with the naive per-reader
+//!   design.
+//!
+//! ```text
+//! ROLLCALL_ADMIN_TOKEN=adm ROLLCALL_JWT_SECRET=sec rollcall serve --addr 127.0.0.1:7600 --data /tmp/d
+//! cargo run --release --example loadgen -- --http http://127.0.0.1:7600 --admin-token adm \
+//!     --scenario throughput
+//! ```
+//!
+//! Counters come from the server's `/metrics`, so run it against a server nobody else is using.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Throughput,
+    Receipts,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for a Rollcall server (loopback only)"
+)]
+struct Args {
+    /// Base URL of the server's HTTP listener (must be a loopback address).
+    #[arg(long, default_value = "http://127.0.0.1:7600")]
+    http: String,
+    /// Admin bearer token.
+    #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
+    scenario: Scenario,
+    /// Members of the group (default: 40 for throughput, 200 for receipts).
+    #[arg(long)]
+    members: Option<usize>,
+    /// Online readers (receipts; default 40). Throughput keeps every member online.
+    #[arg(long)]
+    online: Option<usize>,
+    /// Members that send (throughput).
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Messages posted in total (default: 20,000 for throughput, 200 for receipts).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Most sends in flight (without their `sent`) per sender.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Throughput: each member sends a cumulative `ack` every N received messages.
+    #[arg(long, default_value_t = 50)]
+    ack_every: u64,
+    /// Receipts: each reader sends a cumulative `read` every N received messages (1: every one).
+    #[arg(long, default_value_t = 1)]
+    read_batch: u64,
+    /// Receipts: the sender posts one message every this many milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pace_ms: u64,
+    /// The server's --receipt-interval-ms (how long "two receipt ticks" is).
+    #[arg(long, default_value_t = 1000)]
+    receipt_interval_ms: u64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+    /// The whole run (setup included) stops after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    deadline_secs: u64,
+    /// Leave Nagle's algorithm on for the client sockets (default: TCP_NODELAY, as browsers do).
+    #[arg(long)]
+    client_nagle: bool,
+    /// The server's data directory, to report its size before and after (optional).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// What every scenario resolves its optional arguments to.
+struct Plan {
+    scenario: Scenario,
+    members: usize,
+    /// Members that connect (throughput: all; receipts: readers + the sender).
+    online: usize,
+    senders: usize,
+    messages: u64,
+    window: usize,
+    /// Throughput: `ack` every N; receipts: `read` every N.
+    cursor_every: u64,
+    pace: Option<Duration>,
+    settle: Duration,
+    body: Arc<str>,
+    nodelay: bool,
+}
+
+impl Args {
+    fn plan(&self) -> Result<Plan, Error> {
+        let (members, online, senders, messages, every, pace) = match self.scenario {
+            Scenario::Throughput => {
+                let members = self.members.unwrap_or(40);
+                (
+                    members,
+                    members,
+                    self.senders,
+                    self.messages.unwrap_or(20_000),
+                    self.ack_every,
+                    None,
+                )
+            }
+            Scenario::Receipts => {
+                let members = self.members.unwrap_or(200);
+                let readers = self.online.unwrap_or(40);
+                (
+                    members,
+                    readers + 1,
+                    1,
+                    self.messages.unwrap_or(200),
+                    self.read_batch,
+                    Some(Duration::from_millis(self.pace_ms)),
+                )
+            }
+        };
+        if members == 0 || senders == 0 || senders > members || online > members {
+            return Err(format!(
+                "need 0 < senders ({senders}) <= members ({members}) and online ({online}) <= members"
+            )
+            .into());
+        }
+        if messages == 0 || self.window == 0 || every == 0 {
+            return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
+        }
+        Ok(Plan {
+            scenario: self.scenario,
+            members,
+            online,
+            senders,
+            messages,
+            window: self.window,
+            cursor_every: every,
+            pace,
+            settle: Duration::from_millis(2 * self.receipt_interval_ms + 200),
+            body: "x".repeat(self.body_bytes).into(),
+            nodelay: !self.client_nagle,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin HTTP (blocking, ureq), loopback only.
+
+#[derive(Clone)]
+struct Admin {
+    base: String,
+    host_port: String,
+    token: String,
+}
+
+impl Admin {
+    fn new(http: &str, token: &str) -> Result<Admin, Error> {
+        let rest = http
+            .strip_prefix("http://")
+            .ok_or("--http must start with http://")?;
+        let host_port = rest.split('/').next().unwrap_or_default().to_string();
+        let addrs: Vec<_> = host_port.to_socket_addrs()?.collect();
+        if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(format!("{host_port} is not a loopback address; refusing").into());
+        }
+        Ok(Admin {
+            base: format!("http://{host_port}"),
+            host_port,
+            token: token.to_string(),
+        })
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
+        let response = ureq::post(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        Ok(response.into_json()?)
+    }
+
+    fn metrics(&self) -> Result<Metrics, Error> {
+        let text = ureq::get(&format!("{}/metrics", self.base))
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &self.auth())
+            .call()
+            .map_err(|e| format!("GET /metrics: {e}"))?
+            .into_string()?;
+        Ok(Metrics::parse(&text))
+    }
+
+    fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.host_port)
+    }
+}
+
+/// One `/metrics` snapshot: `name{labels}` → value.
+#[derive(Default, Clone)]
+struct Metrics(HashMap<String, f64>);
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let mut out = HashMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Some((key, value)) = line.rsplit_once(' ') {
+                if let Ok(v) = value.trim().parse::<f64>() {
+                    out.insert(key.trim().to_string(), v);
+                }
+            }
+        }
+        Metrics(out)
+    }
+
+    fn get(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// `after - self` for one key.
+    fn delta(&self, after: &Metrics, key: &str) -> f64 {
+        after.get(key) - self.get(key)
+    }
+
+    fn frames(&self, after: &Metrics, dir: &str, kind: &str) -> f64 {
+        self.delta(
+            after,
+            &format!("rollcall_frames_{dir}_total{{type=\"{kind}\"}}"),
+        )
+    }
+
+    /// Every frame type's delta in one direction.
+    fn frames_by_type(&self, after: &Metrics, dir: &str) -> BTreeMap<String, f64> {
+        let prefix = format!("rollcall_frames_{dir}_total{{type=\"");
+        let mut out = BTreeMap::new();
+        for key in after.0.keys().chain(self.0.keys()) {
+            if let Some(kind) = key
+                .strip_prefix(&prefix)
+                .and_then(|k| k.strip_suffix("\"}"))
+            {
+                let d = self.delta(after, key);
+                if d != 0.0 {
+                    out.insert(kind.to_string(), d);
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket members.
+
+/// The fields of a server frame the load generator looks at (others are skipped unparsed).
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default, borrow)]
+    client_id: Option<&'a str>,
+    #[serde(default, borrow)]
+    code: Option<&'a str>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    items: Option<Vec<ReceiptItem>>,
+}
+
+#[derive(Deserialize)]
+struct ReceiptItem {
+    seq: u64,
+    read: u64,
+}
+
+/// State shared by every member task of a run.
+struct Shared {
+    start: Instant,
+    group: String,
+    /// Per message (by global index): when it was sent, µs since `start` (0: not yet).
+    sent_at: Vec<AtomicU64>,
+    /// Per message: the latest arrival of its `msg` at any member, µs since `start`.
+    last_arrival: Vec<AtomicU64>,
+    /// Per message: how many members received its `msg`.
+    arrivals: Vec<AtomicU32>,
+    /// Readers the receipts sender waits for in its receipt counts.
+    readers: u64,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// What one member does.
+struct Role {
+    index: usize,
+    url: String,
+    /// Global message indexes this member sends (`client_id` = `m<index>`).
+    sends: Vec<u64>,
+    window: usize,
+    pace: Option<Duration>,
+    /// `Some(("ack"|"read", every))`: the cursor frame sent after every N received messages.
+    cursor: Option<(&'static str, u64)>,
+    /// `msg` frames this member waits for before it is done.
+    expect: u64,
+    /// Receipts sender: done only when a receipt shows every reader read the last message.
+    wait_all_read: bool,
+    body: Arc<str>,
+    nodelay: bool,
+}
+
+/// What one member saw.
+#[derive(Default)]
+struct Outcome {
+    index: usize,
+    sent_latency_us: Vec<u64>,
+    first_send_us: Option<u64>,
+    last_sent_us: Option<u64>,
+    received: u64,
+    cursor_frames: u64,
+    receipt_frames: u64,
+    /// Receipts sender: per message, send → first receipt showing all readers read it (µs).
+    all_read_latency_us: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+    first_error: Option<String>,
+    duplicates: u64,
+    /// Why the connection ended before the member was done (eviction, close, I/O error).
+    lost: Option<String>,
+    done: bool,
+}
+
+async fn run_member(
+    role: Role,
+    shared: Arc<Shared>,
+    deadline: tokio::time::Instant,
+    done_tx: mpsc::UnboundedSender<usize>,
+    mut stop: watch::Receiver<bool>,
+    ready_tx: mpsc::UnboundedSender<Result<usize, String>>,
+    mut go: watch::Receiver<bool>,
+) -> Outcome {
+    let mut out = Outcome {
+        index: role.index,
+        ..Outcome::default()
+    };
+    let connect = tokio::time::timeout_at(
+        deadline,
+        tokio_tungstenite::connect_async_with_config(&role.url, None, role.nodelay),
+    );
+    let ws = match connect.await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            let _ = ready_tx.send(Err(format!("member {}: connect: {e}", role.index)));
+            return out;
+        }
+        Err(_) => {
+            let _ = ready_tx.send(Err(format!("member {}: connect timed out", role.index)));
+            return out;
+        }
+    };
+    let (mut sink, mut stream) = ws.split();
+    // Wait for `welcome` before reporting ready, so no setup frame lands in the measurement.
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if text.as_str().contains("\"type\":\"welcome\"") {
+                    break;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => {
+                let why = match other {
+                    Err(_) => "timed out".to_string(),
+                    Ok(None) => "closed".to_string(),
+                    Ok(Some(Err(e))) => e.to_string(),
+                    Ok(Some(Ok(_))) => unreachable!(),
+                };
+                let _ = ready_tx.send(Err(format!("member {}: no welcome: {why}", role.index)));
+                return out;
+            }
+        }
+    }
+    let _ = ready_tx.send(Ok(role.index));
+    // Start together; a dropped sender (the run gave up) or the deadline ends the member.
+    while !*go.borrow() {
+        match tokio::time::timeout_at(deadline, go.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return out,
+        }
+    }
+
+    let group = shared.group.as_str();
+    let total_sends = role.sends.len();
+    let mut next_send = 0usize; // position in role.sends
+    let mut answered = 0usize;
+    let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(role.window * 2);
+    let mut sent_us_by_seq: HashMap<u64, u64> = HashMap::new(); // own seq → send time (µs)
+    let mut last_seq = 0u64;
+    let mut acked_seq = 0u64;
+    let mut pace = role.pace.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut pace_credit = 0usize;
+    let mut all_read_seq: Option<u64> = None; // highest seq seen with read == readers
+    let mut my_last_seq: Option<u64> = None;
+
+    loop {
+        // 1. Send what the window (and pacing) allows.
+        let mut fed = 0;
+        while next_send < total_sends && in_flight.len() < role.window {
+            if pace.is_some() {
+                if pace_credit == 0 {
+                    break;
+                }
+                pace_credit -= 1;
+            }
+            let global = role.sends[next_send];
+            let frame = json!({
+                "type": "send", "id": global, "group": group,
+                "client_id": format!("m{global}"), "body": &*role.body,
+            });
+            in_flight.insert(global, Instant::now());
+            let t = shared.now_us();
+            shared.sent_at[global as usize].store(t, Ordering::Relaxed);
+            out.first_send_us.get_or_insert(t);
+            if let Err(e) = sink.feed(Message::text(frame.to_string())).await {
+                out.lost = Some(format!("write: {e}"));
+                break;
+            }
+            next_send += 1;
+            fed += 1;
+        }
+        if fed > 0 {
+            if let Err(e) = sink.flush().await {
+                out.lost.get_or_insert(format!("flush: {e}"));
+            }
+        }
+        // 2. Send the final cumulative cursor once everything expected arrived.
+        if let Some((kind, _)) = role.cursor {
+            if out.received >= role.expect && last_seq > acked_seq && out.lost.is_none() {
+                let frame = json!({"type": kind, "group": group, "seq": last_seq});
+                if sink.send(Message::text(frame.to_string())).await.is_ok() {
+                    acked_seq = last_seq;
+                    out.cursor_frames += 1;
+                }
+            }
+        }
+        // 3. Done?
+        if !out.done {
+            let sends_done = answered == total_sends;
+            let recv_done = out.received >= role.expect;
+            let cursor_done = role.cursor.is_none() || acked_seq >= last_seq;
+            let read_done = !role.wait_all_read
+                || shared.readers == 0
+                || matches!((all_read_seq, my_last_seq), (Some(a), Some(m)) if a >= m);
+            if (sends_done && recv_done && cursor_done && read_done) || out.lost.is_some() {
+                out.done = true;
+                let _ = done_tx.send(role.index);
+            }
+        }
+
+        // 4. Wait for the next event.
+        let frame = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = stop.changed() => break,
+            _ = async { pace.as_mut().expect("guarded").tick().await },
+                if pace.is_some() && next_send < total_sends => {
+                pace_credit += 1;
+                continue;
+            }
+            frame = stream.next() => frame,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(reason))) => {
+                out.lost
+                    .get_or_insert(format!("closed by server: {reason:?}"));
+                continue;
+            }
+            Some(Ok(_)) => continue,
+            // An ended connection: the next turn marks the member done, the one after stops it.
+            Some(Err(e)) => {
+                out.lost.get_or_insert(format!("read: {e}"));
+                if out.done {
+                    break;
+                }
+                continue;
+            }
+            None => {
+                out.lost.get_or_insert("connection ended".to_string());
+                if out.done {
+                    break;
+                }
+                continue;
+            }
+        };
+        let f: Incoming = match serde_json::from_str(text.as_str()) {
+            Ok(f) => f,
+            Err(e) => {
+                *out.errors.entry("unparsable".into()).or_default() += 1;
+                out.first_error
+                    .get_or_insert(format!("unparsable frame ({e}): {}", text.as_str()));
+                continue;
+            }
+        };
+        match f.kind {
+            "sent" => {
+                let Some(global) = f.id else { continue };
+                if let Some(at) = in_flight.remove(&global) {
+                    answered += 1;
+                    let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    out.sent_latency_us.push(us);
+                    out.last_sent_us = Some(shared.now_us());
+                    if text.as_str().contains("\"duplicate\":true") {
+                        out.duplicates += 1;
+                    }
+                    if let Some(seq) = f.seq {
+                        let sent_us = shared.sent_at[global as usize].load(Ordering::Relaxed);
+                        sent_us_by_seq.insert(seq, sent_us);
+                        my_last_seq = Some(my_last_seq.map_or(seq, |m: u64| m.max(seq)));
+                    }
+                }
+            }
+            "msg" => {
+                out.received += 1;
+                let seq = f.seq.unwrap_or(0);
+                last_seq = last_seq.max(seq);
+                if let Some(global) = f
+                    .client_id
+                    .and_then(|c| c.strip_prefix('m'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|&g| g < shared.arrivals.len())
+                {
+                    shared.last_arrival[global].fetch_max(shared.now_us(), Ordering::Relaxed);
+                    shared.arrivals[global].fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some((kind, every)) = role.cursor {
+                    if out.received.is_multiple_of(every) && last_seq > acked_seq {
+                        let frame = json!({"type": kind, "group": group, "seq": last_seq});
+                        if let Err(e) = sink.send(Message::text(frame.to_string())).await {
+                            out.lost.get_or_insert(format!("write: {e}"));
+                        } else {
+                            acked_seq = last_seq;
+                            out.cursor_frames += 1;
+                        }
+                    }
+                }
+            }
+            "receipt" => {
+                out.receipt_frames += 1;
+                let now = shared.now_us();
+                for item in f.items.unwrap_or_default() {
+                    if shared.readers > 0 && item.read >= shared.readers {
+                        if let Some(sent_us) = sent_us_by_seq.remove(&item.seq) {
+                            out.all_read_latency_us.push(now.saturating_sub(sent_us));
+                        }
+                        all_read_seq =
+                            Some(all_read_seq.map_or(item.seq, |a: u64| a.max(item.seq)));
+                    }
+                }
+            }
+            "error" => {
+                let code = f.code.unwrap_or("?").to_string();
+                if out.first_error.is_none() {
+                    out.first_error =
+                        Some(format!("{code}: {}", f.message.clone().unwrap_or_default()));
+                }
+                *out.errors.entry(code).or_default() += 1;
+                if let Some(global) = f.id {
+                    if in_flight.remove(&global).is_some() {
+                        answered += 1; // a refused send is answered (and counted as an error)
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+    if !out.done {
+        out.lost
+            .get_or_insert("deadline reached before done".into());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1] as f64 / 1000.0)
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.2}"))
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    let mut visited = 0;
+    while let Some(dir) = stack.pop() {
+        visited += 1;
+        if visited > 10_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn run_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("lg{ms:x}{:x}", std::process::id())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(2),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool, Error> {
+    let plan = args.plan()?;
+    let admin = Admin::new(&args.http, &args.admin_token)?;
+    let started = Instant::now();
+    let deadline_std = started + Duration::from_secs(args.deadline_secs);
+
+    // Setup: users (created as group members), one group, tokens for the online members.
+    let id = run_id();
+    let users: Vec<String> = (0..plan.members).map(|i| format!("{id}-u{i}")).collect();
+    let group = format!("{id}-g");
+    admin.post(
+        "/api/groups",
+        json!({"id": group, "name": "loadgen", "members": users}),
+    )?;
+    let mut urls = Vec::with_capacity(plan.online);
+    for user in users.iter().take(plan.online) {
+        if Instant::now() > deadline_std {
+            return Err("deadline reached during setup".into());
+        }
+        let answer = admin.post(&format!("/api/users/{user}/tokens"), json!({}))?;
+        let token = answer["token"].as_str().ok_or("no token in answer")?;
+        urls.push(admin.ws_url(token));
+    }
+    let data_before = args.data_dir.as_deref().map(dir_bytes);
+
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        group,
+        sent_at: (0..plan.messages).map(|_| AtomicU64::new(0)).collect(),
+        last_arrival: (0..plan.messages).map(|_| AtomicU64::new(0)).collect(),
+        arrivals: (0..plan.messages).map(|_| AtomicU32::new(0)).collect(),
+        readers: match plan.scenario {
+            Scenario::Throughput => 0,
+            Scenario::Receipts => (plan.online - 1) as u64,
+        },
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let measured = runtime.block_on(drive(
+        &plan,
+        &admin,
+        urls,
+        Arc::clone(&shared),
+        deadline_std,
+    ))?;
+    let data_after = args.data_dir.as_deref().map(dir_bytes);
+    let ok = report(&plan, &shared, measured, data_before, data_after);
+    Ok(ok)
+}
+
+struct Measured {
+    before: Metrics,
+    after: Metrics,
+    outcomes: Vec<Outcome>,
+    /// From "go" until every member was done.
+    active: Duration,
+    timed_out: bool,
+}
+
+async fn drive(
+    plan: &Plan,
+    admin: &Admin,
+    urls: Vec<String>,
+    shared: Arc<Shared>,
+    deadline_std: Instant,
+) -> Result<Measured, Error> {
+    let deadline = tokio::time::Instant::from_std(deadline_std);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (go_tx, go_rx) = watch::channel(false);
+
+    let mut tasks = Vec::with_capacity(urls.len());
+    for (index, url) in urls.into_iter().enumerate() {
+        let (sends, cursor, expect, wait_all_read) = match plan.scenario {
+            Scenario::Throughput => {
+                let sends: Vec<u64> = if index < plan.senders {
+                    (index as u64..plan.messages)
+                        .step_by(plan.senders)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (
+                    sends,
+                    Some(("ack", plan.cursor_every)),
+                    plan.messages,
+                    false,
+                )
+            }
+            Scenario::Receipts if index == 0 => {
+                ((0..plan.messages).collect(), None, plan.messages, true)
+            }
+            Scenario::Receipts => (
+                Vec::new(),
+                Some(("read", plan.cursor_every)),
+                plan.messages,
+                false,
+            ),
+        };
+        let role = Role {
+            index,
+            url,
+            sends,
+            window: plan.window,
+            pace: if plan.scenario == Scenario::Receipts && index == 0 {
+                plan.pace
+            } else {
+                None
+            },
+            cursor,
+            expect,
+            wait_all_read,
+            body: Arc::clone(&plan.body),
+            nodelay: plan.nodelay,
+        };
+        tasks.push(tokio::spawn(run_member(
+            role,
+            Arc::clone(&shared),
+            deadline,
+            done_tx.clone(),
+            stop_rx.clone(),
+            ready_tx.clone(),
+            go_rx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    drop(done_tx);
+
+    // Every member connected and got `welcome`?
+    let mut ready = 0;
+    while ready < tasks.len() {
+        match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+            Ok(Some(Ok(_))) => ready += 1,
+            Ok(Some(Err(e))) => {
+                let _ = stop_tx.send(true);
+                return Err(e.into());
+            }
+            Ok(None) | Err(_) => {
+                let _ = stop_tx.send(true);
+                return Err("members did not connect before the deadline".into());
+            }
+        }
+    }
+    // Let the welcome bursts drain before the "before" snapshot.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = blocking_metrics(admin).await?;
+
+    let go_at = Instant::now();
+    let _ = go_tx.send(true);
+    let mut done = 0;
+    let mut timed_out = false;
+    while done < tasks.len() {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(_)) => done += 1,
+            Ok(None) => break, // every task ended
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    let active = go_at.elapsed();
+    // Two receipt ticks, so the last cursor moves are flushed and their receipts pushed.
+    if !timed_out {
+        let settle_until = (tokio::time::Instant::now() + plan.settle).min(deadline);
+        tokio::time::sleep_until(settle_until).await;
+    }
+    let after = blocking_metrics(admin).await?;
+    let _ = stop_tx.send(true);
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => return Err(format!("member task failed: {e}").into()),
+            Err(_) => return Err("a member task did not stop".into()),
+        }
+    }
+    Ok(Measured {
+        before,
+        after,
+        outcomes,
+        active,
+        timed_out,
+    })
+}
+
+async fn blocking_metrics(admin: &Admin) -> Result<Metrics, Error> {
+    let admin = admin.clone();
+    tokio::task::spawn_blocking(move || admin.metrics())
+        .await
+        .map_err(|e| format!("metrics task: {e}"))?
+}
+
+/// Prints the result block; returns whether the run completed cleanly.
+fn report(
+    plan: &Plan,
+    shared: &Shared,
+    m: Measured,
+    data_before: Option<u64>,
+    data_after: Option<u64>,
+) -> bool {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_default();
+    let cmdline: Vec<String> = std::env::args().collect();
+    let outcomes = &m.outcomes;
+
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for o in outcomes {
+        for (k, v) in &o.errors {
+            *errors.entry(k.clone()).or_default() += v;
+        }
+    }
+    let lost: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.lost.as_ref().map(|l| format!("member {}: {l}", o.index)))
+        .collect();
+    let first_error = outcomes.iter().find_map(|o| o.first_error.clone());
+    let duplicates: u64 = outcomes.iter().map(|o| o.duplicates).sum();
+
+    let mut sent_lat: Vec<u64> = outcomes
+        .iter()
+        .flat_map(|o| o.sent_latency_us.iter().copied())
+        .collect();
+    sent_lat.sort_unstable();
+    let answered = sent_lat.len() as u64;
+    let first_send = outcomes.iter().filter_map(|o| o.first_send_us).min();
+    let last_sent = outcomes.iter().filter_map(|o| o.last_sent_us).max();
+    let send_span_s = match (first_send, last_sent) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+        _ => 0.0,
+    };
+
+    let (b, a) = (&m.before, &m.after);
+    let flushes = b.delta(a, "rollcall_flushes_total");
+    let stored = b.delta(a, "rollcall_messages_stored_total");
+    let evictions = b.delta(a, "rollcall_evictions_total");
+    let out_by_type = b.frames_by_type(a, "out");
+    let in_by_type = b.frames_by_type(a, "in");
+    let out_total: f64 = out_by_type.values().sum();
+    let in_total: f64 = in_by_type.values().sum();
+    let per = |x: f64, n: f64| if n > 0.0 { x / n } else { f64::NAN };
+
+    println!("=== rollcall loadgen: {:?} ===", plan.scenario);
+    println!(
+        "machine     : nproc={nproc} MemTotal={mem} loadavg(at end)={}",
+        load.trim()
+    );
+    println!("command     : {}", cmdline.join(" "));
+    println!(
+        "setup       : members={} online={} senders={} messages={} window={} {}={} body={}B",
+        plan.members,
+        plan.online,
+        plan.senders,
+        plan.messages,
+        plan.window,
+        if plan.scenario == Scenario::Throughput {
+            "ack_every"
+        } else {
+            "read_batch"
+        },
+        plan.cursor_every,
+        plan.body.len()
+    );
+    println!(
+        "run         : active={:.2}s (go → all members done), timed_out={}",
+        m.active.as_secs_f64(),
+        m.timed_out
+    );
+    println!(
+        "sends       : answered={answered}/{} stored(delta)={stored} duplicates={duplicates}",
+        plan.messages
+    );
+    println!(
+        "send→sent   : median={} ms p99={} ms max={} ms",
+        fmt_ms(percentile(&sent_lat, 0.5)),
+        fmt_ms(percentile(&sent_lat, 0.99)),
+        fmt_ms(sent_lat.last().map(|&v| v as f64 / 1000.0))
+    );
+    let online = plan.online as u32;
+    let mut all_delivered: Vec<u64> = (0..plan.messages as usize)
+        .filter(|&i| shared.arrivals[i].load(Ordering::Relaxed) >= online)
+        .filter_map(|i| {
+            let s = shared.sent_at[i].load(Ordering::Relaxed);
+            let l = shared.last_arrival[i].load(Ordering::Relaxed);
+            (s > 0 && l >= s).then_some(l - s)
+        })
+        .collect();
+    all_delivered.sort_unstable();
+    println!(
+        "send→msg@all: median={} ms p99={} ms ({} of {} messages reached all {} online sessions)",
+        fmt_ms(percentile(&all_delivered, 0.5)),
+        fmt_ms(percentile(&all_delivered, 0.99)),
+        all_delivered.len(),
+        plan.messages,
+        plan.online
+    );
+    println!(
+        "metrics Δ   : flushes={flushes} messages/flush={:.1} evictions={evictions}",
+        per(stored, flushes)
+    );
+    println!("frames in Δ : total={in_total} {in_by_type:?}");
+    println!("frames out Δ: total={out_total} {out_by_type:?}");
+
+    match plan.scenario {
+        Scenario::Throughput => {
+            let sends_per_s = if send_span_s > 0.0 {
+                answered as f64 / send_span_s
+            } else {
+                f64::NAN
+            };
+            println!("--- result ---");
+            println!("sends/s                 : {sends_per_s:.0} (sent replies over {send_span_s:.2} s, first send → last sent)");
+            println!(
+                "send→sent latency       : median {} ms, p99 {} ms",
+                fmt_ms(percentile(&sent_lat, 0.5)),
+                fmt_ms(percentile(&sent_lat, 0.99))
+            );
+            println!(
+                "send→delivered-to-all   : median {} ms",
+                fmt_ms(percentile(&all_delivered, 0.5))
+            );
+            println!(
+                "flushes / messages/flush: {flushes} / {:.1}",
+                per(stored, flushes)
+            );
+            println!(
+                "frames out per message  : {:.2} (msg {:.2}, sent {:.2}, receipt {:.4})",
+                per(out_total, stored),
+                per(b.frames(a, "out", "msg"), stored),
+                per(b.frames(a, "out", "sent"), stored),
+                per(b.frames(a, "out", "receipt"), stored)
+            );
+            println!(
+                "frames in per message   : {:.2} (send {:.2}, ack {:.2})",
+                per(in_total, stored),
+                per(b.frames(a, "in", "send"), stored),
+                per(b.frames(a, "in", "ack"), stored)
+            );
+        }
+        Scenario::Receipts => {
+            let n = plan.messages as f64;
+            let readers = (plan.online - 1) as f64;
+            let fin =
+                b.frames(a, "in", "send") + b.frames(a, "in", "ack") + b.frames(a, "in", "read");
+            let fout = b.frames(a, "out", "sent")
+                + b.frames(a, "out", "msg")
+                + b.frames(a, "out", "receipt")
+                + b.frames(a, "out", "read_sync");
+            let receipts = b.frames(a, "out", "receipt");
+            let msg_out = b.frames(a, "out", "msg");
+            let cursor_in = b.frames(a, "in", "ack") + b.frames(a, "in", "read");
+            let mut all_read: Vec<u64> = outcomes
+                .iter()
+                .flat_map(|o| o.all_read_latency_us.iter().copied())
+                .collect();
+            all_read.sort_unstable();
+            let sender_receipts = outcomes.first().map_or(0, |o| o.receipt_frames);
+            // Reader pushes only: the sender's own session also gets each msg (1 per message).
+            let reader_msgs = msg_out - n;
+            let comparable = reader_msgs + cursor_in + receipts;
+            let naive = 3.0 * readers;
+            let member_bytes = plan.members as f64 * 25.0;
+            println!("--- result (per posted message, M={}) ---", plan.messages);
+            println!(
+                "frames received by server (send+ack/read)       : {:.2}  (send {:.2}, ack/read {:.2})",
+                fin / n,
+                b.frames(a, "in", "send") / n,
+                cursor_in / n
+            );
+            println!(
+                "frames sent by server (sent+msg+receipt+read_sync): {:.2}  (sent {:.2}, msg {:.2}, receipt {:.4}, read_sync {:.2})",
+                fout / n,
+                b.frames(a, "out", "sent") / n,
+                msg_out / n,
+                receipts / n,
+                b.frames(a, "out", "read_sync") / n
+            );
+            println!(
+                "receipt frames only                             : {:.4}  ({receipts} in all; sender saw {sender_receipts})",
+                receipts / n
+            );
+            println!(
+                "naive design (push+ack+receipt per reader)      : {naive:.0} frames  ({readers} pushes + {readers} acks + {readers} receipts); {readers} stored receipt rows"
+            );
+            println!(
+                "rollcall, same count (reader msg+read+receipt)  : {:.2} frames  ({:.1}% of naive); 0 stored receipt rows",
+                comparable / n,
+                100.0 * comparable / n / naive
+            );
+            println!(
+                "send → receipt with all {readers} read          : median {} ms, p99 {} ms ({} messages)",
+                fmt_ms(percentile(&all_read, 0.5)),
+                fmt_ms(percentile(&all_read, 0.99)),
+                all_read.len()
+            );
+            println!(
+                "receipt storage: no per-message receipt data; member records {} x 25 B = {member_bytes:.0} B per group → {:.1} B per message at M={} (fixed per member, independent of how many read)",
+                plan.members,
+                member_bytes / n,
+                plan.messages
+            );
+            if let (Some(x), Some(y)) = (data_before, data_after) {
+                println!(
+                    "data dir size: before {x} B, after {y} B (sled preallocates segments; Δ {} B)",
+                    y as i64 - x as i64
+                );
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        println!(
+            "errors      : {errors:?} first: {}",
+            first_error.unwrap_or_default()
+        );
+    }
+    if !lost.is_empty() {
+        println!("members not done or connection lost ({}):", lost.len());
+        for l in lost.iter().take(10) {
+            println!("  {l}");
+        }
+    }
+    let clean = !m.timed_out && lost.is_empty() && errors.is_empty() && answered == plan.messages;
+    println!("status      : {}", if clean { "ok" } else { "INCOMPLETE" });
+    clean
+}
