@@ -12,17 +12,14 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use crate::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
 use crate::group::{
-    DescribeGroup, FetchMessages, GroupActor, GroupError, ListReaders, Page, PostMessage,
-    RemoveMember,
+    reply_channel, DescribeGroup, FetchMessages, GroupActor, GroupError, ListReaders, Page,
+    PostMessage, RemoveMember,
 };
 use crate::ids::{GroupId, UserId};
-use crate::protocol::{
-    page_limit, to_json, ErrorCode, HttpError, HttpErrorBody, MAX_CLIENT_ID_CHARS,
-};
+use crate::protocol::{check_send, page_limit, to_json, ErrorCode, HttpError, HttpErrorBody};
 use crate::registry::{add_member, Registry};
 use crate::store::{GroupKindRecord, MemberRecord, StoreError};
 
@@ -356,12 +353,12 @@ async fn delete_member(
     let (gid, uid) = path.into_inner();
     let (id, user) = (group_id(&gid)?, user_id(&uid)?);
     let addr = group_actor(&state, &id)?;
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = reply_channel();
     addr.send(RemoveMember { user, reply }).await?;
-    match answer.await {
-        Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
+    match answer.wait().await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
         // The member resource does not exist: 404, with the protocol's `not_member` code.
-        Ok(Err(GroupError::NotMember)) => Ok(HttpResponse::NotFound()
+        Err(GroupError::NotMember) => Ok(HttpResponse::NotFound()
             .content_type("application/json")
             .body(to_json(&HttpError {
                 error: HttpErrorBody {
@@ -369,11 +366,7 @@ async fn delete_member(
                     message: "not a member of this group".into(),
                 },
             }))),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::Internal,
-            "the group dropped the request",
-        )),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -397,21 +390,14 @@ async fn post_message(
     let client_id = new
         .client_id
         .unwrap_or_else(|| format!("http-{}", crate::auth::random_hex(8)));
-    if client_id.is_empty() || client_id.chars().count() > MAX_CLIENT_ID_CHARS {
-        return Err(ApiError::new(
-            ErrorCode::BadFrame,
-            format!("client_id must have 1-{MAX_CLIENT_ID_CHARS} characters"),
-        ));
-    }
-    let max = state.registry.config().max_body_bytes;
-    if new.body.len() > max {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("body has {} bytes; the limit is {max}", new.body.len()),
-        ));
-    }
+    check_send(
+        &client_id,
+        &new.body,
+        state.registry.config().max_body_bytes,
+    )
+    .map_err(|(code, message)| ApiError::new(code, message))?;
     let addr = group_actor(&state, &id)?;
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = reply_channel();
     addr.send(PostMessage {
         from,
         client_id: client_id.clone(),
@@ -419,17 +405,11 @@ async fn post_message(
         reply,
     })
     .await?;
-    match answer.await {
-        Ok(Ok(posted)) => Ok(json_response(
-            StatusCode::OK,
-            &json!({"seq": posted.seq, "ts": posted.ts, "client_id": client_id, "duplicate": posted.duplicate}),
-        )),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::Internal,
-            "the group dropped the request",
-        )),
-    }
+    let posted = answer.wait().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"seq": posted.seq, "ts": posted.ts, "client_id": client_id, "duplicate": posted.duplicate}),
+    ))
 }
 
 #[derive(Deserialize)]

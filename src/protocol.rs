@@ -23,6 +23,30 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// message), so a page stays well under common client frame limits.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
 
+/// Checks a send's `client_id` and `body` against the protocol's limits (WebSocket and HTTP alike).
+pub fn check_send(
+    client_id: &str,
+    body: &str,
+    max_body_bytes: usize,
+) -> Result<(), (ErrorCode, String)> {
+    if client_id.is_empty() || client_id.chars().count() > MAX_CLIENT_ID_CHARS {
+        return Err((
+            ErrorCode::BadFrame,
+            format!("client_id must have 1-{MAX_CLIENT_ID_CHARS} characters"),
+        ));
+    }
+    if body.len() > max_body_bytes {
+        return Err((
+            ErrorCode::TooLarge,
+            format!(
+                "body has {} bytes; the limit is {max_body_bytes}",
+                body.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Clamps a requested page size to `1..=MAX_PAGE`, with `DEFAULT_PAGE` when absent.
 pub fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
@@ -150,6 +174,21 @@ impl ClientFrame {
             code: ErrorCode::BadFrame,
             message: e.to_string(),
         })
+    }
+
+    /// Sets the request id (the client module numbers its requests).
+    pub fn set_id(&mut self, new_id: Value) {
+        match self {
+            ClientFrame::Send { id, .. }
+            | ClientFrame::Ack { id, .. }
+            | ClientFrame::Read { id, .. }
+            | ClientFrame::Sync { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Direct { id, .. }
+            | ClientFrame::Receipts { id, .. }
+            | ClientFrame::Readers { id, .. }
+            | ClientFrame::Ping { id } => *id = Some(new_id),
+        }
     }
 
     /// The request id the client attached, if any.

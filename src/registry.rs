@@ -19,11 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::commit::Committer;
 use crate::config::Config;
-use crate::group::{AddMember, GroupActor, GroupDeps, GroupError};
+use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError};
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
 use crate::session::SessionHandle;
@@ -238,11 +237,7 @@ impl Registry {
 
 /// Adds a member through its group actor, waiting until it is durable.
 pub async fn add_member(addr: &Addr<GroupActor>, user: UserId) -> Result<MemberRecord, GroupError> {
-    let (reply, answer) = oneshot::channel();
-    addr.send(AddMember { user, reply })
-        .await
-        .map_err(|e| GroupError::Storage(format!("group actor unavailable: {e}")))?;
-    answer
-        .await
-        .map_err(|_| GroupError::Storage("group actor dropped the request".into()))?
+    let (reply, answer) = reply_channel();
+    addr.send(AddMember { user, reply }).await?;
+    answer.wait().await
 }

@@ -729,7 +729,7 @@ impl Engine {
     fn push_frame(&mut self, mut frame: ClientFrame) -> u64 {
         let id = self.next_frame_id;
         self.next_frame_id += 1;
-        set_id(&mut frame, id);
+        frame.set_id(Value::from(id));
         self.outgoing.push(frame);
         id
     }
@@ -761,21 +761,6 @@ impl Engine {
 /// The integer request id of a reply (the client only ever sends integer ids).
 fn frame_id(id: &Option<Value>) -> Option<u64> {
     id.as_ref().and_then(Value::as_u64)
-}
-
-/// Sets the `id` field of any client frame.
-fn set_id(frame: &mut ClientFrame, new_id: u64) {
-    match frame {
-        ClientFrame::Send { id, .. }
-        | ClientFrame::Ack { id, .. }
-        | ClientFrame::Read { id, .. }
-        | ClientFrame::Sync { id, .. }
-        | ClientFrame::History { id, .. }
-        | ClientFrame::Direct { id, .. }
-        | ClientFrame::Receipts { id, .. }
-        | ClientFrame::Readers { id, .. }
-        | ClientFrame::Ping { id } => *id = Some(Value::from(new_id)),
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub enum GroupError {
     NotMember,
     InvalidSeq(String),
     Storage(String),
+    /// The actor is gone or dropped the request (it is restarted on next use).
+    Unavailable(String),
 }
 
 impl GroupError {
@@ -23,7 +25,7 @@ impl GroupError {
         match self {
             GroupError::NotMember => ErrorCode::NotMember,
             GroupError::InvalidSeq(_) => ErrorCode::InvalidSeq,
-            GroupError::Storage(_) => ErrorCode::Internal,
+            GroupError::Storage(_) | GroupError::Unavailable(_) => ErrorCode::Internal,
         }
     }
 
@@ -32,7 +34,37 @@ impl GroupError {
             GroupError::NotMember => "you are not a member of this group".into(),
             GroupError::InvalidSeq(m) => m.clone(),
             GroupError::Storage(_) => "storage failure; retry later".into(),
+            GroupError::Unavailable(_) => "the group is unavailable; retry later".into(),
         }
+    }
+}
+
+impl From<actix::MailboxError> for GroupError {
+    fn from(e: actix::MailboxError) -> GroupError {
+        GroupError::Unavailable(e.to_string())
+    }
+}
+
+/// Where a group actor puts an answer it gives only after a flush.
+pub type Reply<T> = oneshot::Sender<Result<T, GroupError>>;
+
+/// The waiting end of a [`Reply`].
+pub struct Answer<T>(oneshot::Receiver<Result<T, GroupError>>);
+
+/// A reply channel for one command.
+pub fn reply_channel<T>() -> (Reply<T>, Answer<T>) {
+    let (reply, answer) = oneshot::channel();
+    (reply, Answer(answer))
+}
+
+impl<T> Answer<T> {
+    /// The group's answer, or `Unavailable` when the actor dropped the request.
+    pub async fn wait(self) -> Result<T, GroupError> {
+        self.0.await.unwrap_or_else(|_| {
+            Err(GroupError::Unavailable(
+                "the group dropped the request".into(),
+            ))
+        })
     }
 }
 
@@ -65,7 +97,7 @@ pub struct PostMessage {
     pub from: UserId,
     pub client_id: String,
     pub body: String,
-    pub reply: oneshot::Sender<Result<Posted, GroupError>>,
+    pub reply: Reply<Posted>,
 }
 
 /// The answer to [`PostMessage`].
@@ -125,7 +157,7 @@ pub struct MessagesPage {
 #[rtype(result = "()")]
 pub struct AddMember {
     pub user: UserId,
-    pub reply: oneshot::Sender<Result<MemberRecord, GroupError>>,
+    pub reply: Reply<MemberRecord>,
 }
 
 /// Removes a member, answering once durable; its sessions stop receiving pushes at once.
@@ -133,7 +165,7 @@ pub struct AddMember {
 #[rtype(result = "()")]
 pub struct RemoveMember {
     pub user: UserId,
-    pub reply: oneshot::Sender<Result<(), GroupError>>,
+    pub reply: Reply<()>,
 }
 
 /// The admin view of a group.

@@ -22,16 +22,15 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use tokio::sync::oneshot;
 
 use crate::group::{
-    AdvanceCursor, AttachSession, Cursor, DetachSession, FetchMessages, GroupActor, GroupError,
-    ListReaders, ListReceipts, Page, PostMessage, ReceiptQuery,
+    reply_channel, AdvanceCursor, AttachSession, Cursor, DetachSession, FetchMessages, GroupActor,
+    GroupError, ListReaders, ListReceipts, Page, PostMessage, ReceiptQuery,
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
-    page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, MAX_CLIENT_ID_CHARS,
-    MAX_FRAME_BYTES, MAX_PAGE,
+    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, MAX_FRAME_BYTES,
+    MAX_PAGE,
 };
 use crate::registry::Registry;
 
@@ -214,19 +213,7 @@ impl Session {
                 client_id,
                 body,
             } => {
-                if client_id.is_empty() || client_id.chars().count() > MAX_CLIENT_ID_CHARS {
-                    return Err((
-                        ErrorCode::BadFrame,
-                        format!("client_id must have 1-{MAX_CLIENT_ID_CHARS} characters"),
-                    ));
-                }
-                let max = self.registry.config().max_body_bytes;
-                if body.len() > max {
-                    return Err((
-                        ErrorCode::TooLarge,
-                        format!("body has {} bytes; the limit is {max}", body.len()),
-                    ));
-                }
+                check_send(&client_id, &body, self.registry.config().max_body_bytes)?;
                 // `do_send` ignores the group's mailbox bound, so bound what one session may
                 // have queued there; the client retries after some `sent` replies.
                 let limit = self.registry.config().session_queue;
@@ -237,7 +224,7 @@ impl Session {
                     ));
                 }
                 let addr = self.group(&group)?;
-                let (reply, answer) = oneshot::channel();
+                let (reply, answer) = reply_channel();
                 addr.do_send(PostMessage {
                     from: user,
                     client_id: client_id.clone(),
@@ -246,8 +233,8 @@ impl Session {
                 });
                 self.sends_in_flight += 1;
                 let answered = async move {
-                    match answer.await {
-                        Ok(Ok(posted)) => ServerFrame::Sent {
+                    match answer.wait().await {
+                        Ok(posted) => ServerFrame::Sent {
                             id,
                             group,
                             client_id,
@@ -255,8 +242,7 @@ impl Session {
                             ts: posted.ts,
                             duplicate: posted.duplicate,
                         },
-                        Ok(Err(e)) => group_error(id, &e),
-                        Err(_) => internal(id),
+                        Err(e) => group_error(id, &e),
                     }
                 };
                 ctx.spawn(answered.into_actor(self).map(|frame, act, ctx| {
