@@ -22,7 +22,7 @@ use actix::prelude::*;
 
 use crate::commit::Committer;
 use crate::config::Config;
-use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError};
+use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors};
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
 use crate::session::SessionHandle;
@@ -224,6 +224,14 @@ impl Registry {
     /// The online sessions of a user.
     pub fn sessions_of(&self, user: &UserId) -> Vec<SessionHandle> {
         lock(&self.sessions).get(user).cloned().unwrap_or_default()
+    }
+
+    /// Writes every group's pending cursor moves (at shutdown, before the final flush).
+    pub async fn persist_cursors(&self) {
+        let running: Vec<Addr<GroupActor>> = lock(&self.groups).values().cloned().collect();
+        for addr in running {
+            let _ = addr.send(PersistCursors).await;
+        }
     }
 
     /// The running actor of a group, without starting one.

@@ -31,7 +31,7 @@ fn cursors(server: &Server, user: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_only_move_forward_and_survive_a_crash() {
-    let mut server = Server::start();
+    let mut server = Server::start_with(&["--receipt-interval-ms", "200"]);
     let mut alice = team_with_messages(&server, 12).await;
     let mut bob = server.connect("bob").await;
 
@@ -48,8 +48,16 @@ async fn cursors_only_move_forward_and_survive_a_crash() {
     let group = server.group("team");
     assert_eq!(group["last_seq"], 12);
 
-    // A later durable write by the same group (alice's send) makes the cursor writes before it
-    // durable too; then the server crashes.
+    // Receipts are pushed only after the cursors behind them are durable: once alice (the
+    // sender) sees bob's read of 7 (his last move, after the ack of 10), the server may crash.
+    alice
+        .recv_where("a receipt showing bob's read of 7", |f| {
+            f["type"] == "receipt"
+                && f["items"]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|i| i["seq"] == 7 && i["read"] == 1))
+        })
+        .await;
     alice.send_msg("team", "after-cursors", "m13").await;
     server.restart();
 

@@ -168,6 +168,11 @@ pub struct RemoveMember {
     pub reply: Reply<()>,
 }
 
+/// Writes the cursor moves not yet written (the receipt tick does this too).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct PersistCursors;
+
 /// The admin view of a group.
 #[derive(ActixMessage)]
 #[rtype(result = "GroupView")]

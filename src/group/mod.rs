@@ -6,9 +6,12 @@
 //! [`Pending`] queue holds answers and pushes until the flush that covers their write comes back,
 //! and is released strictly in order, so pushes leave in seq order.
 //!
-//! Read receipts are derived from cursors ([`receipts::ReceiptIndex`]). Cursor moves are recorded
-//! as one dirty interval per member and cursor; a timer (`--receipt-interval-ms`) turns them into
-//! at most one `receipt` frame per online sender per tick.
+//! Read receipts are derived from cursors ([`receipts::ReceiptIndex`]). Cursor moves change
+//! memory at once and are written to the store once per member per tick (not once per `ack`, which
+//! would write a log record for every read of every message); each move is also recorded as one
+//! dirty interval per member and cursor, and the timer (`--receipt-interval-ms`) turns those into
+//! at most one `receipt` frame per online sender per tick, sent after the flush that makes the
+//! cursors behind it durable.
 //!
 //! The actor's memory is rebuilt from the store when it starts (lazily, on first use): head seq,
 //! members, the receipt index, each sender's seqs and the `(sender, client_id) → seq` resend map
@@ -21,7 +24,7 @@ pub mod receipts;
 
 pub use messages::*;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -118,6 +121,8 @@ pub struct GroupActor {
     flush_in_flight: bool,
     pending: VecDeque<Pending>,
     moved: HashMap<UserId, Moved>,
+    /// Members whose cursors moved since they were last written.
+    unwritten_cursors: HashSet<UserId>,
 }
 
 impl GroupActor {
@@ -184,6 +189,7 @@ impl GroupActor {
             flush_in_flight: false,
             pending: VecDeque::new(),
             moved: HashMap::new(),
+            unwritten_cursors: HashSet::new(),
         }))
     }
 
@@ -381,8 +387,29 @@ impl GroupActor {
         }
     }
 
-    /// The receipt tick: one frame per online sender whose messages' counts changed.
+    /// Writes the cursors of members whose cursors moved since they were last written.
+    fn persist_cursors(&mut self) {
+        for user in std::mem::take(&mut self.unwritten_cursors) {
+            let Some(record) = self.members.get(&user) else {
+                continue;
+            };
+            match self.deps.store.put_cursors(&self.id, &user, record) {
+                Ok(()) => self.written += 1,
+                Err(e) => {
+                    log::error!(
+                        "group {}: writing the cursors of {user} failed: {e}",
+                        self.id
+                    );
+                    self.unwritten_cursors.insert(user);
+                }
+            }
+        }
+    }
+
+    /// The receipt tick: write moved cursors, then one frame per online sender whose messages'
+    /// counts changed, once those cursors are durable.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.persist_cursors();
         if self.moved.is_empty() {
             return;
         }
@@ -536,8 +563,7 @@ impl GroupActor {
         if new == old {
             return Ok(());
         }
-        self.deps.store.put_cursors(&self.id, &msg.user, &new)?;
-        self.written += 1;
+        self.unwritten_cursors.insert(msg.user.clone());
         self.index.update(&old, &new);
         self.members.insert(msg.user.clone(), new);
         if new.delivered > old.delivered {
@@ -637,6 +663,7 @@ impl GroupActor {
         self.index.remove(&record);
         self.members.remove(user);
         self.moved.remove(user);
+        self.unwritten_cursors.remove(user);
         // Stop pushing at once, and tell the user's sessions.
         let text: Arc<str> = Arc::from(
             ServerFrame::Left {
@@ -872,6 +899,14 @@ impl Handler<RemoveMember> for GroupActor {
                 let _ = msg.reply.send(Err(e));
             }
         }
+    }
+}
+
+impl Handler<PersistCursors> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: PersistCursors, _ctx: &mut Context<Self>) {
+        self.persist_cursors();
     }
 }
 
