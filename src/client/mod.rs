@@ -241,7 +241,8 @@ impl Client {
         lock(&self.snapshot).user.clone()
     }
 
-    /// The groups of the last `welcome` (groups joined later while online are not listed).
+    /// The user's groups: those of the last `welcome`, plus those joined since (`joined`),
+    /// minus those left since (`left`).
     pub fn groups(&self) -> Vec<GroupSummary> {
         lock(&self.snapshot).groups.clone()
     }

@@ -121,79 +121,9 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        assert!(self.child.is_none(), "spawn while a server is running");
-        let log_path = self.logs.path().join("server.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("opening the server log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rollcall"));
-        command
-            .arg("serve")
-            .arg("--addr")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(self.data.path())
-            .args(&self.args)
-            .env("ROLLCALL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("ROLLCALL_JWT_SECRET", JWT_SECRET)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = command.spawn().expect("spawning the rollcall binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        // A thread reads stdout for the whole life of the process, so the server never blocks on
-        // a full pipe; it reports the port from the "listening" line.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.trim().strip_prefix("rollcall: listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim().to_string());
-                    }
-                }
-            }
-        });
-        let started = Instant::now();
-        let addr = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(addr) => break addr,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = child.wait().ok();
-                    panic!(
-                        "rollcall exited before listening ({status:?}); log:\n{}",
-                        self.log_tail()
-                    );
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "rollcall exited before listening ({status}); log:\n{}",
-                    self.log_tail()
-                );
-            }
-            if started.elapsed() > TIMEOUT {
-                let _ = child.kill();
-                panic!(
-                    "rollcall printed no 'listening' line within {TIMEOUT:?}; log:\n{}",
-                    self.log_tail()
-                );
-            }
-        };
-        self.port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("cannot parse a port from 'listening on {addr}'"));
-        self.child = Some(child);
+        if let Err(why) = self.try_spawn_at("127.0.0.1:0") {
+            panic!("rollcall {why}; log:\n{}", self.log_tail());
+        }
     }
 
     /// The last lines of the server's log (all runs).
@@ -296,6 +226,126 @@ impl Server {
     /// Connects a WebSocket client for `user` with a freshly minted token.
     pub async fn connect(&self, user: &str) -> Client {
         Client::connect(&self.ws_url(), &token(user)).await
+    }
+}
+
+/// Starting on a given address, and restarting on the same port for clients that hold the
+/// server's URL and reconnect by themselves (the crate's `client` module).
+impl Server {
+    /// Kills the server with SIGKILL, then starts it again on the same data dir and the same
+    /// port, so a connected client's URL stays valid. The bind is retried for up to `TIMEOUT`
+    /// while the port is momentarily busy.
+    pub fn restart_on_same_port(&mut self) {
+        self.kill9();
+        let addr = format!("127.0.0.1:{}", self.port);
+        let started = Instant::now();
+        loop {
+            match self.try_spawn_at(&addr) {
+                Ok(()) => return,
+                Err(why) if started.elapsed() < TIMEOUT => {
+                    eprintln!("restart on {addr} failed ({why}); retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(why) => panic!(
+                    "rollcall could not start again on {addr} within {TIMEOUT:?}: {why}; log:\n{}",
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
+    /// Starts the server on `addr`; `Err` when the process exits before listening (for example
+    /// because the port is taken). Panics if it neither listens nor exits within `TIMEOUT`.
+    fn try_spawn_at(&mut self, addr: &str) -> Result<(), String> {
+        assert!(self.child.is_none(), "spawn while a server is running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.path().join("server.log"))
+            .expect("opening the server log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("serve")
+            .arg("--addr")
+            .arg(addr)
+            .arg("--data")
+            .arg(self.data.path())
+            .args(&self.args)
+            .env("ROLLCALL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("ROLLCALL_JWT_SECRET", JWT_SECRET)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning the rollcall binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // A thread reads stdout for the whole life of the process, so the server never blocks on
+        // a full pipe; it reports the address from the "listening" line.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.trim().strip_prefix("rollcall: listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        let listening = loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(listening) => break listening,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().ok();
+                    return Err(format!("exited before listening ({status:?})"));
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited before listening ({status})"));
+            }
+            if started.elapsed() > TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rollcall printed no 'listening' line within {TIMEOUT:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+        };
+        self.port = listening
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse a port from 'listening on {listening}'"));
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `GET /metrics` with the admin token: the value of one counter or gauge sample, named
+    /// with its labels as in the Prometheus text (e.g. `rollcall_frames_in_total{type="ack"}`);
+    /// 0 when the sample is absent (a labelled counter appears on its first increment).
+    pub fn metric(&self, sample: &str) -> u64 {
+        let (status, body) = self.admin("GET", "/metrics", None);
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        let text = body.as_str().expect("metrics are plain text");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| {
+                    value
+                        .parse::<f64>()
+                        .unwrap_or_else(|e| panic!("bad sample value in {line:?}: {e}"))
+                        as u64
+                })
+            })
+            .unwrap_or(0)
     }
 }
 
