@@ -141,6 +141,31 @@ fn require_admin(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
     }
 }
 
+/// Reads a request body, refusing one larger than a JSON-escaped message body of the maximum
+/// size could be (actix's own limit would answer with a plain-text 413).
+async fn read_body(state: &State, mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+    use futures_util::StreamExt;
+    let limit = state
+        .registry
+        .config()
+        .max_body_bytes
+        .saturating_mul(6)
+        .saturating_add(64 << 10);
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(ErrorCode::BadFrame, format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("the request body is over {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::BadFrame, format!("bad JSON body: {e}")))
@@ -218,8 +243,9 @@ struct NewUser {
     name: Option<String>,
 }
 
-async fn create_user(req: HttpRequest, state: State, body: web::Bytes) -> ApiResult {
+async fn create_user(req: HttpRequest, state: State, payload: web::Payload) -> ApiResult {
     require_admin(&req, &state)?;
+    let body = read_body(&state, payload).await?;
     let new: NewUser = parse_body(&body)?;
     let id = user_id(&new.id)?;
     let name = new.name.unwrap_or_else(|| id.to_string());
@@ -252,10 +278,11 @@ async fn create_token(
     req: HttpRequest,
     state: State,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> ApiResult {
     require_admin(&req, &state)?;
     let id = user_id(&path)?;
+    let body = read_body(&state, payload).await?;
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
@@ -283,8 +310,9 @@ struct NewGroup {
     members: Vec<String>,
 }
 
-async fn create_group(req: HttpRequest, state: State, body: web::Bytes) -> ApiResult {
+async fn create_group(req: HttpRequest, state: State, payload: web::Payload) -> ApiResult {
     require_admin(&req, &state)?;
+    let body = read_body(&state, payload).await?;
     let new: NewGroup = parse_body(&body)?;
     let id = match &new.id {
         Some(id) => GroupId::parse_plain(id)
@@ -381,10 +409,11 @@ async fn post_message(
     req: HttpRequest,
     state: State,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> ApiResult {
     require_admin(&req, &state)?;
     let id = group_id(&path)?;
+    let body = read_body(&state, payload).await?;
     let new: NewMessage = parse_body(&body)?;
     let from = user_id(&new.from)?;
     let client_id = new

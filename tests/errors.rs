@@ -211,6 +211,15 @@ async fn body_over_the_limit_is_too_large() {
     );
     assert_eq!(status, 413, "{body}");
     assert_eq!(common::http_error_code(&body), "too_large");
+    // A request body larger than any valid one (300 KiB, past actix's own 256 KiB limit) is
+    // refused before it is parsed, with the same JSON error shape.
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups/team/messages",
+        Some(json!({"from": "alice", "body": "b".repeat(300 << 10)})),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(common::http_error_code(&body), "too_large");
     assert_eq!(server.group("team")["last_seq"], 3);
 }
 
