@@ -49,7 +49,7 @@ impl Config {
             client_timeout: Duration::from_millis(30_000),
             max_body_bytes: 65_536,
             session_queue: 1024,
-            dedup_window: 100_000,
+            dedup_window: 10_000,
             durability: crate::store::Durability::Power,
             cache_bytes: 64 << 20,
             workers: 0,

@@ -72,7 +72,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1024)]
     session_queue: usize,
     /// Messages per group remembered for idempotent resends.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 10_000)]
     dedup_window: usize,
     /// `power`: a message is fsynced before `sent` (survives power loss); `process`: only
     /// sled's flush (survives a process crash; the last ~0.5 s may be lost on power loss).

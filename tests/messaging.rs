@@ -165,6 +165,34 @@ async fn resending_a_client_id_returns_the_original_and_pushes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resend_window_holds_the_latest_messages_also_after_a_crash() {
+    // A window of 5 messages: ids 6..=10 are remembered, ids 1..=5 have aged out.
+    let mut server = Server::start_with(&["--dedup-window", "5"]);
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    for i in 1..=10 {
+        alice
+            .send_msg("team", &format!("c{i}"), &format!("m{i}"))
+            .await;
+    }
+    let recent = alice.send_msg("team", "c8", "retry of 8").await;
+    assert_eq!((seq(&recent), &recent["duplicate"]), (8, &json!(true)));
+
+    // After a crash the window is rebuilt from the stored messages.
+    server.restart();
+    let mut alice = server.connect("alice").await;
+    let recent = alice.send_msg("team", "c6", "retry of 6").await;
+    assert_eq!((seq(&recent), &recent["duplicate"]), (6, &json!(true)));
+    // An id older than the window is a new message (documented in PROTOCOL.md).
+    let old = alice.send_msg("team", "c1", "c1 again, much later").await;
+    assert_eq!((seq(&old), &old["duplicate"]), (11, &json!(false)));
+    // The window now holds seqs 7..=11, and `c1` names seq 11.
+    let again = alice.send_msg("team", "c1", "c1 once more").await;
+    assert_eq!((seq(&again), &again["duplicate"]), (11, &json!(true)));
+    assert_eq!(server.group("team")["last_seq"], 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_backwards_and_sync_pages_forwards() {
     let server = Server::start();
     server.create_group("team", &["alice", "bob"]);
