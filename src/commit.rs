@@ -39,6 +39,15 @@ impl Committer {
         Committer { requests }
     }
 
+    /// Waits for a flush covering every write made before this call; false if it failed.
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.request(Box::new(move |ok| {
+            let _ = tx.send(ok);
+        }));
+        rx.await.unwrap_or(false)
+    }
+
     /// Asks for a flush covering every write made before this call; `done(ok)` runs on the
     /// committer thread once it finished.
     pub fn request(&self, done: FlushDone) {

@@ -117,7 +117,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/groups/{gid}/messages/{seq}/receipts",
                     web::get().to(get_receipts),
-                ),
+                )
+                .default_service(web::to(api_not_found)),
         )
         .default_service(web::to(not_found));
 }
@@ -204,6 +205,12 @@ async fn not_found() -> HttpResponse {
     ApiError::new(ErrorCode::NotFound, "no such path").error_response()
 }
 
+/// Unknown paths under `/api/` are admin-only too: no token, no information.
+async fn api_not_found(req: HttpRequest, state: State) -> ApiResult {
+    require_admin(&req, &state)?;
+    Err(ApiError::new(ErrorCode::NotFound, "no such path"))
+}
+
 async fn metrics(req: HttpRequest, state: State) -> ApiResult {
     require_admin(&req, &state)?;
     Ok(HttpResponse::Ok()
@@ -249,7 +256,7 @@ async fn create_user(req: HttpRequest, state: State, payload: web::Payload) -> A
     let new: NewUser = parse_body(&body)?;
     let id = user_id(&new.id)?;
     let name = new.name.unwrap_or_else(|| id.to_string());
-    if !state.registry.create_user(&id, &name)? {
+    if !state.registry.create_user(&id, &name).await? {
         return Err(ApiError::new(
             ErrorCode::UserExists,
             format!("user {id} exists"),

@@ -17,6 +17,8 @@ pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_PAGE: usize = 100;
 /// The most characters a `client_id` may have.
 pub const MAX_CLIENT_ID_CHARS: usize = 128;
+/// The most characters a string request `id` may have (it is echoed in every reply).
+pub const MAX_ID_CHARS: usize = 128;
 /// The most bytes one WebSocket frame may have before the connection is closed (1009).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// A `messages` page stops once its bodies reach this many bytes (it always holds at least one
@@ -151,7 +153,20 @@ impl ClientFrame {
                 message: "a frame must be a JSON object".into(),
             });
         };
-        let id = object.get("id").cloned();
+        let id = match object.get("id") {
+            None => None,
+            Some(id @ Value::Number(_)) => Some(id.clone()),
+            Some(id @ Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => Some(id.clone()),
+            Some(_) => {
+                return Err(FrameError {
+                    id: None,
+                    code: ErrorCode::BadFrame,
+                    message: format!(
+                        "\"id\" must be a number or a string of at most {MAX_ID_CHARS} characters"
+                    ),
+                })
+            }
+        };
         match object.get("type") {
             Some(Value::String(t)) if CLIENT_TYPES.contains(&t.as_str()) => {}
             Some(Value::String(t)) => {
@@ -498,6 +513,14 @@ mod tests {
             ClientFrame::parse(r#"{"id":1}"#).unwrap_err().code,
             ErrorCode::BadFrame
         );
+        let nested = ClientFrame::parse(r#"{"type":"ping","id":{"a":[1]}}"#).unwrap_err();
+        assert_eq!((nested.code, nested.id), (ErrorCode::BadFrame, None));
+        let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(129));
+        assert_eq!(
+            ClientFrame::parse(&long).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+        assert!(ClientFrame::parse(r#"{"type":"ping","id":"x"}"#).is_ok());
     }
 
     #[test]

@@ -37,10 +37,14 @@ pub struct Registry {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     arbiters: Vec<ArbiterHandle>,
-    groups: Mutex<HashMap<GroupId, Addr<GroupActor>>>,
+    groups: Mutex<HashMap<GroupId, GroupSlot>>,
     sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
     next_session_id: AtomicU64,
 }
+
+/// One group's place in the registry: its actor once started. Its own lock serializes loading
+/// that group without holding the whole map.
+type GroupSlot = Arc<Mutex<Option<Addr<GroupActor>>>>;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
 /// section leaves the maps consistent).
@@ -84,13 +88,32 @@ impl Registry {
     }
 
     /// The running actor of a group, started from storage if needed; `None` if no such group.
+    ///
+    /// Loading a group scans its messages, so it happens under that group's own slot lock,
+    /// never under the map's: other groups are served meanwhile.
     pub fn group(self: &Arc<Self>, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {
-        let mut groups = lock(&self.groups);
-        if let Some(addr) = groups.get(id) {
+        let slot = {
+            let mut groups = lock(&self.groups);
+            match groups.get(id) {
+                Some(slot) => Arc::clone(slot),
+                None => {
+                    // Only groups that exist get a slot, so unknown ids cost no memory.
+                    if self.store.group(id)?.is_none() {
+                        return Ok(None);
+                    }
+                    Arc::clone(groups.entry(id.clone()).or_default())
+                }
+            }
+        };
+        let mut running = lock(&slot);
+        if let Some(addr) = running.as_ref() {
             if addr.connected() {
                 return Ok(Some(addr.clone()));
             }
+            // The actor died (a panic): its last writes may not be flushed yet. Flush, so the
+            // head the new actor reads back is durable before anyone sees it.
             log::warn!("group {id}: actor had stopped; starting it again");
+            self.store.flush()?;
         }
         let deps = GroupDeps {
             store: Arc::clone(&self.store),
@@ -100,15 +123,20 @@ impl Registry {
             registry: Arc::clone(self),
         };
         let Some(actor) = GroupActor::load(id.clone(), deps)? else {
-            groups.remove(id);
             return Ok(None);
         };
         let addr = match self.arbiter_for(id) {
             Some(arbiter) => GroupActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
         };
-        groups.insert(id.clone(), addr.clone());
+        *running = Some(addr.clone());
         Ok(Some(addr))
+    }
+
+    /// The actors started so far (some may have stopped).
+    fn started_groups(&self) -> Vec<Addr<GroupActor>> {
+        let slots: Vec<GroupSlot> = lock(&self.groups).values().cloned().collect();
+        slots.iter().filter_map(|slot| lock(slot).clone()).collect()
     }
 
     fn arbiter_for(&self, id: &GroupId) -> Option<&ArbiterHandle> {
@@ -119,8 +147,8 @@ impl Registry {
         self.arbiters.get(at)
     }
 
-    /// Creates a user unless it exists; returns whether it was created.
-    pub fn create_user(&self, id: &UserId, name: &str) -> Result<bool, StoreError> {
+    /// Creates a user unless it exists, answering once durable; returns whether it was created.
+    pub async fn create_user(&self, id: &UserId, name: &str) -> Result<bool, GroupError> {
         let created = self.store.create_user(
             id,
             &UserRecord {
@@ -129,17 +157,35 @@ impl Registry {
             },
         )?;
         if created {
+            self.flush().await?;
             log::info!("user {id} created");
         }
         Ok(created)
     }
 
-    /// Makes sure a user record exists (name = id when new).
+    /// Makes sure a user record exists (name = id when new). Not flushed by itself: a user
+    /// created implicitly (first connect, a member or a `direct` peer) is flushed with the
+    /// membership that needs it, or created again on next use.
     pub fn ensure_user(&self, id: &UserId) -> Result<(), StoreError> {
         if self.store.user(id)?.is_none() {
-            self.create_user(id, id.as_str())?;
+            let record = UserRecord {
+                name: id.to_string(),
+                created_ms: now_ms(),
+            };
+            if self.store.create_user(id, &record)? {
+                log::info!("user {id} created on first use");
+            }
         }
         Ok(())
+    }
+
+    /// Waits for a flush covering every write made so far.
+    async fn flush(&self) -> Result<(), GroupError> {
+        if self.committer.flush().await {
+            Ok(())
+        } else {
+            Err(GroupError::Storage("flush failed".into()))
+        }
     }
 
     /// Creates a group with its first members, answering once durable. `Ok(None)` when the id
@@ -159,6 +205,8 @@ impl Registry {
         if !self.store.create_group(id, &record)? {
             return Ok(None);
         }
+        // The group record is durable before it is answered, even with no members.
+        self.flush().await?;
         log::info!("group {id} created with {} members", members.len());
         let addr = self
             .group(id)?
@@ -228,18 +276,16 @@ impl Registry {
 
     /// Writes every group's pending cursor moves (at shutdown, before the final flush).
     pub async fn persist_cursors(&self) {
-        let running: Vec<Addr<GroupActor>> = lock(&self.groups).values().cloned().collect();
-        for addr in running {
+        for addr in self.started_groups() {
             let _ = addr.send(PersistCursors).await;
         }
     }
 
     /// The running actor of a group, without starting one.
     pub fn running_group(&self, id: &GroupId) -> Option<Addr<GroupActor>> {
-        lock(&self.groups)
-            .get(id)
-            .filter(|a| a.connected())
-            .cloned()
+        let slot = lock(&self.groups).get(id).cloned()?;
+        let addr = lock(&slot).clone();
+        addr.filter(|a| a.connected())
     }
 }
 

@@ -378,6 +378,86 @@ async fn messages_route_pages_like_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_users_and_empty_groups_survive_a_crash() {
+    let mut server = Server::start();
+    server.admin_expect("POST", "/api/users", Some(json!({"id": "zed"})), 201);
+    server.admin_expect(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "empty", "members": []})),
+        201,
+    );
+    server.restart(); // SIGKILL right after the 201s
+    let (status, body) = server.admin("POST", "/api/users/zed/tokens", None);
+    assert_eq!(
+        status, 200,
+        "a user answered with 201 is gone after a crash: {body}"
+    );
+    let (status, body) = server.admin("GET", "/api/groups/empty", None);
+    assert_eq!(
+        status, 200,
+        "a group answered with 201 is gone after a crash: {body}"
+    );
+}
+
+/// A member added while messages stream in gets `joined` before any `msg` of the group, and
+/// only messages after its join point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_added_mid_stream_gets_joined_first() {
+    let server = Server::start();
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    let mut carol = server.connect("carol").await;
+    let port = server.port;
+    let put = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        ureq::put(&format!(
+            "http://127.0.0.1:{port}/api/groups/team/members/carol"
+        ))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .expect("PUT member")
+        .into_json::<Value>()
+        .expect("member JSON")
+    });
+    // Keep 200 sends in flight for 600 ms around the PUT.
+    let sender = tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        let (mut written, mut acked) = (0u64, 0u64);
+        while start.elapsed() < Duration::from_millis(600) {
+            while written - acked < 200 {
+                written += 1;
+                alice
+                    .send_json(json!({"type": "send", "group": "team",
+                        "client_id": format!("c{written}"), "body": "x"}))
+                    .await;
+            }
+            alice.recv_type("sent").await;
+            acked += 1;
+        }
+        alice
+    });
+    let member = tokio::task::spawn_blocking(move || put.join().expect("PUT thread"))
+        .await
+        .expect("PUT task");
+    let _alice = sender.await.expect("sender task");
+    let joined_seq = member["joined_seq"].as_u64().expect("joined_seq");
+
+    let first = carol
+        .recv_where("a frame of team", |f| f["group"] == "team")
+        .await;
+    assert_eq!(first["type"], "joined", "carol got {first} before joined");
+    assert_eq!(first["last_seq"].as_u64(), Some(joined_seq), "{first}");
+    assert_eq!(first["delivered"].as_u64(), Some(joined_seq), "{first}");
+    let next = carol.recv_msg("team").await;
+    assert_eq!(
+        seq(&next),
+        joined_seq + 1,
+        "carol's first msg follows her join point"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_requires_the_admin_token() {
     let server = Server::start();
     server.create_group("team", &["alice"]);
@@ -396,6 +476,7 @@ async fn admin_api_requires_the_admin_token() {
                 Some(json!({"id": "evil", "members": ["eve"]})),
             ),
             ("DELETE", "/api/groups/team/members/alice", None),
+            ("GET", "/api/no/such/route", None),
         ] {
             let (status, reply) = server.http(method, path, bearer, body);
             assert_eq!(status, 401, "{method} {path} with {bearer:?} → {reply}");

@@ -26,6 +26,7 @@ pub use messages::*;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -45,6 +46,9 @@ use crate::store::{
 
 use receipts::ReceiptIndex;
 
+/// How long to wait before retrying a failed flush.
+const FLUSH_RETRY: Duration = Duration::from_millis(200);
+
 /// What the actor needs from the rest of the server.
 #[derive(Clone)]
 pub struct GroupDeps {
@@ -62,6 +66,8 @@ struct Pending {
 }
 
 enum AfterFlush {
+    /// Attach a new member's online sessions and send them `joined`.
+    AttachNewMember { user: UserId },
     /// Answer a send; push the `msg` frame to every session unless it was a duplicate.
     Posted {
         posted: Posted,
@@ -226,18 +232,16 @@ impl GroupActor {
         u64::try_from(hi.saturating_sub(lo)).unwrap_or(0)
     }
 
-    fn summary(&self, user: &UserId, member: &MemberRecord) -> GroupSummary {
-        let from = member.read.max(member.joined_seq).min(self.durable_seq);
-        let unread = (self.durable_seq - from).saturating_sub(self.own_between(
-            user,
-            from,
-            self.durable_seq,
-        ));
+    /// The group as `welcome` (or `joined`) shows it to `user`, as of `head`: the last seq whose
+    /// `msg` the session will not get pushed.
+    fn summary(&self, user: &UserId, member: &MemberRecord, head: u64) -> GroupSummary {
+        let from = member.read.max(member.joined_seq).min(head);
+        let unread = (head - from).saturating_sub(self.own_between(user, from, head));
         GroupSummary {
             group: self.id.to_string(),
             name: self.record.name.clone(),
             kind: self.kind(),
-            last_seq: self.durable_seq,
+            last_seq: head,
             delivered: member.delivered,
             read: member.read,
             unread,
@@ -341,38 +345,32 @@ impl GroupActor {
             let Some(Pending { action, .. }) = self.pending.pop_front() else {
                 break;
             };
-            self.complete(action, true);
+            self.complete(action);
         }
     }
 
-    fn complete(&mut self, action: AfterFlush, ok: bool) {
-        let failed = || GroupError::Storage("flush failed".into());
+    fn complete(&mut self, action: AfterFlush) {
         match action {
             AfterFlush::Posted {
                 posted,
                 push,
                 reply,
             } => {
-                if !ok {
-                    let _ = reply.send(Err(failed()));
-                    return;
-                }
                 let _ = reply.send(Ok(posted));
                 if let Some(text) = push {
                     self.push_to_all("msg", &text);
                 }
             }
+            AfterFlush::AttachNewMember { user } => self.attach_new_member(&user),
             AfterFlush::MemberAdded { record, reply } => {
-                let _ = reply.send(if ok { Ok(record) } else { Err(failed()) });
+                let _ = reply.send(Ok(record));
             }
             AfterFlush::MemberRemoved { reply } => {
-                let _ = reply.send(if ok { Ok(()) } else { Err(failed()) });
+                let _ = reply.send(Ok(()));
             }
             AfterFlush::Notify { kind, frames } => {
-                if ok {
-                    for (user, text) in frames {
-                        self.send_to_user(&user, kind, &text, None);
-                    }
+                for (user, text) in frames {
+                    self.send_to_user(&user, kind, &text, None);
                 }
             }
         }
@@ -647,13 +645,38 @@ impl GroupActor {
         self.written += 1;
         self.index.insert(&record);
         self.members.insert(user.clone(), record);
-        // After the index entry is written: a session that registers from now on finds the
-        // group in the index, and one registered before is found here.
-        for session in self.deps.registry.sessions_of(&user) {
-            self.attach(session);
-        }
         log::info!("group {}: added member {user}", self.id);
         Ok((record, true))
+    }
+
+    /// Attaches the online sessions of a member added by a write that is now durable, and
+    /// tells them with `joined`. Done after the flush, not at the add: messages sent before the
+    /// member joined are still being released then and must not reach them, and by now
+    /// `durable_seq >= joined_seq`, so the summary is consistent. (The member's index entry was
+    /// written before this lookup: a session that registers later finds the group itself.)
+    fn attach_new_member(&mut self, user: &UserId) {
+        let Some(record) = self.members.get(user).copied() else {
+            return; // removed again meanwhile
+        };
+        // Every message after the join point is pushed after this, whatever is durable by now.
+        let summary = self.summary(user, &record, record.joined_seq);
+        let text: Arc<str> = Arc::from(ServerFrame::Joined { summary }.to_text());
+        for session in self.deps.registry.sessions_of(user) {
+            let known = self
+                .sessions
+                .get(user)
+                .is_some_and(|handles| handles.iter().any(|h| h.id == session.id));
+            if known {
+                continue; // attached by its own welcome meanwhile
+            }
+            let joined = Outbound::Frame {
+                kind: "joined",
+                text: Arc::clone(&text),
+            };
+            if session.outbox.try_send(joined).is_ok() {
+                self.attach(session);
+            }
+        }
     }
 
     fn remove_member(&mut self, user: &UserId) -> Result<(), GroupError> {
@@ -765,6 +788,14 @@ impl Actor for GroupActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        // Members already online (this actor replaces one that stopped, or loads while they
+        // connect) keep receiving pushes; attaching twice is harmless.
+        let members: Vec<UserId> = self.members.keys().cloned().collect();
+        for user in members {
+            for session in self.deps.registry.sessions_of(&user) {
+                self.attach(session);
+            }
+        }
         self.deps.metrics.groups_loaded.inc();
         ctx.run_interval(self.deps.config.receipt_interval, |actor, ctx| {
             actor.tick(ctx)
@@ -785,25 +816,18 @@ impl Handler<Flushed> for GroupActor {
             self.durable = self.durable.max(msg.generation);
             self.durable_seq = self.durable_seq.max(msg.seq);
             self.release();
+            if !self.pending.is_empty() {
+                self.request_flush(ctx);
+            }
         } else {
+            // The writes are applied (in memory) and will be visible once a flush succeeds, so
+            // they are not failed: their answers and pushes wait, and the flush is retried.
             log::error!(
-                "group {}: flush failed; failing {} waiting requests",
+                "group {}: flush failed; {} answers wait; retrying in {FLUSH_RETRY:?}",
                 self.id,
                 self.pending.len()
             );
-            // Fail what this flush was meant to cover; later work waits for the next flush.
-            while self
-                .pending
-                .front()
-                .is_some_and(|p| p.generation <= msg.generation)
-            {
-                if let Some(p) = self.pending.pop_front() {
-                    self.complete(p.action, false);
-                }
-            }
-        }
-        if !self.pending.is_empty() {
-            self.request_flush(ctx);
+            ctx.run_later(FLUSH_RETRY, |actor, ctx| actor.request_flush(ctx));
         }
     }
 }
@@ -813,7 +837,7 @@ impl Handler<AttachSession> for GroupActor {
 
     fn handle(&mut self, msg: AttachSession, _ctx: &mut Context<Self>) -> Option<GroupSummary> {
         let member = *self.members.get(&msg.session.user)?;
-        let summary = self.summary(&msg.session.user, &member);
+        let summary = self.summary(&msg.session.user, &member, self.durable_seq);
         self.attach(msg.session);
         Some(summary)
     }
@@ -862,17 +886,9 @@ impl Handler<AddMember> for GroupActor {
     fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
         match self.add_member(msg.user.clone()) {
             Ok((record, new)) => {
-                if new && self.sessions.contains_key(&msg.user) {
-                    let summary = self.summary(&msg.user, &record);
-                    let text: Arc<str> = Arc::from(ServerFrame::Joined { summary }.to_text());
-                    let frames = vec![(msg.user, text)];
-                    self.after_flush(
-                        AfterFlush::Notify {
-                            kind: "joined",
-                            frames,
-                        },
-                        ctx,
-                    );
+                if new {
+                    let user = msg.user;
+                    self.after_flush(AfterFlush::AttachNewMember { user }, ctx);
                 }
                 self.after_flush(
                     AfterFlush::MemberAdded {
