@@ -36,6 +36,8 @@ type State = web::Data<AppState>;
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    /// Overrides the code's usual status (only `DELETE` of a non-member: 404 `not_member`).
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            status: None,
         }
     }
 }
@@ -55,7 +58,10 @@ impl std::fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        })
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -365,15 +371,24 @@ async fn get_group(req: HttpRequest, state: State, path: web::Path<String>) -> A
     describe(&id, &addr, StatusCode::OK).await
 }
 
+/// The group actor and the user of a `/api/groups/{gid}/members/{uid}` request.
+fn member_target(
+    req: &HttpRequest,
+    state: &State,
+    path: web::Path<(String, String)>,
+) -> Result<(actix::Addr<GroupActor>, UserId), ApiError> {
+    require_admin(req, state)?;
+    let (gid, uid) = path.into_inner();
+    let (id, user) = (group_id(&gid)?, user_id(&uid)?);
+    Ok((group_actor(state, &id)?, user))
+}
+
 async fn put_member(
     req: HttpRequest,
     state: State,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    require_admin(&req, &state)?;
-    let (gid, uid) = path.into_inner();
-    let (id, user) = (group_id(&gid)?, user_id(&uid)?);
-    let addr = group_actor(&state, &id)?;
+    let (addr, user) = member_target(&req, &state, path)?;
     state.registry.ensure_user(&user)?;
     let record = add_member(&addr, user.clone()).await?;
     Ok(json_response(StatusCode::OK, &member_json(&user, &record)))
@@ -384,23 +399,16 @@ async fn delete_member(
     state: State,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    require_admin(&req, &state)?;
-    let (gid, uid) = path.into_inner();
-    let (id, user) = (group_id(&gid)?, user_id(&uid)?);
-    let addr = group_actor(&state, &id)?;
+    let (addr, user) = member_target(&req, &state, path)?;
     let (reply, answer) = reply_channel();
     addr.send(RemoveMember { user, reply }).await?;
     match answer.wait().await {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
         // The member resource does not exist: 404, with the protocol's `not_member` code.
-        Err(GroupError::NotMember) => Ok(HttpResponse::NotFound()
-            .content_type("application/json")
-            .body(to_json(&HttpError {
-                error: HttpErrorBody {
-                    code: ErrorCode::NotMember,
-                    message: "not a member of this group".into(),
-                },
-            }))),
+        Err(GroupError::NotMember) => Err(ApiError {
+            status: Some(StatusCode::NOT_FOUND),
+            ..ApiError::from(GroupError::NotMember)
+        }),
         Err(e) => Err(e.into()),
     }
 }
