@@ -76,6 +76,25 @@ mod tests {
         assert!(!pair("abc", "x").starts_with(&prefix("ab")));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn byte_order_is_seq_order(a: u64, b: u64) {
+            proptest::prop_assert_eq!(message(Seq(a)).cmp(&message(Seq(b))), a.cmp(&b));
+            proptest::prop_assert_eq!(seq_of(&message(Seq(a))), Some(Seq(a)));
+        }
+
+        #[test]
+        fn one_users_prefix_never_matches_another_users_keys(
+            a in "[A-Za-z0-9_.@-]{1,64}",
+            b in "[A-Za-z0-9_.@-]{1,64}",
+            group in "[A-Za-z0-9_.@-]{1,64}",
+        ) {
+            let key = pair(&a, &group);
+            proptest::prop_assert_eq!(key.starts_with(&prefix(&b)), a == b);
+            proptest::prop_assert_eq!(second_of(&key, prefix(&a).len()), Some(group.as_str()));
+        }
+    }
+
     #[test]
     fn pair_keys_split_back() {
         let key = pair("eng", "alice");
