@@ -1,6 +1,6 @@
 //! Load generator for a running Rollcall server (loopback only).
 //!
-//! Two scenarios, each bounded by a message count and an overall deadline (`--deadline-secs`):
+//! Three scenarios, each bounded by a message count and an overall deadline (`--deadline-secs`):
 //!
 //! - `throughput`: one group of `--members` (default 40) members, all online. `--senders`
 //!   (default 4) of them send `--messages` (default 20,000) in total, pipelined with at most
@@ -14,6 +14,15 @@
 //!   cumulatively). After every reader has read everything and two receipt ticks have passed, the
 //!   `/metrics` deltas give the frames per posted message, compared with the naive per-reader
 //!   design.
+//! - `groups`: `--groups` (default 1,000) groups of `--members` (default 20) members drawn from a
+//!   pool of `--users` (default 200) users; `--messages` (default 100) per group, 200-byte bodies.
+//!   `--senders` (default 4) connections post round-robin across the groups, each with at most
+//!   `--window` sends in flight across many groups; group `g`'s sender is user `g mod senders`,
+//!   always one of its members. Then a reconnect storm: every user of the pool connects at once and
+//!   the time until every `welcome` arrived is measured (after a restart this starts every group
+//!   actor). `--phase load` (create + post) and `--phase welcome` (storm only) let the operator
+//!   restart the server in between; `--server-pid` reports the server's VmRSS/VmHWM at each step,
+//!   `--data-dir` the data directory's size. See docs/MEASUREMENTS.md.
 //!
 //! ```text
 //! ROLLCALL_ADMIN_TOKEN=adm ROLLCALL_JWT_SECRET=sec rollcall serve --addr 127.0.0.1:7600 --data /tmp/d
@@ -43,6 +52,18 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 enum Scenario {
     Throughput,
     Receipts,
+    Groups,
+}
+
+/// What the `groups` scenario runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    /// Load, then the reconnect storm on the same (warm) server.
+    All,
+    /// Create the groups and post the messages.
+    Load,
+    /// Only the reconnect storm (run against a restarted server on the same data dir).
+    Welcome,
 }
 
 #[derive(Parser, Debug)]
@@ -59,7 +80,7 @@ struct Args {
     admin_token: String,
     #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
     scenario: Scenario,
-    /// Members of the group (default: 40 for throughput, 200 for receipts).
+    /// Members of the group (default: 40 for throughput, 200 for receipts, 20 per group for groups).
     #[arg(long)]
     members: Option<usize>,
     /// Online readers (receipts; default 40). Throughput keeps every member online.
@@ -68,7 +89,8 @@ struct Args {
     /// Members that send (throughput).
     #[arg(long, default_value_t = 4)]
     senders: usize,
-    /// Messages posted in total (default: 20,000 for throughput, 200 for receipts).
+    /// Messages posted in total (default: 20,000 for throughput, 200 for receipts); groups: per
+    /// group (default 100).
     #[arg(long)]
     messages: Option<u64>,
     /// Most sends in flight (without their `sent`) per sender.
@@ -86,9 +108,9 @@ struct Args {
     /// The server's --receipt-interval-ms (how long "two receipt ticks" is).
     #[arg(long, default_value_t = 1000)]
     receipt_interval_ms: u64,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 64)]
-    body_bytes: usize,
+    /// Message body size in bytes (default: 64; 200 for groups).
+    #[arg(long)]
+    body_bytes: Option<usize>,
     /// The whole run (setup included) stops after this many seconds.
     #[arg(long, default_value_t = 120)]
     deadline_secs: u64,
@@ -98,6 +120,24 @@ struct Args {
     /// The server's data directory, to report its size before and after (optional).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Groups: number of groups.
+    #[arg(long, default_value_t = 1000)]
+    groups: usize,
+    /// Groups: the pool of users that members are drawn from (and that the storm connects).
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Groups: `load`, `welcome` or `all` (both, without a restart in between).
+    #[arg(long, value_enum, default_value_t = Phase::All)]
+    phase: Phase,
+    /// Groups: prefix of the user and group ids; `--phase welcome` needs the one `load` used.
+    #[arg(long, default_value = "lg")]
+    prefix: String,
+    /// Groups: the server's process id, to report its VmRSS and VmHWM (from /proc/PID/status).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Groups: parallel admin requests while creating the groups.
+    #[arg(long, default_value_t = 8)]
+    create_threads: usize,
 }
 
 /// What every scenario resolves its optional arguments to.
@@ -131,6 +171,7 @@ impl Args {
                     None,
                 )
             }
+            Scenario::Groups => return Err("the groups scenario has no single-group plan".into()),
             Scenario::Receipts => {
                 let members = self.members.unwrap_or(200);
                 let readers = self.online.unwrap_or(40);
@@ -163,7 +204,7 @@ impl Args {
             cursor_every: every,
             pace,
             settle: Duration::from_millis(2 * self.receipt_interval_ms + 200),
-            body: "x".repeat(self.body_bytes).into(),
+            body: "x".repeat(self.body_bytes.unwrap_or(64)).into(),
             nodelay: !self.client_nagle,
         })
     }
@@ -681,6 +722,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Result<bool, Error> {
+    if args.scenario == Scenario::Groups {
+        return groups::run(args);
+    }
     let plan = args.plan()?;
     let admin = Admin::new(&args.http, &args.admin_token)?;
     let started = Instant::now();
@@ -712,7 +756,7 @@ fn run(args: &Args) -> Result<bool, Error> {
         last_arrival: (0..plan.messages).map(|_| AtomicU64::new(0)).collect(),
         arrivals: (0..plan.messages).map(|_| AtomicU32::new(0)).collect(),
         readers: match plan.scenario {
-            Scenario::Throughput => 0,
+            Scenario::Throughput | Scenario::Groups => 0,
             Scenario::Receipts => (plan.online - 1) as u64,
         },
     });
@@ -781,6 +825,7 @@ async fn drive(
                 plan.messages,
                 false,
             ),
+            Scenario::Groups => unreachable!("the groups scenario has its own driver"),
         };
         let role = Role {
             index,
@@ -1099,6 +1144,7 @@ fn report(
                 );
             }
         }
+        Scenario::Groups => {}
     }
 
     if !errors.is_empty() {
@@ -1116,4 +1162,916 @@ fn report(
     let clean = !m.timed_out && lost.is_empty() && errors.is_empty() && answered == plan.messages;
     println!("status      : {}", if clean { "ok" } else { "INCOMPLETE" });
     clean
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario `groups`: many groups, a few pipelined senders, then a reconnect storm.
+
+mod groups {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Who is in which group. Deterministic, so `--phase welcome` knows what `--phase load` made.
+    struct Layout {
+        prefix: String,
+        groups: usize,
+        members: usize,
+        users: usize,
+        senders: usize,
+        messages: u64,
+    }
+
+    impl Layout {
+        fn user(&self, u: usize) -> String {
+            format!("{}-u{u:04}", self.prefix)
+        }
+
+        fn group(&self, g: usize) -> String {
+            format!("{}-g{g:05}", self.prefix)
+        }
+
+        fn group_prefix(&self) -> String {
+            format!("{}-g", self.prefix)
+        }
+
+        /// The member (a pool index) that posts group `g`'s messages.
+        fn sender_of(&self, g: usize) -> usize {
+            g % self.senders
+        }
+
+        /// Group `g`'s members (pool indexes, sorted): its sender plus `members - 1` others drawn
+        /// from the pool by a partial shuffle seeded with `g`.
+        fn members_of(&self, g: usize) -> Vec<usize> {
+            let sender = self.sender_of(g);
+            let mut pool: Vec<usize> = (0..self.users).filter(|&u| u != sender).collect();
+            let mut state = (g as u64).wrapping_add(0x5EED);
+            let mut chosen = vec![sender];
+            for k in 0..self.members - 1 {
+                let j = k + (splitmix64(&mut state) % (pool.len() - k) as u64) as usize;
+                pool.swap(k, j);
+                chosen.push(pool[k]);
+            }
+            chosen.sort_unstable();
+            chosen
+        }
+
+        /// How many groups each pool user belongs to.
+        fn groups_per_user(&self) -> Vec<usize> {
+            let mut counts = vec![0; self.users];
+            for g in 0..self.groups {
+                for u in self.members_of(g) {
+                    counts[u] += 1;
+                }
+            }
+            counts
+        }
+    }
+
+    fn splitmix64(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    // -- server memory and disk ------------------------------------------------------------
+
+    fn read_rss(pid: u32) -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// Prints the server's VmRSS and VmHWM (when `--server-pid` was given).
+    fn print_rss(pid: Option<u32>, label: &str) {
+        let Some(pid) = pid else { return };
+        match read_rss(pid) {
+            Some((rss, hwm)) => println!(
+                "rss {label:<24}: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+                rss as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            ),
+            None => println!("rss {label:<24}: /proc/{pid}/status unreadable"),
+        }
+    }
+
+    fn print_disk(dir: Option<&Path>, label: &str) -> Option<u64> {
+        let bytes = dir.map(dir_bytes)?;
+        println!(
+            "disk {label:<23}: {bytes} B ({:.1} MiB)",
+            bytes as f64 / 1048576.0
+        );
+        Some(bytes)
+    }
+
+    // -- setup over HTTP -------------------------------------------------------------------
+
+    /// Creates every group (with its members) from `threads` parallel admin connections.
+    fn create_groups(
+        admin: &Admin,
+        layout: &Layout,
+        threads: usize,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), Error> {
+                        loop {
+                            let g = next.fetch_add(1, Ordering::Relaxed);
+                            if g >= layout.groups {
+                                return Ok(());
+                            }
+                            if Instant::now() > deadline {
+                                next.store(layout.groups, Ordering::Relaxed);
+                                return Err("deadline reached while creating groups".into());
+                            }
+                            let members: Vec<String> = layout
+                                .members_of(g)
+                                .into_iter()
+                                .map(|u| layout.user(u))
+                                .collect();
+                            let body = json!({"id": layout.group(g), "members": members});
+                            if let Err(e) = admin.post("/api/groups", body) {
+                                next.store(layout.groups, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut result = Ok(());
+            for w in workers {
+                let r = w.join().map_err(|_| "a group-creating thread panicked")?;
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })
+    }
+
+    /// A WebSocket URL (with a fresh token) for each pool user in `users`.
+    fn ws_urls(
+        admin: &Admin,
+        layout: &Layout,
+        users: impl Iterator<Item = usize>,
+        deadline: Instant,
+    ) -> Result<Vec<String>, Error> {
+        let mut urls = Vec::new();
+        for u in users {
+            if Instant::now() > deadline {
+                return Err("deadline reached while minting tokens".into());
+            }
+            let answer = admin.post(&format!("/api/users/{}/tokens", layout.user(u)), json!({}))?;
+            let token = answer["token"].as_str().ok_or("no token in answer")?;
+            urls.push(admin.ws_url(token));
+        }
+        Ok(urls)
+    }
+
+    /// Connects and reads up to the `welcome` frame (returned as text).
+    async fn connect_welcome(
+        url: &str,
+        nodelay: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Ws, String), String> {
+        let connect = tokio::time::timeout_at(
+            deadline,
+            tokio_tungstenite::connect_async_with_config(url, None, nodelay),
+        );
+        let mut ws = match connect.await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => return Err(format!("connect: {e}")),
+            Err(_) => return Err("connect timed out".into()),
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if text.as_str().contains("\"type\":\"welcome\"") {
+                        return Ok((ws, text.as_str().to_owned()));
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                Err(_) => return Err("no welcome: timed out".into()),
+                Ok(None) => return Err("no welcome: closed".into()),
+                Ok(Some(Err(e))) => return Err(format!("no welcome: {e}")),
+            }
+        }
+    }
+
+    // -- posting ---------------------------------------------------------------------------
+
+    struct Sender {
+        index: usize,
+        url: String,
+        /// (group index, round) in sending order; the `client_id` is `m<round>`.
+        sends: Vec<(u32, u32)>,
+        window: usize,
+        body: Arc<str>,
+        nodelay: bool,
+    }
+
+    #[derive(Default)]
+    struct SenderOutcome {
+        index: usize,
+        answered: u64,
+        stored: u64,
+        duplicates: u64,
+        latency_us: Vec<u64>,
+        first_send: Option<Instant>,
+        last_sent: Option<Instant>,
+        msgs: u64,
+        errors: BTreeMap<String, u64>,
+        first_error: Option<String>,
+        lost: Option<String>,
+        done: bool,
+    }
+
+    struct Channels {
+        ready_tx: mpsc::UnboundedSender<Result<usize, String>>,
+        go: watch::Receiver<bool>,
+        done_tx: mpsc::UnboundedSender<usize>,
+        stop: watch::Receiver<bool>,
+    }
+
+    async fn run_sender(
+        s: Sender,
+        group_ids: Arc<Vec<String>>,
+        deadline: tokio::time::Instant,
+        mut ch: Channels,
+    ) -> SenderOutcome {
+        let mut out = SenderOutcome {
+            index: s.index,
+            ..SenderOutcome::default()
+        };
+        let ws = match connect_welcome(&s.url, s.nodelay, deadline).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                let _ = ch.ready_tx.send(Err(format!("sender {}: {e}", s.index)));
+                return out;
+            }
+        };
+        let (mut sink, mut stream) = ws.split();
+        let _ = ch.ready_tx.send(Ok(s.index));
+        while !*ch.go.borrow() {
+            match tokio::time::timeout_at(deadline, ch.go.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return out,
+            }
+        }
+
+        let total = s.sends.len() as u64;
+        let mut next = 0usize;
+        let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(s.window * 2);
+        loop {
+            // 1. Fill the window, across as many groups as it spans.
+            let mut fed = 0;
+            while next < s.sends.len() && in_flight.len() < s.window && out.lost.is_none() {
+                let (g, round) = s.sends[next];
+                let frame = json!({
+                    "type": "send", "id": next, "group": &group_ids[g as usize],
+                    "client_id": format!("m{round}"), "body": &*s.body,
+                });
+                let now = Instant::now();
+                out.first_send.get_or_insert(now);
+                in_flight.insert(next as u64, now);
+                if let Err(e) = sink.feed(Message::text(frame.to_string())).await {
+                    out.lost = Some(format!("write: {e}"));
+                    break;
+                }
+                next += 1;
+                fed += 1;
+            }
+            if fed > 0 {
+                if let Err(e) = sink.flush().await {
+                    out.lost.get_or_insert(format!("flush: {e}"));
+                }
+            }
+            // 2. Done? (Keep reading pushes until told to stop.)
+            if !out.done && (out.answered == total || out.lost.is_some()) {
+                out.done = true;
+                let _ = ch.done_tx.send(s.index);
+            }
+            // 3. The next frame.
+            let frame = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = ch.stop.changed() => break,
+                frame = stream.next() => frame,
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(reason))) => {
+                    out.lost
+                        .get_or_insert(format!("closed by server: {reason:?}"));
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    out.lost.get_or_insert(format!("read: {e}"));
+                    if out.done {
+                        break;
+                    }
+                    continue;
+                }
+                None => {
+                    out.lost.get_or_insert("connection ended".to_string());
+                    if out.done {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let f: Incoming = match serde_json::from_str(text.as_str()) {
+                Ok(f) => f,
+                Err(e) => {
+                    *out.errors.entry("unparsable".into()).or_default() += 1;
+                    out.first_error
+                        .get_or_insert(format!("unparsable frame ({e}): {}", text.as_str()));
+                    continue;
+                }
+            };
+            match f.kind {
+                "sent" => {
+                    let Some(id) = f.id else { continue };
+                    if let Some(at) = in_flight.remove(&id) {
+                        out.answered += 1;
+                        out.latency_us
+                            .push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        out.last_sent = Some(Instant::now());
+                        if text.as_str().contains("\"duplicate\":true") {
+                            out.duplicates += 1;
+                        } else {
+                            out.stored += 1;
+                        }
+                    }
+                }
+                "msg" => out.msgs += 1,
+                "error" => {
+                    let code = f.code.unwrap_or("?").to_string();
+                    if out.first_error.is_none() {
+                        out.first_error =
+                            Some(format!("{code}: {}", f.message.clone().unwrap_or_default()));
+                    }
+                    *out.errors.entry(code).or_default() += 1;
+                    if let Some(id) = f.id {
+                        if in_flight.remove(&id).is_some() {
+                            out.answered += 1; // refused: answered, counted as an error
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        if !out.done {
+            out.lost
+                .get_or_insert("deadline reached before done".into());
+        }
+        out
+    }
+
+    /// Connects the senders, posts every message, returns what each sender saw, the time from
+    /// "go" until all were done, and whether the deadline cut the run short.
+    async fn post_all(
+        layout: &Layout,
+        urls: Vec<String>,
+        window: usize,
+        body: Arc<str>,
+        nodelay: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<SenderOutcome>, Duration, bool), Error> {
+        let group_ids: Arc<Vec<String>> =
+            Arc::new((0..layout.groups).map(|g| layout.group(g)).collect());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (go_tx, go_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for (index, url) in urls.into_iter().enumerate() {
+            // Round-robin: round r of every group of this sender, then round r + 1.
+            let mine: Vec<u32> = (index..layout.groups)
+                .step_by(layout.senders)
+                .map(|g| g as u32)
+                .collect();
+            let sends: Vec<(u32, u32)> = (0..layout.messages as u32)
+                .flat_map(|r| mine.iter().map(move |&g| (g, r)))
+                .collect();
+            let sender = Sender {
+                index,
+                url,
+                sends,
+                window,
+                body: Arc::clone(&body),
+                nodelay,
+            };
+            let ch = Channels {
+                ready_tx: ready_tx.clone(),
+                go: go_rx.clone(),
+                done_tx: done_tx.clone(),
+                stop: stop_rx.clone(),
+            };
+            tasks.push(tokio::spawn(run_sender(
+                sender,
+                Arc::clone(&group_ids),
+                deadline,
+                ch,
+            )));
+        }
+        drop(ready_tx);
+        drop(done_tx);
+        let mut ready = 0;
+        while ready < tasks.len() {
+            match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+                Ok(Some(Ok(_))) => ready += 1,
+                Ok(Some(Err(e))) => {
+                    let _ = stop_tx.send(true);
+                    return Err(e.into());
+                }
+                Ok(None) | Err(_) => {
+                    let _ = stop_tx.send(true);
+                    return Err("senders did not connect before the deadline".into());
+                }
+            }
+        }
+        let go_at = Instant::now();
+        let _ = go_tx.send(true);
+        let mut done = 0;
+        let mut timed_out = false;
+        while done < tasks.len() {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(_)) => done += 1,
+                Ok(None) => break,
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        let active = go_at.elapsed();
+        let _ = stop_tx.send(true);
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(o)) => outcomes.push(o),
+                Ok(Err(e)) => return Err(format!("sender task failed: {e}").into()),
+                Err(_) => return Err("a sender task did not stop".into()),
+            }
+        }
+        Ok((outcomes, active, timed_out))
+    }
+
+    // -- the reconnect storm ---------------------------------------------------------------
+
+    #[derive(Deserialize)]
+    struct Welcome {
+        groups: Vec<WelcomeGroup>,
+    }
+
+    #[derive(Deserialize)]
+    struct WelcomeGroup {
+        group: String,
+        last_seq: u64,
+    }
+
+    struct Welcomed {
+        user: usize,
+        /// From "go" until this user's `welcome` arrived.
+        at: Duration,
+        /// (group, last_seq) of every group listed.
+        groups: Vec<(String, u64)>,
+    }
+
+    /// Every URL connects at once; answers each user's `welcome` in arrival order, then keeps
+    /// the connections open until `stop`.
+    async fn storm_user(
+        user: usize,
+        url: String,
+        nodelay: bool,
+        deadline: tokio::time::Instant,
+        mut go: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+        tx: mpsc::UnboundedSender<Result<Welcomed, String>>,
+    ) {
+        while !*go.borrow() {
+            match tokio::time::timeout_at(deadline, go.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        let go_at = Instant::now();
+        let mut ws = match connect_welcome(&url, nodelay, deadline).await {
+            Ok((ws, text)) => {
+                let at = go_at.elapsed();
+                let parsed = serde_json::from_str::<Welcome>(&text)
+                    .map(|w| Welcomed {
+                        user,
+                        at,
+                        groups: w
+                            .groups
+                            .into_iter()
+                            .map(|g| (g.group, g.last_seq))
+                            .collect(),
+                    })
+                    .map_err(|e| format!("user {user}: bad welcome: {e}"));
+                let _ = tx.send(parsed);
+                ws
+            }
+            Err(e) => {
+                let _ = tx.send(Err(format!("user {user}: {e}")));
+                return;
+            }
+        };
+        // Hold the session (reading, so pings are answered) until told to stop.
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = stop.changed() => break,
+                frame = ws.next() => if !matches!(frame, Some(Ok(_))) { return },
+            }
+        }
+        let _ = ws.close(None).await;
+    }
+
+    struct Storm {
+        welcomed: Vec<Welcomed>,
+        errors: Vec<String>,
+        /// From "go" until the last `welcome` (or the deadline).
+        span: Duration,
+        /// Metrics and RSS taken while every session is still open.
+        during: Option<Metrics>,
+    }
+
+    async fn storm(
+        admin: &Admin,
+        urls: Vec<String>,
+        nodelay: bool,
+        deadline: tokio::time::Instant,
+        pid: Option<u32>,
+    ) -> Result<Storm, Error> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (go_tx, go_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let n = urls.len();
+        let mut tasks = Vec::with_capacity(n);
+        for (user, url) in urls.into_iter().enumerate() {
+            tasks.push(tokio::spawn(storm_user(
+                user,
+                url,
+                nodelay,
+                deadline,
+                go_rx.clone(),
+                stop_rx.clone(),
+                tx.clone(),
+            )));
+        }
+        drop(tx);
+        // Let every task reach its "go" wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let go_at = Instant::now();
+        let _ = go_tx.send(true);
+        let mut welcomed = Vec::with_capacity(n);
+        let mut errors = Vec::new();
+        while welcomed.len() + errors.len() < n {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Ok(w))) => welcomed.push(w),
+                Ok(Some(Err(e))) => errors.push(e),
+                Ok(None) => break,
+                Err(_) => {
+                    errors.push(format!(
+                        "deadline: {} of {n} welcomes arrived",
+                        welcomed.len()
+                    ));
+                    break;
+                }
+            }
+        }
+        let span = welcomed
+            .iter()
+            .map(|w| w.at)
+            .max()
+            .unwrap_or_else(|| go_at.elapsed());
+        print_rss(pid, "after welcome storm");
+        let during = blocking_metrics(admin).await.ok();
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        Ok(Storm {
+            welcomed,
+            errors,
+            span,
+            during,
+        })
+    }
+
+    // -- the run ---------------------------------------------------------------------------
+
+    fn valid_prefix(prefix: &str) -> bool {
+        !prefix.is_empty()
+            && prefix.len() <= 40
+            && !prefix.starts_with("dm:")
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+    }
+
+    pub(super) fn run(args: &Args) -> Result<bool, Error> {
+        let layout = Layout {
+            prefix: args.prefix.clone(),
+            groups: args.groups,
+            members: args.members.unwrap_or(20),
+            users: args.users,
+            senders: args.senders,
+            messages: args.messages.unwrap_or(100),
+        };
+        if !valid_prefix(&layout.prefix) {
+            return Err("--prefix: 1-40 characters from A-Z a-z 0-9 _ . @ -".into());
+        }
+        if layout.groups == 0
+            || layout.members == 0
+            || layout.senders == 0
+            || layout.members > layout.users
+            || layout.senders > layout.users
+            || layout.senders > layout.groups
+            || layout.groups > 99_999
+            || layout.users > 9_999
+            || layout.messages == 0
+            || layout.messages > u64::from(u32::MAX)
+            || args.window == 0
+        {
+            return Err(format!(
+                "need 0 < groups ({}) <= 99,999, 0 < members ({}) <= users ({}) <= 9,999, \
+                 0 < senders ({}) <= min(users, groups), messages and window > 0",
+                layout.groups, layout.members, layout.users, layout.senders
+            )
+            .into());
+        }
+        let admin = Admin::new(&args.http, &args.admin_token)?;
+        let deadline_std = Instant::now() + Duration::from_secs(args.deadline_secs);
+        let deadline = tokio::time::Instant::from_std(deadline_std);
+        let body: Arc<str> = "x".repeat(args.body_bytes.unwrap_or(200)).into();
+        let nodelay = !args.client_nagle;
+        let pid = args.server_pid;
+        let data_dir = args.data_dir.as_deref();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+
+        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cmdline: Vec<String> = std::env::args().collect();
+        println!("=== rollcall loadgen: Groups ({:?}) ===", args.phase);
+        println!("machine     : nproc={nproc}");
+        println!("command     : {}", cmdline.join(" "));
+        println!(
+            "setup       : groups={} members/group={} users={} senders={} messages/group={} \
+             (total {}) window/sender={} body={}B prefix={}",
+            layout.groups,
+            layout.members,
+            layout.users,
+            layout.senders,
+            layout.messages,
+            layout.groups as u64 * layout.messages,
+            args.window,
+            body.len(),
+            layout.prefix
+        );
+        let mut clean = true;
+
+        if args.phase != Phase::Welcome {
+            print_rss(pid, "at start");
+            print_disk(data_dir, "at start");
+            let t = Instant::now();
+            create_groups(&admin, &layout, args.create_threads, deadline_std)?;
+            let took = t.elapsed().as_secs_f64();
+            println!(
+                "create      : {} groups x {} members in {took:.2} s ({:.0} groups/s, {} threads)",
+                layout.groups,
+                layout.members,
+                layout.groups as f64 / took,
+                args.create_threads
+            );
+            let before = admin.metrics()?;
+            print_rss(pid, "after group creation");
+            let disk_before = print_disk(data_dir, "after group creation");
+            let urls = ws_urls(&admin, &layout, 0..layout.senders, deadline_std)?;
+            let (outcomes, active, timed_out) = runtime.block_on(post_all(
+                &layout,
+                urls,
+                args.window,
+                Arc::clone(&body),
+                nodelay,
+                deadline,
+            ))?;
+            let after = admin.metrics()?;
+            print_rss(pid, "after posting");
+            let disk_after = print_disk(data_dir, "after posting");
+            clean &= report_load(
+                &layout,
+                &outcomes,
+                active,
+                timed_out,
+                &before,
+                &after,
+                disk_before,
+                disk_after,
+            );
+        }
+
+        if args.phase != Phase::Load {
+            let before = admin.metrics()?;
+            print_rss(pid, "before welcome storm");
+            if args.phase == Phase::Welcome {
+                print_disk(data_dir, "before welcome storm");
+            }
+            let t = Instant::now();
+            let urls = ws_urls(&admin, &layout, 0..layout.users, deadline_std)?;
+            println!(
+                "tokens      : {} minted in {:.2} s (before the storm, not timed)",
+                urls.len(),
+                t.elapsed().as_secs_f64()
+            );
+            let storm = runtime.block_on(storm(&admin, urls, nodelay, deadline, pid))?;
+            clean &= report_storm(&layout, &storm, &before);
+        }
+        println!("status      : {}", if clean { "ok" } else { "INCOMPLETE" });
+        Ok(clean)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report_load(
+        layout: &Layout,
+        outcomes: &[SenderOutcome],
+        active: Duration,
+        timed_out: bool,
+        b: &Metrics,
+        a: &Metrics,
+        disk_before: Option<u64>,
+        disk_after: Option<u64>,
+    ) -> bool {
+        let expected = layout.groups as u64 * layout.messages;
+        let answered: u64 = outcomes.iter().map(|o| o.answered).sum();
+        let stored_replies: u64 = outcomes.iter().map(|o| o.stored).sum();
+        let duplicates: u64 = outcomes.iter().map(|o| o.duplicates).sum();
+        let msgs: u64 = outcomes.iter().map(|o| o.msgs).sum();
+        let mut lat: Vec<u64> = outcomes
+            .iter()
+            .flat_map(|o| o.latency_us.iter().copied())
+            .collect();
+        lat.sort_unstable();
+        let first = outcomes.iter().filter_map(|o| o.first_send).min();
+        let last = outcomes.iter().filter_map(|o| o.last_sent).max();
+        let span = match (first, last) {
+            (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        for o in outcomes {
+            for (k, v) in &o.errors {
+                *errors.entry(k.clone()).or_default() += v;
+            }
+        }
+        let lost: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.lost.as_ref().map(|l| format!("sender {}: {l}", o.index)))
+            .collect();
+        let stored = b.delta(a, "rollcall_messages_stored_total");
+        let flushes = b.delta(a, "rollcall_flushes_total");
+        let out_total: f64 = b.frames_by_type(a, "out").values().sum();
+        let per = |x: f64, n: f64| if n > 0.0 { x / n } else { f64::NAN };
+        println!(
+            "post        : active={:.2}s (go → all senders done), timed_out={timed_out}",
+            active.as_secs_f64()
+        );
+        println!(
+            "sends       : answered={answered}/{expected} stored(sent replies)={stored_replies} \
+             stored(metrics Δ)={stored} duplicates={duplicates}"
+        );
+        println!(
+            "metrics Δ   : flushes={flushes} messages/flush={:.1} evictions={} frames out={out_total} \
+             ({:.2}/message; senders received {msgs} msg pushes)",
+            per(stored, flushes),
+            b.delta(a, "rollcall_evictions_total"),
+            per(out_total, stored)
+        );
+        println!(
+            "groups      : {} group actors running",
+            a.get("rollcall_groups_loaded")
+        );
+        println!("--- result (load) ---");
+        println!(
+            "sends/s             : {:.0} ({answered} sent replies over {span:.2} s, first send → last sent)",
+            per(answered as f64, span)
+        );
+        println!(
+            "send→sent latency   : median {} ms, p99 {} ms, max {} ms",
+            fmt_ms(percentile(&lat, 0.5)),
+            fmt_ms(percentile(&lat, 0.99)),
+            fmt_ms(lat.last().map(|&v| v as f64 / 1000.0))
+        );
+        if let (Some(x), Some(y)) = (disk_before, disk_after) {
+            println!(
+                "disk per message    : {:.0} B total ({y} B / {stored} messages); Δ while posting {:.0} B ({} B)",
+                per(y as f64, stored),
+                per(y as f64 - x as f64, stored),
+                y as i64 - x as i64
+            );
+        }
+        if !errors.is_empty() {
+            let first = outcomes.iter().find_map(|o| o.first_error.clone());
+            println!(
+                "errors      : {errors:?} first: {}",
+                first.unwrap_or_default()
+            );
+        }
+        for l in &lost {
+            println!("  {l}");
+        }
+        !timed_out && lost.is_empty() && errors.is_empty() && answered == expected
+    }
+
+    fn report_storm(layout: &Layout, storm: &Storm, before: &Metrics) -> bool {
+        let expected_groups = layout.groups_per_user();
+        let prefix = layout.group_prefix();
+        let mut ats: Vec<u64> = storm
+            .welcomed
+            .iter()
+            .map(|w| u64::try_from(w.at.as_micros()).unwrap_or(u64::MAX))
+            .collect();
+        ats.sort_unstable();
+        let mut heads: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut listed = 0usize;
+        let mut wrong = Vec::new();
+        for w in &storm.welcomed {
+            let mine: Vec<&(String, u64)> = w
+                .groups
+                .iter()
+                .filter(|(g, _)| g.starts_with(&prefix))
+                .collect();
+            listed += mine.len();
+            if mine.len() != expected_groups[w.user] {
+                wrong.push(format!(
+                    "user {}: welcome lists {} of its {} groups",
+                    w.user,
+                    mine.len(),
+                    expected_groups[w.user]
+                ));
+            }
+            for (g, seq) in mine {
+                heads.insert(g.as_str(), *seq);
+            }
+        }
+        let in_groups: u64 = heads.values().sum();
+        let expected_messages = layout.groups as u64 * layout.messages;
+        println!(
+            "storm       : {} of {} users welcomed; {} group entries listed (expected {})",
+            storm.welcomed.len(),
+            layout.users,
+            listed,
+            expected_groups.iter().sum::<usize>()
+        );
+        println!(
+            "welcomes    : {} distinct groups, Σ last_seq = {in_groups} messages (after a full load: {expected_messages})",
+            heads.len()
+        );
+        if let Some(d) = &storm.during {
+            println!(
+                "metrics     : group actors running {} → {}, sessions {} → {}, welcome frames Δ {}",
+                before.get("rollcall_groups_loaded"),
+                d.get("rollcall_groups_loaded"),
+                before.get("rollcall_sessions"),
+                d.get("rollcall_sessions"),
+                before.frames(d, "out", "welcome")
+            );
+        }
+        println!("--- result (welcome storm) ---");
+        println!(
+            "all welcomes in     : {:.3} s ({} users connecting at once; go → last welcome)",
+            storm.span.as_secs_f64(),
+            storm.welcomed.len()
+        );
+        println!(
+            "welcome arrival     : median {} ms, p99 {} ms after go",
+            fmt_ms(percentile(&ats, 0.5)),
+            fmt_ms(percentile(&ats, 0.99))
+        );
+        for e in storm.errors.iter().chain(wrong.iter()).take(10) {
+            println!("  {e}");
+        }
+        storm.errors.is_empty() && wrong.is_empty() && storm.welcomed.len() == layout.users
+    }
 }
