@@ -323,6 +323,63 @@ impl Metrics {
 // ---------------------------------------------------------------------------------------------
 // WebSocket members.
 
+/// What one read from a connection amounts to.
+enum Read {
+    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
+    /// Nothing to handle (a non-text frame, or a close/error already recorded in `lost`).
+    Skip,
+    /// The connection ended after its owner was done: stop reading.
+    Stop,
+}
+
+/// Turns one read into a text frame, recording a closed or broken connection in `lost`.
+fn frame_text(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    lost: &mut Option<String>,
+    done: bool,
+) -> Read {
+    match frame {
+        Some(Ok(Message::Text(text))) => Read::Text(text),
+        Some(Ok(Message::Close(reason))) => {
+            lost.get_or_insert(format!("closed by server: {reason:?}"));
+            Read::Skip
+        }
+        Some(Ok(_)) => Read::Skip,
+        Some(Err(e)) => {
+            lost.get_or_insert(format!("read: {e}"));
+            if done {
+                Read::Stop
+            } else {
+                Read::Skip
+            }
+        }
+        None => {
+            lost.get_or_insert("connection ended".to_string());
+            if done {
+                Read::Stop
+            } else {
+                Read::Skip
+            }
+        }
+    }
+}
+
+/// Parses a server frame, counting an unparsable one in `errors` (and keeping the first).
+fn parse_frame<'a>(
+    text: &'a str,
+    errors: &mut BTreeMap<String, u64>,
+    first_error: &mut Option<String>,
+) -> Option<Incoming<'a>> {
+    match serde_json::from_str(text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            *errors.entry("unparsable".into()).or_default() += 1;
+            first_error.get_or_insert(format!("unparsable frame ({e}): {text}"));
+            None
+        }
+    }
+}
+
 /// The fields of a server frame the load generator looks at (others are skipped unparsed).
 #[derive(Deserialize)]
 struct Incoming<'a> {
@@ -550,38 +607,14 @@ async fn run_member(
             }
             frame = stream.next() => frame,
         };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(reason))) => {
-                out.lost
-                    .get_or_insert(format!("closed by server: {reason:?}"));
-                continue;
-            }
-            Some(Ok(_)) => continue,
-            // An ended connection: the next turn marks the member done, the one after stops it.
-            Some(Err(e)) => {
-                out.lost.get_or_insert(format!("read: {e}"));
-                if out.done {
-                    break;
-                }
-                continue;
-            }
-            None => {
-                out.lost.get_or_insert("connection ended".to_string());
-                if out.done {
-                    break;
-                }
-                continue;
-            }
+        // An ended connection: the next turn marks the member done, the one after stops it.
+        let text = match frame_text(frame, &mut out.lost, out.done) {
+            Read::Text(text) => text,
+            Read::Skip => continue,
+            Read::Stop => break,
         };
-        let f: Incoming = match serde_json::from_str(text.as_str()) {
-            Ok(f) => f,
-            Err(e) => {
-                *out.errors.entry("unparsable".into()).or_default() += 1;
-                out.first_error
-                    .get_or_insert(format!("unparsable frame ({e}): {}", text.as_str()));
-                continue;
-            }
+        let Some(f) = parse_frame(&text, &mut out.errors, &mut out.first_error) else {
+            continue;
         };
         match f.kind {
             "sent" => {
@@ -1473,37 +1506,13 @@ mod groups {
                 _ = ch.stop.changed() => break,
                 frame = stream.next() => frame,
             };
-            let text = match frame {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(reason))) => {
-                    out.lost
-                        .get_or_insert(format!("closed by server: {reason:?}"));
-                    continue;
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    out.lost.get_or_insert(format!("read: {e}"));
-                    if out.done {
-                        break;
-                    }
-                    continue;
-                }
-                None => {
-                    out.lost.get_or_insert("connection ended".to_string());
-                    if out.done {
-                        break;
-                    }
-                    continue;
-                }
+            let text = match frame_text(frame, &mut out.lost, out.done) {
+                Read::Text(text) => text,
+                Read::Skip => continue,
+                Read::Stop => break,
             };
-            let f: Incoming = match serde_json::from_str(text.as_str()) {
-                Ok(f) => f,
-                Err(e) => {
-                    *out.errors.entry("unparsable".into()).or_default() += 1;
-                    out.first_error
-                        .get_or_insert(format!("unparsable frame ({e}): {}", text.as_str()));
-                    continue;
-                }
+            let Some(f) = parse_frame(&text, &mut out.errors, &mut out.first_error) else {
+                continue;
             };
             match f.kind {
                 "sent" => {
