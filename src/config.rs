@@ -24,6 +24,17 @@ pub struct Config {
     pub client_timeout: Duration,
     /// The largest message body, in bytes.
     pub max_body_bytes: usize,
+    /// The largest WebSocket frame a client may send, in bytes; larger ones are dropped and
+    /// answered with `too_large`.
+    pub max_frame_bytes: usize,
+    /// Sends per second each session may sustain (token bucket refill); 0 turns the limit off.
+    pub send_rate: u32,
+    /// Sends a session may make in a burst (token bucket size).
+    pub send_burst: u32,
+    /// Open WebSocket sessions per user; 0: no limit.
+    pub max_sessions_per_user: usize,
+    /// Writes are refused while the data directory's file system has less free space; 0: never.
+    pub min_free_bytes: u64,
     /// The outbound queue of a session, in frames; a session whose queue is full is evicted.
     pub session_queue: usize,
     /// How many of a group's latest messages are remembered for idempotent resends.
@@ -48,6 +59,11 @@ impl Config {
             heartbeat_interval: Duration::from_millis(10_000),
             client_timeout: Duration::from_millis(30_000),
             max_body_bytes: 65_536,
+            max_frame_bytes: 1 << 20,
+            send_rate: 100,
+            send_burst: 200,
+            max_sessions_per_user: 32,
+            min_free_bytes: 64 << 20,
             session_queue: 1024,
             dedup_window: 10_000,
             durability: crate::store::Durability::Power,

@@ -80,7 +80,7 @@ impl ResponseError for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         log::error!("admin request failed in storage: {e}");
-        ApiError::new(ErrorCode::Internal, "storage failure; retry later")
+        ApiError::new(ErrorCode::Storage, format!("not stored ({e}); retry later"))
     }
 }
 
@@ -247,7 +247,15 @@ async fn websocket(
     if let Err(e) = state.registry.ensure_user(&user) {
         return Ok(ApiError::from(e).error_response());
     }
-    crate::session::upgrade(&req, stream, user, Arc::clone(&state.registry))
+    let Some(permit) = state.registry.admit_session(&user) else {
+        let cap = state.registry.config().max_sessions_per_user;
+        return Ok(ApiError::new(
+            ErrorCode::TooManySessions,
+            format!("{user} already has {cap} sessions open; close one first"),
+        )
+        .error_response());
+    };
+    crate::session::upgrade(&req, stream, user, permit, Arc::clone(&state.registry))
 }
 
 #[derive(Deserialize)]

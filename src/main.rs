@@ -68,6 +68,22 @@ struct ServeArgs {
     /// Largest message body, in bytes.
     #[arg(long, default_value_t = 65_536)]
     max_body_bytes: usize,
+    /// Largest WebSocket frame a client may send, in bytes (larger: `too_large`).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_frame_bytes: usize,
+    /// Sends per second per session, sustained (token bucket); 0 turns the limit off.
+    #[arg(long, default_value_t = 100)]
+    send_rate: u32,
+    /// Sends per session in a burst (token bucket size).
+    #[arg(long, default_value_t = 200)]
+    send_burst: u32,
+    /// Open WebSocket sessions per user (0: no limit).
+    #[arg(long, default_value_t = 32)]
+    max_sessions_per_user: usize,
+    /// Refuse writes (`storage`) while the data directory's disk has less free space, in MiB
+    /// (0: never).
+    #[arg(long, default_value_t = 64)]
+    min_free_mb: u64,
     /// Outbound queue per session, in frames; a full queue evicts the session.
     #[arg(long, default_value_t = 1024)]
     session_queue: usize,
@@ -102,6 +118,11 @@ impl ServeArgs {
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms.max(1));
         config.client_timeout = Duration::from_millis(self.client_timeout_ms.max(1));
         config.max_body_bytes = self.max_body_bytes;
+        config.max_frame_bytes = self.max_frame_bytes.max(1);
+        config.send_rate = self.send_rate;
+        config.send_burst = self.send_burst.max(1);
+        config.max_sessions_per_user = self.max_sessions_per_user;
+        config.min_free_bytes = self.min_free_mb.saturating_mul(1 << 20);
         config.session_queue = self.session_queue.max(1);
         config.dedup_window = self.dedup_window;
         config.durability = match self.durability {

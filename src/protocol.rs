@@ -19,8 +19,6 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_CLIENT_ID_CHARS: usize = 128;
 /// The most characters a string request `id` may have (it is echoed in every reply).
 pub const MAX_ID_CHARS: usize = 128;
-/// The most bytes one WebSocket frame may have before the connection is closed (1009).
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// A `messages` page stops once its bodies reach this many bytes (it always holds at least one
 /// message), so a page stays well under common client frame limits.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -313,6 +311,9 @@ pub enum ServerFrame {
         id: Option<Value>,
         code: ErrorCode,
         message: String,
+        /// With `rate_limited`: when the next send will be accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A frame type this version does not know (sent by a newer server); clients ignore it.
     #[serde(other)]
@@ -356,6 +357,7 @@ impl ServerFrame {
             id,
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 }
@@ -426,6 +428,12 @@ pub enum ErrorCode {
     GroupExists,
     NotFound,
     Busy,
+    /// A send beyond the session's rate limit (token bucket).
+    RateLimited,
+    /// The user already has as many sessions open as allowed.
+    TooManySessions,
+    /// Nothing was stored: the disk is nearly full or storage failed; retry later.
+    Storage,
     Internal,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
@@ -448,6 +456,9 @@ impl ErrorCode {
             ErrorCode::GroupExists => "group_exists",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Busy => "busy",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySessions => "too_many_sessions",
+            ErrorCode::Storage => "storage",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -462,7 +473,8 @@ impl ErrorCode {
             ErrorCode::NoSuchGroup | ErrorCode::NoSuchUser | ErrorCode::NotFound => 404,
             ErrorCode::UserExists | ErrorCode::GroupExists => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::Busy => 429,
+            ErrorCode::Busy | ErrorCode::RateLimited | ErrorCode::TooManySessions => 429,
+            ErrorCode::Storage => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }

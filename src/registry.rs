@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors};
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
-use crate::session::SessionHandle;
+use crate::session::{SessionCounts, SessionHandle, SessionPermit};
 use crate::store::{
     now_ms, GroupKindRecord, GroupRecord, MemberRecord, Store, StoreError, UserRecord,
 };
@@ -40,6 +40,7 @@ pub struct Registry {
     groups: Mutex<HashMap<GroupId, GroupSlot>>,
     sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
     next_session_id: AtomicU64,
+    session_counts: Arc<SessionCounts>,
 }
 
 /// One group's place in the registry: its actor once started. Its own lock serializes loading
@@ -72,6 +73,7 @@ impl Registry {
             groups: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
+            session_counts: Arc::default(),
         })
     }
 
@@ -250,6 +252,12 @@ impl Registry {
     /// A fresh session id.
     pub fn next_session_id(&self) -> u64 {
         self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admits one more session of `user`, unless `--max-sessions-per-user` are already open.
+    pub fn admit_session(&self, user: &UserId) -> Option<SessionPermit> {
+        self.session_counts
+            .admit(user, self.config.max_sessions_per_user)
     }
 
     pub fn register_session(&self, session: SessionHandle) {

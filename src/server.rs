@@ -25,14 +25,14 @@ pub async fn run(config: Config) -> io::Result<()> {
         config.admin_token.clone(),
         config.jwt_secret.clone(),
     )?;
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(
-            &config.data_dir.join("db"),
-            config.cache_bytes,
-            config.durability,
-        )
-        .map_err(|e| io::Error::other(format!("opening the database: {e}")))?,
-    );
+    let sled = SledStore::open(
+        &config.data_dir.join("db"),
+        config.cache_bytes,
+        config.durability,
+    )
+    .map_err(|e| io::Error::other(format!("opening the database: {e}")))?;
+    sled.guard_disk(config.min_free_bytes);
+    let store: Arc<dyn Store> = Arc::new(sled);
     let metrics = Arc::new(Metrics::default());
     let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -77,13 +77,37 @@ pub async fn run(config: Config) -> io::Result<()> {
         out.flush()?;
     }
     log::info!("data directory {}", config.data_dir.display());
-    server.run().await?;
+    let server = server.run();
+    stop_on_storage_failure(Arc::clone(&store), server.handle());
+    server.await?;
     registry.persist_cursors().await;
     for arbiter in &arbiters {
         arbiter.stop();
+    }
+    if let Some(reason) = store.failure() {
+        return Err(io::Error::other(format!(
+            "storage failed ({reason}); stopped. Every `sent` before the failure is on disk; \
+             restart once the data directory is writable"
+        )));
     }
     log::info!("stopping: flushing the database");
     store
         .flush()
         .map_err(|e| io::Error::other(format!("final flush: {e}")))
+}
+
+/// Stops the server once a flush failed for good (see `store::DiskGuard`): sled refuses every
+/// later operation, so the process must restart on what reached the disk.
+fn stop_on_storage_failure(store: Arc<dyn Store>, server: actix_web::dev::ServerHandle) {
+    actix_web::rt::spawn(async move {
+        let mut check = actix_web::rt::time::interval(Duration::from_millis(100));
+        loop {
+            check.tick().await;
+            if store.failure().is_some() {
+                log::error!("storage failed: stopping the server");
+                server.stop(true).await;
+                return;
+            }
+        }
+    });
 }

@@ -401,7 +401,9 @@ impl Engine {
             ServerFrame::ReadSync { group, seq } => self.emit(Event::ReadSync { group, seq }),
             ServerFrame::Joined { summary } => self.on_joined(summary),
             ServerFrame::Left { group } => self.on_left(group),
-            ServerFrame::Error { id, code, message } => self.on_error(frame_id(&id), code, message),
+            ServerFrame::Error {
+                id, code, message, ..
+            } => self.on_error(frame_id(&id), code, message),
             ServerFrame::Unknown => log::debug!("client: ignoring a frame of an unknown type"),
         }
     }
@@ -516,11 +518,7 @@ impl Engine {
         if let Some(entry) = self.in_flight.remove(&id) {
             match entry {
                 InFlight::Query { reply, .. } => {
-                    let _ = reply.send(Ok(ServerFrame::Error {
-                        id: None,
-                        code,
-                        message,
-                    }));
+                    let _ = reply.send(Ok(ServerFrame::error(None, code, message)));
                 }
                 InFlight::Send { number } => {
                     if let Some(entry) = self.outbox.remove(&number) {
@@ -959,6 +957,7 @@ mod tests {
             id: Some(Value::from(id_of(&frames[0]))),
             code: ErrorCode::NotMember,
             message: "no".into(),
+            retry_after_ms: None,
         });
         assert_eq!(
             answer.try_recv().expect("answered"),
@@ -1136,6 +1135,7 @@ mod tests {
             id: Some(Value::from(id_of(&frames[0]))),
             code: ErrorCode::InvalidSeq,
             message: "too high".into(),
+            retry_after_ms: None,
         });
         assert!(matches!(
             h.events().as_slice(),

@@ -25,7 +25,8 @@ impl GroupError {
         match self {
             GroupError::NotMember => ErrorCode::NotMember,
             GroupError::InvalidSeq(_) => ErrorCode::InvalidSeq,
-            GroupError::Storage(_) | GroupError::Unavailable(_) => ErrorCode::Internal,
+            GroupError::Storage(_) => ErrorCode::Storage,
+            GroupError::Unavailable(_) => ErrorCode::Internal,
         }
     }
 
@@ -33,7 +34,9 @@ impl GroupError {
         match self {
             GroupError::NotMember => "you are not a member of this group".into(),
             GroupError::InvalidSeq(m) => m.clone(),
-            GroupError::Storage(_) => "storage failure; retry later".into(),
+            GroupError::Storage(detail) => {
+                format!("not stored ({detail}); retry later, with the same client_id for a send")
+            }
             GroupError::Unavailable(_) => "the group is unavailable; retry later".into(),
         }
     }

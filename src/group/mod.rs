@@ -819,6 +819,25 @@ impl Handler<Flushed> for GroupActor {
             if !self.pending.is_empty() {
                 self.request_flush(ctx);
             }
+        } else if let Some(reason) = self.deps.store.failure() {
+            // The store failed for good (see store::DiskGuard) and the server is stopping: no
+            // later flush can cover these writes. Senders get `storage` and resend with the same
+            // client_id after the restart; that answers the original seq if the write reached
+            // the disk after all. Nothing unanswered is pushed.
+            log::error!(
+                "group {}: flush failed for good; failing {} waiting answers",
+                self.id,
+                self.pending.len()
+            );
+            for Pending { action, .. } in std::mem::take(&mut self.pending) {
+                let failed = GroupError::Storage(format!("storage failed: {reason}"));
+                match action {
+                    AfterFlush::Posted { reply, .. } => drop(reply.send(Err(failed))),
+                    AfterFlush::MemberAdded { reply, .. } => drop(reply.send(Err(failed))),
+                    AfterFlush::MemberRemoved { reply } => drop(reply.send(Err(failed))),
+                    AfterFlush::AttachNewMember { .. } | AfterFlush::Notify { .. } => {}
+                }
+            }
         } else {
             // The writes are applied (in memory) and will be visible once a flush succeeds, so
             // they are not failed: their answers and pushes wait, and the flush is retried.

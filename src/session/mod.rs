@@ -15,6 +15,10 @@
 //! Sends are forwarded with `do_send` so they reach the group in the order the client sent them;
 //! their replies come back on a oneshot after the flush.
 
+mod limits;
+
+pub use limits::{SessionCounts, SessionPermit, TokenBucket};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,8 +33,7 @@ use crate::group::{
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
-    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, MAX_FRAME_BYTES,
-    MAX_PAGE,
+    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, MAX_PAGE,
 };
 use crate::registry::Registry;
 
@@ -52,13 +55,15 @@ pub struct SessionHandle {
     pub outbox: Recipient<Outbound>,
 }
 
-/// Upgrades an authenticated request to a WebSocket session for `user`.
+/// Upgrades an authenticated request to a WebSocket session for `user`, admitted by `permit`.
 pub fn upgrade(
     req: &HttpRequest,
     stream: web::Payload,
     user: UserId,
+    permit: SessionPermit,
     registry: Arc<Registry>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let config = Arc::clone(registry.config());
     let session = Session {
         id: registry.next_session_id(),
         user,
@@ -66,9 +71,11 @@ pub fn upgrade(
         last_heard: Instant::now(),
         attached: Vec::new(),
         sends_in_flight: 0,
+        sends: TokenBucket::new(config.send_rate, config.send_burst, Instant::now()),
+        _permit: permit,
     };
     ws::WsResponseBuilder::new(session, req, stream)
-        .frame_size(MAX_FRAME_BYTES)
+        .frame_size(config.max_frame_bytes)
         .start()
 }
 
@@ -82,6 +89,10 @@ pub struct Session {
     attached: Vec<GroupId>,
     /// `send`s forwarded to groups and not yet answered.
     sends_in_flight: usize,
+    /// The send rate limit.
+    sends: TokenBucket,
+    /// This session's place under `--max-sessions-per-user`, freed when the actor is dropped.
+    _permit: SessionPermit,
 }
 
 /// Why a frame addressed to a group was refused before reaching it.
@@ -214,6 +225,20 @@ impl Session {
                 body,
             } => {
                 check_send(&client_id, &body, self.registry.config().max_body_bytes)?;
+                if let Err(wait) = self.sends.take(Instant::now()) {
+                    let config = self.registry.config();
+                    let frame = ServerFrame::Error {
+                        id,
+                        code: ErrorCode::RateLimited,
+                        message: format!(
+                            "more than {} sends per second (burst {}); retry later",
+                            config.send_rate, config.send_burst
+                        ),
+                        retry_after_ms: Some(wait.as_millis().try_into().unwrap_or(u64::MAX)),
+                    };
+                    self.send_frame(&frame, ctx);
+                    return Ok(());
+                }
                 // `do_send` ignores the group's mailbox bound, so bound what one session may
                 // have queued there; the client retries after some `sent` replies.
                 let limit = self.registry.config().session_queue;
@@ -508,17 +533,30 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
+            // actix-http drops the whole oversized frame (after reading it) and goes on decoding
+            // the next one, so the session survives.
             Err(ws::ProtocolError::Overflow) => {
-                log::info!(
-                    "session {} of {}: frame over {MAX_FRAME_BYTES} bytes; closing",
+                let limit = self.registry.config().max_frame_bytes;
+                log::debug!(
+                    "session {} of {}: frame over {limit} bytes",
                     self.id,
                     self.user
                 );
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Size,
-                    description: Some("frame too large".into()),
-                }));
-                ctx.stop();
+                self.registry.metrics().frame_in("invalid");
+                let frame = ServerFrame::error(
+                    None,
+                    ErrorCode::TooLarge,
+                    format!("frame over {limit} bytes; dropped"),
+                );
+                self.send_frame(&frame, ctx);
+            }
+            // A text frame that is not UTF-8: actix-web-actors reports it as an I/O error after
+            // consuming the frame; the stream itself is intact.
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                self.registry.metrics().frame_in("invalid");
+                let frame =
+                    ServerFrame::error(None, ErrorCode::BadFrame, "text frame is not valid UTF-8");
+                self.send_frame(&frame, ctx);
             }
             Err(e) => {
                 log::info!("session {} of {}: protocol error: {e}", self.id, self.user);

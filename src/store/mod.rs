@@ -13,9 +13,11 @@
 //! and `client_id`, so a send is one atomic write and the resend map can be rebuilt from messages.
 
 mod codec;
+mod guard;
 mod keys;
 mod sled_store;
 
+pub use guard::DiskGuard;
 pub use sled_store::{Durability, SledStore};
 
 use serde::{Deserialize, Serialize};
@@ -66,13 +68,18 @@ pub struct MessageRecord {
     pub body: String,
 }
 
-/// A storage failure. These are fatal for the operation: the caller reports `internal` and logs.
+/// A storage failure. These are fatal for the operation: the caller reports `storage` and logs.
 #[derive(Debug)]
 pub enum StoreError {
     /// sled failed (I/O, or its own corruption checks).
     Engine(sled::Error),
     /// A stored value could not be decoded.
     Corrupt(String),
+    /// A write refused before it reached the engine: the disk is nearly full, or an earlier
+    /// flush failed (see [`DiskGuard`]). Nothing was written.
+    Unwritable(String),
+    /// The data directory was written by a newer version of Rollcall.
+    NewerFormat { found: u32, supported: u32 },
 }
 
 impl fmt::Display for StoreError {
@@ -80,6 +87,13 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Engine(e) => write!(f, "storage engine: {e}"),
             StoreError::Corrupt(what) => write!(f, "corrupt stored value: {what}"),
+            StoreError::Unwritable(why) => write!(f, "{why}"),
+            StoreError::NewerFormat { found, supported } => write!(
+                f,
+                "the data directory has storage format {found}, written by a newer Rollcall; \
+                 this build reads formats up to {supported}: upgrade Rollcall, or point --data \
+                 at another directory"
+            ),
         }
     }
 }
@@ -156,6 +170,10 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Bytes the store occupies on disk (for metrics and the layout measurement).
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Ok when writes are accepted now; why not otherwise (disk nearly full, failed flush).
+    fn writable(&self) -> Result<(), StoreError>;
+    /// Why the store failed for good (a flush failed), if it did: the server must restart.
+    fn failure(&self) -> Option<String>;
 }
 
 /// Milliseconds since the Unix epoch.

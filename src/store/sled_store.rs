@@ -15,12 +15,22 @@
 //!
 //! No transactions and no batches: sled takes a process-wide lock for them. Membership writes the
 //! index entry before the member record and removes it after, so the index is always a superset.
+//!
+//! The default tree holds one key, `format`: the storage format version (u32, big-endian), written
+//! when the database is created. A build refuses a directory whose format is newer than its own
+//! [`FORMAT_VERSION`] instead of misreading it.
+//!
+//! Every write first asks the [`DiskGuard`], so a nearly full disk or a failed flush refuses
+//! writes before they reach sled.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::codec::{decode, encode};
 use super::keys;
-use super::{Direction, GroupRecord, MemberRecord, MessageRecord, Store, StoreError, UserRecord};
+use super::{
+    Direction, DiskGuard, GroupRecord, MemberRecord, MessageRecord, Store, StoreError, UserRecord,
+};
 use crate::ids::{GroupId, Seq, UserId};
 
 /// How much a [`Store::flush`] guarantees.
@@ -41,6 +51,37 @@ pub struct SledStore {
     users: sled::Tree,
     groups: sled::Tree,
     user_groups: sled::Tree,
+    guard: Arc<DiskGuard>,
+    dir: PathBuf,
+}
+
+/// The storage format this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The key of the format version in sled's default tree.
+const FORMAT_KEY: &[u8] = b"format";
+
+/// Reads the format version, writing ours into a new database; refuses a newer one.
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY)? {
+        Some(v) => {
+            let bytes: [u8; 4] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("format version".into()))?;
+            let found = u32::from_be_bytes(bytes);
+            if found > FORMAT_VERSION {
+                return Err(StoreError::NewerFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+        }
+        None => {
+            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 impl SledStore {
@@ -54,6 +95,7 @@ impl SledStore {
             .path(dir)
             .cache_capacity(cache_bytes)
             .open()?;
+        check_format(&db)?;
         // sled keeps its log in `<dir>/db`. fsync on any descriptor of a file syncs the file.
         let log_file = match durability {
             Durability::Process => None,
@@ -68,7 +110,15 @@ impl SledStore {
             groups: db.open_tree("groups")?,
             user_groups: db.open_tree("user_groups")?,
             db,
+            guard: Arc::default(),
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// Refuses writes while the data directory's file system has less than `min_free_bytes`
+    /// free (0: never); see [`DiskGuard`].
+    pub fn guard_disk(&self, min_free_bytes: u64) {
+        self.guard.watch(self.dir.clone(), min_free_bytes);
     }
 
     /// The tree of one group (sled keeps opened trees; reopening one is a map lookup).
@@ -93,6 +143,7 @@ impl Store for SledStore {
     }
 
     fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
+        self.guard.check()?;
         insert_new(&self.users, user.as_str().as_bytes(), encode(record)?)
     }
 
@@ -104,6 +155,7 @@ impl Store for SledStore {
     }
 
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError> {
+        self.guard.check()?;
         insert_new(&self.groups, group.as_str().as_bytes(), encode(record)?)
     }
 
@@ -125,6 +177,7 @@ impl Store for SledStore {
         user: &UserId,
         record: &MemberRecord,
     ) -> Result<(), StoreError> {
+        self.guard.check()?;
         self.user_groups
             .insert(keys::pair(user.as_str(), group.as_str()), &[])?;
         self.put_cursors(group, user, record)
@@ -136,12 +189,14 @@ impl Store for SledStore {
         user: &UserId,
         record: &MemberRecord,
     ) -> Result<(), StoreError> {
+        self.guard.check()?;
         self.tree(group)?
             .insert(keys::member(user.as_str()), encode(record)?)?;
         Ok(())
     }
 
     fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError> {
+        self.guard.check()?;
         self.tree(group)?.remove(keys::member(user.as_str()))?;
         self.user_groups
             .remove(keys::pair(user.as_str(), group.as_str()))?;
@@ -167,6 +222,7 @@ impl Store for SledStore {
         seq: Seq,
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
+        self.guard.check()?;
         self.tree(group)?
             .insert(keys::message(seq), encode(record)?)?;
         Ok(())
@@ -229,12 +285,31 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        if let Some(file) = &self.log_file {
-            file.sync_all()
-                .map_err(|e| StoreError::Engine(sled::Error::Io(e)))?;
+        if let Some(reason) = self.guard.failure() {
+            return Err(StoreError::Unwritable(format!("storage failed: {reason}")));
         }
-        Ok(())
+        let flushed = self
+            .db
+            .flush()
+            .map(drop)
+            .and_then(|()| match &self.log_file {
+                Some(file) => file.sync_all().map_err(sled::Error::Io),
+                None => Ok(()),
+            });
+        flushed.map_err(|e| {
+            // Whatever this flush covered may or may not be on disk, and sled refuses every
+            // later operation: fail for good (see DiskGuard).
+            self.guard.fail(e.to_string());
+            StoreError::Engine(e)
+        })
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        self.guard.check()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.guard.failure()
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {

@@ -115,6 +115,45 @@ impl Server {
         }
     }
 
+    /// Starts a server on a data dir the test made (e.g. on a small file system of its own).
+    pub fn start_in(data: TempDir, args: &[&str]) -> Server {
+        let mut server = Server {
+            child: None,
+            data,
+            logs: tempfile::tempdir().expect("creating the log dir"),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            port: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Kills the server (if running) and starts it again; `Err` when it exits before listening
+    /// (the log says why).
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill9();
+        self.try_spawn_at("127.0.0.1:0")
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `wait` for the server to exit by itself; its status, or `None` if it runs on.
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The data dir the server runs on.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.path()
@@ -258,7 +297,7 @@ impl Server {
     /// because the port is taken). Panics if it neither listens nor exits within `TIMEOUT`.
     fn try_spawn_at(&mut self, addr: &str) -> Result<(), String> {
         assert!(self.child.is_none(), "spawn while a server is running");
-        let log = OpenOptions::new()
+        let mut log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.logs.path().join("server.log"))
@@ -270,6 +309,13 @@ impl Server {
             .arg("--data")
             .arg(self.data.path())
             .args(&self.args)
+            // Tests send in bursts far above a person's pace; tests/limits.rs turns the rate
+            // limit on (a later flag wins).
+            .args(if self.args.iter().any(|a| a == "--send-rate") {
+                &[][..]
+            } else {
+                &["--send-rate", "0"][..]
+            })
             .env("ROLLCALL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("ROLLCALL_JWT_SECRET", JWT_SECRET)
             .env(
@@ -278,9 +324,15 @@ impl Server {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
+            // Through a pipe, copied by a thread of ours: the log stays complete even when a
+            // test limits what the server itself may write (tests/storage.rs).
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawning the rollcall binary");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stderr, &mut log);
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         // A thread reads stdout for the whole life of the process, so the server never blocks on
         // a full pipe; it reports the address from the "listening" line.
@@ -478,6 +530,15 @@ impl Client {
                 "[{}] the server did not take a frame within {TIMEOUT:?}",
                 self.user
             ),
+            Ok(Err(e)) => panic!("[{}] sending a frame failed: {e}", self.user),
+            Ok(Ok(())) => {}
+        }
+    }
+
+    /// Sends any WebSocket message (binary, or a raw frame with invalid UTF-8).
+    pub async fn send_message(&mut self, message: Message) {
+        match tokio::time::timeout(TIMEOUT, self.ws.send(message)).await {
+            Err(_) => panic!("[{}] the server did not take a frame", self.user),
             Ok(Err(e)) => panic!("[{}] sending a frame failed: {e}", self.user),
             Ok(Ok(())) => {}
         }

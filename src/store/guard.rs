@@ -1,0 +1,105 @@
+//! The disk guard: refuses writes before the disk is full, and remembers a failed flush.
+//!
+//! sled turns any I/O error into a "global error": from then on every operation of that `Db`
+//! fails until the process reopens it. So Rollcall keeps sled away from a full disk instead of
+//! letting it hit `ENOSPC`: a monitor thread reads the free space of the data directory's file
+//! system every [`CHECK_EVERY`], and while it is below `--min-free-mb` every write is refused
+//! with [`StoreError::Unwritable`] before it reaches sled. Reads keep working, and writes resume
+//! by themselves once space returns.
+//!
+//! A flush that fails anyway (the disk filled faster than the monitor looks, an I/O error, a
+//! file-size limit) is fatal, as in PostgreSQL after a failed fsync: the writes it covered may or
+//! may not be on disk, and sled will refuse everything after. The guard records the failure,
+//! every later write is refused, and the server stops (exit 1) so that its supervisor restarts
+//! it on the data that did reach the disk.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::StoreError;
+
+/// How often the monitor reads the free space.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether writes may go to the store now.
+#[derive(Default)]
+pub struct DiskGuard {
+    /// Free space is below the watermark.
+    low: AtomicBool,
+    /// A flush failed: the store is unusable until the process restarts.
+    failed: Mutex<Option<String>>,
+}
+
+impl DiskGuard {
+    /// Starts watching the file system of `dir`; the thread ends with the guard.
+    pub fn watch(self: &Arc<Self>, dir: PathBuf, min_free_bytes: u64) {
+        if min_free_bytes == 0 {
+            return;
+        }
+        let guard = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("rollcall-disk".into())
+            .spawn(move || monitor(guard, dir, min_free_bytes));
+        if let Err(e) = spawned {
+            log::error!("cannot start the disk monitor: {e}; free space is not watched");
+        }
+    }
+
+    /// Ok when a write may proceed; the reason it may not otherwise.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.failure() {
+            return Err(StoreError::Unwritable(format!("storage failed: {reason}")));
+        }
+        if self.low.load(Ordering::Relaxed) {
+            return Err(StoreError::Unwritable(
+                "the disk is (nearly) full; writes resume when space is freed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a failed flush; the first reason is kept.
+    pub fn fail(&self, reason: String) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_none() {
+            log::error!("storage failed: {reason}; refusing every write until restarted");
+            *failed = Some(reason);
+        }
+    }
+
+    /// Why the store failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_low(&self, low: bool, free: u64, min_free: u64) {
+        if self.low.swap(low, Ordering::Relaxed) != low {
+            if low {
+                log::error!(
+                    "disk nearly full ({free} bytes free, below {min_free}): refusing writes"
+                );
+            } else {
+                log::warn!("disk space is back ({free} bytes free): accepting writes");
+            }
+        }
+    }
+}
+
+fn monitor(guard: Weak<DiskGuard>, dir: PathBuf, min_free_bytes: u64) {
+    loop {
+        let Some(guard) = guard.upgrade() else {
+            return;
+        };
+        match fs2::available_space(&dir) {
+            Ok(free) => guard.set_low(free < min_free_bytes, free, min_free_bytes),
+            Err(e) => log::warn!("reading the free space of {}: {e}", dir.display()),
+        }
+        drop(guard);
+        std::thread::sleep(CHECK_EVERY);
+    }
+}
