@@ -152,3 +152,36 @@ async fn hostile_frames_get_errors_and_the_session_survives() {
     assert_eq!(seq(&alice.recv_msg("team").await), 2);
     alice.assert_no_error();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_rides_out_the_rate_limit_without_losing_or_repeating_a_send() {
+    let server = Server::start_with(&["--send-rate", "50", "--send-burst", "5"]);
+    server.create_group("team", &["alice"]);
+    let mut config = rollcall::client::ClientConfig::new(server.ws_url(), token("alice"));
+    config.ack_interval = Duration::from_millis(20);
+    let client = rollcall::client::Client::connect(config)
+        .await
+        .expect("connecting");
+    // 40 sends at once: most are refused with rate_limited at first and retried by the client.
+    let sends = (0..40).map(|n| {
+        let client = &client;
+        async move {
+            client
+                .send_with_client_id("team", &format!("c{n}"), "burst")
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let mut seqs: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("every send is eventually accepted").seq)
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<u64>>(),
+        "each stored once, no gap"
+    );
+    let refused = server.metric(r#"rollcall_frames_out_total{type="error"}"#);
+    assert!(refused > 0, "the limit was hit (so the retry path ran)");
+}

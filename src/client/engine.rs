@@ -118,6 +118,9 @@ pub(crate) struct Engine {
     acks: HashMap<String, AckBatch>,
     /// The highest read mark asked for per group, repeated after a reconnect if needed.
     read_marks: HashMap<String, u64>,
+    /// Sends refused for a passing reason (`rate_limited`, `storage`, `busy`), still in the
+    /// outbox, written again on the next tick.
+    retry_sends: Vec<u64>,
     outgoing: Vec<ClientFrame>,
 }
 
@@ -146,6 +149,7 @@ impl Engine {
             syncing: HashMap::new(),
             acks: HashMap::new(),
             read_marks: HashMap::new(),
+            retry_sends: Vec::new(),
             outgoing: Vec::new(),
         }
     }
@@ -211,6 +215,8 @@ impl Engine {
         self.outgoing.clear();
         self.syncing.clear();
         self.unanswered.clear();
+        // The whole outbox is written again on connect.
+        self.retry_sends.clear();
         let mut in_flight: Vec<(u64, InFlight)> = self.in_flight.drain().collect();
         in_flight.sort_by_key(|(id, _)| *id);
         let mut retried = Vec::new();
@@ -308,6 +314,9 @@ impl Engine {
     pub(crate) fn on_tick(&mut self) {
         if !self.connected {
             return;
+        }
+        for number in std::mem::take(&mut self.retry_sends) {
+            self.write_send(number);
         }
         let mut due: Vec<(String, u64)> = self
             .acks
@@ -519,6 +528,11 @@ impl Engine {
             match entry {
                 InFlight::Query { reply, .. } => {
                     let _ = reply.send(Ok(ServerFrame::error(None, code, message)));
+                }
+                InFlight::Send { number } if is_passing(code) => {
+                    // Nothing was stored: write it again, same client_id, on the next tick.
+                    log::debug!("client: send refused for now ({}); retrying", code.as_str());
+                    self.retry_sends.push(number);
                 }
                 InFlight::Send { number } => {
                     if let Some(entry) = self.outbox.remove(&number) {
@@ -757,6 +771,14 @@ impl Engine {
 }
 
 /// The integer request id of a reply (the client only ever sends integer ids).
+/// Errors after which the same send succeeds later: the client retries instead of failing.
+fn is_passing(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::RateLimited | ErrorCode::Storage | ErrorCode::Busy
+    )
+}
+
 fn frame_id(id: &Option<Value>) -> Option<u64> {
     id.as_ref().and_then(Value::as_u64)
 }
@@ -968,6 +990,38 @@ mod tests {
         );
         h.engine.on_disconnected();
         assert!(h.connect(vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_send_refused_for_now_is_retried_on_the_next_tick_with_the_same_client_id() {
+        let mut h = harness(20);
+        h.connect(vec![summary("g", 0, 0, 0)]);
+        let (reply, mut answer) = oneshot::channel();
+        h.engine.on_command(Command::Send {
+            group: "g".into(),
+            client_id: Some("c1".into()),
+            body: "b".into(),
+            reply,
+        });
+        for code in [ErrorCode::RateLimited, ErrorCode::Storage, ErrorCode::Busy] {
+            let frames = h.engine.take_outgoing();
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            h.engine.on_frame(ServerFrame::Error {
+                id: Some(Value::from(id_of(&frames[0]))),
+                code,
+                message: "later".into(),
+                retry_after_ms: Some(10),
+            });
+            assert!(answer.try_recv().is_err(), "the caller still waits");
+            assert!(h.engine.take_outgoing().is_empty(), "not before the tick");
+            h.engine.on_tick();
+            let again = h.engine.take_outgoing();
+            let Some(ClientFrame::Send { client_id, .. }) = again.first() else {
+                panic!("expected the send again, got {again:?}");
+            };
+            assert_eq!(client_id, "c1");
+            h.engine.outgoing = again;
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - **Sends survive reconnects.** [`Client::send`] gives every message a `client_id` and keeps
 //!   it in an ordered outbox until the server answers `sent`; after a reconnect the outbox is
 //!   resent, in order, with the same `client_id`s, and the server's dedupe answers with the
-//!   original seq. Dropping the `send` future does not withdraw the message.
+//!   original seq. Dropping the `send` future does not withdraw the message. A send refused for
+//!   a passing reason (`rate_limited`, `storage`, `busy`: nothing was stored) is written again
+//!   on the next ack tick with the same `client_id`; other refusals fail the call.
 //! - **Each message once, in order.** Messages of a group reach [`Client::next_event`] exactly
 //!   once, in ascending `seq` order without gaps, whether they came from a live `msg` push or a
 //!   `sync` after a reconnect. On every (re)connect the client syncs each group of `welcome`
