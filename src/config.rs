@@ -45,6 +45,8 @@ pub struct Config {
     pub cache_bytes: u64,
     /// How many HTTP worker threads (0: one per core).
     pub workers: usize,
+    /// `serve --demo`: seed demo data into an empty data directory and print login links.
+    pub demo: bool,
 }
 
 impl Config {
@@ -69,6 +71,7 @@ impl Config {
             durability: crate::store::Durability::Power,
             cache_bytes: 64 << 20,
             workers: 0,
+            demo: false,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! HTTP routes: the admin API, the `/ws` upgrade, `/healthz` and `/metrics`.
+//! HTTP routes: the admin API, the `/ws` upgrade, `/healthz`, `/metrics`, and the built-in web
+//! client's files (`/`, `/app.js`, `/app.css`, embedded by `web.rs`).
 //!
 //! Handlers are thin: they authenticate, validate ids, and turn a request into a registry call
 //! or a group-actor command; every error leaves as `{"error":{"code","message"}}` with the status
@@ -8,7 +9,7 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{guard, web, HttpRequest, HttpResponse, ResponseError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -104,6 +105,14 @@ type ApiResult = Result<HttpResponse, ApiError>;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    for path in ["/", "/index.html", "/app.js", "/app.css"] {
+        cfg.route(
+            path,
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(web_asset),
+        );
+    }
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
         .route("/ws", web::get().to(websocket))
@@ -201,6 +210,40 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse 
     HttpResponse::build(status)
         .content_type("application/json")
         .body(value.to_string())
+}
+
+/// One of the web client's embedded files. `no-cache` makes the browser revalidate each time
+/// (cheap: a matching `If-None-Match` gets `304` without a body), so an upgraded server never
+/// runs with an old script.
+async fn web_asset(req: HttpRequest) -> HttpResponse {
+    let Some(asset) = crate::web::asset_at(req.path()) else {
+        return not_found().await;
+    };
+    let fresh = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == asset.etag));
+    let mut response = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("ETag", asset.etag))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        // The page's URL may carry `?token=`: never send it on as a referrer.
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header((
+            "Content-Security-Policy",
+            crate::web::CONTENT_SECURITY_POLICY,
+        ));
+    if fresh {
+        response.finish()
+    } else {
+        response.content_type(asset.content_type).body(asset.body)
+    }
 }
 
 async fn healthz() -> HttpResponse {

@@ -3,7 +3,8 @@
 //!
 //! The components, from the socket inwards (ARCHITECTURE.md has the full map and invariants):
 //!
-//! - [`http`]: the admin API, the `/ws` upgrade, `/healthz` and `/metrics`.
+//! - [`http`]: the admin API, the `/ws` upgrade, `/healthz`, `/metrics` and the web client.
+//! - [`web`]: the built-in web client (HTML, CSS, JavaScript embedded in the binary).
 //! - [`session`]: one actor per WebSocket connection, relaying frames to group actors.
 //! - [`registry`]: group id → group actor (started lazily from storage); user id → sessions.
 //! - [`group`]: one actor per group, the only writer of that group's messages and cursors; it
@@ -13,6 +14,7 @@
 //! - [`protocol`]: the wire frames, the only place that knows JSON.
 //! - [`auth`], [`config`], [`metrics`], [`ids`]: tokens, knobs, counters, identifier types.
 //! - [`server`]: start-up and shutdown, used by the `rollcall` binary.
+//! - [`demo`]: `serve --demo`: seeds users, a group and some history into an empty data dir.
 //! - [`client`]: the Rust client (reconnect, resend by `client_id`, dedupe, batched acks,
 //!   receipts), used by the tests and examples.
 
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod client;
 pub mod commit;
 pub mod config;
+pub mod demo;
 pub mod group;
 pub mod http;
 pub mod ids;
@@ -29,3 +32,4 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod web;

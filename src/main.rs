@@ -100,6 +100,10 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Demo mode: into an empty data directory, create a few users, a group and some history;
+    /// print a login link per demo user for the web client at `/`.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -131,6 +135,7 @@ impl ServeArgs {
         };
         config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
         config.workers = self.workers;
+        config.demo = self.demo;
         config
     }
 }

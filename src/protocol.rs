@@ -117,6 +117,15 @@ pub enum ClientFrame {
         group: String,
         seq: u64,
     },
+    /// Lists users (to pick the other side of a `direct`).
+    Users {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     Ping {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -125,7 +134,7 @@ pub enum ClientFrame {
 
 /// The frame types a client may send, for telling `unknown_type` from `bad_frame`.
 const CLIENT_TYPES: &[&str] = &[
-    "send", "ack", "read", "sync", "history", "direct", "receipts", "readers", "ping",
+    "send", "ack", "read", "sync", "history", "direct", "receipts", "readers", "users", "ping",
 ];
 
 /// Why a client frame could not be parsed. Carries the frame's `id` when one could be read.
@@ -200,6 +209,7 @@ impl ClientFrame {
             | ClientFrame::Direct { id, .. }
             | ClientFrame::Receipts { id, .. }
             | ClientFrame::Readers { id, .. }
+            | ClientFrame::Users { id, .. }
             | ClientFrame::Ping { id } => *id = Some(new_id),
         }
     }
@@ -215,6 +225,7 @@ impl ClientFrame {
             | ClientFrame::Direct { id, .. }
             | ClientFrame::Receipts { id, .. }
             | ClientFrame::Readers { id, .. }
+            | ClientFrame::Users { id, .. }
             | ClientFrame::Ping { id } => id.as_ref(),
         }
     }
@@ -235,6 +246,7 @@ impl ClientFrame {
             ClientFrame::Direct { .. } => "direct",
             ClientFrame::Receipts { .. } => "receipts",
             ClientFrame::Readers { .. } => "readers",
+            ClientFrame::Users { .. } => "users",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -293,6 +305,13 @@ pub enum ServerFrame {
         group: String,
         seq: u64,
     },
+    /// Reply to `users`: a page of users in id order.
+    Users {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        users: Vec<UserEntry>,
+        more: bool,
+    },
     /// The user became a member of a group while online.
     Joined {
         #[serde(flatten)]
@@ -338,6 +357,7 @@ impl ServerFrame {
             ServerFrame::Receipts { .. } => "receipts",
             ServerFrame::Readers { .. } => "readers",
             ServerFrame::ReadSync { .. } => "read_sync",
+            ServerFrame::Users { .. } => "users",
             ServerFrame::Joined { .. } => "joined",
             ServerFrame::Left { .. } => "left",
             ServerFrame::Unknown => "unknown",
@@ -372,6 +392,13 @@ pub struct GroupSummary {
     pub delivered: u64,
     pub read: u64,
     pub unread: u64,
+}
+
+/// One user in a `users` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub id: String,
+    pub name: String,
 }
 
 /// Whether a group was created as a group or is a direct (1:1) conversation.

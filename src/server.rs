@@ -19,6 +19,8 @@ use crate::store::{SledStore, Store};
 /// Runs the server until SIGINT/SIGTERM. Must be called inside an actix system
 /// (`#[actix_web::main]`).
 pub async fn run(config: Config) -> io::Result<()> {
+    // Demo data goes only into a directory that held nothing before this start.
+    let seed_demo = config.demo && crate::demo::is_empty_dir(&config.data_dir)?;
     std::fs::create_dir_all(&config.data_dir)?;
     let (auth, generated_admin_token) = Auth::load(
         &config.data_dir,
@@ -49,12 +51,14 @@ pub async fn run(config: Config) -> io::Result<()> {
         registry: Arc::clone(&registry),
         auth,
     });
-    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-        .shutdown_timeout(5)
-        // `sent` and `msg` are small frames written back to back: without this the second
-        // waits for the client's delayed ACK (about 20 ms more per send).
-        .tcp_nodelay(true)
-        .client_request_timeout(Duration::from_secs(10));
+    let app_state = state.clone();
+    let mut server =
+        HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+            .shutdown_timeout(5)
+            // `sent` and `msg` are small frames written back to back: without this the second
+            // waits for the client's delayed ACK (about 20 ms more per send).
+            .tcp_nodelay(true)
+            .client_request_timeout(Duration::from_secs(10));
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
@@ -77,6 +81,11 @@ pub async fn run(config: Config) -> io::Result<()> {
         out.flush()?;
     }
     log::info!("data directory {}", config.data_dir.display());
+    if config.demo {
+        // The listener is bound (early browsers wait in its backlog); seed before serving so
+        // the printed links open a page with history.
+        demo(&registry, &state.auth, &server.addrs(), seed_demo).await?;
+    }
     let server = server.run();
     stop_on_storage_failure(Arc::clone(&store), server.handle());
     server.await?;
@@ -110,4 +119,45 @@ fn stop_on_storage_failure(store: Arc<dyn Store>, server: actix_web::dev::Server
             }
         }
     });
+}
+
+/// `serve --demo`: seeds an empty data directory, then prints one login link per demo user.
+async fn demo(
+    registry: &Arc<Registry>,
+    auth: &Auth,
+    listening: &[std::net::SocketAddr],
+    seed: bool,
+) -> io::Result<()> {
+    if seed {
+        crate::demo::seed(registry)
+            .await
+            .map_err(|e| io::Error::other(format!("seeding demo data: {e:?}")))?;
+    }
+    let Some(&addr) = listening.first() else {
+        return Ok(());
+    };
+    let links = crate::demo::login_links(registry, auth, addr)
+        .map_err(|e| io::Error::other(format!("demo login links: {e:?}")))?;
+    let mut out = io::stdout().lock();
+    if seed {
+        writeln!(
+            out,
+            "rollcall: demo data created (users {}; group \"{}\")",
+            crate::demo::USERS
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::demo::GROUP
+        )?;
+    } else if links.is_empty() {
+        writeln!(
+            out,
+            "rollcall: demo: the data directory was not empty, so nothing was seeded"
+        )?;
+    }
+    for (user, link) in links {
+        writeln!(out, "rollcall: demo login for {user}: {link}")?;
+    }
+    out.flush()
 }

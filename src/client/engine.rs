@@ -405,6 +405,7 @@ impl Engine {
             ServerFrame::Direct { ref id, .. }
             | ServerFrame::Receipts { ref id, .. }
             | ServerFrame::Readers { ref id, .. }
+            | ServerFrame::Users { ref id, .. }
             | ServerFrame::Pong { ref id } => self.answer(frame_id(id), frame),
             ServerFrame::Receipt { group, items } => self.emit(Event::Receipt { group, items }),
             ServerFrame::ReadSync { group, seq } => self.emit(Event::ReadSync { group, seq }),

@@ -33,7 +33,8 @@ use crate::group::{
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
-    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, MAX_PAGE,
+    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, UserEntry,
+    MAX_PAGE,
 };
 use crate::registry::Registry;
 
@@ -369,6 +370,31 @@ impl Session {
                         Err(_) => internal(id),
                     }
                 });
+            }
+            ClientFrame::Users { id, after, limit } => {
+                let after = after
+                    .map(|a| UserId::parse(&a))
+                    .transpose()
+                    .map_err(|e| (ErrorCode::BadFrame, e.to_string()))?;
+                let limit = page_limit(limit);
+                // One more than asked tells whether another page exists.
+                let mut page = match self.registry.store().users(after.as_ref(), limit + 1) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        log::error!("listing users for {user} failed: {e}");
+                        return Err((ErrorCode::Internal, "storage failure; retry later".into()));
+                    }
+                };
+                let more = page.len() > limit;
+                page.truncate(limit);
+                let users = page
+                    .into_iter()
+                    .map(|(id, record)| UserEntry {
+                        id: id.to_string(),
+                        name: record.name,
+                    })
+                    .collect();
+                self.send_frame(&ServerFrame::Users { id, users, more }, ctx);
             }
             ClientFrame::Readers { id, group, seq } => {
                 let addr = self.group(&group)?;

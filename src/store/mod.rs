@@ -118,6 +118,12 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError>;
     /// Creates the user unless it exists; returns whether it was created.
     fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError>;
+    /// Up to `limit` users with ids above `after` (all when `None`), ascending by id.
+    fn users(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, UserRecord)>, StoreError>;
 
     fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError>;
     /// Creates the group unless it exists; returns whether it was created.

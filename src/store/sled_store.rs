@@ -147,6 +147,32 @@ impl Store for SledStore {
         insert_new(&self.users, user.as_str().as_bytes(), encode(record)?)
     }
 
+    fn users(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_str().as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in self
+            .users
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let user = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt("user key".into()))?;
+            out.push((user, decode(&value)?));
+        }
+        Ok(out)
+    }
+
     fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
         self.groups
             .get(group.as_str())?
@@ -328,6 +354,39 @@ mod tests {
             ts: 1,
             body: body.into(),
         }
+    }
+
+    #[test]
+    fn users_page_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+        for id in ["carol", "alice", "bob", "al"] {
+            let record = UserRecord {
+                name: id.to_uppercase(),
+                created_ms: 1,
+            };
+            store
+                .create_user(&UserId::parse(id).unwrap(), &record)
+                .unwrap();
+        }
+        let ids = |page: Vec<(UserId, UserRecord)>| -> Vec<String> {
+            page.into_iter().map(|(u, _)| u.to_string()).collect()
+        };
+        assert_eq!(
+            ids(store.users(None, 10).unwrap()),
+            ["al", "alice", "bob", "carol"]
+        );
+        let first = store.users(None, 2).unwrap();
+        assert_eq!(first[1].1.name, "ALICE");
+        let after = first[1].0.clone();
+        assert_eq!(
+            ids(store.users(Some(&after), 10).unwrap()),
+            ["bob", "carol"]
+        );
+        assert!(store
+            .users(Some(&UserId::parse("carol").unwrap()), 10)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
