@@ -37,8 +37,8 @@ use proptest::test_runner::Config as ProptestConfig;
 use rollcall::commit::Committer;
 use rollcall::config::Config;
 use rollcall::group::{
-    reply_channel, AdvanceCursor, AttachSession, Cursor, DescribeGroup, FetchMessages,
-    GroupError, ListReaders, ListReceipts, Page, PostMessage, ReceiptQuery, RemoveMember,
+    reply_channel, AdvanceCursor, AttachSession, Cursor, DescribeGroup, FetchMessages, GroupError,
+    ListReaders, ListReceipts, Page, PostMessage, ReceiptQuery, RemoveMember,
 };
 use rollcall::ids::{GroupId, UserId};
 use rollcall::metrics::Metrics;
@@ -312,7 +312,11 @@ impl Model {
         }
     }
 
-    fn receipts(&self, user: usize, query: &ReceiptQuery) -> Result<(Vec<ReceiptItem>, bool), ErrorCode> {
+    fn receipts(
+        &self,
+        user: usize,
+        query: &ReceiptQuery,
+    ) -> Result<(Vec<ReceiptItem>, bool), ErrorCode> {
         self.member(user)?;
         match query {
             ReceiptQuery::Mine { after, limit } => {
@@ -636,7 +640,9 @@ async fn run_actor(
                 prop_assert_eq!(&got, &expected, "receipts {:?} for {}", query, USERS[user]);
                 if let Ok((items, _)) = &got {
                     for item in items {
-                        prop_assert!(item.read <= item.delivered && item.delivered <= item.recipients);
+                        prop_assert!(
+                            item.read <= item.delivered && item.delivered <= item.recipients
+                        );
                     }
                 }
             }
@@ -720,7 +726,10 @@ async fn check_state(
 /// What the store holds equals the model: the truth a restarted actor rebuilds from.
 fn check_store(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
     let group = gid();
-    prop_assert_eq!(store.last_seq(&group).map_err(|e| fail(e.to_string()))?.0, model.last());
+    prop_assert_eq!(
+        store.last_seq(&group).map_err(|e| fail(e.to_string()))?.0,
+        model.last()
+    );
     let mut stored = Vec::new();
     store
         .scan_messages(
@@ -757,8 +766,14 @@ fn check_store(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
         .collect();
     prop_assert_eq!(members, expected, "stored members after a graceful stop");
     for &user in model.members.keys() {
-        let groups = store.user_groups(&uid(user)).map_err(|e| fail(e.to_string()))?;
-        prop_assert!(groups.contains(&group), "{} lacks the index entry", USERS[user]);
+        let groups = store
+            .user_groups(&uid(user))
+            .map_err(|e| fail(e.to_string()))?;
+        prop_assert!(
+            groups.contains(&group),
+            "{} lacks the index entry",
+            USERS[user]
+        );
     }
     Ok(())
 }
@@ -804,7 +819,12 @@ fn check_pushes(
                 prop_assert_eq!(group, GROUP);
                 for item in items {
                     prop_assert!(item.seq >= 1 && item.seq <= model.last(), "{:?}", item);
-                    prop_assert_eq!(model.message(item.seq).from, user, "not the sender's: {:?}", item);
+                    prop_assert_eq!(
+                        model.message(item.seq).from,
+                        user,
+                        "not the sender's: {:?}",
+                        item
+                    );
                     prop_assert!(
                         item.read <= item.delivered
                             && item.delivered <= item.recipients
