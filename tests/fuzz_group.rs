@@ -37,13 +37,14 @@ use proptest::test_runner::Config as ProptestConfig;
 use rollcall::commit::Committer;
 use rollcall::config::Config;
 use rollcall::group::{
-    reply_channel, AdvanceCursor, AttachSession, Cursor, DescribeGroup, FetchMessages, GroupError,
-    ListReaders, ListReceipts, Page, PostMessage, ReceiptQuery, RemoveMember,
+    reply_channel, AddMember, AdvanceCursor, Answer as Waiting, AttachSession, Cursor,
+    DescribeGroup, FetchMessages, GroupError, ListReaders, ListReceipts, Page, PostMessage, Posted,
+    ReceiptQuery, RemoveMember,
 };
 use rollcall::ids::{GroupId, UserId};
 use rollcall::metrics::Metrics;
 use rollcall::protocol::{page_limit, ErrorCode, GroupSummary, ReceiptItem, ServerFrame};
-use rollcall::registry::{add_member, Registry};
+use rollcall::registry::Registry;
 use rollcall::session::{Outbound, SessionHandle};
 use rollcall::store::{Direction, Durability, MemberRecord, SledStore, Store};
 
@@ -95,12 +96,11 @@ impl SeqPick {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A burst of sends, each `(user, client_id number)`, queued before any answer arrives.
-    Send(Vec<(usize, u8)>),
+    /// Sends and membership changes, all queued before any answer arrives (so several share a
+    /// flush, and membership changes land between a message's write and its push).
+    Burst(Vec<Item>),
     Ack(usize, SeqPick),
     Read(usize, SeqPick),
-    Add(usize),
-    Remove(usize),
     /// `sync` (`None`: the admin).
     Sync(Option<usize>, SeqPick, usize),
     /// `history` (`None`: the admin), `before` absent or picked.
@@ -112,6 +112,23 @@ enum Op {
     /// What `welcome` shows the user for the group.
     Welcome(usize),
     Restart,
+}
+
+/// One command of a burst.
+#[derive(Debug, Clone, Copy)]
+enum Item {
+    /// `(user, client_id number)`.
+    Send(usize, u8),
+    Add(usize),
+    Remove(usize),
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        6 => (0..USERS.len(), 0u8..4).prop_map(|(u, c)| Item::Send(u, c)),
+        1 => (0..USERS.len()).prop_map(Item::Add),
+        1 => (0..USERS.len()).prop_map(Item::Remove),
+    ]
 }
 
 fn seq_pick() -> impl Strategy<Value = SeqPick> {
@@ -129,11 +146,9 @@ fn op() -> impl Strategy<Value = Op> {
     let maybe_user = proptest::option::weighted(0.8, 0..USERS.len());
     let limit = 0usize..6;
     prop_oneof![
-        12 => proptest::collection::vec((0..USERS.len(), 0u8..4), 1..5).prop_map(Op::Send),
+        16 => proptest::collection::vec(item(), 1..6).prop_map(Op::Burst),
         5 => (user.clone(), seq_pick()).prop_map(|(u, s)| Op::Ack(u, s)),
         5 => (user.clone(), seq_pick()).prop_map(|(u, s)| Op::Read(u, s)),
-        3 => user.clone().prop_map(Op::Add),
-        2 => user.clone().prop_map(Op::Remove),
         3 => (maybe_user.clone(), seq_pick(), limit.clone())
             .prop_map(|(u, s, l)| Op::Sync(u, s, l)),
         2 => (maybe_user.clone(), proptest::option::of(seq_pick()), limit.clone())
@@ -166,6 +181,16 @@ enum Push {
     ReadSync(u64),
 }
 
+/// Work the actor does once the flush covering a burst's writes is back, in order.
+#[derive(Debug, Clone, Copy)]
+enum Release {
+    /// Push `msg` to every attached session.
+    Msg(u64),
+    /// A member added with this join point: attach their session and send `joined`, unless that
+    /// membership is over (removed, or removed and added again) by then.
+    Attach(usize, u64),
+}
+
 /// The protocol, naively: every count is a scan.
 struct Model {
     dedup_window: u64,
@@ -175,6 +200,10 @@ struct Model {
     resend: HashMap<(usize, String), u64>,
     /// Pushes expected by each user's session during the current run of the actor.
     pushes: Vec<Vec<Push>>,
+    /// Whether each user's session receives the group's pushes.
+    attached: Vec<bool>,
+    /// What the current burst does after its flush.
+    release: Vec<Release>,
     /// Makes every body unique, so a resend with another body is told apart from the original.
     bodies: u64,
 }
@@ -218,9 +247,7 @@ impl Model {
         });
         let seq = self.last();
         self.resend.insert(key, seq);
-        for &member in self.members.keys() {
-            self.pushes[member].push(Push::Msg(seq));
-        }
+        self.release.push(Release::Msg(seq));
         Ok((seq, false))
     }
 
@@ -255,15 +282,41 @@ impl Model {
             read: last,
         };
         self.members.insert(user, record);
-        self.pushes[user].push(Push::Joined(last));
+        self.release.push(Release::Attach(user, last));
         record
     }
 
     fn remove(&mut self, user: usize) -> Result<(), ErrorCode> {
         self.member(user)?;
         self.members.remove(&user);
-        self.pushes[user].push(Push::Left);
+        // Pushes stop at once; an attached session is told.
+        if std::mem::take(&mut self.attached[user]) {
+            self.pushes[user].push(Push::Left);
+        }
         Ok(())
+    }
+
+    /// PROTOCOL.md §3.3: pushes leave in seq order to the members' sessions; a member added
+    /// while online gets `joined`, then exactly the messages after their join point.
+    fn release_all(&mut self) {
+        for release in std::mem::take(&mut self.release) {
+            match release {
+                Release::Msg(seq) => {
+                    for user in 0..USERS.len() {
+                        if self.attached[user] {
+                            self.pushes[user].push(Push::Msg(seq));
+                        }
+                    }
+                }
+                Release::Attach(user, joined_seq) => {
+                    let current = self.members.get(&user).map(|m| m.joined_seq);
+                    if current == Some(joined_seq) && !self.attached[user] {
+                        self.attached[user] = true;
+                        self.pushes[user].push(Push::Joined(joined_seq));
+                    }
+                }
+            }
+        }
     }
 
     /// `(seqs, more)` of a page; `user: None` is the admin.
@@ -421,6 +474,64 @@ fn fail(what: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(what.into())
 }
 
+/// The pending answer to one burst item.
+enum Answer {
+    Send(String, String, Waiting<Posted>),
+    Add(Waiting<MemberRecord>),
+    Remove(Waiting<()>),
+}
+
+/// Compares one burst item's answer with the model, which applies the item.
+async fn check_answer(model: &mut Model, item: Item, answer: Answer) -> Result<(), TestCaseError> {
+    match (item, answer) {
+        (Item::Send(user, _), Answer::Send(client_id, body, answer)) => {
+            let got = answer.wait().await;
+            let expected = model.send(user, &client_id, &body);
+            match (got, expected) {
+                (Ok(posted), Ok((seq, duplicate))) => {
+                    prop_assert_eq!(
+                        (posted.seq, posted.duplicate),
+                        (seq, duplicate),
+                        "send {} by {}",
+                        client_id,
+                        USERS[user]
+                    );
+                    if duplicate {
+                        prop_assert_eq!(
+                            posted.ts,
+                            model.message(seq).ts,
+                            "a duplicate answers the original ts"
+                        );
+                    } else {
+                        let at = usize::try_from(seq - 1).expect("small");
+                        model.messages[at].ts = posted.ts;
+                    }
+                }
+                (Err(e), Err(expected)) => prop_assert_eq!(code(&e), expected),
+                (got, expected) => {
+                    return Err(fail(format!(
+                        "send {client_id} by {}: got {got:?}, model {expected:?}",
+                        USERS[user]
+                    )))
+                }
+            }
+        }
+        (Item::Add(user), Answer::Add(answer)) => {
+            let got = answer
+                .wait()
+                .await
+                .map_err(|e| fail(format!("add {}: {e:?}", USERS[user])))?;
+            prop_assert_eq!(got, model.add(user), "add {}", USERS[user]);
+        }
+        (Item::Remove(user), Answer::Remove(answer)) => {
+            let got = answer.wait().await.map_err(|e| code(&e));
+            prop_assert_eq!(got, model.remove(user), "remove {}", USERS[user]);
+        }
+        (item, _) => return Err(fail(format!("answer mixed up for {item:?}"))),
+    }
+    Ok(())
+}
+
 /// One run of the actor (between restarts): a new actor system, committer and registry over the
 /// same store.
 async fn run_actor(
@@ -463,6 +574,10 @@ async fn run_actor(
     for pushes in &mut model.pushes {
         pushes.clear();
     }
+    // The actor attaches its members' registered sessions when it starts.
+    for user in 0..USERS.len() {
+        model.attached[user] = model.members.contains_key(&user);
+    }
     if first_run {
         let created = registry
             .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
@@ -485,53 +600,46 @@ async fn run_actor(
         let last = model.last();
         match op {
             Op::Restart => unreachable!("restarts split the runs"),
-            Op::Send(burst) => {
+            Op::Burst(items) => {
                 let mut answers = Vec::new();
-                for &(user, n) in burst {
-                    model.bodies += 1;
-                    let client_id = format!("c{n}");
-                    let body = format!("{}-{client_id}-{}", USERS[user], model.bodies);
-                    let (reply, answer) = reply_channel();
-                    addr.do_send(PostMessage {
-                        from: uid(user),
-                        client_id: client_id.clone(),
-                        body: body.clone(),
-                        reply,
-                    });
-                    answers.push((user, client_id, body, answer));
-                }
-                for (user, client_id, body, answer) in answers {
-                    let got = answer.wait().await;
-                    let expected = model.send(user, &client_id, &body);
-                    match (got, expected) {
-                        (Ok(posted), Ok((seq, duplicate))) => {
-                            prop_assert_eq!(
-                                (posted.seq, posted.duplicate),
-                                (seq, duplicate),
-                                "send {} by {}",
-                                client_id,
-                                USERS[user]
-                            );
-                            if duplicate {
-                                prop_assert_eq!(
-                                    posted.ts,
-                                    model.message(seq).ts,
-                                    "a duplicate answers the original ts"
-                                );
-                            } else {
-                                let at = usize::try_from(seq - 1).expect("small");
-                                model.messages[at].ts = posted.ts;
-                            }
+                for &item in items {
+                    let answer = match item {
+                        Item::Send(user, n) => {
+                            model.bodies += 1;
+                            let client_id = format!("c{n}");
+                            let body = format!("{}-{client_id}-{}", USERS[user], model.bodies);
+                            let (reply, answer) = reply_channel();
+                            addr.do_send(PostMessage {
+                                from: uid(user),
+                                client_id: client_id.clone(),
+                                body: body.clone(),
+                                reply,
+                            });
+                            Answer::Send(client_id, body, answer)
                         }
-                        (Err(e), Err(expected)) => prop_assert_eq!(code(&e), expected),
-                        (got, expected) => {
-                            return Err(fail(format!(
-                                "send {client_id} by {}: got {got:?}, model {expected:?}",
-                                USERS[user]
-                            )))
+                        Item::Add(user) => {
+                            let (reply, answer) = reply_channel();
+                            addr.do_send(AddMember {
+                                user: uid(user),
+                                reply,
+                            });
+                            Answer::Add(answer)
                         }
-                    }
+                        Item::Remove(user) => {
+                            let (reply, answer) = reply_channel();
+                            addr.do_send(RemoveMember {
+                                user: uid(user),
+                                reply,
+                            });
+                            Answer::Remove(answer)
+                        }
+                    };
+                    answers.push((item, answer));
                 }
+                for (item, answer) in answers {
+                    check_answer(model, item, answer).await?;
+                }
+                model.release_all();
             }
             Op::Ack(user, pick) | Op::Read(user, pick) => {
                 let cursor = if matches!(op, Op::Ack(..)) {
@@ -551,23 +659,6 @@ async fn run_actor(
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
                 let expected = model.advance(*user, cursor, seq);
                 prop_assert_eq!(got.map_err(|e| code(&e)), expected, "{:?} {}", cursor, seq);
-            }
-            Op::Add(user) => {
-                let got = add_member(&addr, uid(*user))
-                    .await
-                    .map_err(|e| fail(format!("add {}: {e:?}", USERS[*user])))?;
-                prop_assert_eq!(got, model.add(*user), "add {}", USERS[*user]);
-            }
-            Op::Remove(user) => {
-                let (reply, answer) = reply_channel();
-                addr.send(RemoveMember {
-                    user: uid(*user),
-                    reply,
-                })
-                .await
-                .map_err(|e| fail(format!("mailbox: {e}")))?;
-                let got = answer.wait().await.map_err(|e| code(&e));
-                prop_assert_eq!(got, model.remove(*user), "remove {}", USERS[*user]);
             }
             Op::Sync(user, _, limit) | Op::History(user, _, limit) => {
                 let limit = page_limit(Some(*limit));
@@ -671,6 +762,9 @@ async fn run_actor(
                     .await
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
                 prop_assert_eq!(got, model.summary(*user), "welcome of {}", USERS[*user]);
+                if model.members.contains_key(user) {
+                    model.attached[*user] = true;
+                }
             }
         }
         check_state(&addr, model).await?;
@@ -853,9 +947,13 @@ fn run_case(dedup_window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         members: BTreeMap::new(),
         resend: HashMap::new(),
         pushes: vec![Vec::new(); USERS.len()],
+        attached: vec![false; USERS.len()],
+        release: Vec::new(),
         bodies: 0,
     };
-    let mut all: Vec<Op> = FIRST_MEMBERS.iter().map(|&u| Op::Add(u)).collect();
+    let mut all = vec![Op::Burst(
+        FIRST_MEMBERS.iter().map(|&u| Item::Add(u)).collect(),
+    )];
     all.extend(ops);
     for (n, run) in all.split(|op| matches!(op, Op::Restart)).enumerate() {
         let system = System::new();
