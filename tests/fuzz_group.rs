@@ -984,3 +984,20 @@ proptest! {
         run_case(dedup_window, ops)?;
     }
 }
+
+/// A member added, removed and added again while the first add's flush is pending: their
+/// session is attached for the second membership only, so no message at or below its join
+/// point is pushed after `joined` (ARCHITECTURE.md: "its first `msg` is `joined_seq + 1`").
+#[test]
+fn a_member_re_added_within_one_flush_gets_only_messages_after_the_join_point() {
+    let ops = vec![Op::Burst(vec![
+        Item::Add(3),
+        Item::Send(0, 0),
+        Item::Remove(3),
+        Item::Add(3),
+        Item::Send(0, 1),
+    ])];
+    if let Err(e) = run_case(10_000, ops) {
+        panic!("{e}");
+    }
+}
