@@ -121,6 +121,8 @@ enum Item {
     Send(usize, u8),
     Add(usize),
     Remove(usize),
+    /// `ack` (`false`) or `read` (`true`), the seq picked against `last_seq` before the burst.
+    Cursor(usize, bool, SeqPick),
 }
 
 fn item() -> impl Strategy<Value = Item> {
@@ -128,6 +130,7 @@ fn item() -> impl Strategy<Value = Item> {
         6 => (0..USERS.len(), 0u8..4).prop_map(|(u, c)| Item::Send(u, c)),
         1 => (0..USERS.len()).prop_map(Item::Add),
         1 => (0..USERS.len()).prop_map(Item::Remove),
+        2 => (0..USERS.len(), any::<bool>(), seq_pick()).prop_map(|(u, r, s)| Item::Cursor(u, r, s)),
     ]
 }
 
@@ -251,9 +254,16 @@ impl Model {
         Ok((seq, false))
     }
 
-    fn advance(&mut self, user: usize, cursor: Cursor, seq: u64) -> Result<(), ErrorCode> {
+    /// A cursor move; `durable` is the last seq a flush covered (the visible `last_seq`).
+    fn advance(
+        &mut self,
+        user: usize,
+        cursor: Cursor,
+        seq: u64,
+        durable: u64,
+    ) -> Result<(), ErrorCode> {
         let old = self.member(user)?;
-        if seq > self.last() {
+        if seq > durable {
             return Err(ErrorCode::InvalidSeq);
         }
         let mut new = old;
@@ -264,7 +274,7 @@ impl Model {
                 new.delivered = new.delivered.max(new.read);
             }
         }
-        if new.read > old.read {
+        if new.read > old.read && self.attached[user] {
             self.pushes[user].push(Push::ReadSync(new.read));
         }
         self.members.insert(user, new);
@@ -479,10 +489,21 @@ enum Answer {
     Send(String, String, Waiting<Posted>),
     Add(Waiting<MemberRecord>),
     Remove(Waiting<()>),
+    Cursor(
+        Cursor,
+        u64,
+        actix::dev::Request<rollcall::group::GroupActor, AdvanceCursor>,
+    ),
 }
 
 /// Compares one burst item's answer with the model, which applies the item.
-async fn check_answer(model: &mut Model, item: Item, answer: Answer) -> Result<(), TestCaseError> {
+/// `durable` is `last_seq` before the burst: its own messages are not durable before its end.
+async fn check_answer(
+    model: &mut Model,
+    item: Item,
+    answer: Answer,
+    durable: u64,
+) -> Result<(), TestCaseError> {
     match (item, answer) {
         (Item::Send(user, _), Answer::Send(client_id, body, answer)) => {
             let got = answer.wait().await;
@@ -526,6 +547,14 @@ async fn check_answer(model: &mut Model, item: Item, answer: Answer) -> Result<(
         (Item::Remove(user), Answer::Remove(answer)) => {
             let got = answer.wait().await.map_err(|e| code(&e));
             prop_assert_eq!(got, model.remove(user), "remove {}", USERS[user]);
+        }
+        (Item::Cursor(user, ..), Answer::Cursor(cursor, seq, request)) => {
+            let got = request
+                .await
+                .map_err(|e| fail(format!("mailbox: {e}")))?
+                .map_err(|e| code(&e));
+            let expected = model.advance(user, cursor, seq, durable);
+            prop_assert_eq!(got, expected, "{:?} {} by {}", cursor, seq, USERS[user]);
         }
         (item, _) => return Err(fail(format!("answer mixed up for {item:?}"))),
     }
@@ -633,11 +662,26 @@ async fn run_actor(
                             });
                             Answer::Remove(answer)
                         }
+                        Item::Cursor(user, read, pick) => {
+                            let cursor = if read {
+                                Cursor::Read
+                            } else {
+                                Cursor::Delivered
+                            };
+                            let seq = pick.at(last);
+                            let request = addr.send(AdvanceCursor {
+                                user: uid(user),
+                                cursor,
+                                seq,
+                                session_id: None,
+                            });
+                            Answer::Cursor(cursor, seq, request)
+                        }
                     };
                     answers.push((item, answer));
                 }
                 for (item, answer) in answers {
-                    check_answer(model, item, answer).await?;
+                    check_answer(model, item, answer, last).await?;
                 }
                 model.release_all();
             }
@@ -657,7 +701,7 @@ async fn run_actor(
                     })
                     .await
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
-                let expected = model.advance(*user, cursor, seq);
+                let expected = model.advance(*user, cursor, seq, last);
                 prop_assert_eq!(got.map_err(|e| code(&e)), expected, "{:?} {}", cursor, seq);
             }
             Op::Sync(user, _, limit) | Op::History(user, _, limit) => {
