@@ -478,7 +478,7 @@ async fn an_outsider_reaches_nothing_of_a_group() {
 /// anything; a reconnect no longer lists the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_members_sessions_all_stop_at_once() {
-    let server = Server::start();
+    let mut server = Server::start();
     server.create_group("team", &["alice", "bob"]);
     let mut alice = server.connect("alice").await;
     let mut bob1 = server.connect("bob").await;
@@ -539,6 +539,15 @@ async fn a_removed_members_sessions_all_stop_at_once() {
         "a removed member's welcome lists the group: {}",
         bob3.welcome
     );
+    bob3.close().await;
+
+    // The removal was durable when DELETE answered: after a crash bob is still out.
+    server.restart();
+    let mut bob4 = server.connect("bob").await;
+    assert!(bob4.welcome_group("team").is_none(), "{}", bob4.welcome);
+    bob4.expect_error(json!({"type": "sync", "group": "team"}), "not_member")
+        .await;
+    assert!(member_of(&server.group("team"), "bob").is_none());
 }
 
 /// `from` is always the authenticated user: a `from` (or `ts`) in a send frame is ignored, in
