@@ -165,11 +165,7 @@ fn frame_like_object() -> impl Strategy<Value = Value> {
     ];
     (
         proptest::option::weighted(0.9, type_value),
-        proptest::collection::btree_map(
-            proptest::sample::select(FIELD_NAMES),
-            json_value(),
-            0..7,
-        ),
+        proptest::collection::btree_map(proptest::sample::select(FIELD_NAMES), json_value(), 0..7),
     )
         .prop_map(|(kind, fields)| {
             let mut object = Map::new();
@@ -210,10 +206,16 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
                 body,
             }
         }),
-        (id_strategy(), text(), any::<u64>())
-            .prop_map(|(id, group, seq)| ClientFrame::Ack { id, group, seq }),
-        (id_strategy(), text(), any::<u64>())
-            .prop_map(|(id, group, seq)| ClientFrame::Read { id, group, seq }),
+        (id_strategy(), text(), any::<u64>()).prop_map(|(id, group, seq)| ClientFrame::Ack {
+            id,
+            group,
+            seq
+        }),
+        (id_strategy(), text(), any::<u64>()).prop_map(|(id, group, seq)| ClientFrame::Read {
+            id,
+            group,
+            seq
+        }),
         (id_strategy(), text(), any::<u64>(), limit.clone()).prop_map(
             |(id, group, after, limit)| ClientFrame::Sync {
                 id,
@@ -253,8 +255,11 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
                     limit,
                 }
             }),
-        (id_strategy(), text(), any::<u64>())
-            .prop_map(|(id, group, seq)| ClientFrame::Readers { id, group, seq }),
+        (id_strategy(), text(), any::<u64>()).prop_map(|(id, group, seq)| ClientFrame::Readers {
+            id,
+            group,
+            seq
+        }),
         id_strategy().prop_map(|id| ClientFrame::Ping { id }),
     ]
 }

@@ -67,7 +67,7 @@ struct Pending {
 
 enum AfterFlush {
     /// Attach a new member's online sessions and send them `joined`.
-    AttachNewMember { user: UserId },
+    AttachNewMember { user: UserId, joined_seq: u64 },
     /// Answer a send; push the `msg` frame to every session unless it was a duplicate.
     Posted {
         posted: Posted,
@@ -361,7 +361,9 @@ impl GroupActor {
                     self.push_to_all("msg", &text);
                 }
             }
-            AfterFlush::AttachNewMember { user } => self.attach_new_member(&user),
+            AfterFlush::AttachNewMember { user, joined_seq } => {
+                self.attach_new_member(&user, joined_seq)
+            }
             AfterFlush::MemberAdded { record, reply } => {
                 let _ = reply.send(Ok(record));
             }
@@ -654,10 +656,15 @@ impl GroupActor {
     /// member joined are still being released then and must not reach them, and by now
     /// `durable_seq >= joined_seq`, so the summary is consistent. (The member's index entry was
     /// written before this lookup: a session that registers later finds the group itself.)
-    fn attach_new_member(&mut self, user: &UserId) {
+    fn attach_new_member(&mut self, user: &UserId, joined_seq: u64) {
         let Some(record) = self.members.get(user).copied() else {
             return; // removed again meanwhile
         };
+        if record.joined_seq != joined_seq {
+            // Removed and added again meanwhile: that later add attaches, after the messages
+            // up to its own join point.
+            return;
+        }
         // Every message after the join point is pushed after this, whatever is durable by now.
         let summary = self.summary(user, &record, record.joined_seq);
         let text: Arc<str> = Arc::from(ServerFrame::Joined { summary }.to_text());
@@ -906,8 +913,8 @@ impl Handler<AddMember> for GroupActor {
         match self.add_member(msg.user.clone()) {
             Ok((record, new)) => {
                 if new {
-                    let user = msg.user;
-                    self.after_flush(AfterFlush::AttachNewMember { user }, ctx);
+                    let (user, joined_seq) = (msg.user, record.joined_seq);
+                    self.after_flush(AfterFlush::AttachNewMember { user, joined_seq }, ctx);
                 }
                 self.after_flush(
                     AfterFlush::MemberAdded {
