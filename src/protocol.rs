@@ -180,7 +180,11 @@ impl ClientFrame {
                 return Err(FrameError {
                     id,
                     code: ErrorCode::UnknownType,
-                    message: format!("unknown frame type {t:?}"),
+                    // Echo at most MAX_ID_CHARS characters of what the client sent.
+                    message: format!(
+                        "unknown frame type {:?}",
+                        t.chars().take(MAX_ID_CHARS).collect::<String>()
+                    ),
                 })
             }
             _ => {
