@@ -11,7 +11,8 @@
 //! JavaScript queries of the DOM (`data-*` attributes the page sets for exactly that) and
 //! driven with real clicks and key presses.
 //!
-//! The receipt view is saved as `target/browser-artifacts/receipts.png`; with
+//! The receipt view is saved as `target/browser-artifacts/receipts.png` (and a narrow-screen
+//! conversation as `narrow.png`); with
 //! `ROLLCALL_UPDATE_SCREENSHOT=1` it is also copied to `docs/screenshot.png` (the README's).
 
 mod common;
@@ -645,6 +646,8 @@ async fn a_second_tab_of_the_same_user_clears_its_badge_when_the_first_reads() {
         )
         .await;
     assert_eq!(sidebar_shown, false, "narrow screens show one column");
+    let png = second.browser.screenshot().await.expect("a screenshot");
+    std::fs::write(artifacts_dir().join("narrow.png"), png).expect("saving the screenshot");
     second.wait_badge("team", 0).await;
     first
         .browser
