@@ -609,6 +609,18 @@ async fn a_second_tab_of_the_same_user_clears_its_badge_when_the_first_reads() {
             |v| v == true,
         )
         .await;
+    // A refused token brings the form back with a message.
+    second.type_into("#token-input", "not-a-token").await;
+    second.click("#signin-form button[type=\"submit\"]").await;
+    second
+        .wait_until(
+            "the refusal",
+            "return document.getElementById('signin').hidden ? null
+                : document.getElementById('signin-error').textContent;",
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.contains("refused")),
+        )
+        .await;
     second.type_into("#token-input", &token("bob")).await;
     second.click("#signin-form button[type=\"submit\"]").await;
     second.wait_connection("online").await;
@@ -727,5 +739,26 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
     alice.wait_messages_in_any_order(&all).await;
     let messages = alice.messages().await;
     assert_eq!(messages.last().map(|m| m.0), Some(8));
+
+    // A long conversation opens at its latest page and scrolls back through history.
+    server.create_group("archive", &["alice", "bob"]);
+    let bodies: Vec<String> = (1..=60).map(|i| format!("note {i}")).collect();
+    for body in &bodies {
+        post(&server, "archive", "bob", body);
+    }
+    alice.open_conversation("archive").await;
+    let latest: Vec<&str> = bodies[10..].iter().map(String::as_str).collect();
+    let shown = alice.wait_messages(&latest).await;
+    assert_eq!(shown.first().map(|m| m.0), Some(11));
+    let older_shown = alice
+        .js("return !document.getElementById('older').hidden;", vec![])
+        .await;
+    assert_eq!(older_shown, true, "no way to load earlier messages");
+    // Scrolling to the top loads the earlier page (as the button would).
+    alice
+        .js("document.getElementById('messages').scrollTop = 0;", vec![])
+        .await;
+    let every: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    alice.wait_messages(&every).await;
     alice.close().await;
 }

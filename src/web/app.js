@@ -828,6 +828,7 @@
     $('sign-out').hidden = true;
     $('signin').hidden = false;
     $('signin-error').textContent = message || '';
+    $('token-input').value = '';
     $('token-input').focus();
   }
 
