@@ -119,6 +119,10 @@ pub async fn seed(registry: &Arc<Registry>) -> Result<(), GroupError> {
     }
     advance(&addr, "bob", Cursor::Read, 2).await?;
     advance(&addr, "alice", Cursor::Read, 1).await?;
+    // Cursor moves are written on the receipt tick; write and flush them now, so the seeded
+    // read marks are durable before the links are printed.
+    registry.persist_cursors().await;
+    registry.flush().await?;
     log::info!(
         "demo data created: {} users, group {group}, {direct}",
         USERS.len()

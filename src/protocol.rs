@@ -185,7 +185,7 @@ impl ClientFrame {
                         "unknown frame type {:?}",
                         t.chars().take(MAX_ID_CHARS).collect::<String>()
                     ),
-                })
+                });
             }
             _ => {
                 return Err(FrameError {

@@ -182,7 +182,7 @@ impl Registry {
     }
 
     /// Waits for a flush covering every write made so far.
-    async fn flush(&self) -> Result<(), GroupError> {
+    pub async fn flush(&self) -> Result<(), GroupError> {
         if self.committer.flush().await {
             Ok(())
         } else {

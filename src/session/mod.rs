@@ -33,8 +33,7 @@ use crate::group::{
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
-    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, UserEntry,
-    MAX_PAGE,
+    check_send, page_limit, ClientFrame, ErrorCode, GroupSummary, ServerFrame, UserEntry, MAX_PAGE,
 };
 use crate::registry::Registry;
 

@@ -256,13 +256,12 @@
     if (g.loaded) {
       insertMessages(g, [m]);
       if (g.high < g.lastSeq) catchUp(g);
-    } else if (m.from !== state.me && m.seq > g.read) {
-      g.othersSeen.add(m.seq);
     }
     if (m.from !== state.me && m.seq > g.read) {
+      g.othersSeen.add(m.seq);
+      if (!countUnreadExactly(g)) g.unread += 1;
       announce(`New message from ${displayName(m.from)} in ${groupTitle(g)}: ${m.body}`);
     }
-    recountUnread(g);
     scheduleAck(g, m.seq);
     render();
   }
@@ -347,7 +346,7 @@
       insertMessages(g, page.messages);
       afterPage(g, page.messages);
       if (page.messages.length && (page.more || g.high < g.lastSeq)) catchUp(g);
-      recountUnread(g);
+      countUnreadExactly(g);
       render();
     });
   }
@@ -382,16 +381,27 @@
     }
   }
 
-  // Unread = messages from others above the read mark. Exact when the group holds them all;
-  // otherwise counted from a `sync` page (plus what was pushed since).
-  function recountUnread(g) {
+  // Unread = messages from others above the read mark. Counted here when the group holds all
+  // of them (or the mark is at the head); false when it cannot be.
+  function countUnreadExactly(g) {
+    for (const s of g.othersSeen) if (s <= g.read) g.othersSeen.delete(s);
     if (g.read >= g.lastSeq) {
       g.unread = 0;
-    } else if (g.loaded && g.low <= g.read + 1 && g.high >= g.lastSeq) {
+      return true;
+    }
+    if (g.loaded && g.low <= g.read + 1 && g.high >= g.lastSeq) {
       let n = 0;
       for (const m of g.msgs.values()) if (m.seq > g.read && m.from !== state.me) n += 1;
       g.unread = n;
-    } else if (!g.loaded) {
+      return true;
+    }
+    return false;
+  }
+
+  // After the read mark moved (here or in another tab): the count, from a `sync` page of what
+  // follows the mark (plus what was pushed since) when the group does not hold it all.
+  function recountUnread(g) {
+    if (!countUnreadExactly(g)) {
       const read = g.read;
       request({ type: 'sync', group: g.id, after: read, limit: 1000 }, (page) => {
         if (page.type !== 'messages' || g.read !== read) return;
@@ -818,6 +828,7 @@
     $('sign-out').hidden = true;
     $('signin').hidden = false;
     $('signin-error').textContent = message || '';
+    $('token-input').value = '';
     $('token-input').focus();
   }
 

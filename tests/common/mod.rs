@@ -78,6 +78,8 @@ pub struct Server {
     args: Vec<String>,
     /// The port of the current (or last) run.
     pub port: u16,
+    /// Every line the server printed on standard output (all runs).
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -94,6 +96,7 @@ impl Server {
             logs: tempfile::tempdir().expect("creating the log dir"),
             args: args.iter().map(|a| a.to_string()).collect(),
             port: 0,
+            stdout: Default::default(),
         };
         server.spawn();
         server
@@ -105,6 +108,12 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Like [`Server::restart`], with these `serve` flags from now on instead of the first ones.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart();
     }
 
     /// Kills the server with SIGKILL and waits for it to be gone.
@@ -123,6 +132,7 @@ impl Server {
             logs: tempfile::tempdir().expect("creating the log dir"),
             args: args.iter().map(|a| a.to_string()).collect(),
             port: 0,
+            stdout: Default::default(),
         };
         server.spawn();
         server
@@ -152,6 +162,31 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Every line the server printed on standard output so far (all runs).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the lines the server printed on standard output (in all runs) satisfy
+    /// `accept`, and returns them.
+    pub fn wait_for_stdout(&self, what: &str, accept: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let lines = self.stdout_lines();
+            if accept(&lines) {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "the server printed no line with {what} within {TIMEOUT:?}; it printed {lines:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The data dir the server runs on.
@@ -337,10 +372,15 @@ impl Server {
         // A thread reads stdout for the whole life of the process, so the server never blocks on
         // a full pipe; it reports the address from the "listening" line.
         let (tx, rx) = mpsc::channel();
+        let printed = std::sync::Arc::clone(&self.stdout);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                printed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.clone());
                 if let Some(rest) = line.trim().strip_prefix("rollcall: listening on ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().to_string());

@@ -1,0 +1,764 @@
+//! The built-in web client in a real browser: Debian's Chromium, driven through chromedriver
+//! (WebDriver, with the `fantoccini` crate), against a real server process.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver` packages), which `scripts/test.sh` installs. Without them these tests FAIL
+//! with a message saying so: a browser test that silently skips proves nothing.
+//!
+//! Each test starts its own chromedriver on a free port and one Chromium per user, each with a
+//! fresh profile directory. The tests take a lock so that only one runs at a time: Chromium is
+//! heavy, and the machines we test on have two cores. Pages are observed through small
+//! JavaScript queries of the DOM (`data-*` attributes the page sets for exactly that) and
+//! driven with real clicks and key presses.
+//!
+//! The receipt view is saved as `target/browser-artifacts/receipts.png` (and a narrow-screen
+//! conversation as `narrow.png`); with
+//! `ROLLCALL_UPDATE_SCREENSHOT=1` it is also copied to `docs/screenshot.png` (the README's).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{token, Server};
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long the page may take to show something (Chromium on two busy cores is slow).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One browser test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where screenshots go: `target/browser-artifacts/`.
+fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|target| target.join("browser-artifacts"))
+        .unwrap_or_else(|| PathBuf::from("browser-artifacts"));
+    std::fs::create_dir_all(&dir).expect("creating the artifacts directory");
+    dir
+}
+
+/// A chromedriver process (in its own process group, which the browsers it starts join) and
+/// the profile directories of the browsers it started.
+struct Driver {
+    child: Child,
+    port: u16,
+    profiles: Vec<TempDir>,
+    log: TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for (path, what) in [(CHROMEDRIVER, "chromedriver"), (CHROMIUM, "chromium")] {
+            assert!(
+                Path::new(path).exists(),
+                "{what} is missing ({path}): the browser tests need Debian's `chromium` and \
+                 `chromium-driver` packages. Run the tests with scripts/test.sh, which installs \
+                 them, instead of a bare `cargo test`."
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("finding a free port")
+            .port();
+        let log = tempfile::tempdir().expect("a log dir");
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg(format!(
+                    "--log-path={}",
+                    log.path().join("chromedriver.log").display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("starting chromedriver")
+        };
+        let driver = Driver {
+            child,
+            port,
+            profiles: Vec::new(),
+            log,
+        };
+        let status = format!("http://127.0.0.1:{port}/status");
+        let started = Instant::now();
+        loop {
+            let ready = ureq::get(&status)
+                .timeout(Duration::from_secs(2))
+                .call()
+                .ok()
+                .and_then(|r| r.into_json::<Value>().ok())
+                .is_some_and(|v| v["value"]["ready"] == true);
+            if ready {
+                return driver;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "chromedriver did not get ready on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A new headless Chromium with a fresh profile.
+    async fn browser(&mut self) -> Browser {
+        let profile = tempfile::tempdir().expect("a profile dir");
+        let args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1100,720".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        self.profiles.push(profile);
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting Chromium through chromedriver failed: {e}\nchromedriver log:\n{}",
+                    self.log_tail()
+                )
+            })
+    }
+
+    /// A browser signed in as `user` through a login link (`/?token=`).
+    async fn open_as(&mut self, server: &Server, user: &str) -> Page {
+        let page = Page {
+            browser: self.browser().await,
+            name: user.to_string(),
+        };
+        page.goto(&server.url(&format!("/?token={}", token(user))))
+            .await;
+        page
+    }
+
+    fn log_tail(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.log.path().join("chromedriver.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The browsers are chromedriver's children in its process group: end them all.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser window (or tab) with the web client open, as one user.
+struct Page {
+    browser: Browser,
+    name: String,
+}
+
+impl Page {
+    async fn goto(&self, url: &str) {
+        self.browser
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: opening {url}: {e}", self.name));
+    }
+
+    /// Runs a script (with `arguments[0..]`) and returns its result.
+    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.browser
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("{}: script failed: {e}\n{script}", self.name))
+    }
+
+    /// Polls `script` until `accept` takes its result; panics after `WAIT` with what it saw
+    /// last (and saves a screenshot of the page as it was).
+    async fn wait_until(
+        &self,
+        what: &str,
+        script: &str,
+        args: Vec<Value>,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            let value = self.js(script, args.clone()).await;
+            if accept(&value) {
+                return value;
+            }
+            if started.elapsed() > WAIT {
+                let shot = artifacts_dir().join(format!("failed-{}.png", self.name));
+                if let Ok(png) = self.browser.screenshot().await {
+                    let _ = std::fs::write(&shot, png);
+                }
+                panic!(
+                    "{}: waited {WAIT:?} for {what}; last saw {value} (screenshot: {})",
+                    self.name,
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self
+            .browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("{}: clicking {css}: {e}", self.name));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self
+            .browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("{}: typing into {css}: {e}", self.name));
+    }
+
+    /// Waits for the connection indicator to say `state` (`online`, `offline`, ...).
+    async fn wait_connection(&self, state: &str) {
+        self.wait_until(
+            &format!("connection state {state}"),
+            "return document.getElementById('connection').dataset.state;",
+            vec![],
+            |v| v == state,
+        )
+        .await;
+    }
+
+    async fn open_conversation(&self, group: &str) {
+        self.click(&format!(".conversation[data-group=\"{group}\"]"))
+            .await;
+        self.wait_until(
+            &format!("{group} open"),
+            "return document.querySelector('.conversation[aria-current=\"true\"]')?.dataset.group ?? null;",
+            vec![],
+            |v| v == group,
+        )
+        .await;
+    }
+
+    /// The open conversation's messages as `[seq, from, body]`, in page order.
+    async fn messages(&self) -> Vec<(u64, String, String)> {
+        let value = self.js(MESSAGES_JS, vec![]).await;
+        parse_messages(&value)
+    }
+
+    /// Waits until the open conversation shows exactly `bodies` (in order), each once, with
+    /// gapless seqs, and nothing pending.
+    async fn wait_messages(&self, bodies: &[&str]) -> Vec<(u64, String, String)> {
+        self.wait_messages_ordered(bodies, true).await
+    }
+
+    /// Like `wait_messages`, for messages whose order depends on a race (a resend after a
+    /// reconnect and another client's send).
+    async fn wait_messages_in_any_order(&self, bodies: &[&str]) -> Vec<(u64, String, String)> {
+        self.wait_messages_ordered(bodies, false).await
+    }
+
+    async fn wait_messages_ordered(
+        &self,
+        bodies: &[&str],
+        ordered: bool,
+    ) -> Vec<(u64, String, String)> {
+        let mut expected: Vec<String> = bodies.iter().map(|b| b.to_string()).collect();
+        if !ordered {
+            expected.sort();
+        }
+        let value = self
+            .wait_until(
+                &format!("exactly the messages {expected:?}"),
+                MESSAGES_JS,
+                vec![],
+                |v| {
+                    let mut shown: Vec<String> =
+                        parse_messages(v).into_iter().map(|(_, _, b)| b).collect();
+                    if !ordered {
+                        shown.sort();
+                    }
+                    shown == expected
+                },
+            )
+            .await;
+        let shown = parse_messages(&value);
+        let seqs: Vec<u64> = shown.iter().map(|(s, _, _)| *s).collect();
+        let first = seqs.first().copied().unwrap_or(1);
+        let gapless: Vec<u64> = (first..first + seqs.len() as u64).collect();
+        assert_eq!(seqs, gapless, "{}: seqs with a gap or a repeat", self.name);
+        let pending = self
+            .js(
+                "return document.querySelectorAll('#message-list li.pending').length;",
+                vec![],
+            )
+            .await;
+        assert_eq!(pending, 0, "{}: a send is still pending", self.name);
+        shown
+    }
+
+    async fn wait_badge(&self, group: &str, n: u64) {
+        self.wait_until(
+            &format!("the badge of {group} to show {n}"),
+            BADGE_JS,
+            vec![json!(group)],
+            |v| v.as_u64() == Some(n),
+        )
+        .await;
+    }
+
+    /// Waits until my message with `body` shows receipt counts that `accept` takes; returns
+    /// `{read, delivered, recipients, text}`.
+    async fn wait_receipt(&self, body: &str, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(what, RECEIPT_JS, vec![json!(body)], |v| {
+            !v.is_null() && accept(v)
+        })
+        .await
+    }
+
+    async fn close(self) {
+        let _ = self.browser.close().await;
+    }
+}
+
+const MESSAGES_JS: &str = "return [...document.querySelectorAll('#message-list li.msg[data-seq]')]
+    .map(li => [Number(li.dataset.seq), li.dataset.from, li.querySelector('.body').textContent]);";
+
+const BADGE_JS: &str = "const b = document.querySelector(
+      `.conversation[data-group=\"${arguments[0]}\"] .badge`);
+    return b && !b.hidden ? Number(b.querySelector('.count').textContent) : 0;";
+
+const RECEIPT_JS: &str = "const li = [...document.querySelectorAll('#message-list li.msg.mine[data-seq]')]
+      .find(li => li.querySelector('.body').textContent === arguments[0]);
+    const r = li && li.querySelector('.receipt');
+    if (!r || r.dataset.read === undefined) return null;
+    return {read: Number(r.dataset.read), delivered: Number(r.dataset.delivered),
+            recipients: Number(r.dataset.recipients), text: r.textContent, seq: Number(li.dataset.seq)};";
+
+const READERS_JS: &str = "const d = document.getElementById('readers-dialog');
+    if (!d.open) return null;
+    return ['read', 'delivered', 'unread'].map(k =>
+      [...document.querySelectorAll(`#readers-body .readers-${k} li[data-user]`)]
+        .map(li => li.dataset.user));";
+
+fn parse_messages(value: &Value) -> Vec<(u64, String, String)> {
+    value
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    (
+                        row[0].as_u64().unwrap_or(0),
+                        row[1].as_str().unwrap_or_default().to_string(),
+                        row[2].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Creates users with display names, then a group of them.
+fn setup(server: &Server, group: &str, users: &[(&str, &str)]) {
+    for (id, name) in users {
+        server.admin_expect(
+            "POST",
+            "/api/users",
+            Some(json!({"id": id, "name": name})),
+            201,
+        );
+    }
+    let ids: Vec<&str> = users.iter().map(|(id, _)| *id).collect();
+    server.admin_expect(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": group, "name": "Release team", "members": ids})),
+        201,
+    );
+}
+
+/// Posts a message through the admin API (as another client would); returns its seq.
+fn post(server: &Server, group: &str, from: &str, body: &str) -> u64 {
+    let sent = server.admin_expect(
+        "POST",
+        &format!("/api/groups/{group}/messages"),
+        Some(json!({"from": from, "body": body})),
+        200,
+    );
+    sent["seq"].as_u64().expect("a seq")
+}
+
+/// The bodies stored in a group, in seq order.
+fn stored_bodies(server: &Server, group: &str) -> Vec<String> {
+    let page = server.admin_expect(
+        "GET",
+        &format!("/api/groups/{group}/messages?after=0&limit=1000"),
+        None,
+        200,
+    );
+    page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+const TEAM: &[(&str, &str)] = &[
+    ("alice", "Alice"),
+    ("bob", "Bob"),
+    ("carol", "Carol"),
+    ("dave", "Dave"),
+];
+
+#[tokio::test]
+async fn two_users_chat_and_the_sender_sees_who_has_read() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    setup(&server, "team", TEAM);
+    post(&server, "team", "bob", "Morning! Release check at noon.");
+    post(
+        &server,
+        "team",
+        "carol",
+        "The changelog is ready for review.",
+    );
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    let bob = driver.open_as(&server, "bob").await;
+    alice.wait_connection("online").await;
+    bob.wait_connection("online").await;
+    // Carol is online with another client: she receives, but does not read.
+    let mut carol = server.connect("carol").await;
+
+    alice.open_conversation("team").await;
+    alice
+        .wait_messages(&[
+            "Morning! Release check at noon.",
+            "The changelog is ready for review.",
+        ])
+        .await;
+    let text = "Tagging v1.0 now. Shout if anything blocks it.";
+    alice.type_into("#composer-input", text).await;
+    alice.click("#send").await;
+    let receipt = alice
+        .wait_receipt(text, "the new message's receipt", |r| r["recipients"] == 3)
+        .await;
+    assert_eq!(receipt["read"], 0, "{receipt}");
+    let seq = receipt["seq"].as_u64().expect("a seq");
+    assert_eq!(seq, 3);
+
+    // Bob has not opened the group: two unread messages from others, live.
+    bob.wait_badge("team", 2).await;
+    bob.open_conversation("team").await;
+    let shown = bob
+        .wait_messages(&[
+            "Morning! Release check at noon.",
+            "The changelog is ready for review.",
+            text,
+        ])
+        .await;
+    assert_eq!(shown[2].1, "alice");
+    bob.wait_badge("team", 0).await;
+
+    // Bob's page marked it read: Alice's count climbs.
+    let receipt = alice
+        .wait_receipt(text, "Read by 1 of 3", |r| r["read"] == 1)
+        .await;
+    assert!(
+        receipt["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Read by 1 of 3")),
+        "{receipt}"
+    );
+    // Carol's client acknowledges delivery: delivered climbs, read does not.
+    carol
+        .send_json(json!({"type": "ack", "group": "team", "seq": seq}))
+        .await;
+    alice
+        .wait_receipt(text, "delivered to 2", |r| {
+            r["delivered"] == 2 && r["read"] == 1
+        })
+        .await;
+
+    // The lists: Bob read it, Carol received it, Dave has not received it.
+    alice
+        .click(&format!("#message-list li[data-seq=\"{seq}\"] .receipt"))
+        .await;
+    let lists = alice
+        .wait_until("the readers lists", READERS_JS, vec![], |v| !v.is_null())
+        .await;
+    assert_eq!(lists, json!([["bob"], ["carol"], ["dave"]]));
+    let png = alice.browser.screenshot().await.expect("a screenshot");
+    let shot = artifacts_dir().join("receipts.png");
+    std::fs::write(&shot, &png).expect("saving the screenshot");
+    if std::env::var_os("ROLLCALL_UPDATE_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png");
+        std::fs::write(docs, &png).expect("updating docs/screenshot.png");
+    }
+    alice.click("#readers-close").await;
+
+    // Bob answers with the keyboard (Enter sends); Alice sees it arrive, announced.
+    let reply = "Nothing blocking from me.";
+    bob.type_into("#composer-input", &format!("{reply}\u{E007}"))
+        .await;
+    let shown = alice
+        .wait_messages(&[
+            "Morning! Release check at noon.",
+            "The changelog is ready for review.",
+            text,
+            reply,
+        ])
+        .await;
+    assert_eq!(shown[3].1, "bob");
+    alice
+        .wait_until(
+            "the announcement of Bob's message",
+            "return document.getElementById('live').textContent;",
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.contains(reply)),
+        )
+        .await;
+
+    // A direct conversation, opened from the page.
+    alice.type_into("#direct-input", "bob").await;
+    alice.click("#direct-form button[type=\"submit\"]").await;
+    alice
+        .wait_until(
+            "the direct conversation open",
+            "return document.getElementById('pane-title').textContent;",
+            vec![],
+            |v| v == "Bob",
+        )
+        .await;
+    alice.type_into("#composer-input", "Lunch after?").await;
+    alice.click("#send").await;
+    alice.wait_messages(&["Lunch after?"]).await;
+    bob.wait_badge("dm:alice:bob", 1).await;
+    assert_eq!(stored_bodies(&server, "dm:alice:bob"), ["Lunch after?"]);
+
+    carol.close().await;
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn a_second_tab_of_the_same_user_clears_its_badge_when_the_first_reads() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    setup(&server, "team", &TEAM[..2]);
+    let mut driver = Driver::start();
+    let first = driver.open_as(&server, "bob").await;
+    first.wait_connection("online").await;
+
+    // The second tab signs in with a pasted token (a new tab has its own sessionStorage).
+    let tab = first.browser.new_window(true).await.expect("opening a tab");
+    let first_handle = first.browser.window().await.expect("the first tab");
+    first
+        .browser
+        .switch_to_window(tab.handle.clone())
+        .await
+        .expect("switching tabs");
+    let second = Page {
+        browser: first.browser.clone(),
+        name: "bob (second tab)".into(),
+    };
+    second.goto(&server.url("/")).await;
+    second
+        .wait_until(
+            "the sign-in form",
+            "return !document.getElementById('signin').hidden;",
+            vec![],
+            |v| v == true,
+        )
+        .await;
+    // A refused token brings the form back with a message.
+    second.type_into("#token-input", "not-a-token").await;
+    second.click("#signin-form button[type=\"submit\"]").await;
+    second
+        .wait_until(
+            "the refusal",
+            "return document.getElementById('signin').hidden ? null
+                : document.getElementById('signin-error').textContent;",
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.contains("refused")),
+        )
+        .await;
+    second.type_into("#token-input", &token("bob")).await;
+    second.click("#signin-form button[type=\"submit\"]").await;
+    second.wait_connection("online").await;
+
+    post(&server, "team", "alice", "Can someone review #42?");
+    let seq = post(&server, "team", "alice", "It is small, promise.");
+    second.wait_badge("team", 2).await;
+    first
+        .browser
+        .switch_to_window(first_handle.clone())
+        .await
+        .expect("switching tabs");
+    first.wait_badge("team", 2).await;
+
+    // Reading in the second tab clears the first tab's badge (read_sync).
+    first
+        .browser
+        .switch_to_window(tab.handle.clone())
+        .await
+        .expect("switching tabs");
+    // Narrow screen: one column at a time.
+    second
+        .browser
+        .set_window_size(420, 800)
+        .await
+        .expect("resizing");
+    second.open_conversation("team").await;
+    second
+        .wait_messages(&["Can someone review #42?", "It is small, promise."])
+        .await;
+    let sidebar_shown = second
+        .js(
+            "return getComputedStyle(document.getElementById('sidebar')).display !== 'none';",
+            vec![],
+        )
+        .await;
+    assert_eq!(sidebar_shown, false, "narrow screens show one column");
+    let png = second.browser.screenshot().await.expect("a screenshot");
+    std::fs::write(artifacts_dir().join("narrow.png"), png).expect("saving the screenshot");
+    second.wait_badge("team", 0).await;
+    first
+        .browser
+        .switch_to_window(first_handle)
+        .await
+        .expect("switching tabs");
+    first.wait_badge("team", 0).await;
+
+    // The server has the read mark too.
+    let started = Instant::now();
+    while server.member("team", "bob")["read"] != seq {
+        assert!(
+            started.elapsed() < WAIT,
+            "bob's read mark never reached {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.close().await;
+}
+
+#[tokio::test]
+async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
+    let _serial = SERIAL.lock().await;
+    let mut server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    setup(&server, "team", &TEAM[..2]);
+    for body in ["one", "two", "three"] {
+        post(&server, "team", "bob", body);
+    }
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    alice.wait_messages(&["one", "two", "three"]).await;
+    alice.type_into("#composer-input", "four").await;
+    alice.click("#send").await;
+    alice.wait_messages(&["one", "two", "three", "four"]).await;
+
+    // The server crashes; the page notices, and a message written meanwhile waits.
+    server.kill9();
+    alice.wait_connection("offline").await;
+    alice.type_into("#composer-input", "five").await;
+    alice.click("#send").await;
+    alice
+        .wait_until(
+            "the pending message",
+            "return document.querySelector('#message-list li.pending .status')?.textContent ?? null;",
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.starts_with("Waiting")),
+        )
+        .await;
+
+    // Back on the same port; others write while the page is still reconnecting.
+    server.restart_on_same_port();
+    post(&server, "team", "bob", "six");
+    alice.wait_connection("online").await;
+    post(&server, "team", "bob", "seven");
+    let all = ["one", "two", "three", "four", "five", "six", "seven"];
+    let shown = alice.wait_messages_in_any_order(&all).await;
+    assert_eq!(shown.len(), 7);
+    let mut stored = stored_bodies(&server, "team");
+    stored.sort();
+    let mut expected = all.map(String::from).to_vec();
+    expected.sort();
+    assert_eq!(stored, expected, "the resent message was stored once");
+    let shown_bodies: Vec<String> = shown.iter().map(|(_, _, b)| b.clone()).collect();
+    assert_eq!(
+        shown_bodies,
+        stored_bodies(&server, "team"),
+        "page order is seq order"
+    );
+
+    // A quick second restart (the page may not even see it down): still exact.
+    server.restart_on_same_port();
+    post(&server, "team", "bob", "eight");
+    let mut all = all.to_vec();
+    all.push("eight");
+    alice.wait_messages_in_any_order(&all).await;
+    let messages = alice.messages().await;
+    assert_eq!(messages.last().map(|m| m.0), Some(8));
+
+    // A long conversation opens at its latest page and scrolls back through history.
+    server.create_group("archive", &["alice", "bob"]);
+    let bodies: Vec<String> = (1..=60).map(|i| format!("note {i}")).collect();
+    for body in &bodies {
+        post(&server, "archive", "bob", body);
+    }
+    alice.open_conversation("archive").await;
+    let latest: Vec<&str> = bodies[10..].iter().map(String::as_str).collect();
+    let shown = alice.wait_messages(&latest).await;
+    assert_eq!(shown.first().map(|m| m.0), Some(11));
+    let older_shown = alice
+        .js("return !document.getElementById('older').hidden;", vec![])
+        .await;
+    assert_eq!(older_shown, true, "no way to load earlier messages");
+    // Scrolling to the top loads the earlier page (as the button would).
+    alice
+        .js("document.getElementById('messages').scrollTop = 0;", vec![])
+        .await;
+    let every: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    alice.wait_messages(&every).await;
+    alice.close().await;
+}
