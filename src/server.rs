@@ -1,5 +1,13 @@
 //! Starting and stopping the server: open the store, start the committer and the group
 //! arbiters, bind the HTTP listener, print where it listens, run until a signal, flush.
+//!
+//! Shutdown is ours, not actix-server's: its own handlers stop at once on SIGINT (no draining)
+//! and, on SIGTERM, wait up to the shutdown timeout for open WebSockets, which only end when
+//! their clients leave, then stop the whole actix system (group arbiters included) before the
+//! cursors are written. So signals are disabled there and [`shutdown_signal`] drives the stop:
+//! stop accepting, close every session with 1001 (`going away`), let the workers finish, write
+//! the cursors, flush, exit 0. The bound is [`SHUTDOWN_TIMEOUT_SECS`] for the workers plus the
+//! final writes (documented as 5 s in README and PROTOCOL.md).
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -16,9 +24,15 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{SledStore, Store};
 
-/// Runs the server until SIGINT/SIGTERM. Must be called inside an actix system
-/// (`#[actix_web::main]`).
+/// How long the HTTP workers may take to finish their connections after a stop signal; a
+/// client that does not read its close frame is cut off after this.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully (see the module doc). Must
+/// be called inside an actix system (`#[actix_web::main]`).
 pub async fn run(config: Config) -> io::Result<()> {
+    // Installed first, so a signal that arrives while starting is not fatal.
+    let signals = shutdown_signal()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let (auth, generated_admin_token) = Auth::load(
         &config.data_dir,
@@ -50,7 +64,8 @@ pub async fn run(config: Config) -> io::Result<()> {
         auth,
     });
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-        .shutdown_timeout(5)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .disable_signals()
         // `sent` and `msg` are small frames written back to back: without this the second
         // waits for the client's delayed ACK (about 20 ms more per send).
         .tcp_nodelay(true)
@@ -77,7 +92,20 @@ pub async fn run(config: Config) -> io::Result<()> {
         out.flush()?;
     }
     log::info!("data directory {}", config.data_dir.display());
-    server.run().await?;
+    let running = server.run();
+    let handle = running.handle();
+    let closing = Arc::clone(&registry);
+    actix_web::rt::spawn(async move {
+        let name = signals.await;
+        log::info!("{name} received: closing sessions and stopping");
+        // Stop accepting first (the command goes out now), then close the open sessions; a
+        // session that starts after this closes itself at once.
+        let stopped = handle.stop(true);
+        let n_sessions = closing.close_sessions();
+        log::info!("closing {n_sessions} sessions (1001)");
+        stopped.await;
+    });
+    running.await?;
     registry.persist_cursors().await;
     for arbiter in &arbiters {
         arbiter.stop();
@@ -86,4 +114,18 @@ pub async fn run(config: Config) -> io::Result<()> {
     store
         .flush()
         .map_err(|e| io::Error::other(format!("final flush: {e}")))
+}
+
+/// Resolves with the signal's name on the first SIGTERM or SIGINT. The handlers are installed
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
+    })
 }

@@ -115,6 +115,42 @@ impl Server {
         }
     }
 
+    /// Sends a signal (`"TERM"`, `"INT"`, ...) to the running server with `kill -SIG <pid>`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
+
+    /// Waits up to `within` for the server process to exit by itself; its exit status, or
+    /// `None` if it is still running then (it is left running). Polls every 10 ms.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                self.child = None;
+                return Some(status);
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("polling the server").is_none(),
+            None => false,
+        }
+    }
+
     /// The data dir the server runs on.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.path()
