@@ -84,7 +84,9 @@ async fn graceful_stop_keeps_everything(signal: &str) {
         .await;
     bob.send_json(json!({"type": "read", "group": "team", "seq": 15}))
         .await;
-    bob.barrier("team").await; // the group has taken both moves
+    // A round trip after the moves: bob's session has read them and passed them to the group
+    // (which takes them long before the shutdown asks it to write its cursors).
+    bob.barrier("team").await;
     for i in 21..=50 {
         alice.send_json(send_frame(i)).await;
     }
