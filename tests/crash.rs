@@ -13,16 +13,17 @@
 //!   `welcome` lists a `last_seq` at least as high as any seq seen before the connect;
 //! - cursors: a `welcome` read straight after a restart (before this user moved a cursor in the
 //!   new run) shows the stored cursors; these never go backwards from one crash to the next,
-//!   never exceed what the client sent, and keep `read ≤ delivered ≤ last_seq`. (Moves made
-//!   less than a receipt tick before a crash may be lost — the protocol lets the client repeat
-//!   them — so moves the server never confirmed are only counted, not asserted.)
+//!   never exceed what the client sent, and keep `read ≤ delivered ≤ last_seq`. Every `welcome`
+//!   shows cursors at least as high as a `receipt` that counted every recipient proved durable.
+//!   (Moves made less than a receipt tick before a crash may be lost — the protocol lets the
+//!   client repeat them — so moves the server never confirmed are only counted, not asserted.)
+//!   Clients also send stale `ack`/`read` frames, which must lower nothing (`readers` check);
 //! - receipts: counts a sender was pushed never go down after later crashes, and the receipts
 //!   computed after the final restart (admin `GET …/receipts`) match the cursors in `welcome`.
 //!
-//! Sized for CI by default (20 kills, 0.25–1 s of traffic before each; about 25 s on 2 cores in a
-//! debug build); `ROLLCALL_CRASH_KILLS=N`
-//! runs N kills, `ROLLCALL_CRASH_SEED=S` replays a seed (printed at the start; the timing of
-//! the clients still varies from run to run).
+//! Sized for CI by default: 20 kills, 0.25–1 s of traffic before each, about 25 s on 2 cores in
+//! a debug build. `ROLLCALL_CRASH_KILLS=N` runs N kills; `ROLLCALL_CRASH_SEED=S` replays a seed
+//! (printed at the start; it fixes the kill schedule and the clients' choices, not their timing).
 
 mod common;
 
