@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{seq, token, Server, TIMEOUT};
+use common::{token, Server, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -80,98 +80,4 @@ async fn silent_connections_are_closed_and_live_ones_kept() {
     let mut alice = server.connect("alice").await;
     alice.send_msg("team", "hb", "are you there?").await;
     assert_eq!(bob.recv_msg("team").await["body"], "are you there?");
-}
-
-/// Performs the WebSocket upgrade by hand and returns the socket, which the caller then neither
-/// reads nor writes: from the server's side, a peer that vanished (a half-open connection).
-async fn upgrade_and_go_silent(port: u16, token: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connecting");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("writing the upgrade");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    // Byte by byte up to the end of the response head, so nothing after it is consumed.
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut byte))
-            .await
-            .expect("no upgrade response")
-            .expect("reading the upgrade response");
-        assert!(n > 0, "connection closed during the upgrade");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade refused");
-    stream
-}
-
-/// A half-open connection (the client neither reads nor answers pings, so the server's writes
-/// pile up behind full socket buffers) is closed by the heartbeat timeout, not only the
-/// eviction: its session ends and the group goes on serving the others.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_half_open_connection_with_pushes_pending_is_closed_by_the_timeout() {
-    let server = Server::start_with(&[
-        "--heartbeat-ms",
-        &HEARTBEAT_MS.to_string(),
-        "--client-timeout-ms",
-        &CLIENT_TIMEOUT_MS.to_string(),
-        // Large enough that the queue never overflows: only the heartbeat can end the session.
-        "--session-queue",
-        "100000",
-    ]);
-    server.create_group("team", &["alice", "bob"]);
-    let mut alice = server.connect("alice").await;
-    let _bob = upgrade_and_go_silent(server.port, &token("bob")).await;
-    wait_for_sessions(&server, 2);
-
-    // ~6 MB of pushes to bob, more than the socket buffers take: his writes are stuck.
-    let body = "x".repeat(64_000);
-    for window in 0..16u64 {
-        for i in 1..=6 {
-            let n = window * 6 + i;
-            alice
-                .send_json(serde_json::json!({"type": "send", "group": "team", "client_id": format!("c{n}"), "body": body}))
-                .await;
-        }
-        for _ in 0..6 {
-            alice.recv_type("sent").await;
-        }
-        while alice.take_pending().is_some() {}
-    }
-
-    // The heartbeat ends bob's session; alice keeps answering pings and is kept.
-    let closing = tokio::task::spawn_blocking(move || {
-        wait_for_sessions(&server, 1);
-        server
-    });
-    let server = alice
-        .pump_until(closing)
-        .await
-        .expect("waiting for the session to end");
-    while alice.take_pending().is_some() {}
-    let sent = alice.send_msg("team", "after", "still here").await;
-    assert_eq!(seq(&sent), 97);
-    assert_eq!(alice.recv_msg("team").await["seq"], 97);
-    assert_eq!(server.metric(SESSIONS), 1);
-}
-
-const SESSIONS: &str = "rollcall_sessions";
-
-/// Waits (polling `/metrics`) until the server counts `n` open sessions.
-fn wait_for_sessions(server: &Server, n: u64) {
-    let started = Instant::now();
-    while server.metric(SESSIONS) != n {
-        assert!(
-            started.elapsed() < TIMEOUT + Duration::from_millis(CLIENT_TIMEOUT_MS),
-            "{SESSIONS} did not reach {n}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
