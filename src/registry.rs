@@ -15,7 +15,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors};
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
-use crate::session::{SessionCounts, SessionHandle, SessionPermit};
+use crate::session::{Outbound, SessionCounts, SessionHandle, SessionPermit};
 use crate::store::{
     now_ms, GroupKindRecord, GroupRecord, MemberRecord, Store, StoreError, UserRecord,
 };
@@ -39,6 +39,8 @@ pub struct Registry {
     arbiters: Vec<ArbiterHandle>,
     groups: Mutex<HashMap<GroupId, GroupSlot>>,
     sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
+    /// Set (under the `sessions` lock) when the server shuts down: no session registers after.
+    closing: AtomicBool,
     next_session_id: AtomicU64,
     session_counts: Arc<SessionCounts>,
 }
@@ -72,6 +74,7 @@ impl Registry {
             arbiters,
             groups: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
             next_session_id: AtomicU64::new(1),
             session_counts: Arc::default(),
         })
@@ -260,11 +263,32 @@ impl Registry {
             .admit(user, self.config.max_sessions_per_user)
     }
 
-    pub fn register_session(&self, session: SessionHandle) {
-        lock(&self.sessions)
+    /// Registers an online session; `false` once the server is shutting down, in which case the
+    /// session must close itself.
+    pub fn register_session(&self, session: SessionHandle) -> bool {
+        let mut sessions = lock(&self.sessions);
+        if self.closing.load(Ordering::SeqCst) {
+            return false;
+        }
+        sessions
             .entry(session.user.clone())
             .or_default()
             .push(session);
+        true
+    }
+
+    /// At shutdown: tells every online session to close with 1001 (`going away`), and makes
+    /// every later [`Registry::register_session`] refuse. Returns how many were told.
+    pub fn close_sessions(&self) -> usize {
+        let sessions = lock(&self.sessions);
+        self.closing.store(true, Ordering::SeqCst);
+        let mut n_sessions = 0;
+        for handle in sessions.values().flatten() {
+            // `do_send`: a full mailbox must not keep a session open.
+            handle.outbox.do_send(Outbound::GoingAway);
+            n_sessions += 1;
+        }
+        n_sessions
     }
 
     pub fn unregister_session(&self, user: &UserId, session_id: u64) {

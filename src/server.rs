@@ -1,5 +1,13 @@
 //! Starting and stopping the server: open the store, start the committer and the group
 //! arbiters, bind the HTTP listener, print where it listens, run until a signal, flush.
+//!
+//! Shutdown is ours, not actix-server's: its own handlers stop at once on SIGINT (no draining)
+//! and, on SIGTERM, wait up to the shutdown timeout for open WebSockets, which only end when
+//! their clients leave, then stop the whole actix system (group arbiters included) before the
+//! cursors are written. So signals are disabled there and [`shutdown_signal`] drives the stop:
+//! stop accepting, close every session with 1001 (`going away`), let the workers finish, write
+//! the cursors, flush, exit 0. The bound is [`SHUTDOWN_TIMEOUT_SECS`] for the workers plus the
+//! final writes (documented as 5 s in README and PROTOCOL.md).
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -16,9 +24,15 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{SledStore, Store};
 
-/// Runs the server until SIGINT/SIGTERM. Must be called inside an actix system
-/// (`#[actix_web::main]`).
+/// How long the HTTP workers may take to finish their connections after a stop signal; a
+/// client that does not read its close frame is cut off after this.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully (see the module doc). Must
+/// be called inside an actix system (`#[actix_web::main]`).
 pub async fn run(config: Config) -> io::Result<()> {
+    // Installed first, so a signal that arrives while starting is not fatal.
+    let signals = shutdown_signal()?;
     // Demo data goes only into a directory that held nothing before this start.
     let seed_demo = config.demo && crate::demo::is_empty_dir(&config.data_dir)?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -54,7 +68,8 @@ pub async fn run(config: Config) -> io::Result<()> {
     let app_state = state.clone();
     let mut server =
         HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-            .shutdown_timeout(5)
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+            .disable_signals()
             // `sent` and `msg` are small frames written back to back: without this the second
             // waits for the client's delayed ACK (about 20 ms more per send).
             .tcp_nodelay(true)
@@ -86,9 +101,24 @@ pub async fn run(config: Config) -> io::Result<()> {
         // the printed links open a page with history.
         demo(&registry, &state.auth, &server.addrs(), seed_demo).await?;
     }
-    let server = server.run();
-    stop_on_storage_failure(Arc::clone(&store), server.handle());
-    server.await?;
+    let running = server.run();
+    let handle = running.handle();
+    let closing = Arc::clone(&registry);
+    let watched = Arc::clone(&store);
+    actix_web::rt::spawn(async move {
+        let name = tokio::select! {
+            name = signals => name,
+            () = storage_failed(watched) => "storage failure",
+        };
+        log::info!("{name}: closing sessions and stopping");
+        // Stop accepting first (the command goes out now), then close the open sessions; a
+        // session that starts after this closes itself at once.
+        let stopped = handle.stop(true);
+        let n_sessions = closing.close_sessions();
+        log::info!("closing {n_sessions} sessions (1001)");
+        stopped.await;
+    });
+    running.await?;
     registry.persist_cursors().await;
     for arbiter in &arbiters {
         arbiter.stop();
@@ -105,20 +135,17 @@ pub async fn run(config: Config) -> io::Result<()> {
         .map_err(|e| io::Error::other(format!("final flush: {e}")))
 }
 
-/// Stops the server once a flush failed for good (see `store::DiskGuard`): sled refuses every
-/// later operation, so the process must restart on what reached the disk.
-fn stop_on_storage_failure(store: Arc<dyn Store>, server: actix_web::dev::ServerHandle) {
-    actix_web::rt::spawn(async move {
-        let mut check = actix_web::rt::time::interval(Duration::from_millis(100));
-        loop {
-            check.tick().await;
-            if store.failure().is_some() {
-                log::error!("storage failed: stopping the server");
-                server.stop(true).await;
-                return;
-            }
+/// Resolves once a flush failed for good (see `store::DiskGuard`): sled refuses every later
+/// operation, so the server stops and must restart on what reached the disk.
+async fn storage_failed(store: Arc<dyn Store>) {
+    let mut check = actix_web::rt::time::interval(Duration::from_millis(100));
+    loop {
+        check.tick().await;
+        if let Some(reason) = store.failure() {
+            log::error!("storage failed ({reason}): stopping the server");
+            return;
         }
-    });
+    }
 }
 
 /// `serve --demo`: seeds an empty data directory, then prints one login link per demo user.
@@ -160,4 +187,18 @@ async fn demo(
         writeln!(out, "rollcall: demo login for {user}: {link}")?;
     }
     out.flush()
+}
+
+/// Resolves with the signal's name on the first SIGTERM or SIGINT. The handlers are installed
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
+    })
 }

@@ -460,6 +460,7 @@ impl Handler<Outbound> for Recorder {
         let frame = match msg {
             Outbound::Frame { kind, text } => (kind.to_string(), text.to_string()),
             Outbound::Evict => ("evict".to_string(), String::new()),
+            Outbound::GoingAway => ("going_away".to_string(), String::new()),
         };
         self.frames.lock().expect("frames").push(frame);
     }

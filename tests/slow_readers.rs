@@ -165,3 +165,85 @@ async fn pipelining_past_the_session_queue_is_refused_with_busy_and_loses_nothin
         assert_eq!(message["body"], format!("b{n}"));
     }
 }
+
+/// A member that stops reading is evicted without holding back the group: the sender's sends
+/// are all answered and a member that keeps reading gets every message, in order, while the
+/// stalled one is behind. The stalled member then resyncs from its stored `delivered` cursor
+/// (what it acknowledged), not from what the client happens to remember, and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_member_does_not_hold_back_the_others_and_resyncs_from_its_cursor() {
+    let server = Server::start_with(&["--session-queue", "16"]);
+    server.create_group("team", &["alice", "bob", "carol"]);
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let mut carol = server.connect("carol").await;
+
+    // bob reads and acknowledges the first 10 messages, then stops reading.
+    const FIRST: u64 = 10;
+    for i in 1..=FIRST {
+        alice.send_msg("team", &format!("s{i}"), "small").await;
+    }
+    assert_eq!(
+        seqs(&bob.recv_msgs("team", FIRST as usize).await),
+        (1..=FIRST).collect::<Vec<_>>()
+    );
+    bob.send_json(json!({"type": "ack", "group": "team", "seq": FIRST}))
+        .await;
+    bob.barrier("team").await;
+
+    // carol reads everything, concurrently, as fast as it comes.
+    const N: u64 = FIRST + 300;
+    let carol_reads = tokio::spawn(async move {
+        let msgs = carol.recv_msgs("team", N as usize).await;
+        carol.ping().await; // still connected: never evicted
+        seqs(&msgs)
+    });
+
+    // ~19 MB of pushes: bob's queue overflows long before the end.
+    let body = "x".repeat(64_000);
+    for window in 0..(N - FIRST) / 6 {
+        for i in 1..=6 {
+            let n = window * 6 + i;
+            alice
+                .send_json(json!({"type": "send", "group": "team", "client_id": format!("c{n}"), "body": body}))
+                .await;
+        }
+        for _ in 0..6 {
+            assert_eq!(alice.recv_type("sent").await["duplicate"], false);
+        }
+        while alice.take_pending().is_some() {}
+    }
+
+    let carol_seqs = carol_reads.await.expect("carol's reader");
+    assert_eq!(
+        carol_seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "a reading member missed messages while another member was stalled"
+    );
+    let end = bob.expect_closed().await;
+    assert!(
+        matches!(end, WireEnd::Closed(Some(4000))),
+        "the stalled member should be evicted with 4000, got {end:?}"
+    );
+
+    // bob comes back: his welcome shows the cursor he acknowledged, and syncing from it brings
+    // every later message.
+    let mut bob = server.connect("bob").await;
+    let team = bob.welcome_group("team").expect("team").clone();
+    assert_eq!(team["delivered"], FIRST, "{team}");
+    assert_eq!(team["last_seq"], N, "{team}");
+    let mut after = FIRST;
+    let mut rest = Vec::new();
+    loop {
+        let page = bob.sync_page("team", after, 20).await;
+        let messages = page["messages"].as_array().expect("messages").clone();
+        if let Some(last) = messages.last() {
+            after = seq(last);
+        }
+        rest.extend(messages);
+        if page["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(seqs(&rest), (FIRST + 1..=N).collect::<Vec<_>>());
+}

@@ -45,6 +45,8 @@ pub enum Outbound {
     Frame { kind: &'static str, text: Arc<str> },
     /// The session fell behind: close it so the client resyncs.
     Evict,
+    /// The server is shutting down: close with 1001 (`going away`).
+    GoingAway,
 }
 
 /// How a group reaches one online session.
@@ -140,7 +142,10 @@ impl Session {
     /// Runs under `ctx.wait`, so nothing else (pushes included) is written before `welcome`.
     fn welcome(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let handle = self.session_handle(ctx);
-        self.registry.register_session(handle.clone());
+        if !self.registry.register_session(handle.clone()) {
+            going_away(ctx);
+            return;
+        }
         let registry = Arc::clone(&self.registry);
         let user = self.user.clone();
         let attach = async move {
@@ -535,8 +540,18 @@ impl Handler<Outbound> for Session {
                 }));
                 ctx.stop();
             }
+            Outbound::GoingAway => going_away(ctx),
         }
     }
+}
+
+/// Closes a session because the server is shutting down.
+fn going_away(ctx: &mut ws::WebsocketContext<Session>) {
+    ctx.close(Some(ws::CloseReason {
+        code: ws::CloseCode::Away,
+        description: Some("server shutting down".into()),
+    }));
+    ctx.stop();
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {

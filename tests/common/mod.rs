@@ -150,20 +150,6 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Waits up to `wait` for the server to exit by itself; its status, or `None` if it runs on.
-    pub fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            let child = self.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
     /// Every line the server printed on standard output so far (all runs).
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout
@@ -186,6 +172,42 @@ impl Server {
                 "the server printed no line with {what} within {TIMEOUT:?}; it printed {lines:#?}"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, ...) to the running server with `kill -SIG <pid>`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
+
+    /// Waits up to `within` for the server process to exit by itself; its exit status, or
+    /// `None` if it is still running then (it is left running). Polls every 10 ms.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                self.child = None;
+                return Some(status);
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("polling the server").is_none(),
+            None => false,
         }
     }
 

@@ -1,0 +1,1180 @@
+//! Crash consistency under load: clients send, acknowledge and read continuously in several
+//! groups while the server is killed with SIGKILL at random moments, again and again, and
+//! restarted on the same data dir and port. Afterwards the whole history is checked against
+//! every reply any client ever saw.
+//!
+//! What is asserted (each one is a promise of docs/PROTOCOL.md §3.3 / §4):
+//! - every send that got a `sent` is stored exactly once, at the seq it was given; every send
+//!   is eventually stored (clients resend unanswered sends with the same `client_id` after each
+//!   crash, and a resend of a stored send answers the original seq with `duplicate: true`);
+//! - seqs are 1..=last_seq with no hole, and no seq was ever given (in `sent` or `msg`) to two
+//!   different sends; a session's sends to a group are stored in the order it wrote them;
+//! - every seq a client saw (`sent`, `msg`) is still there after every later crash: each
+//!   `welcome` lists a `last_seq` at least as high as any seq seen before the connect;
+//! - cursors: a `welcome` read straight after a restart (before this user moved a cursor in the
+//!   new run) shows the stored cursors; these never go backwards from one crash to the next,
+//!   never exceed what the client sent, and keep `read ≤ delivered ≤ last_seq`. Every `welcome`
+//!   shows cursors at least as high as a `receipt` that counted every recipient proved durable.
+//!   (Moves made less than a receipt tick before a crash may be lost — the protocol lets the
+//!   client repeat them — so moves the server never confirmed are only counted, not asserted.)
+//!   Clients also send stale `ack`/`read` frames, which must lower nothing (`readers` check);
+//! - receipts: counts a sender was pushed never go down after later crashes, and the receipts
+//!   computed after the final restart (admin `GET …/receipts`) match the cursors in `welcome`.
+//!
+//! Sized for CI by default: 20 kills, 0.25–1 s of traffic before each, about 25 s on 2 cores in
+//! a debug build. `ROLLCALL_CRASH_KILLS=N` runs N kills; `ROLLCALL_CRASH_SEED=S` replays a seed
+//! (printed at the start; it fixes the kill schedule and the clients' choices, not their timing).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{Server, TIMEOUT};
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const N_GROUPS: usize = 4;
+const N_CLIENTS: usize = 8;
+/// Each client is a member of this many groups (so each group has 6 members).
+const GROUPS_PER_CLIENT: usize = 3;
+/// Sends each client keeps in flight (written, no `sent` yet).
+const WINDOW: usize = 3;
+const DEFAULT_KILLS: u64 = 20;
+/// Time between a restart and the next kill, in milliseconds (uniformly drawn).
+const KILL_DELAY_MS: std::ops::Range<u64> = 250..1000;
+/// Receipt tick of the server under test: short, so cursor moves become durable between kills.
+const RECEIPT_INTERVAL_MS: &str = "100";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn group_name(g: usize) -> String {
+    format!("g{g}")
+}
+
+fn user_name(c: usize) -> String {
+    format!("u{c}")
+}
+
+/// The groups client `c` is a member of.
+fn groups_of(c: usize) -> Vec<String> {
+    (0..GROUPS_PER_CLIENT)
+        .map(|k| group_name((c + k) % N_GROUPS))
+        .collect()
+}
+
+/// The members of a group named `g<index>`.
+fn members_of_group(group: &str) -> Vec<String> {
+    group[1..].parse().map(members_of).unwrap_or_default()
+}
+
+fn members_of(g: usize) -> Vec<String> {
+    (0..N_CLIENTS)
+        .filter(|&c| groups_of(c).contains(&group_name(g)))
+        .map(user_name)
+        .collect()
+}
+
+/// One send a client issued.
+#[derive(Clone, Debug)]
+struct Issued {
+    user: String,
+    group: String,
+    /// The client's send counter: its sends to one group must be stored in this order.
+    n: u64,
+    body: String,
+}
+
+/// Receipt counts of one message, as pushed to its sender.
+#[derive(Clone, Copy, Default, Debug)]
+struct Counts {
+    delivered: u64,
+    read: u64,
+}
+
+/// Everything the clients saw, shared by all of them; checked at the end.
+#[derive(Default)]
+struct Ledger {
+    /// client_id → the send (client_ids are unique across users: `u3-17`).
+    issued: HashMap<String, Issued>,
+    /// client_id → (seq, ts) from every `sent` seen (all must agree).
+    sent: HashMap<String, (u64, u64)>,
+    /// (group, seq) → (sender, client_id) from every `sent` and `msg` seen.
+    owner: HashMap<(String, u64), (String, String)>,
+    /// group → highest seq seen in any `sent`, `msg` or page.
+    max_seen: HashMap<String, u64>,
+    /// (group, seq) → highest counts pushed to the sender in `receipt` frames.
+    receipts: HashMap<(String, u64), Counts>,
+    /// (group, user) → (delivered, read) the user's stored cursors are known to have reached:
+    /// a `receipt` counting every recipient as delivered (read) for seq s is pushed only once
+    /// every recipient's delivered (read) ≥ s is durable.
+    floors: HashMap<(String, String), (u64, u64)>,
+    /// Broken promises, with enough context to debug them.
+    violations: Vec<String>,
+    /// Figures for the report.
+    n_sent_replies: u64,
+    n_resends: u64,
+    n_resends_duplicate: u64,
+    n_msgs: u64,
+    n_receipt_frames: u64,
+    n_clean_welcomes: u64,
+    n_welcomes: u64,
+    /// Cursor values a client sent that a clean welcome after a crash no longer showed (moves
+    /// the server had not made durable yet; the client repeats them).
+    n_cursor_moves_lost: u64,
+}
+
+impl Ledger {
+    fn violation(&mut self, what: String) {
+        eprintln!("VIOLATION: {what}");
+        self.violations.push(what);
+    }
+
+    fn saw_seq(&mut self, group: &str, seq: u64, from: &str, client_id: &str, via: &str) {
+        let key = (group.to_string(), seq);
+        let owner = (from.to_string(), client_id.to_string());
+        match self.owner.get(&key) {
+            Some(known) if *known != owner => {
+                let what =
+                    format!("{group} seq {seq} given to {known:?} and (in a {via}) to {owner:?}");
+                self.violation(what);
+            }
+            Some(_) => {}
+            None => {
+                self.owner.insert(key, owner);
+            }
+        }
+        let max = self.max_seen.entry(group.to_string()).or_default();
+        *max = (*max).max(seq);
+    }
+}
+
+/// State shared by the kill loop and the clients.
+struct Shared {
+    ledger: Mutex<Ledger>,
+    /// The number of kills started: a client that reads the same value before connecting and
+    /// after its `welcome` knows which run answered.
+    kills: AtomicU64,
+    /// Set after the last kill under load: clients stop issuing new sends.
+    stop_sending: AtomicBool,
+    /// Clients whose every send has been answered after `stop_sending`.
+    n_drained: AtomicUsize,
+    /// Sends written and not yet answered, over all clients (sampled at each kill).
+    in_flight: AtomicU64,
+    ws_url: String,
+}
+
+impl Shared {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A client's view of one group, kept across connections.
+#[derive(Default, Clone)]
+struct GroupView {
+    /// Every seq up to here has been received (from pushes or pages).
+    known: u64,
+    /// Messages above `known + 1` received early (pushes before a catch-up page).
+    early: BTreeMap<u64, ()>,
+    /// The highest `read` this client decided on.
+    local_read: u64,
+    /// The highest values this client ever sent in `ack`/`read` (a read also delivers).
+    max_sent_delivered: u64,
+    max_sent_read: u64,
+    /// Cursors of the last clean welcome (read straight after a restart).
+    clean: Option<(u64, u64)>,
+    /// The seqs of this client's own messages (it is no recipient of those).
+    mine: HashSet<u64>,
+}
+
+/// One client: a user that sends, acknowledges and reads in its groups, reconnecting after
+/// every crash.
+struct Client {
+    user: String,
+    token: String,
+    shared: Arc<Shared>,
+    rng: StdRng,
+    groups: Vec<String>,
+    views: HashMap<String, GroupView>,
+    next_n: u64,
+    /// Sends without a `sent` yet, in the order they were issued: (client_id, group, written
+    /// on an earlier connection).
+    outstanding: VecDeque<(String, String, bool)>,
+    /// The highest kill count read after any earlier `welcome`: that session talked to a server
+    /// of this run or an earlier one, and may have moved cursors there.
+    touched_run: u64,
+    n_connects: u64,
+    /// Every send of this client is answered after `stop_sending` (counted in `n_drained`).
+    drained: bool,
+}
+
+/// How one session ended.
+enum SessionEnd {
+    /// The connection failed or closed (a crash): connect again.
+    Lost,
+    /// Draining is over: every send is answered and every group caught up.
+    Finished,
+}
+
+impl Client {
+    fn new(index: usize, shared: Arc<Shared>, seed: u64) -> Client {
+        let user = user_name(index);
+        let groups = groups_of(index);
+        let views = groups
+            .iter()
+            .map(|g| (g.clone(), GroupView::default()))
+            .collect();
+        Client {
+            token: common::token(&user),
+            user,
+            shared,
+            rng: StdRng::seed_from_u64(seed.wrapping_add(index as u64 + 1)),
+            groups,
+            views,
+            next_n: 0,
+            outstanding: VecDeque::new(),
+            touched_run: 0,
+            n_connects: 0,
+            drained: false,
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let before = self.shared.kills.load(Ordering::SeqCst);
+            let (seen_before, floors) = {
+                let ledger = self.shared.ledger();
+                (ledger.max_seen.clone(), ledger.floors.clone())
+            };
+            let Some((mut ws, welcome)) = self.connect().await else {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                continue;
+            };
+            self.n_connects += 1;
+            let after = self.shared.kills.load(Ordering::SeqCst);
+            let clean = before == after && self.touched_run < before;
+            self.check_welcome(&welcome, &seen_before, &floors, clean);
+            // This connection talks to one server process, of run `after` at the latest.
+            self.touched_run = self.touched_run.max(after);
+            let end = self.session(&mut ws).await;
+            match end {
+                SessionEnd::Finished => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                SessionEnd::Lost => {
+                    for entry in self.outstanding.iter_mut() {
+                        entry.2 = true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Option<(Ws, Value)> {
+        let mut request = self.shared.ws_url.as_str().into_client_request().ok()?;
+        request.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {}", self.token)).ok()?,
+        );
+        let connecting = tokio_tungstenite::connect_async(request);
+        let (mut ws, _) = tokio::time::timeout(TIMEOUT, connecting).await.ok()?.ok()?;
+        let welcome = loop {
+            match tokio::time::timeout(TIMEOUT, ws.next()).await.ok()?? {
+                Ok(Message::Text(text)) => break serde_json::from_str::<Value>(&text).ok()?,
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                _ => return None,
+            }
+        };
+        if welcome["type"] != "welcome" {
+            self.shared.ledger().violation(format!(
+                "[{}] first frame is not welcome: {welcome}",
+                self.user
+            ));
+            return None;
+        }
+        Some((ws, welcome))
+    }
+
+    /// Checks a `welcome` against what was seen before the connect; `clean` when it was read
+    /// straight after a restart, before this user moved any cursor in the new run.
+    fn check_welcome(
+        &mut self,
+        welcome: &Value,
+        seen_before: &HashMap<String, u64>,
+        floors: &HashMap<(String, String), (u64, u64)>,
+        clean: bool,
+    ) {
+        let mut ledger = self.shared.ledger();
+        ledger.n_welcomes += 1;
+        if clean {
+            ledger.n_clean_welcomes += 1;
+        }
+        let listed = welcome["groups"].as_array().cloned().unwrap_or_default();
+        for group in &self.groups {
+            let Some(entry) = listed.iter().find(|g| g["group"] == group.as_str()) else {
+                ledger.violation(format!(
+                    "[{}] welcome without {group}: {welcome}",
+                    self.user
+                ));
+                continue;
+            };
+            let last_seq = entry["last_seq"].as_u64().unwrap_or(0);
+            let delivered = entry["delivered"].as_u64().unwrap_or(0);
+            let read = entry["read"].as_u64().unwrap_or(0);
+            let view = self.views.get_mut(group).expect("a view per group");
+            let seen = seen_before.get(group).copied().unwrap_or(0);
+            if last_seq < seen {
+                ledger.violation(format!(
+                    "[{}] welcome lists {group} last_seq {last_seq}, but seq {seen} was seen before the connect",
+                    self.user
+                ));
+            }
+            if !(read <= delivered && delivered <= last_seq) {
+                ledger.violation(format!(
+                    "[{}] {group}: welcome cursors out of order: read {read}, delivered {delivered}, last_seq {last_seq}",
+                    self.user
+                ));
+            }
+            let floor = floors
+                .get(&(group.clone(), self.user.clone()))
+                .copied()
+                .unwrap_or_default();
+            if delivered < floor.0 || read < floor.1 {
+                ledger.violation(format!(
+                    "[{}] {group}: welcome shows delivered {delivered} / read {read}, below {floor:?}, which receipts showed durable",
+                    self.user
+                ));
+            }
+            if delivered > view.max_sent_delivered || read > view.max_sent_read {
+                ledger.violation(format!(
+                    "[{}] {group}: welcome shows delivered {delivered} / read {read}, above what the client sent ({} / {})",
+                    self.user, view.max_sent_delivered, view.max_sent_read
+                ));
+            }
+            if clean {
+                if let Some((was_delivered, was_read)) = view.clean {
+                    if delivered < was_delivered || read < was_read {
+                        ledger.violation(format!(
+                            "[{}] {group}: stored cursors went backwards across a crash: delivered {was_delivered} → {delivered}, read {was_read} → {read}",
+                            self.user
+                        ));
+                    }
+                }
+                view.clean = Some((delivered, read));
+                // Moves sent in an earlier run that this crash lost (the client repeats them).
+                if view.max_sent_delivered > delivered {
+                    ledger.n_cursor_moves_lost += 1;
+                }
+            }
+            // The client catches up from what it has; a lower cursor is repeated below.
+            view.known = view.known.max(delivered);
+            view.local_read = view.local_read.max(read);
+        }
+    }
+
+    /// Serves one connection until it fails or draining is done.
+    async fn session(&mut self, ws: &mut Ws) -> SessionEnd {
+        // Sent cursors of this session: everything is repeated on a new connection.
+        let mut acked_here: HashMap<String, u64> = HashMap::new();
+        let mut read_here: HashMap<String, u64> = HashMap::new();
+        let mut last_push: HashMap<String, u64> = HashMap::new();
+        // Catch-up and drain pages in flight: request id → group.
+        let mut syncing: HashMap<String, String> = HashMap::new();
+        let mut next_request = 0u64;
+        // After all clients drained: groups whose final page (more: false) came back.
+        let mut final_pages_asked = false;
+        let mut final_pages_done: HashSet<String> = HashSet::new();
+        let mut final_moves_sent = false;
+        // `readers` checks in flight: request id → (group, seq, expected list).
+        let mut readers_asked: HashMap<String, (String, u64, &'static str, u32)> = HashMap::new();
+        // `readers` checks to ask again (due time, group, seq, expected list, attempts so far).
+        let mut readers_again: Vec<(Instant, String, u64, &'static str, u32)> = Vec::new();
+        let mut in_flight = 0usize;
+
+        // Resend the unanswered sends first, in their original order.
+        let resend: Vec<(String, String)> = self
+            .outstanding
+            .iter()
+            .map(|(id, g, _)| (id.clone(), g.clone()))
+            .collect();
+        for (client_id, group) in resend {
+            let body = self.shared.ledger().issued[&client_id].body.clone();
+            let frame =
+                json!({"type": "send", "group": group, "client_id": client_id, "body": body});
+            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                return SessionEnd::Lost;
+            }
+            in_flight += 1;
+            self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        for group in self.groups.clone() {
+            let after = self.views[&group].known;
+            next_request += 1;
+            let id = format!("sync-{next_request}");
+            syncing.insert(id.clone(), group.clone());
+            let frame =
+                json!({"type": "sync", "id": id, "group": group, "after": after, "limit": 1000});
+            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                self.forget_in_flight(in_flight);
+                return SessionEnd::Lost;
+            }
+        }
+
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        let end = 'session: loop {
+            // Top up the window with new sends.
+            while !self.shared.stop_sending.load(Ordering::SeqCst) && in_flight < WINDOW {
+                self.next_n += 1;
+                let n = self.next_n;
+                let group = self.groups[self.rng.gen_range(0..self.groups.len())].clone();
+                let client_id = format!("{}-{n}", self.user);
+                let body = format!("{} {group} {n}", self.user);
+                self.shared.ledger().issued.insert(
+                    client_id.clone(),
+                    Issued {
+                        user: self.user.clone(),
+                        group: group.clone(),
+                        n,
+                        body: body.clone(),
+                    },
+                );
+                self.outstanding
+                    .push_back((client_id.clone(), group.clone(), false));
+                let frame =
+                    json!({"type": "send", "group": group, "client_id": client_id, "body": body});
+                if ws.send(Message::text(frame.to_string())).await.is_err() {
+                    break 'session SessionEnd::Lost;
+                }
+                in_flight += 1;
+                self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.outstanding.is_empty() && self.shared.stop_sending.load(Ordering::SeqCst) {
+                if !self.drained {
+                    self.drained = true;
+                    self.shared.n_drained.fetch_add(1, Ordering::SeqCst);
+                }
+                // This client's sends are all answered; once every client's are, nothing new
+                // is stored: page each group to its end, then stop.
+                if !final_pages_asked
+                    && self.shared.n_drained.load(Ordering::SeqCst) == N_CLIENTS
+                    && syncing.is_empty()
+                {
+                    final_pages_asked = true;
+                    for group in self.groups.clone() {
+                        next_request += 1;
+                        let id = format!("final-{next_request}");
+                        syncing.insert(id.clone(), group.clone());
+                        let after = self.views[&group].known;
+                        let frame = json!({"type": "sync", "id": id, "group": group, "after": after, "limit": 1000});
+                        if ws.send(Message::text(frame.to_string())).await.is_err() {
+                            break 'session SessionEnd::Lost;
+                        }
+                    }
+                }
+                if final_pages_asked
+                    && final_pages_done.len() == self.groups.len()
+                    && !final_moves_sent
+                {
+                    // Final cursor moves: everything delivered, read as far as decided; then
+                    // stale moves, which must change nothing, and a `readers` check of that.
+                    final_moves_sent = true;
+                    for group in self.groups.clone() {
+                        let view = &self.views[&group];
+                        let (known, read) = (view.known, view.local_read);
+                        let Some(probe) = (1..=known).rev().find(|s| !view.mine.contains(s)) else {
+                            continue;
+                        };
+                        let expect = if read >= probe { "read" } else { "delivered" };
+                        next_request += 1;
+                        let id = format!("readers-{next_request}");
+                        readers_asked.insert(id.clone(), (group.clone(), probe, expect, 1));
+                        let frames = [
+                            json!({"type": "ack", "group": group, "seq": known}),
+                            json!({"type": "read", "group": group, "seq": read}),
+                            json!({"type": "ack", "group": group, "seq": 0}),
+                            json!({"type": "ack", "group": group, "seq": probe - 1}),
+                            json!({"type": "read", "group": group, "seq": read.min(1)}),
+                            json!({"type": "readers", "id": id, "group": group, "seq": probe}),
+                        ];
+                        for frame in frames {
+                            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                                break 'session SessionEnd::Lost;
+                            }
+                        }
+                        self.note_sent_cursor(&group, known, false);
+                        self.note_sent_cursor(&group, read, true);
+                    }
+                }
+                if final_moves_sent && readers_asked.is_empty() && readers_again.is_empty() {
+                    break SessionEnd::Finished;
+                }
+            }
+
+            let frame = tokio::select! {
+                next = ws.next() => match next {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<Value>(&text) {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            self.shared.ledger().violation(format!("[{}] not JSON ({e}): {text}", self.user));
+                            break SessionEnd::Lost;
+                        }
+                    },
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break SessionEnd::Lost,
+                    Some(Ok(_)) => continue,
+                },
+                _ = tick.tick() => {
+                    // After the final moves the cursors stay put, for the `readers` check.
+                    if !final_moves_sent
+                        && self.move_cursors(ws, &mut acked_here, &mut read_here).await.is_err()
+                    {
+                        break SessionEnd::Lost;
+                    }
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) =
+                        readers_again.drain(..).partition(|again| again.0 <= now);
+                    readers_again = later;
+                    for (_, group, probe, expect, attempts) in due {
+                        next_request += 1;
+                        let id = format!("readers-{next_request}");
+                        let frame = json!({"type": "readers", "id": id, "group": group, "seq": probe});
+                        readers_asked.insert(id, (group, probe, expect, attempts + 1));
+                        if ws.send(Message::text(frame.to_string())).await.is_err() {
+                            break 'session SessionEnd::Lost;
+                        }
+                    }
+                    continue;
+                }
+            };
+            match frame["type"].as_str().unwrap_or_default() {
+                "sent" => {
+                    in_flight = in_flight.saturating_sub(1);
+                    self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.on_sent(&frame);
+                }
+                "msg" => {
+                    let group = frame["group"].as_str().unwrap_or_default().to_string();
+                    let seq = frame["seq"].as_u64().unwrap_or(0);
+                    let last = last_push.entry(group.clone()).or_default();
+                    if seq <= *last {
+                        self.shared.ledger().violation(format!(
+                            "[{}] {group}: msg {seq} pushed after msg {last} on one session",
+                            self.user
+                        ));
+                    }
+                    *last = seq;
+                    self.shared.ledger().n_msgs += 1;
+                    self.ingest(&group, &frame, "msg");
+                }
+                "messages" => {
+                    let id = frame["id"].as_str().unwrap_or_default().to_string();
+                    let Some(group) = syncing.remove(&id) else {
+                        self.shared
+                            .ledger()
+                            .violation(format!("[{}] unexpected page {id}", self.user));
+                        continue;
+                    };
+                    let messages = frame["messages"].as_array().cloned().unwrap_or_default();
+                    for message in &messages {
+                        self.ingest(&group, message, "page");
+                    }
+                    if frame["more"] == true {
+                        next_request += 1;
+                        let next_id =
+                            format!("{}-{next_request}", id.split('-').next().unwrap_or("sync"));
+                        syncing.insert(next_id.clone(), group.clone());
+                        let after = self.views[&group].known;
+                        let frame = json!({"type": "sync", "id": next_id, "group": group, "after": after, "limit": 1000});
+                        if ws.send(Message::text(frame.to_string())).await.is_err() {
+                            break SessionEnd::Lost;
+                        }
+                    } else if id.starts_with("final-") {
+                        let last_seq = frame["last_seq"].as_u64().unwrap_or(0);
+                        let view = &self.views[&group];
+                        if view.known != last_seq || !view.early.is_empty() {
+                            self.shared.ledger().violation(format!(
+                                "[{}] {group}: caught up to {} but last_seq is {last_seq}",
+                                self.user, view.known
+                            ));
+                        }
+                        final_pages_done.insert(group);
+                    }
+                }
+                "receipt" => self.on_receipt(&frame),
+                "readers" => {
+                    let id = frame["id"].as_str().unwrap_or_default();
+                    let Some((group, probe, expect, attempts)) = readers_asked.remove(id) else {
+                        continue;
+                    };
+                    let listed = frame[expect]
+                        .as_array()
+                        .is_some_and(|list| list.iter().any(|u| u == self.user.as_str()));
+                    // A session forwards `ack`/`read` and `readers` to the group without an
+                    // order between them (PROTOCOL.md promises order for `send` only), so the
+                    // check asks again for a while: once every move has arrived, in whatever
+                    // order, the stale ones must not have lowered anything.
+                    if !listed && attempts < 40 {
+                        let due = Instant::now() + Duration::from_millis(50);
+                        readers_again.push((due, group, probe, expect, attempts));
+                    } else if !listed {
+                        self.shared.ledger().violation(format!(
+                            "[{}] {group} seq {probe}: after stale ack/read frames, readers should list me as {expect} ({attempts} tries): {frame}",
+                            self.user
+                        ));
+                    }
+                }
+                "error" => {
+                    self.shared
+                        .ledger()
+                        .violation(format!("[{}] error frame: {frame}", self.user));
+                }
+                _ => {}
+            }
+        };
+        if let SessionEnd::Lost = end {
+            self.forget_in_flight(in_flight);
+        }
+        end
+    }
+
+    fn forget_in_flight(&self, in_flight: usize) {
+        self.shared
+            .in_flight
+            .fetch_sub(in_flight as u64, Ordering::Relaxed);
+    }
+
+    fn on_sent(&mut self, frame: &Value) {
+        let client_id = frame["client_id"].as_str().unwrap_or_default().to_string();
+        let group = frame["group"].as_str().unwrap_or_default().to_string();
+        let seq = frame["seq"].as_u64().unwrap_or(0);
+        let ts = frame["ts"].as_u64().unwrap_or(0);
+        let duplicate = frame["duplicate"] == true;
+        let mut ledger = self.shared.ledger();
+        ledger.n_sent_replies += 1;
+        let Some(pos) = self
+            .outstanding
+            .iter()
+            .position(|(id, _, _)| *id == client_id)
+        else {
+            ledger.violation(format!(
+                "[{}] a sent for {client_id}, which is not waiting: {frame}",
+                self.user
+            ));
+            return;
+        };
+        let (_, issued_group, resent) = self.outstanding.remove(pos).expect("position in range");
+        if issued_group != group || seq == 0 {
+            ledger.violation(format!("[{}] bad sent for {client_id}: {frame}", self.user));
+        }
+        if resent {
+            ledger.n_resends += 1;
+            if duplicate {
+                ledger.n_resends_duplicate += 1;
+            }
+        } else if duplicate {
+            ledger.violation(format!(
+                "[{}] first send of {client_id} answered as a duplicate: {frame}",
+                self.user
+            ));
+        }
+        if let Some(&(was_seq, was_ts)) = ledger.sent.get(&client_id) {
+            if (was_seq, was_ts) != (seq, ts) {
+                ledger.violation(format!(
+                    "[{}] {client_id} was sent as seq {was_seq} ts {was_ts}, now {frame}",
+                    self.user
+                ));
+            }
+        }
+        ledger.sent.insert(client_id.clone(), (seq, ts));
+        let user = self.user.clone();
+        ledger.saw_seq(&group, seq, &user, &client_id, "sent");
+    }
+
+    /// Takes a message from a push or a page: records its owner, advances `known`.
+    fn ingest(&mut self, group: &str, message: &Value, via: &str) {
+        let seq = message["seq"].as_u64().unwrap_or(0);
+        let from = message["from"].as_str().unwrap_or_default();
+        let client_id = message["client_id"].as_str().unwrap_or_default();
+        self.shared
+            .ledger()
+            .saw_seq(group, seq, from, client_id, via);
+        let Some(view) = self.views.get_mut(group) else {
+            return;
+        };
+        if from == self.user {
+            view.mine.insert(seq);
+        }
+        if seq > view.known {
+            view.early.insert(seq, ());
+        }
+        while view.early.remove(&(view.known + 1)).is_some() {
+            view.known += 1;
+        }
+        let known = view.known;
+        view.early.retain(|&s, _| s > known);
+    }
+
+    /// Acknowledges and reads what arrived since the last tick (a read a few messages behind).
+    async fn move_cursors(
+        &mut self,
+        ws: &mut Ws,
+        acked_here: &mut HashMap<String, u64>,
+        read_here: &mut HashMap<String, u64>,
+    ) -> Result<(), ()> {
+        for group in self.groups.clone() {
+            let known = self.views[&group].known;
+            if known == 0 {
+                continue;
+            }
+            let acked = acked_here.get(&group).copied().unwrap_or(0);
+            if known > acked {
+                let frame = json!({"type": "ack", "group": group, "seq": known});
+                ws.send(Message::text(frame.to_string()))
+                    .await
+                    .map_err(|_| ())?;
+                acked_here.insert(group.clone(), known);
+                self.note_sent_cursor(&group, known, false);
+            }
+            // Now and then a stale move (a late or repeated frame): the server must ignore it.
+            if self.rng.gen_bool(0.05) {
+                // Below what this client already decided, so it is stale for the server too.
+                let back = self.rng.gen_range(1..20u64);
+                let (kind, stale) = if self.rng.gen_bool(0.5) {
+                    ("ack", known.saturating_sub(back))
+                } else {
+                    ("read", self.views[&group].local_read.saturating_sub(back))
+                };
+                let frame = json!({"type": kind, "group": group, "seq": stale});
+                ws.send(Message::text(frame.to_string()))
+                    .await
+                    .map_err(|_| ())?;
+            }
+            let lag = self.rng.gen_range(0..4u64);
+            let view = self.views.get_mut(&group).expect("a view per group");
+            view.local_read = view.local_read.max(known.saturating_sub(lag));
+            let read = view.local_read;
+            if read > read_here.get(&group).copied().unwrap_or(0) {
+                let frame = json!({"type": "read", "group": group, "seq": read});
+                ws.send(Message::text(frame.to_string()))
+                    .await
+                    .map_err(|_| ())?;
+                read_here.insert(group.clone(), read);
+                self.note_sent_cursor(&group, read, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn note_sent_cursor(&mut self, group: &str, seq: u64, read: bool) {
+        if let Some(view) = self.views.get_mut(group) {
+            view.max_sent_delivered = view.max_sent_delivered.max(seq);
+            if read {
+                view.max_sent_read = view.max_sent_read.max(seq);
+            }
+        }
+    }
+
+    fn on_receipt(&mut self, frame: &Value) {
+        let group = frame["group"].as_str().unwrap_or_default().to_string();
+        let mut ledger = self.shared.ledger();
+        ledger.n_receipt_frames += 1;
+        for item in frame["items"].as_array().cloned().unwrap_or_default() {
+            let seq = item["seq"].as_u64().unwrap_or(0);
+            let counts = Counts {
+                delivered: item["delivered"].as_u64().unwrap_or(0),
+                read: item["read"].as_u64().unwrap_or(0),
+            };
+            let recipients = item["recipients"].as_u64().unwrap_or(0);
+            if !(counts.read <= counts.delivered && counts.delivered <= recipients) {
+                ledger.violation(format!(
+                    "[{}] receipt counts out of order: {item}",
+                    self.user
+                ));
+            }
+            let max = ledger.receipts.entry((group.clone(), seq)).or_default();
+            max.delivered = max.delivered.max(counts.delivered);
+            max.read = max.read.max(counts.read);
+            // Every recipient (no member joined late here) counted: each one's cursor is durable
+            // at least this far.
+            let members = members_of_group(&group);
+            if recipients + 1 == members.len() as u64 {
+                for member in members.iter().filter(|m| **m != self.user) {
+                    let floor = ledger
+                        .floors
+                        .entry((group.clone(), member.clone()))
+                        .or_default();
+                    if counts.delivered == recipients {
+                        floor.0 = floor.0.max(seq);
+                    }
+                    if counts.read == recipients {
+                        floor.1 = floor.1.max(seq);
+                    }
+                }
+            } else {
+                ledger.violation(format!(
+                    "[{}] {group}: wrong recipients count: {item}",
+                    self.user
+                ));
+            }
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={value:?}: {e}")),
+    )
+}
+
+/// Pages a group's whole history through the admin API.
+fn admin_history(server: &Server, group: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = server.admin_expect(
+            "GET",
+            &format!("/api/groups/{group}/messages?after={after}&limit=1000"),
+            None,
+            200,
+        );
+        let messages = page["messages"].as_array().expect("messages").clone();
+        if let Some(last) = messages.last() {
+            after = common::seq(last);
+        }
+        all.extend(messages);
+        if page["more"] != true {
+            return all;
+        }
+    }
+}
+
+/// Pages a group's whole history backwards over WebSocket `history`, returned ascending.
+async fn ws_history(client: &mut common::Client, group: &str) -> Vec<Value> {
+    let mut pages: Vec<Vec<Value>> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut frame = json!({"type": "history", "group": group, "limit": 1000});
+        if let Some(before) = before {
+            frame["before"] = json!(before);
+        }
+        let page = client.request(frame).await;
+        assert_eq!(page["type"], "messages", "history answered with {page}");
+        let messages = page["messages"].as_array().expect("messages").clone();
+        if let Some(first) = messages.first() {
+            before = Some(common::seq(first));
+        }
+        let more = page["more"] == true;
+        pages.push(messages);
+        if !more {
+            break;
+        }
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
+#[test]
+fn kill_9_under_load_loses_and_duplicates_nothing() {
+    let kills = env_u64("ROLLCALL_CRASH_KILLS").unwrap_or(DEFAULT_KILLS);
+    let seed = env_u64("ROLLCALL_CRASH_SEED").unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("crash test: seed {seed} (ROLLCALL_CRASH_SEED={seed} to replay), {kills} kills");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+
+    let mut server = Server::start_with(&["--receipt-interval-ms", RECEIPT_INTERVAL_MS]);
+    for g in 0..N_GROUPS {
+        let members = members_of(g);
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        server.create_group(&group_name(g), &members);
+    }
+    let shared = Arc::new(Shared {
+        ledger: Mutex::new(Ledger::default()),
+        kills: AtomicU64::new(0),
+        stop_sending: AtomicBool::new(false),
+        n_drained: AtomicUsize::new(0),
+        in_flight: AtomicU64::new(0),
+        ws_url: server.ws_url(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let clients: Vec<_> = (0..N_CLIENTS)
+        .map(|c| runtime.spawn(Client::new(c, Arc::clone(&shared), seed).run()))
+        .collect();
+
+    // The crashes: SIGKILL at a random moment, restart on the same data dir and port.
+    let mut kills_with_sends_in_flight = 0;
+    for k in 1..=kills {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(KILL_DELAY_MS)));
+        shared.kills.store(k, Ordering::SeqCst);
+        if shared.in_flight.load(Ordering::Relaxed) > 0 {
+            kills_with_sends_in_flight += 1;
+        }
+        server.restart_on_same_port();
+        let violations = shared.ledger().violations.len();
+        assert_eq!(
+            violations, 0,
+            "promises broken (seed {seed}); see VIOLATION lines"
+        );
+    }
+
+    // Drain: no new sends; every client gets all its sends answered, then catches up.
+    std::thread::sleep(Duration::from_millis(rng.gen_range(KILL_DELAY_MS)));
+    shared.stop_sending.store(true, Ordering::SeqCst);
+    // A client that is already drained and never gets another `sent` marks itself here.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (c, handle) in clients.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        runtime
+            .block_on(async { tokio::time::timeout(left, handle).await })
+            .unwrap_or_else(|_| panic!("client {c} did not finish draining (seed {seed})"))
+            .unwrap_or_else(|e| panic!("client {c} panicked: {e} (seed {seed})"));
+    }
+    eprintln!("crash test: traffic done after {:?}", started.elapsed());
+
+    // One more crash with nothing in flight, so the cursors below are read back from disk.
+    server.restart_on_same_port();
+    let ledger = std::mem::take(&mut *shared.ledger());
+    let report = runtime.block_on(verify(&server, &ledger, seed));
+    eprintln!(
+        "crash test: seed {seed}: {kills} kills ({kills_with_sends_in_flight} with sends in flight); \
+         {} sends issued, {} acknowledged (all), {} found, 0 lost, 0 duplicated; \
+         {} resends after a crash ({} answered duplicate: true with the original seq); \
+         history {} messages in {N_GROUPS} groups; {} msg pushes, {} receipt frames; \
+         {} welcomes ({} read straight after a restart), {} cursor moves lost in crashes and repeated, \
+         {} (user, group) read cursors with a durable floor from receipts; {:?} in all",
+        ledger.issued.len(),
+        ledger.sent.len(),
+        report.found,
+        ledger.n_resends,
+        ledger.n_resends_duplicate,
+        report.history,
+        ledger.n_msgs,
+        ledger.n_receipt_frames,
+        ledger.n_welcomes,
+        ledger.n_clean_welcomes,
+        ledger.n_cursor_moves_lost,
+        ledger.floors.values().filter(|f| f.1 > 0).count(),
+        started.elapsed(),
+    );
+}
+
+struct Report {
+    history: usize,
+    found: usize,
+}
+
+/// Checks the final stored state against everything the clients saw.
+async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
+    assert!(
+        ledger.violations.is_empty(),
+        "promises broken (seed {seed}): {:#?}",
+        ledger.violations
+    );
+    assert!(!ledger.issued.is_empty(), "no traffic at all");
+    assert_eq!(
+        ledger.sent.len(),
+        ledger.issued.len(),
+        "every send is answered after draining"
+    );
+
+    let mut found = 0;
+    let mut history_size = 0;
+    let mut seen_client_ids: HashSet<String> = HashSet::new();
+    // Welcome cursors after the final restart, per (user, group).
+    let mut welcomed: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    for c in 0..N_CLIENTS {
+        let user = user_name(c);
+        let client = server.connect(&user).await;
+        for group in groups_of(c) {
+            let entry = client
+                .welcome_group(&group)
+                .unwrap_or_else(|| panic!("{user}'s welcome lacks {group}"));
+            let delivered = entry["delivered"].as_u64().expect("delivered");
+            let read = entry["read"].as_u64().expect("read");
+            welcomed.insert((user.clone(), group.clone()), (delivered, read));
+        }
+        client.close().await;
+    }
+
+    for g in 0..N_GROUPS {
+        let group = group_name(g);
+        let described = server.group(&group);
+        let last_seq = described["last_seq"].as_u64().expect("last_seq");
+
+        // The whole history, twice: admin pages forwards, WebSocket `history` backwards.
+        let history = admin_history(server, &group);
+        let member = members_of(g).remove(0);
+        let mut reader = server.connect(&member).await;
+        let paged_back = ws_history(&mut reader, &group).await;
+        reader.close().await;
+        assert_eq!(
+            history, paged_back,
+            "{group}: admin pages and WebSocket history differ"
+        );
+        let seqs = common::seqs(&history);
+        assert_eq!(
+            seqs,
+            (1..=last_seq).collect::<Vec<_>>(),
+            "{group}: history is not 1..={last_seq} in order without gaps (seed {seed})"
+        );
+        history_size += history.len();
+
+        // Each stored message is a send a client issued, stored once, at the seq it was given.
+        let mut last_n: HashMap<String, u64> = HashMap::new();
+        for message in &history {
+            let seq = common::seq(message);
+            let client_id = message["client_id"].as_str().expect("client_id");
+            let from = message["from"].as_str().expect("from");
+            let issued = ledger.issued.get(client_id).unwrap_or_else(|| {
+                panic!("{group} seq {seq}: {client_id} was never sent: {message}")
+            });
+            assert_eq!(
+                (
+                    issued.user.as_str(),
+                    issued.group.as_str(),
+                    issued.body.as_str()
+                ),
+                (
+                    from,
+                    group.as_str(),
+                    message["body"].as_str().expect("body")
+                ),
+                "{group} seq {seq} is not what {client_id} sent"
+            );
+            assert!(
+                seen_client_ids.insert(client_id.to_string()),
+                "duplicated: {client_id} is stored twice (again at {group} seq {seq}, seed {seed})"
+            );
+            let acked = ledger.sent.get(client_id).map(|&(s, _)| s);
+            assert_eq!(
+                acked,
+                Some(seq),
+                "{client_id} was acknowledged as {acked:?} but is stored at {seq} (seed {seed})"
+            );
+            if let Some(owner) = ledger.owner.get(&(group.clone(), seq)) {
+                assert_eq!(
+                    (owner.0.as_str(), owner.1.as_str()),
+                    (from, client_id),
+                    "{group} seq {seq} was seen as another message"
+                );
+            }
+            let previous = last_n.insert(from.to_string(), issued.n);
+            assert!(
+                previous.is_none_or(|p| p < issued.n),
+                "{group}: {from}'s send {} stored after its send {previous:?} (seed {seed})",
+                issued.n
+            );
+            found += 1;
+        }
+        // Every seq any client saw is in this history.
+        let max_seen = ledger.max_seen.get(&group).copied().unwrap_or(0);
+        assert!(
+            max_seen <= last_seq,
+            "{group}: seq {max_seen} was seen but last_seq is {last_seq}"
+        );
+
+        // Cursors: the admin API and the welcome after the restart agree; receipts computed
+        // from them match the admin receipts, and never fell below what senders were pushed.
+        let members = described["members"].as_array().expect("members").clone();
+        let mut cursors: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new(); // joined, delivered, read
+        for m in &members {
+            let user = m["user"].as_str().expect("user").to_string();
+            let joined = m["joined_seq"].as_u64().expect("joined_seq");
+            let delivered = m["delivered"].as_u64().expect("delivered");
+            let read = m["read"].as_u64().expect("read");
+            assert_eq!(
+                welcomed.get(&(user.clone(), group.clone())),
+                Some(&(delivered, read)),
+                "{group}: {user}'s cursors in welcome and in the admin API differ"
+            );
+            cursors.insert(user, (joined, delivered, read));
+        }
+        let expected = |seq: u64, sender: &str| {
+            let mut lists = (Vec::new(), Vec::new(), Vec::new());
+            for (user, &(joined, delivered, read)) in &cursors {
+                if user == sender || joined >= seq {
+                    continue;
+                }
+                if read >= seq {
+                    lists.0.push(user.clone());
+                } else if delivered >= seq {
+                    lists.1.push(user.clone());
+                } else {
+                    lists.2.push(user.clone());
+                }
+            }
+            lists
+        };
+        for message in &history {
+            let seq = common::seq(message);
+            let sender = message["from"].as_str().expect("from");
+            let (read, delivered, _) = expected(seq, sender);
+            if let Some(pushed) = ledger.receipts.get(&(group.clone(), seq)) {
+                let now_delivered = (read.len() + delivered.len()) as u64;
+                assert!(
+                    pushed.read <= read.len() as u64 && pushed.delivered <= now_delivered,
+                    "{group} seq {seq}: {sender} was pushed {pushed:?}, but after the crash read {} delivered {now_delivered} (seed {seed})",
+                    read.len()
+                );
+            }
+        }
+        // Ask the admin API at every cursor boundary (where the lists change) and the ends.
+        let mut probes: Vec<u64> = vec![1, last_seq];
+        for &(_, delivered, read) in cursors.values() {
+            probes.extend([delivered, delivered + 1, read, read + 1]);
+        }
+        probes.retain(|&s| s >= 1 && s <= last_seq);
+        probes.sort_unstable();
+        probes.dedup();
+        for seq in probes {
+            let sender = history[(seq - 1) as usize]["from"].as_str().expect("from");
+            let (read, delivered, unread) = expected(seq, sender);
+            let answer = server.admin_expect(
+                "GET",
+                &format!("/api/groups/{group}/messages/{seq}/receipts"),
+                None,
+                200,
+            );
+            let list = |key: &str| -> Vec<String> {
+                answer[key]
+                    .as_array()
+                    .expect("a list")
+                    .iter()
+                    .map(|v| v.as_str().expect("a user id").to_string())
+                    .collect()
+            };
+            assert_eq!(
+                (list("read"), list("delivered"), list("unread")),
+                (read, delivered, unread),
+                "{group} seq {seq}: receipts after the restart differ from the cursors in welcome"
+            );
+        }
+    }
+    assert_eq!(
+        found,
+        ledger.issued.len(),
+        "lost: some sends are not stored"
+    );
+    Report {
+        history: history_size,
+        found,
+    }
+}
