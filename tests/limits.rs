@@ -185,3 +185,147 @@ async fn the_rust_client_rides_out_the_rate_limit_without_losing_or_repeating_a_
     let refused = server.metric(r#"rollcall_frames_out_total{type="error"}"#);
     assert!(refused > 0, "the limit was hit (so the retry path ran)");
 }
+
+/// A raw WebSocket connection, for frames no client library would write.
+struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(port: u16, user: &str) -> Raw {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connecting");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
+            token(user)
+        );
+        stream.write_all(request.as_bytes()).await.expect("upgrade");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk).await.expect("reading the upgrade");
+            assert!(n > 0, "closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert!(buf.starts_with(b"HTTP/1.1 101"), "upgrade refused");
+        buf.drain(..end);
+        Raw { stream, buf }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("writing");
+    }
+
+    /// The next text frame from the server as JSON, or `None` if none comes within `wait`.
+    async fn next_json(&mut self, wait: Duration) -> Option<serde_json::Value> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.buf.len() >= 2 {
+                let (header, len) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        10,
+                        u64::from_be_bytes(self.buf[2..10].try_into().expect("8 bytes")) as usize,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    short => (2, short as usize),
+                };
+                if header != usize::MAX && self.buf.len() >= header + len {
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload: Vec<u8> = self.buf.drain(..header + len).skip(header).collect();
+                    if opcode == 1 {
+                        return Some(serde_json::from_slice(&payload).expect("JSON text"));
+                    }
+                    continue; // pings and the like
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A masked client text frame header announcing `len` payload bytes.
+fn header_announcing(len: u64) -> Vec<u8> {
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_giant_frames_are_answered_once_and_never_buffered() {
+    let server = Server::start_with(&["--max-frame-bytes", "65536"]);
+    server.create_group("team", &["alice", "bob"]);
+
+    // A length with the top bit set: one too_large, not a loop of them.
+    let mut raw = Raw::connect(server.port, "alice").await;
+    assert_eq!(
+        raw.next_json(Duration::from_secs(5))
+            .await
+            .expect("welcome")["type"],
+        "welcome"
+    );
+    raw.write(&header_announcing(u64::MAX)).await;
+    let err = raw
+        .next_json(Duration::from_secs(5))
+        .await
+        .expect("an error");
+    assert_eq!(err["code"], "too_large", "{err}");
+    assert!(
+        raw.next_json(Duration::from_millis(500)).await.is_none(),
+        "exactly one error for one frame"
+    );
+
+    // A 1 TiB frame streamed for 256 MiB: skipped as it arrives, so memory stays flat.
+    let pid = server.pid().expect("running");
+    let before = rss_bytes(pid);
+    let mut raw = Raw::connect(server.port, "bob").await;
+    raw.next_json(Duration::from_secs(5))
+        .await
+        .expect("welcome");
+    raw.write(&header_announcing(1 << 40)).await;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        raw.write(&zeros).await;
+    }
+    let err = raw
+        .next_json(Duration::from_secs(5))
+        .await
+        .expect("an error");
+    assert_eq!(err["code"], "too_large", "{err}");
+    let grown = rss_bytes(pid).saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "the server grew by {grown} bytes while 256 MiB of an oversized frame arrived"
+    );
+
+    // The server serves everyone else as before.
+    let mut alice = server.connect("alice").await;
+    assert_eq!(seq(&alice.send_msg("team", "after", "still fine").await), 1);
+}

@@ -15,7 +15,10 @@
 //! Sends are forwarded with `do_send` so they reach the group in the order the client sent them;
 //! their replies come back on a oneshot after the flush.
 
+mod frame_limit;
 mod limits;
+
+use frame_limit::{FrameLimit, TOO_LARGE_MARK};
 
 pub use limits::{SessionCounts, SessionPermit, TokenBucket};
 
@@ -76,9 +79,15 @@ pub fn upgrade(
         sends: TokenBucket::new(config.send_rate, config.send_burst, Instant::now()),
         _permit: permit,
     };
-    ws::WsResponseBuilder::new(session, req, stream)
-        .frame_size(config.max_frame_bytes)
-        .start()
+    // FrameLimit skips oversized frames before actix buffers them; actix's own limit stays as a
+    // second line.
+    ws::WsResponseBuilder::new(
+        session,
+        req,
+        FrameLimit::new(stream, config.max_frame_bytes),
+    )
+    .frame_size(config.max_frame_bytes)
+    .start()
 }
 
 /// One WebSocket connection.
@@ -560,22 +569,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         match item {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
-                let frame = ServerFrame::error(
-                    None,
-                    ErrorCode::BadFrame,
-                    "only single (unfragmented) text frames are accepted",
-                );
-                self.send_frame(&frame, ctx);
-            }
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            // actix-http drops the whole oversized frame (after reading it) and goes on decoding
-            // the next one, so the session survives.
-            Err(ws::ProtocolError::Overflow) => {
+            Ok(ws::Message::Pong(payload)) if payload.as_ref() == TOO_LARGE_MARK => {
                 let limit = self.registry.config().max_frame_bytes;
                 log::debug!(
                     "session {} of {}: frame over {limit} bytes",
@@ -589,6 +583,33 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     format!("frame over {limit} bytes; dropped"),
                 );
                 self.send_frame(&frame, ctx);
+            }
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                let frame = ServerFrame::error(
+                    None,
+                    ErrorCode::BadFrame,
+                    "only single (unfragmented) text frames are accepted",
+                );
+                self.send_frame(&frame, ctx);
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            // FrameLimit keeps oversized frames away from the decoder; should one get there
+            // anyway, the decoder cannot skip it reliably: close (1009).
+            Err(ws::ProtocolError::Overflow) => {
+                log::info!(
+                    "session {} of {}: frame overflow; closing",
+                    self.id,
+                    self.user
+                );
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                ctx.stop();
             }
             // A text frame that is not UTF-8: actix-web-actors reports it as an I/O error after
             // consuming the frame; the stream itself is intact.
