@@ -66,6 +66,7 @@ impl Registry {
         metrics: Arc<Metrics>,
         arbiters: Vec<ArbiterHandle>,
     ) -> Arc<Registry> {
+        let session_counts = Arc::new(SessionCounts::new(config.send_rate, config.send_burst));
         Arc::new(Registry {
             store,
             committer,
@@ -76,7 +77,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             next_session_id: AtomicU64::new(1),
-            session_counts: Arc::default(),
+            session_counts,
         })
     }
 
@@ -207,6 +208,10 @@ impl Registry {
             kind,
             created_ms: now_ms(),
         };
+        // Refuse up front while writes are refused, rather than store a group whose members
+        // then fail: a retry would meet `group_exists`. (Members of an existing group can be
+        // added again: `PUT` is idempotent.)
+        self.store.writable()?;
         if !self.store.create_group(id, &record)? {
             return Ok(None);
         }

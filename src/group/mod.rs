@@ -396,10 +396,13 @@ impl GroupActor {
             match self.deps.store.put_cursors(&self.id, &user, record) {
                 Ok(()) => self.written += 1,
                 Err(e) => {
-                    log::error!(
-                        "group {}: writing the cursors of {user} failed: {e}",
-                        self.id
-                    );
+                    // A refused write (disk nearly full) is logged once by the guard.
+                    if !matches!(e, StoreError::Unwritable(_)) {
+                        log::error!(
+                            "group {}: writing the cursors of {user} failed: {e}",
+                            self.id
+                        );
+                    }
                     self.unwritten_cursors.insert(user);
                 }
             }
@@ -410,6 +413,11 @@ impl GroupActor {
     /// counts changed, once those cursors are durable.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.persist_cursors();
+        if !self.unwritten_cursors.is_empty() {
+            // Some cursors could not be written: counts built now could not be made durable
+            // before they are pushed. Keep what moved for a later tick.
+            return;
+        }
         if self.moved.is_empty() {
             return;
         }
@@ -499,10 +507,14 @@ impl GroupActor {
             body: msg.body,
         };
         if let Err(e) = self.deps.store.put_message(&self.id, Seq(seq), &record) {
-            log::error!(
-                "group {}: storing a message from {from} failed: {e}",
-                self.id
-            );
+            if matches!(e, StoreError::Unwritable(_)) {
+                log::debug!("group {}: message from {from} refused: {e}", self.id);
+            } else {
+                log::error!(
+                    "group {}: storing a message from {from} failed: {e}",
+                    self.id
+                );
+            }
             let _ = msg.reply.send(Err(e.into()));
             return;
         }

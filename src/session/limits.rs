@@ -1,4 +1,5 @@
-//! Per-session abuse limits: the send rate (a token bucket) and the cap on sessions per user.
+//! Per-user abuse limits: the write rate (a token bucket shared by all of a user's sessions, so
+//! reconnecting or opening more sessions buys nothing) and the cap on sessions per user.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,14 +27,24 @@ impl TokenBucket {
         }
     }
 
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refilled = now;
+    }
+
+    /// Whether the bucket is full again (forgetting it then loses nothing).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.rate == 0.0 || self.tokens >= self.burst
+    }
+
     /// Takes one token; when none is left, how long until one is.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         if self.rate == 0.0 {
             return Ok(());
         }
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.refilled = now;
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -43,10 +54,17 @@ impl TokenBucket {
     }
 }
 
-/// Counts the open sessions of each user, to cap them.
-#[derive(Default)]
+/// The sessions and the write budget of each user with a session open (or a budget still
+/// refilling).
 pub struct SessionCounts {
-    open: Mutex<HashMap<UserId, usize>>,
+    rate: u32,
+    burst: u32,
+    users: Mutex<HashMap<UserId, UserLimits>>,
+}
+
+struct UserLimits {
+    open: usize,
+    writes: TokenBucket,
 }
 
 /// One admitted session; dropping it frees the place.
@@ -56,14 +74,30 @@ pub struct SessionPermit {
 }
 
 impl SessionCounts {
+    /// Budgets of `rate` writes per second and bursts of `burst` per user (rate 0: no limit).
+    pub fn new(rate: u32, burst: u32) -> SessionCounts {
+        SessionCounts {
+            rate,
+            burst,
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, UserLimits>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Admits one more session of `user` unless `cap` (0: none) are already open.
     pub fn admit(self: &Arc<Self>, user: &UserId, cap: usize) -> Option<SessionPermit> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(user.clone()).or_default();
-        if cap > 0 && *count >= cap {
+        let mut users = self.users();
+        let limits = users.entry(user.clone()).or_insert_with(|| UserLimits {
+            open: 0,
+            writes: TokenBucket::new(self.rate, self.burst, Instant::now()),
+        });
+        if cap > 0 && limits.open >= cap {
             return None;
         }
-        *count += 1;
+        limits.open += 1;
         Some(SessionPermit {
             counts: Arc::clone(self),
             user: user.clone(),
@@ -71,14 +105,26 @@ impl SessionCounts {
     }
 }
 
+impl SessionPermit {
+    /// Takes one write (a `send`, a new `direct`) from the user's budget; when it is spent, how
+    /// long until the next write is allowed.
+    pub fn take_write(&self, now: Instant) -> Result<(), Duration> {
+        match self.counts.users().get_mut(&self.user) {
+            Some(limits) => limits.writes.take(now),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for SessionPermit {
     fn drop(&mut self) {
-        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.user);
-            }
+        let mut users = self.counts.users();
+        if let Some(limits) = users.get_mut(&self.user) {
+            limits.open = limits.open.saturating_sub(1);
+            // A spent budget outlives the sessions, so reconnecting does not refill it; the
+            // entry goes once it is full again (checked when any session of anyone closes).
+            let now = Instant::now();
+            users.retain(|_, l| l.open > 0 || !l.writes.is_full(now));
         }
     }
 }
@@ -118,8 +164,23 @@ mod tests {
     }
 
     #[test]
+    fn the_write_budget_is_per_user_and_survives_reconnects() {
+        let counts = Arc::new(SessionCounts::new(1, 2));
+        let alice = UserId::parse("alice").unwrap();
+        let now = Instant::now();
+        let first = counts.admit(&alice, 0).expect("admitted");
+        let second = counts.admit(&alice, 0).expect("admitted");
+        assert_eq!(first.take_write(now), Ok(()));
+        assert_eq!(second.take_write(now), Ok(()));
+        assert!(first.take_write(now).is_err(), "the burst is shared");
+        drop((first, second));
+        let again = counts.admit(&alice, 0).expect("admitted");
+        assert!(again.take_write(now).is_err(), "reconnecting buys nothing");
+    }
+
+    #[test]
     fn permits_are_counted_per_user_and_freed_on_drop() {
-        let counts = Arc::new(SessionCounts::default());
+        let counts = Arc::new(SessionCounts::new(0, 1));
         let alice = UserId::parse("alice").unwrap();
         let bob = UserId::parse("bob").unwrap();
         let first = counts.admit(&alice, 2).expect("first");
@@ -129,7 +190,7 @@ mod tests {
         drop(first);
         let third = counts.admit(&alice, 2).expect("a place was freed");
         drop((second, third));
-        assert!(counts.open.lock().unwrap().is_empty());
+        assert!(counts.users().is_empty(), "rate 0: nothing to remember");
         assert!(counts.admit(&alice, 0).is_some(), "0 means no cap");
     }
 }

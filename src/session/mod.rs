@@ -22,6 +22,8 @@ use frame_limit::{FrameLimit, TOO_LARGE_MARK};
 
 pub use limits::{SessionCounts, SessionPermit, TokenBucket};
 
+use std::time::Duration;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,8 +78,7 @@ pub fn upgrade(
         last_heard: Instant::now(),
         attached: Vec::new(),
         sends_in_flight: 0,
-        sends: TokenBucket::new(config.send_rate, config.send_burst, Instant::now()),
-        _permit: permit,
+        permit,
     };
     // FrameLimit skips oversized frames before actix buffers them; actix's own limit stays as a
     // second line.
@@ -100,10 +101,9 @@ pub struct Session {
     attached: Vec<GroupId>,
     /// `send`s forwarded to groups and not yet answered.
     sends_in_flight: usize,
-    /// The send rate limit.
-    sends: TokenBucket,
-    /// This session's place under `--max-sessions-per-user`, freed when the actor is dropped.
-    _permit: SessionPermit,
+    /// This session's place under `--max-sessions-per-user` (freed when the actor is dropped),
+    /// and the user's write budget.
+    permit: SessionPermit,
 }
 
 /// Why a frame addressed to a group was refused before reaching it.
@@ -116,6 +116,28 @@ impl Session {
             user: self.user.clone(),
             outbox: ctx.address().recipient(),
         }
+    }
+
+    /// Answers a write over the user's budget with `rate_limited`.
+    fn rate_limited(
+        &self,
+        id: Option<serde_json::Value>,
+        wait: Duration,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let config = self.registry.config();
+        // Rounded up, so a client that waits exactly this long finds a token.
+        let millis = wait.as_micros().div_ceil(1000);
+        let frame = ServerFrame::Error {
+            id,
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "more than {} writes per second (burst {}); retry later",
+                config.send_rate, config.send_burst
+            ),
+            retry_after_ms: Some(millis.try_into().unwrap_or(u64::MAX)),
+        };
+        self.send_frame(&frame, ctx);
     }
 
     fn send_frame(&self, frame: &ServerFrame, ctx: &mut ws::WebsocketContext<Self>) {
@@ -239,18 +261,8 @@ impl Session {
                 body,
             } => {
                 check_send(&client_id, &body, self.registry.config().max_body_bytes)?;
-                if let Err(wait) = self.sends.take(Instant::now()) {
-                    let config = self.registry.config();
-                    let frame = ServerFrame::Error {
-                        id,
-                        code: ErrorCode::RateLimited,
-                        message: format!(
-                            "more than {} sends per second (burst {}); retry later",
-                            config.send_rate, config.send_burst
-                        ),
-                        retry_after_ms: Some(wait.as_millis().try_into().unwrap_or(u64::MAX)),
-                    };
-                    self.send_frame(&frame, ctx);
+                if let Err(wait) = self.permit.take_write(Instant::now()) {
+                    self.rate_limited(id, wait, ctx);
                     return Ok(());
                 }
                 // `do_send` ignores the group's mailbox bound, so bound what one session may
@@ -328,6 +340,12 @@ impl Session {
                         "a direct conversation needs another user".into(),
                     ));
                 }
+                // Opening a new conversation writes (a user, a group, two members): it counts
+                // against the same budget as a send.
+                if let Err(wait) = self.permit.take_write(Instant::now()) {
+                    self.rate_limited(id, wait, ctx);
+                    return Ok(());
+                }
                 let registry = Arc::clone(&self.registry);
                 self.reply_later(ctx, async move {
                     if let Err(e) = registry.ensure_user(&other) {
@@ -370,9 +388,10 @@ impl Session {
                         ))
                     }
                 };
-                let addr = self.group(&group)?;
+                // Queued now, in frame order (inside the future it would wait for a poll).
+                let request = self.group(&group)?.send(ListReceipts { user, query });
                 self.reply_later(ctx, async move {
-                    match addr.send(ListReceipts { user, query }).await {
+                    match request.await {
                         Ok(Ok(page)) => ServerFrame::Receipts {
                             id,
                             group,
@@ -410,15 +429,12 @@ impl Session {
                 self.send_frame(&ServerFrame::Users { id, users, more }, ctx);
             }
             ClientFrame::Readers { id, group, seq } => {
-                let addr = self.group(&group)?;
+                let request = self.group(&group)?.send(ListReaders {
+                    user: Some(user),
+                    seq,
+                });
                 self.reply_later(ctx, async move {
-                    match addr
-                        .send(ListReaders {
-                            user: Some(user),
-                            seq,
-                        })
-                        .await
-                    {
+                    match request.await {
                         Ok(Ok(readers)) => ServerFrame::Readers { id, readers },
                         Ok(Err(e)) => group_error(id, &e),
                         Err(_) => internal(id),
@@ -444,9 +460,11 @@ impl Session {
             seq,
             session_id: Some(self.id),
         };
-        // Success has no reply (acks and reads are the hot path); only errors are written.
+        // Success has no reply (acks and reads are the hot path); only errors are written. The
+        // command is queued now, so a later frame's command cannot overtake it.
+        let request = addr.send(command);
         ctx.spawn(
-            async move { addr.send(command).await }
+            request
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(Ok(())) => {}
@@ -464,17 +482,13 @@ impl Session {
         group: &str,
         page: Page,
     ) -> Result<(), Refusal> {
-        let addr = self.group(group)?;
-        let user = self.user.clone();
+        let request = self.group(group)?.send(FetchMessages {
+            user: Some(self.user.clone()),
+            page,
+        });
         let group = group.to_owned();
         self.reply_later(ctx, async move {
-            match addr
-                .send(FetchMessages {
-                    user: Some(user),
-                    page,
-                })
-                .await
-            {
+            match request.await {
                 Ok(Ok(page)) => ServerFrame::Messages {
                     id,
                     group,
@@ -629,7 +643,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 
 fn group_error(id: Option<serde_json::Value>, e: &GroupError) -> ServerFrame {
     if let GroupError::Storage(detail) = e {
-        log::error!("group request failed: {detail}");
+        // The group or the disk guard logged the cause already.
+        log::debug!("group request failed: {detail}");
     }
     ServerFrame::error(id, e.code(), e.message())
 }

@@ -115,6 +115,20 @@ impl SledStore {
         })
     }
 
+    /// Passes `result` on; an I/O or corruption error of sled fails the store for good (sled
+    /// refuses every later operation after one; see DiskGuard).
+    fn checked<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Engine(
+            e @ (sled::Error::Io(_)
+            | sled::Error::Corruption { .. }
+            | sled::Error::ReportableBug(_)),
+        )) = &result
+        {
+            self.guard.fail(e.to_string());
+        }
+        result
+    }
+
     /// Refuses writes while the data directory's file system has less than `min_free_bytes`
     /// free (0: never); see [`DiskGuard`].
     pub fn guard_disk(&self, min_free_bytes: u64) {
@@ -144,7 +158,11 @@ impl Store for SledStore {
 
     fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
         self.guard.check()?;
-        insert_new(&self.users, user.as_str().as_bytes(), encode(record)?)
+        self.checked(insert_new(
+            &self.users,
+            user.as_str().as_bytes(),
+            encode(record)?,
+        ))
     }
 
     fn users(
@@ -182,7 +200,11 @@ impl Store for SledStore {
 
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError> {
         self.guard.check()?;
-        insert_new(&self.groups, group.as_str().as_bytes(), encode(record)?)
+        self.checked(insert_new(
+            &self.groups,
+            group.as_str().as_bytes(),
+            encode(record)?,
+        ))
     }
 
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
@@ -204,8 +226,11 @@ impl Store for SledStore {
         record: &MemberRecord,
     ) -> Result<(), StoreError> {
         self.guard.check()?;
-        self.user_groups
-            .insert(keys::pair(user.as_str(), group.as_str()), &[])?;
+        self.checked(
+            self.user_groups
+                .insert(keys::pair(user.as_str(), group.as_str()), &[])
+                .map_err(StoreError::from),
+        )?;
         self.put_cursors(group, user, record)
     }
 
@@ -216,17 +241,21 @@ impl Store for SledStore {
         record: &MemberRecord,
     ) -> Result<(), StoreError> {
         self.guard.check()?;
-        self.tree(group)?
-            .insert(keys::member(user.as_str()), encode(record)?)?;
-        Ok(())
+        let value = encode(record)?;
+        self.checked(self.tree(group).and_then(|tree| {
+            tree.insert(keys::member(user.as_str()), value)?;
+            Ok(())
+        }))
     }
 
     fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError> {
         self.guard.check()?;
-        self.tree(group)?.remove(keys::member(user.as_str()))?;
-        self.user_groups
-            .remove(keys::pair(user.as_str(), group.as_str()))?;
-        Ok(())
+        self.checked(self.tree(group).and_then(|tree| {
+            tree.remove(keys::member(user.as_str()))?;
+            self.user_groups
+                .remove(keys::pair(user.as_str(), group.as_str()))?;
+            Ok(())
+        }))
     }
 
     fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError> {
@@ -249,9 +278,11 @@ impl Store for SledStore {
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
         self.guard.check()?;
-        self.tree(group)?
-            .insert(keys::message(seq), encode(record)?)?;
-        Ok(())
+        let value = encode(record)?;
+        self.checked(self.tree(group).and_then(|tree| {
+            tree.insert(keys::message(seq), value)?;
+            Ok(())
+        }))
     }
 
     fn scan_messages(

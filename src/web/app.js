@@ -499,8 +499,10 @@
         if (g.high < g.lastSeq) catchUp(g);
         pullReceipts(g, [reply.seq]);
       }
-    } else if (reply.type === 'error' && reply.code === 'busy') {
-      setTimeout(() => { if (state.outbox.includes(entry)) transmit(entry); }, 1000);
+    } else if (reply.type === 'error' && ['busy', 'rate_limited', 'storage'].includes(reply.code)) {
+      // Nothing was stored: send again later with the same client_id.
+      const wait = Math.max(reply.retry_after_ms || 0, 1000);
+      setTimeout(() => { if (state.outbox.includes(entry)) transmit(entry); }, wait);
     } else if (reply.type === 'error') {
       entry.failed = reply.message || reply.code;
       saveOutbox();
