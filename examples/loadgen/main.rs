@@ -1,36 +1,40 @@
-//! Load generator for a running Rollcall server (loopback only).
-//!
-//! Three scenarios, each bounded by a message count and an overall deadline (`--deadline-secs`):
-//!
-//! - `throughput`: one group of `--members` (default 40) members, all online. `--senders`
-//!   (default 4) of them send `--messages` (default 20,000) in total, pipelined with at most
-//!   `--window` (default 64) unanswered sends each. Every member reads the pushed `msg` frames and
-//!   sends a cumulative `ack` every `--ack-every` (default 50) messages. Reports sends/s,
-//!   send→sent latency, send→delivered-to-all latency, flushes and messages per flush, frames out
-//!   per message.
-//! - `receipts`: one group of `--members` (default 200); `--online` (default 40) readers plus one
-//!   sender are online. The sender posts `--messages` (default 200), one every `--pace-ms`
-//!   (default 20). Each reader sends `read` for every pushed message (or every `--read-batch`-th,
-//!   cumulatively). After every reader has read everything and two receipt ticks have passed, the
-//!   `/metrics` deltas give the frames per posted message, compared with the naive per-reader
-//!   design.
-//! - `groups`: `--groups` (default 1,000) groups of `--members` (default 20) members drawn from a
-//!   pool of `--users` (default 200) users; `--messages` (default 100) per group, 200-byte bodies.
-//!   `--senders` (default 4) connections post round-robin across the groups, each with at most
-//!   `--window` sends in flight across many groups; group `g`'s sender is user `g mod senders`,
-//!   always one of its members. Then a reconnect storm: every user of the pool connects at once and
-//!   the time until every `welcome` arrived is measured (after a restart this starts every group
-//!   actor). `--phase load` (create + post) and `--phase welcome` (storm only) let the operator
-//!   restart the server in between; `--server-pid` reports the server's VmRSS/VmHWM at each step,
-//!   `--data-dir` the data directory's size. See docs/MEASUREMENTS.md.
+//! Load generator for Rollcall (loopback only): real WebSocket clients against a real server.
 //!
 //! ```text
-//! ROLLCALL_ADMIN_TOKEN=adm ROLLCALL_JWT_SECRET=sec rollcall serve --addr 127.0.0.1:7600 --data /tmp/d
-//! cargo run --release --example loadgen -- --http http://127.0.0.1:7600 --admin-token adm \
-//!     --scenario throughput
+//! cargo run --release --example loadgen -- <scenario> [options]
 //! ```
 //!
-//! Counters come from the server's `/metrics`, so run it against a server nobody else is using.
+//! By default it starts its own server (`rollcall` beside this program, `serve --addr
+//! 127.0.0.1:0` with a temporary data directory; see `server.rs`), reads its CPU time and memory
+//! from `/proc`, and stops it at the end; `--http URL --admin-token TOKEN` drives an external
+//! one. Every run is bounded by a message count and `--deadline-secs`, prints a human summary
+//! and, last, one JSON line of figures. Scenarios (details and results in BENCHMARKS.md):
+//!
+//! - `storm` (default): one group of `--members` (200), `--online` (40) of them connected: one
+//!   sender (`--senders`) posts `--messages` (20,000) closed-loop with `--window` (64) unanswered
+//!   sends, or open-loop at `--rate` msgs/s; every reader reads every message, sending a
+//!   cumulative `read` every `--read-batch` (5) messages or after `--read-ms` (20) ms without
+//!   one. Reports posted msgs/s, deliveries/s, send→sent, send→received-by-all and send→read
+//!   count (receipt) latencies, frames per message from `/metrics`, CPU and peak RSS.
+//! - `ceiling`: the storm against Rollcall, then the same clients against a bare relay (this
+//!   program run as `loadgen relay`, a separate process), then the disk's fsyncs per second.
+//! - `groups`: a sweep over the number of groups (`--sweep`, default 1,10,100,1000), the same
+//!   total of messages spread over them. Without `--sweep` and with `--http`, the older single
+//!   run: `--groups` (1,000) groups of `--members` (20) drawn from `--users` (200), `--messages`
+//!   (100) per group, then a reconnect storm of every user (`--phase load|welcome|all`).
+//! - `idle`: `--connections` (or `--sweep`) idle authenticated connections: memory per
+//!   connection, time to accept them, `welcome` latency.
+//! - `catchup`: a member offline while `--messages` (10,000) are posted, then it connects with
+//!   the client module (`rollcall::client`) and syncs in pages of `--page`.
+//! - `cold`: `--messages` (1,000,000) in `--groups` (1,000) groups, then a restart: time until
+//!   `/healthz` answers and until the first `sync` returns.
+//! - `fanout`: the storm at `--sweep` (10,100,1000,5000) members with 20% online.
+//! - `throughput`, `receipts`: the older scenarios (`--scenario NAME` still works).
+//!
+//! Counters come from the server's `/metrics`, so run against a server nobody else is using.
+//! The storm clients speak the protocol directly (tokio-tungstenite) rather than through the
+//! client module, so that the very same client code can drive the bare relay in `ceiling` and
+//! so that every timestamp is taken where the frame is read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::ToSocketAddrs;
@@ -1158,6 +1162,8 @@ struct Measured {
     /// The server's CPU seconds at the two snapshots, and its VmHWM (KiB) at the end.
     cpu_before: Option<f64>,
     cpu_after: Option<f64>,
+    /// This program's own CPU seconds over the same span (the clients' cost).
+    own_cpu: f64,
     hwm_kib: Option<u64>,
     outcomes: Vec<Outcome>,
     /// From "go" until every member was done.
@@ -1280,6 +1286,7 @@ async fn drive(
         None => Metrics::default(),
     };
     let cpu_before = pid.and_then(server::cpu_seconds);
+    let own_cpu_before = server::cpu_seconds(std::process::id());
 
     let go_at = Instant::now();
     let _ = go_tx.send(true);
@@ -1302,6 +1309,10 @@ async fn drive(
         tokio::time::sleep_until(settle_until).await;
     }
     let cpu_after = pid.and_then(server::cpu_seconds);
+    let own_cpu = match (own_cpu_before, server::cpu_seconds(std::process::id())) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
     let hwm_kib = pid.and_then(server::rss_kib).map(|(_, hwm)| hwm);
     let after = match admin {
         Some(admin) => blocking_metrics(admin).await?,
@@ -1321,6 +1332,7 @@ async fn drive(
         after,
         cpu_before,
         cpu_after,
+        own_cpu,
         hwm_kib,
         outcomes,
         active,
@@ -1523,6 +1535,7 @@ fn report(
     }
     fig_f("server_cpu_s", cpu);
     fig_f("server_cpu_s_per_1k_msgs", 1000.0 * per(cpu, messages));
+    fig_f("loadgen_cpu_s", m.own_cpu);
     fig_f(
         "server_cpu_us_per_delivery",
         1e6 * per(cpu, received as f64),
@@ -1585,6 +1598,10 @@ fn report(
             1e6 * per(cpu, received as f64),
             m.hwm_kib
                 .map_or("n/a".into(), |h| format!("{:.1} MiB", h as f64 / 1024.0))
+        );
+        println!(
+            "loadgen CPU (the clients) : {:.2} s over the same span",
+            m.own_cpu
         );
     }
 
