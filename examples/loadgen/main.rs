@@ -135,9 +135,6 @@ struct Args {
     /// Relay (internal): the address to listen on.
     #[arg(long, hide = true, default_value = "127.0.0.1:0")]
     relay_addr: String,
-    /// Print the figures JSON line only at the end (always printed); kept for scripts.
-    #[arg(long, hide = true)]
-    quiet: bool,
     /// Members of the group (default: 40 for throughput, 200 for receipts, 20 per group for groups).
     #[arg(long)]
     members: Option<usize>,
