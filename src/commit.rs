@@ -62,6 +62,7 @@ fn run(store: Arc<dyn Store>, metrics: Arc<Metrics>, queue: mpsc::Receiver<Flush
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
+        metrics.flush_begins();
         let ok = match store.flush() {
             Ok(()) => true,
             Err(e) => {
@@ -69,7 +70,6 @@ fn run(store: Arc<dyn Store>, metrics: Arc<Metrics>, queue: mpsc::Receiver<Flush
                 false
             }
         };
-        metrics.flushes.inc();
         for done in batch {
             done(ok);
         }

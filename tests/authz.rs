@@ -654,6 +654,22 @@ impl RawServer {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
+    /// The stdout lines once one satisfies `accept` (the reader thread may lag the process).
+    fn wait_for_stdout(&self, what: &str, accept: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let lines = self.stdout.lock().expect("stdout").clone();
+            if accept(&lines) {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "no {what} on stdout: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn http(
         &self,
         method: &str,
@@ -740,13 +756,13 @@ async fn generated_secrets_are_owner_only_files() {
         .to_string();
     assert!(admin.len() >= 32 && secret.len() >= 32, "short secrets");
     assert_ne!(admin, secret);
+    // The line follows "listening", which start() waited for: wait for it too.
     let printed: Vec<String> = server
-        .stdout
-        .lock()
-        .expect("stdout")
-        .iter()
+        .wait_for_stdout("the admin token", |lines| {
+            lines.iter().any(|l| l.contains(&admin))
+        })
+        .into_iter()
         .filter(|l| l.contains(&admin))
-        .cloned()
         .collect();
     assert_eq!(
         printed.len(),

@@ -65,7 +65,9 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
     let bearer = HeaderValue::from_str(&format!("Bearer {}", config.token))
         .map_err(|_| ClientError::Connect("the token is not a valid header value".into()))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
-    let (mut socket, _response) = tokio_tungstenite::connect_async(request)
+    // TCP_NODELAY, as the server and browsers do: without it a small frame (a `sync` page
+    // request after an `ack`) waits for the peer's delayed ACK, ~20 ms per round trip.
+    let (mut socket, _response) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| match e {
             tungstenite::Error::Http(response) => ClientError::Rejected {

@@ -26,7 +26,7 @@ pub use messages::*;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -73,6 +73,8 @@ enum AfterFlush {
         posted: Posted,
         push: Option<Arc<str>>,
         reply: oneshot::Sender<Result<Posted, GroupError>>,
+        /// When this actor took the send (for the send→durable histogram).
+        accepted: Instant,
     },
     MemberAdded {
         record: MemberRecord,
@@ -290,7 +292,7 @@ impl GroupActor {
                         handle.id,
                         handle.user
                     );
-                    metrics.evictions.inc();
+                    metrics.outbound_queue_overflows.inc();
                     handle.outbox.do_send(Outbound::Evict);
                     false
                 }
@@ -355,7 +357,12 @@ impl GroupActor {
                 posted,
                 push,
                 reply,
+                accepted,
             } => {
+                self.deps
+                    .metrics
+                    .send_durable_seconds
+                    .observe(accepted.elapsed().as_secs_f64());
                 let _ = reply.send(Ok(posted));
                 if let Some(text) = push {
                     self.push_to_all("msg", &text);
@@ -492,11 +499,13 @@ impl GroupActor {
                     posted,
                     push: None,
                     reply: msg.reply,
+                    accepted: Instant::now(),
                 },
                 ctx,
             );
             return;
         }
+        let accepted = Instant::now();
         let (from, client_id) = key;
         let seq = self.last_seq + 1;
         let ts = now_ms();
@@ -520,7 +529,7 @@ impl GroupActor {
         }
         self.written += 1;
         self.last_seq = seq;
-        self.deps.metrics.messages_stored.inc();
+        self.deps.metrics.message_stored(record.body.len());
         self.by_sender.entry(from.clone()).or_default().push(seq);
         let text: Arc<str> = Arc::from(
             ServerFrame::Msg(Message {
@@ -551,6 +560,7 @@ impl GroupActor {
                 },
                 push: Some(text),
                 reply: msg.reply,
+                accepted,
             },
             ctx,
         );

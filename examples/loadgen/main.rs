@@ -1,36 +1,40 @@
-//! Load generator for a running Rollcall server (loopback only).
-//!
-//! Three scenarios, each bounded by a message count and an overall deadline (`--deadline-secs`):
-//!
-//! - `throughput`: one group of `--members` (default 40) members, all online. `--senders`
-//!   (default 4) of them send `--messages` (default 20,000) in total, pipelined with at most
-//!   `--window` (default 64) unanswered sends each. Every member reads the pushed `msg` frames and
-//!   sends a cumulative `ack` every `--ack-every` (default 50) messages. Reports sends/s,
-//!   send→sent latency, send→delivered-to-all latency, flushes and messages per flush, frames out
-//!   per message.
-//! - `receipts`: one group of `--members` (default 200); `--online` (default 40) readers plus one
-//!   sender are online. The sender posts `--messages` (default 200), one every `--pace-ms`
-//!   (default 20). Each reader sends `read` for every pushed message (or every `--read-batch`-th,
-//!   cumulatively). After every reader has read everything and two receipt ticks have passed, the
-//!   `/metrics` deltas give the frames per posted message, compared with the naive per-reader
-//!   design.
-//! - `groups`: `--groups` (default 1,000) groups of `--members` (default 20) members drawn from a
-//!   pool of `--users` (default 200) users; `--messages` (default 100) per group, 200-byte bodies.
-//!   `--senders` (default 4) connections post round-robin across the groups, each with at most
-//!   `--window` sends in flight across many groups; group `g`'s sender is user `g mod senders`,
-//!   always one of its members. Then a reconnect storm: every user of the pool connects at once and
-//!   the time until every `welcome` arrived is measured (after a restart this starts every group
-//!   actor). `--phase load` (create + post) and `--phase welcome` (storm only) let the operator
-//!   restart the server in between; `--server-pid` reports the server's VmRSS/VmHWM at each step,
-//!   `--data-dir` the data directory's size. See docs/MEASUREMENTS.md.
+//! Load generator for Rollcall (loopback only): real WebSocket clients against a real server.
 //!
 //! ```text
-//! ROLLCALL_ADMIN_TOKEN=adm ROLLCALL_JWT_SECRET=sec rollcall serve --addr 127.0.0.1:7600 --data /tmp/d
-//! cargo run --release --example loadgen -- --http http://127.0.0.1:7600 --admin-token adm \
-//!     --scenario throughput
+//! cargo run --release --example loadgen -- <scenario> [options]
 //! ```
 //!
-//! Counters come from the server's `/metrics`, so run it against a server nobody else is using.
+//! By default it starts its own server (`rollcall` beside this program, `serve --addr
+//! 127.0.0.1:0` with a temporary data directory; see `server.rs`), reads its CPU time and memory
+//! from `/proc`, and stops it at the end; `--http URL --admin-token TOKEN` drives an external
+//! one. Every run is bounded by a message count and `--deadline-secs`, prints a human summary
+//! and, last, one JSON line of figures. Scenarios (details and results in BENCHMARKS.md):
+//!
+//! - `storm` (default): one group of `--members` (200), `--online` (40) of them connected: one
+//!   sender (`--senders`) posts `--messages` (20,000) closed-loop with `--window` (64) unanswered
+//!   sends, or open-loop at `--rate` msgs/s; every reader reads every message, sending a
+//!   cumulative `read` every `--read-batch` (5) messages or after `--read-ms` (20) ms without
+//!   one. Reports posted msgs/s, deliveries/s, send→sent, send→received-by-all and send→read
+//!   count (receipt) latencies, frames per message from `/metrics`, CPU and peak RSS.
+//! - `ceiling`: the storm against Rollcall, then the same clients against a bare relay (this
+//!   program run as `loadgen relay`, a separate process), then the disk's fsyncs per second.
+//! - `groups`: a sweep over the number of groups (`--sweep`, default 1,10,100,1000), the same
+//!   total of messages spread over them. Without `--sweep` and with `--http`, the older single
+//!   run: `--groups` (1,000) groups of `--members` (20) drawn from `--users` (200), `--messages`
+//!   (100) per group, then a reconnect storm of every user (`--phase load|welcome|all`).
+//! - `idle`: `--connections` (or `--sweep`) idle authenticated connections: memory per
+//!   connection, time to accept them, `welcome` latency.
+//! - `catchup`: a member offline while `--messages` (10,000) are posted, then it connects with
+//!   the client module (`rollcall::client`) and syncs in pages of `--page`.
+//! - `cold`: `--messages` (1,000,000) in `--groups` (1,000) groups, then a restart: time until
+//!   `/healthz` answers and until the first `sync` returns.
+//! - `fanout`: the storm at `--sweep` (10,100,1000,5000) members with 20% online.
+//! - `throughput`, `receipts`: the older scenarios (`--scenario NAME` still works).
+//!
+//! Counters come from the server's `/metrics`, so run against a server nobody else is using.
+//! The storm clients speak the protocol directly (tokio-tungstenite) rather than through the
+//! client module, so that the very same client code can drive the bare relay in `ceiling` and
+//! so that every timestamp is taken where the frame is read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::ToSocketAddrs;
@@ -46,13 +50,34 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+mod scenarios;
+mod server;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    Throughput,
-    Receipts,
+    /// One group of 200 members, 40 online; one sender posts; every reader reads everything.
+    Storm,
+    /// G groups (a sweep: 1, 10, 100, 1,000) with traffic spread over them.
     Groups,
+    /// C idle authenticated connections: memory per connection, time to accept, `welcome` latency.
+    Idle,
+    /// One member offline while messages are posted, then it reconnects and syncs.
+    Catchup,
+    /// A data directory with many messages: restart time until `/healthz` and the first sync.
+    Cold,
+    /// Cost per message as the group grows (10, 100, 1,000, 5,000 members, 20% online).
+    Fanout,
+    /// The storm against Rollcall and against a bare WebSocket relay, and the disk's fsyncs/s.
+    Ceiling,
+    /// Older scenario: one group, every member online, several closed-loop senders.
+    Throughput,
+    /// Older scenario: the receipt-traffic count with a paced sender (see `storm --rate`).
+    Receipts,
+    /// Internal: serve the bare relay (`ceiling` starts this as a separate process).
+    #[value(hide = true)]
+    Relay,
 }
 
 /// What the `groups` scenario runs.
@@ -66,29 +91,60 @@ enum Phase {
     Welcome,
 }
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "loadgen",
     about = "Load generator for a Rollcall server (loopback only)"
 )]
 struct Args {
-    /// Base URL of the server's HTTP listener (must be a loopback address).
-    #[arg(long, default_value = "http://127.0.0.1:7600")]
-    http: String,
-    /// Admin bearer token.
+    /// The scenario to run.
+    #[arg(value_enum)]
+    scenario_arg: Option<Scenario>,
+    /// The same, in the older spelling (`--scenario throughput`).
+    #[arg(long = "scenario", value_enum, hide = true)]
+    scenario_flag: Option<Scenario>,
+    /// An external server's base URL (a loopback address). Without it, loadgen starts its own
+    /// server (the `rollcall` binary beside this program) with a temporary data directory.
+    #[arg(long, visible_alias = "url")]
+    http: Option<String>,
+    /// The external server's admin token (with --http).
     #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
-    #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
-    scenario: Scenario,
+    admin_token: Option<String>,
+    /// The server binary to start (default: `rollcall` beside this program, same profile).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Extra flags for the started server, e.g. `--server-arg=--cache-mb=16` (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Storm: post at this many messages per second (open loop) instead of closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Storm: a reader also sends its `read` when this many milliseconds passed since its last
+    /// one (0: only every --read-batch messages).
+    #[arg(long, default_value_t = 20)]
+    read_ms: u64,
+    /// Groups, fanout, idle: the values to sweep (groups, members, connections), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<u64>,
+    /// Idle: connections to open (default 1,000; the sweep overrides it).
+    #[arg(long, default_value_t = 1000)]
+    connections: u64,
+    /// Catchup and cold: the sync page size the client uses (the server caps pages at 1,000).
+    #[arg(long, default_value_t = 1000)]
+    page: usize,
+    /// Relay (internal): the address to listen on.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    relay_addr: String,
     /// Members of the group (default: 40 for throughput, 200 for receipts, 20 per group for groups).
     #[arg(long)]
     members: Option<usize>,
-    /// Online readers (receipts; default 40). Throughput keeps every member online.
+    /// Storm: members online, senders included (default 40); receipts: online readers (default
+    /// 40). Throughput keeps every member online.
     #[arg(long)]
     online: Option<usize>,
-    /// Members that send (throughput).
-    #[arg(long, default_value_t = 4)]
-    senders: usize,
+    /// Members that send (default: 4 for throughput and groups, 1 for storm).
+    #[arg(long)]
+    senders: Option<usize>,
     /// Messages posted in total (default: 20,000 for throughput, 200 for receipts); groups: per
     /// group (default 100).
     #[arg(long)]
@@ -99,9 +155,10 @@ struct Args {
     /// Throughput: each member sends a cumulative `ack` every N received messages.
     #[arg(long, default_value_t = 50)]
     ack_every: u64,
-    /// Receipts: each reader sends a cumulative `read` every N received messages (1: every one).
-    #[arg(long, default_value_t = 1)]
-    read_batch: u64,
+    /// Storm and receipts: each reader sends a cumulative `read` every N received messages
+    /// (default: 5 for storm, 1 for receipts).
+    #[arg(long)]
+    read_batch: Option<u64>,
     /// Receipts: the sender posts one message every this many milliseconds.
     #[arg(long, default_value_t = 20)]
     pace_ms: u64,
@@ -112,7 +169,7 @@ struct Args {
     #[arg(long)]
     body_bytes: Option<usize>,
     /// The whole run (setup included) stops after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 300)]
     deadline_secs: u64,
     /// Leave Nagle's algorithm on for the client sockets (default: TCP_NODELAY, as browsers do).
     #[arg(long)]
@@ -120,7 +177,7 @@ struct Args {
     /// The server's data directory, to report its size before and after (optional).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Groups: number of groups.
+    /// Groups and cold: number of groups.
     #[arg(long, default_value_t = 1000)]
     groups: usize,
     /// Groups: the pool of users that members are drawn from (and that the storm connects).
@@ -152,26 +209,69 @@ struct Plan {
     /// Throughput: `ack` every N; receipts: `read` every N.
     cursor_every: u64,
     pace: Option<Duration>,
+    /// Storm: open-loop rate in messages per second (all senders together).
+    rate: Option<f64>,
+    /// Storm: readers also send their `read` at this period.
+    cursor_period: Option<Duration>,
     settle: Duration,
     body: Arc<str>,
     nodelay: bool,
+    /// Against the bare relay (`ceiling`): no `sent`, no receipts; echoed `send` frames count
+    /// as both the sender's answer and the members' `msg`.
+    relay: bool,
 }
 
 impl Args {
+    /// The scenario, positional or from the older `--scenario` flag.
+    fn scenario(&self) -> Scenario {
+        self.scenario_arg
+            .or(self.scenario_flag)
+            .unwrap_or(Scenario::Storm)
+    }
+
+    /// The admin client of the server under test.
+    fn admin(&self) -> Result<Admin, Error> {
+        let http = self.http.as_deref().ok_or("no server: give --http")?;
+        let token = self
+            .admin_token
+            .as_deref()
+            .ok_or("--admin-token (or ROLLCALL_ADMIN_TOKEN) is needed with --http")?;
+        Admin::new(http, token)
+    }
+
     fn plan(&self) -> Result<Plan, Error> {
-        let (members, online, senders, messages, every, pace) = match self.scenario {
+        self.plan_for(self.scenario())
+    }
+
+    fn plan_for(&self, scenario: Scenario) -> Result<Plan, Error> {
+        let (members, online, senders, messages, every, pace) = match scenario {
             Scenario::Throughput => {
                 let members = self.members.unwrap_or(40);
                 (
                     members,
                     members,
-                    self.senders,
+                    self.senders.unwrap_or(4),
                     self.messages.unwrap_or(20_000),
                     self.ack_every,
                     None,
                 )
             }
-            Scenario::Groups => return Err("the groups scenario has no single-group plan".into()),
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => {
+                let members = self.members.unwrap_or(200);
+                let online = if scenario == Scenario::Fanout {
+                    (members / 5).max(2)
+                } else {
+                    self.online.unwrap_or(40)
+                };
+                (
+                    members,
+                    online,
+                    self.senders.unwrap_or(1),
+                    self.messages.unwrap_or(20_000),
+                    self.read_batch.unwrap_or(5),
+                    None,
+                )
+            }
             Scenario::Receipts => {
                 let members = self.members.unwrap_or(200);
                 let readers = self.online.unwrap_or(40);
@@ -180,10 +280,11 @@ impl Args {
                     readers + 1,
                     1,
                     self.messages.unwrap_or(200),
-                    self.read_batch,
+                    self.read_batch.unwrap_or(1),
                     Some(Duration::from_millis(self.pace_ms)),
                 )
             }
+            other => return Err(format!("{other:?} has no single-group plan").into()),
         };
         if members == 0 || senders == 0 || senders > members || online > members {
             return Err(format!(
@@ -194,18 +295,30 @@ impl Args {
         if messages == 0 || self.window == 0 || every == 0 {
             return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
         }
+        let storm_like = matches!(
+            scenario,
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout
+        );
         Ok(Plan {
-            scenario: self.scenario,
+            scenario,
             members,
             online,
             senders,
             messages,
-            window: self.window,
+            window: if storm_like && self.rate.is_some() {
+                self.window.max(4096)
+            } else {
+                self.window
+            },
             cursor_every: every,
             pace,
+            rate: if storm_like { self.rate } else { None },
+            cursor_period: (storm_like && self.read_ms > 0)
+                .then(|| Duration::from_millis(self.read_ms)),
             settle: Duration::from_millis(2 * self.receipt_interval_ms + 200),
             body: "x".repeat(self.body_bytes.unwrap_or(64)).into(),
             nodelay: !self.client_nagle,
+            relay: false,
         })
     }
 }
@@ -435,8 +548,12 @@ struct Role {
     sends: Vec<u64>,
     window: usize,
     pace: Option<Duration>,
+    /// Open loop: this member's share of the rate, in messages per second.
+    rate: Option<f64>,
     /// `Some(("ack"|"read", every))`: the cursor frame sent after every N received messages.
     cursor: Option<(&'static str, u64)>,
+    /// Also send the cursor frame at this period when it moved.
+    cursor_period: Option<Duration>,
     /// `msg` frames this member waits for before it is done.
     expect: u64,
     /// Receipts sender: done only when a receipt shows every reader read the last message.
@@ -532,7 +649,18 @@ async fn run_member(
     let mut sent_us_by_seq: HashMap<u64, u64> = HashMap::new(); // own seq → send time (µs)
     let mut last_seq = 0u64;
     let mut acked_seq = 0u64;
-    let mut pace = role.pace.map(|p| {
+    let go_at = Instant::now();
+    let pace_period = match role.rate {
+        Some(_) => Some(Duration::from_millis(1)),
+        None => role.pace,
+    };
+    let mut pace = pace_period.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut last_cursor_at = Instant::now();
+    let mut cursor_tick = role.cursor_period.map(|p| {
         let mut i = tokio::time::interval(p);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
@@ -602,7 +730,34 @@ async fn run_member(
             _ = stop.changed() => break,
             _ = async { pace.as_mut().expect("guarded").tick().await },
                 if pace.is_some() && next_send < total_sends => {
-                pace_credit += 1;
+                match role.rate {
+                    // Open loop: whatever is due by now, whether earlier sends were answered or not.
+                    Some(rate) => {
+                        let due = (go_at.elapsed().as_secs_f64() * rate) as usize;
+                        pace_credit = due.min(total_sends).saturating_sub(next_send);
+                    }
+                    None => pace_credit += 1,
+                }
+                continue;
+            }
+            _ = async { cursor_tick.as_mut().expect("guarded").tick().await },
+                if cursor_tick.is_some() => {
+                // "N messages or T ms": only when no cursor frame went out for a whole period.
+                let quiet = role
+                    .cursor_period
+                    .is_some_and(|p| last_cursor_at.elapsed() >= p);
+                if let (Some((kind, _)), true) = (role.cursor, quiet) {
+                    if last_seq > acked_seq && out.lost.is_none() {
+                        let frame = json!({"type": kind, "group": group, "seq": last_seq});
+                        if let Err(e) = sink.send(Message::text(frame.to_string())).await {
+                            out.lost.get_or_insert(format!("write: {e}"));
+                        } else {
+                            acked_seq = last_seq;
+                            out.cursor_frames += 1;
+                            last_cursor_at = Instant::now();
+                        }
+                    }
+                }
                 continue;
             }
             frame = stream.next() => frame,
@@ -616,7 +771,24 @@ async fn run_member(
         let Some(f) = parse_frame(&text, &mut out.errors, &mut out.first_error) else {
             continue;
         };
-        match f.kind {
+        // The bare relay echoes `send` frames to everyone, the sender included: for the sender
+        // the echo is its answer, for everyone it is the `msg` (seq: the message's index + 1).
+        let (kind, seq) = match f.kind {
+            "send" => {
+                if let Some(global) = f.id {
+                    if in_flight.remove(&global).is_some() {
+                        answered += 1;
+                        let at = shared.sent_at[global as usize].load(Ordering::Relaxed);
+                        let now = shared.now_us();
+                        out.sent_latency_us.push(now.saturating_sub(at));
+                        out.last_sent_us = Some(now);
+                    }
+                }
+                ("msg", f.id.map(|g| g + 1))
+            }
+            other => (other, f.seq),
+        };
+        match kind {
             "sent" => {
                 let Some(global) = f.id else { continue };
                 if let Some(at) = in_flight.remove(&global) {
@@ -636,7 +808,7 @@ async fn run_member(
             }
             "msg" => {
                 out.received += 1;
-                let seq = f.seq.unwrap_or(0);
+                let seq = seq.unwrap_or(0);
                 last_seq = last_seq.max(seq);
                 if let Some(global) = f
                     .client_id
@@ -656,6 +828,7 @@ async fn run_member(
                             acked_seq = last_seq;
                             out.cursor_frames += 1;
                         }
+                        last_cursor_at = Instant::now();
                     }
                 }
             }
@@ -744,26 +917,166 @@ fn run_id() -> String {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let scenario = args.scenario();
+    if scenario == Scenario::Relay {
+        return match scenarios::serve_relay(&args.relay_addr) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen relay: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let nofile = server::raise_nofile();
+    fig("scenario", format!("{scenario:?}").to_lowercase());
+    fig("nofile", nofile);
+    let result = with_server(&args, |args| match scenario {
+        Scenario::Groups if args.sweep.is_empty() && args.http_given() => groups::run(args),
+        Scenario::Groups => scenarios::groups_sweep(args),
+        Scenario::Idle => scenarios::idle(args),
+        Scenario::Catchup => scenarios::catchup(args),
+        Scenario::Cold => scenarios::cold(args),
+        Scenario::Fanout => scenarios::fanout(args),
+        Scenario::Ceiling => scenarios::ceiling(args),
+        _ => run(args),
+    });
+    let code = match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::from(2),
+        Ok(false) => {
+            fig("status", "incomplete");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("loadgen: {e}");
+            fig("status", "error");
+            fig("error", e.to_string());
             std::process::ExitCode::FAILURE
         }
+    };
+    print_figures();
+    code
+}
+
+/// The figures of this run, printed as one JSON line at the end.
+static FIGURES: std::sync::Mutex<Vec<(String, Value)>> = std::sync::Mutex::new(Vec::new());
+/// A prefix for the keys of the figures (the sweep point, e.g. `g100.`).
+static FIG_PREFIX: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Records one figure for the final JSON line (NaN and infinities become null).
+fn fig(key: &str, value: impl Into<Value>) {
+    let prefix = FIG_PREFIX.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut value = value.into();
+    if let Value::Number(n) = &value {
+        if let Some(f) = n.as_f64() {
+            if n.is_f64() {
+                // Three significant decimals are plenty and keep the line short.
+                value = json!((f * 1000.0).round() / 1000.0);
+            }
+        }
+    }
+    if let Ok(mut figures) = FIGURES.lock() {
+        figures.push((format!("{prefix}{key}"), value));
     }
 }
 
-fn run(args: &Args) -> Result<bool, Error> {
-    if args.scenario == Scenario::Groups {
-        return groups::run(args);
+fn fig_f(key: &str, value: f64) {
+    if value.is_finite() {
+        fig(key, value);
+    } else {
+        fig(key, Value::Null);
     }
-    let plan = args.plan()?;
-    let admin = Admin::new(&args.http, &args.admin_token)?;
-    let started = Instant::now();
-    let deadline_std = started + Duration::from_secs(args.deadline_secs);
+}
 
-    // Setup: users (created as group members), one group, tokens for the online members.
+fn set_fig_prefix(prefix: &str) {
+    if let Ok(mut p) = FIG_PREFIX.lock() {
+        *p = prefix.to_string();
+    }
+}
+
+fn print_figures() {
+    let mut map = serde_json::Map::new();
+    if let Ok(figures) = FIGURES.lock() {
+        for (k, v) in figures.iter() {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    println!("{}", Value::Object(map));
+}
+
+impl Args {
+    fn http_given(&self) -> bool {
+        self.http.is_some()
+    }
+}
+
+/// Runs `f` against the external server (`--http`) or against a server started for it.
+fn with_server(args: &Args, f: impl FnOnce(&Args) -> Result<bool, Error>) -> Result<bool, Error> {
+    if args.http.is_some() {
+        return f(args);
+    }
+    // Scenarios that start servers themselves (several, or restarted) get none here.
+    if matches!(
+        args.scenario(),
+        Scenario::Groups | Scenario::Fanout | Scenario::Cold | Scenario::Idle | Scenario::Ceiling
+    ) {
+        return f(args);
+    }
+    let (server, _dir) = start_server(args)?;
+    let mut args = args.clone();
+    attach(&mut args, &server);
+    let out = f(&args);
+    finish_server(server);
+    out
+}
+
+/// Starts a server with a fresh temporary data directory.
+fn start_server(args: &Args) -> Result<(server::Server, tempfile::TempDir), Error> {
+    let dir = tempfile::Builder::new().prefix("rollcall-lg").tempdir()?;
+    let bin = args.server_bin.clone().unwrap_or_else(server::default_bin);
+    let server = server::Server::start(&bin, &dir.path().join("data"), &args.server_args)?;
+    println!(
+        "server      : {} serve --addr 127.0.0.1:0 --data {} {} (pid {}, {})",
+        bin.display(),
+        server.data.display(),
+        args.server_args.join(" "),
+        server.pid,
+        server.http
+    );
+    Ok((server, dir))
+}
+
+/// Points `args` at a started server.
+fn attach(args: &mut Args, server: &server::Server) {
+    args.http = Some(server.http.clone());
+    args.admin_token = Some(server::ADMIN_TOKEN.to_string());
+    args.server_pid = Some(server.pid);
+    args.data_dir = Some(server.data.clone());
+}
+
+/// Stops a started server and reports its log.
+fn finish_server(mut server: server::Server) {
+    let took = server.stop();
+    let lines = server.log_lines();
+    println!(
+        "server stop : {:.2} s; {lines} warning/error log lines ({})",
+        took.as_secs_f64(),
+        server.log_path().display()
+    );
+    fig("server_log_lines", lines);
+}
+
+/// The single-group scenarios (storm, throughput, receipts) against the server in `args`.
+fn run(args: &Args) -> Result<bool, Error> {
+    let plan = args.plan()?;
+    run_plan(args, &plan)
+}
+
+/// Creates the group and the users' tokens; returns the group id and one URL per online member.
+fn setup_group(
+    admin: &Admin,
+    plan: &Plan,
+    deadline_std: Instant,
+) -> Result<(String, Vec<String>), Error> {
     let id = run_id();
     let users: Vec<String> = (0..plan.members).map(|i| format!("{id}-u{i}")).collect();
     let group = format!("{id}-g");
@@ -780,8 +1093,37 @@ fn run(args: &Args) -> Result<bool, Error> {
         let token = answer["token"].as_str().ok_or("no token in answer")?;
         urls.push(admin.ws_url(token));
     }
-    let data_before = args.data_dir.as_deref().map(dir_bytes);
+    Ok((group, urls))
+}
 
+fn run_plan(args: &Args, plan: &Plan) -> Result<bool, Error> {
+    let admin = args.admin()?;
+    let started = Instant::now();
+    let deadline_std = started + Duration::from_secs(args.deadline_secs);
+    let (group, urls) = setup_group(&admin, plan, deadline_std)?;
+    let data_before = args.data_dir.as_deref().map(dir_bytes);
+    let (shared, measured) = drive_plan(
+        plan,
+        Some(&admin),
+        group,
+        urls,
+        args.server_pid,
+        deadline_std,
+    )?;
+    let data_after = args.data_dir.as_deref().map(dir_bytes);
+    let ok = report(plan, &shared, measured, data_before, data_after);
+    Ok(ok)
+}
+
+/// Runs one plan's members against `urls` (Rollcall, or the relay when `admin` is None).
+fn drive_plan(
+    plan: &Plan,
+    admin: Option<&Admin>,
+    group: String,
+    urls: Vec<String>,
+    pid: Option<u32>,
+    deadline_std: Instant,
+) -> Result<(Arc<Shared>, Measured), Error> {
     let shared = Arc::new(Shared {
         start: Instant::now(),
         group,
@@ -789,29 +1131,37 @@ fn run(args: &Args) -> Result<bool, Error> {
         last_arrival: (0..plan.messages).map(|_| AtomicU64::new(0)).collect(),
         arrivals: (0..plan.messages).map(|_| AtomicU32::new(0)).collect(),
         readers: match plan.scenario {
-            Scenario::Throughput | Scenario::Groups => 0,
+            _ if plan.relay => 0,
             Scenario::Receipts => (plan.online - 1) as u64,
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => {
+                (plan.online - plan.senders) as u64
+            }
+            _ => 0,
         },
     });
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let measured = runtime.block_on(drive(
-        &plan,
-        &admin,
+        plan,
+        admin,
         urls,
         Arc::clone(&shared),
         deadline_std,
+        pid,
     ))?;
-    let data_after = args.data_dir.as_deref().map(dir_bytes);
-    let ok = report(&plan, &shared, measured, data_before, data_after);
-    Ok(ok)
+    Ok((shared, measured))
 }
 
 struct Measured {
     before: Metrics,
     after: Metrics,
+    /// The server's CPU seconds at the two snapshots, and its VmHWM (KiB) at the end.
+    cpu_before: Option<f64>,
+    cpu_after: Option<f64>,
+    /// This program's own CPU seconds over the same span (the clients' cost).
+    own_cpu: f64,
+    hwm_kib: Option<u64>,
     outcomes: Vec<Outcome>,
     /// From "go" until every member was done.
     active: Duration,
@@ -820,10 +1170,11 @@ struct Measured {
 
 async fn drive(
     plan: &Plan,
-    admin: &Admin,
+    admin: Option<&Admin>,
     urls: Vec<String>,
     shared: Arc<Shared>,
     deadline_std: Instant,
+    pid: Option<u32>,
 ) -> Result<Measured, Error> {
     let deadline = tokio::time::Instant::from_std(deadline_std);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -858,8 +1209,24 @@ async fn drive(
                 plan.messages,
                 false,
             ),
-            Scenario::Groups => unreachable!("the groups scenario has its own driver"),
+            // Storm-like: the first `senders` members post (their own messages come back as
+            // `msg` too); the others read everything in batches.
+            _ if index < plan.senders => (
+                (index as u64..plan.messages)
+                    .step_by(plan.senders)
+                    .collect(),
+                None,
+                plan.messages,
+                !plan.relay,
+            ),
+            _ => (
+                Vec::new(),
+                Some(("read", plan.cursor_every)),
+                plan.messages,
+                false,
+            ),
         };
+        let sender = index < plan.senders;
         let role = Role {
             index,
             url,
@@ -870,7 +1237,12 @@ async fn drive(
             } else {
                 None
             },
+            rate: plan
+                .rate
+                .filter(|_| sender)
+                .map(|r| r / plan.senders as f64),
             cursor,
+            cursor_period: if sender { None } else { plan.cursor_period },
             expect,
             wait_all_read,
             body: Arc::clone(&plan.body),
@@ -906,7 +1278,12 @@ async fn drive(
     }
     // Let the welcome bursts drain before the "before" snapshot.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = blocking_metrics(admin).await?;
+    let before = match admin {
+        Some(admin) => blocking_metrics(admin).await?,
+        None => Metrics::default(),
+    };
+    let cpu_before = pid.and_then(server::cpu_seconds);
+    let own_cpu_before = server::cpu_seconds(std::process::id());
 
     let go_at = Instant::now();
     let _ = go_tx.send(true);
@@ -928,7 +1305,16 @@ async fn drive(
         let settle_until = (tokio::time::Instant::now() + plan.settle).min(deadline);
         tokio::time::sleep_until(settle_until).await;
     }
-    let after = blocking_metrics(admin).await?;
+    let cpu_after = pid.and_then(server::cpu_seconds);
+    let own_cpu = match (own_cpu_before, server::cpu_seconds(std::process::id())) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let hwm_kib = pid.and_then(server::rss_kib).map(|(_, hwm)| hwm);
+    let after = match admin {
+        Some(admin) => blocking_metrics(admin).await?,
+        None => Metrics::default(),
+    };
     let _ = stop_tx.send(true);
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -941,6 +1327,10 @@ async fn drive(
     Ok(Measured {
         before,
         after,
+        cpu_before,
+        cpu_after,
+        own_cpu,
+        hwm_kib,
         outcomes,
         active,
         timed_out,
@@ -1004,7 +1394,7 @@ fn report(
     let (b, a) = (&m.before, &m.after);
     let flushes = b.delta(a, "rollcall_flushes_total");
     let stored = b.delta(a, "rollcall_messages_stored_total");
-    let evictions = b.delta(a, "rollcall_evictions_total");
+    let evictions = b.delta(a, "rollcall_outbound_queue_overflows_total");
     let out_by_type = b.frames_by_type(a, "out");
     let in_by_type = b.frames_by_type(a, "in");
     let out_total: f64 = out_by_type.values().sum();
@@ -1071,6 +1461,146 @@ fn report(
     );
     println!("frames in Δ : total={in_total} {in_by_type:?}");
     println!("frames out Δ: total={out_total} {out_by_type:?}");
+
+    // Figures shared by every single-group scenario (the JSON line).
+    let messages = plan.messages as f64;
+    let received: u64 = outcomes.iter().map(|o| o.received).sum();
+    let first_send_us = (0..plan.messages as usize)
+        .map(|i| shared.sent_at[i].load(Ordering::Relaxed))
+        .filter(|&t| t > 0)
+        .min();
+    let last_arrival_us = (0..plan.messages as usize)
+        .map(|i| shared.last_arrival[i].load(Ordering::Relaxed))
+        .max();
+    let delivery_span_s = match (first_send_us, last_arrival_us) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+        _ => f64::NAN,
+    };
+    let msgs_per_s = per(answered as f64, send_span_s);
+    let deliveries_per_s = per(received as f64, delivery_span_s);
+    let mut all_read: Vec<u64> = outcomes
+        .iter()
+        .flat_map(|o| o.all_read_latency_us.iter().copied())
+        .collect();
+    all_read.sort_unstable();
+    let cpu = match (m.cpu_before, m.cpu_after) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let ms = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    fig("members", plan.members);
+    fig("online", plan.online);
+    fig("senders", plan.senders);
+    fig("messages", plan.messages);
+    if let Some(rate) = plan.rate {
+        fig_f("rate", rate);
+    } else {
+        fig("window", plan.window);
+    }
+    fig("answered", answered);
+    fig_f("msgs_per_s", msgs_per_s);
+    fig_f("deliveries_per_s", deliveries_per_s);
+    fig_f("sent_p50_ms", ms(percentile(&sent_lat, 0.5)));
+    fig_f("sent_p99_ms", ms(percentile(&sent_lat, 0.99)));
+    fig_f("sent_max_ms", ms(percentile(&sent_lat, 1.0)));
+    fig_f("all_p50_ms", ms(percentile(&all_delivered, 0.5)));
+    fig_f("all_p99_ms", ms(percentile(&all_delivered, 0.99)));
+    fig_f("all_max_ms", ms(percentile(&all_delivered, 1.0)));
+    fig("reached_all", all_delivered.len());
+    if !plan.relay {
+        let receipts = b.delta(a, "rollcall_receipt_frames_sent_total");
+        fig_f("frames_in_per_msg", per(in_total, stored));
+        fig_f("frames_out_per_msg", per(out_total, stored));
+        fig_f("receipt_frames_per_msg", per(receipts, stored));
+        fig_f("msgs_per_flush", per(stored, flushes));
+        fig_f(
+            "body_bytes_stored_per_msg",
+            per(b.delta(a, "rollcall_message_bytes_stored_total"), stored),
+        );
+        if let (Some(x), Some(y)) = (data_before, data_after) {
+            fig_f("disk_growth_per_msg", per(y as f64 - x as f64, stored));
+        }
+        fig("evictions", evictions);
+        let durable_n = b.delta(a, "rollcall_send_durable_seconds_count");
+        fig_f(
+            "send_durable_mean_ms",
+            1000.0 * per(b.delta(a, "rollcall_send_durable_seconds_sum"), durable_n),
+        );
+        fig_f("read_all_p50_ms", ms(percentile(&all_read, 0.5)));
+        fig_f("read_all_p99_ms", ms(percentile(&all_read, 0.99)));
+        fig("read_all_n", all_read.len());
+    }
+    fig_f("server_cpu_s", cpu);
+    fig_f("server_cpu_s_per_1k_msgs", 1000.0 * per(cpu, messages));
+    fig_f("loadgen_cpu_s", m.own_cpu);
+    fig_f(
+        "server_cpu_us_per_delivery",
+        1e6 * per(cpu, received as f64),
+    );
+    if let Some(hwm) = m.hwm_kib {
+        fig_f("server_peak_rss_mib", hwm as f64 / 1024.0);
+        fig_f(
+            "server_peak_rss_mib_per_1k_msgs",
+            1000.0 * per(hwm as f64 / 1024.0, messages),
+        );
+    }
+    if matches!(
+        plan.scenario,
+        Scenario::Storm | Scenario::Ceiling | Scenario::Fanout
+    ) {
+        println!(
+            "--- result ({}) ---",
+            if plan.relay { "bare relay" } else { "storm" }
+        );
+        println!(
+            "posted msgs/s (durable)   : {msgs_per_s:.0} ({answered} answered over {send_span_s:.2} s, first send → last answer){}",
+            plan.rate.map_or(String::new(), |r| format!(" at --rate {r}"))
+        );
+        println!(
+            "deliveries/s              : {deliveries_per_s:.0} ({received} msg frames received over {delivery_span_s:.2} s, first send → last arrival)"
+        );
+        println!(
+            "send→sent                 : p50 {} / p99 {} / max {} ms",
+            fmt_ms(percentile(&sent_lat, 0.5)),
+            fmt_ms(percentile(&sent_lat, 0.99)),
+            fmt_ms(percentile(&sent_lat, 1.0))
+        );
+        println!(
+            "send→received by all {:<4} : p50 {} / p99 {} / max {} ms",
+            plan.online,
+            fmt_ms(percentile(&all_delivered, 0.5)),
+            fmt_ms(percentile(&all_delivered, 0.99)),
+            fmt_ms(percentile(&all_delivered, 1.0))
+        );
+        if !plan.relay {
+            println!(
+                "send→read count {}        : p50 {} / p99 {} ms ({} messages; receipt tick {} ms)",
+                shared.readers,
+                fmt_ms(percentile(&all_read, 0.5)),
+                fmt_ms(percentile(&all_read, 0.99)),
+                all_read.len(),
+                plan.settle.as_millis().saturating_sub(200) / 2
+            );
+            println!(
+                "server frames per message : out {:.2}, in {:.2}, receipt {:.4}; messages/flush {:.1}",
+                per(out_total, stored),
+                per(in_total, stored),
+                per(b.delta(a, "rollcall_receipt_frames_sent_total"), stored),
+                per(stored, flushes)
+            );
+        }
+        println!(
+            "server CPU                : {cpu:.2} s ({:.3} s per 1,000 messages, {:.2} µs per delivery); peak RSS {}",
+            1000.0 * per(cpu, messages),
+            1e6 * per(cpu, received as f64),
+            m.hwm_kib
+                .map_or("n/a".into(), |h| format!("{:.1} MiB", h as f64 / 1024.0))
+        );
+        println!(
+            "loadgen CPU (the clients) : {:.2} s over the same span",
+            m.own_cpu
+        );
+    }
 
     match plan.scenario {
         Scenario::Throughput => {
@@ -1177,7 +1707,7 @@ fn report(
                 );
             }
         }
-        Scenario::Groups => {}
+        _ => {}
     }
 
     if !errors.is_empty() {
@@ -1194,6 +1724,7 @@ fn report(
     }
     let clean = !m.timed_out && lost.is_empty() && errors.is_empty() && answered == plan.messages;
     println!("status      : {}", if clean { "ok" } else { "INCOMPLETE" });
+    fig("clean", clean);
     clean
 }
 
@@ -1805,7 +2336,7 @@ mod groups {
             groups: args.groups,
             members: args.members.unwrap_or(20),
             users: args.users,
-            senders: args.senders,
+            senders: args.senders.unwrap_or(4),
             messages: args.messages.unwrap_or(100),
         };
         if !valid_prefix(&layout.prefix) {
@@ -1830,7 +2361,7 @@ mod groups {
             )
             .into());
         }
-        let admin = Admin::new(&args.http, &args.admin_token)?;
+        let admin = args.admin()?;
         let deadline_std = Instant::now() + Duration::from_secs(args.deadline_secs);
         let deadline = tokio::time::Instant::from_std(deadline_std);
         let body: Arc<str> = "x".repeat(args.body_bytes.unwrap_or(200)).into();
@@ -1974,13 +2505,24 @@ mod groups {
             "metrics Δ   : flushes={flushes} messages/flush={:.1} evictions={} frames out={out_total} \
              ({:.2}/message; senders received {msgs} msg pushes)",
             per(stored, flushes),
-            b.delta(a, "rollcall_evictions_total"),
+            b.delta(a, "rollcall_outbound_queue_overflows_total"),
             per(out_total, stored)
         );
         println!(
             "groups      : {} group actors running",
             a.get("rollcall_groups_loaded")
         );
+        fig("groups", layout.groups);
+        fig("messages", expected);
+        fig("answered", answered);
+        fig_f("msgs_per_s", per(answered as f64, span));
+        fig_f("sent_p50_ms", percentile(&lat, 0.5).unwrap_or(f64::NAN));
+        fig_f("sent_p99_ms", percentile(&lat, 0.99).unwrap_or(f64::NAN));
+        fig_f("sent_max_ms", percentile(&lat, 1.0).unwrap_or(f64::NAN));
+        fig_f("msgs_per_flush", per(stored, flushes));
+        if let (Some(_), Some(y)) = (disk_before, disk_after) {
+            fig_f("disk_per_msg", per(y as f64, stored));
+        }
         println!("--- result (load) ---");
         println!(
             "sends/s             : {:.0} ({answered} sent replies over {span:.2} s, first send → last sent)",

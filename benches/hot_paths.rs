@@ -1,0 +1,160 @@
+//! Micro-benchmarks of the hot paths (criterion): frame encode/decode (`protocol.rs`), the
+//! receipt index at 10 / 1,000 / 10,000 members (`group/receipts.rs`), and the message store's
+//! write and range scan (`store/`). Run with `cargo bench --bench hot_paths`; results and the
+//! machine are in BENCHMARKS.md. `cargo clippy --all-targets` and `cargo test --benches`
+//! compile them; `cargo test` does not run them.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rollcall::group::receipts::ReceiptIndex;
+use rollcall::ids::GroupId;
+use rollcall::protocol::{ClientFrame, Message, ServerFrame};
+use rollcall::store::{
+    Direction, Durability, GroupKindRecord, GroupRecord, MemberRecord, MessageRecord, SledStore,
+    Store,
+};
+
+const BODY: &str = "a message body of about sixty-four bytes, like a short chat line.";
+
+fn frames(c: &mut Criterion) {
+    let mut g = c.benchmark_group("frame");
+    let send = r#"{"type":"send","id":17,"group":"team-1","client_id":"c-000123","body":"a message body of about sixty-four bytes, like a short chat line."}"#;
+    g.bench_function("decode_send", |b| {
+        b.iter(|| ClientFrame::parse(black_box(send)).is_ok())
+    });
+    let ack = r#"{"type":"read","group":"team-1","seq":123456}"#;
+    g.bench_function("decode_read", |b| {
+        b.iter(|| ClientFrame::parse(black_box(ack)).is_ok())
+    });
+    let msg = ServerFrame::Msg(Message {
+        group: "team-1".into(),
+        seq: 123_456,
+        from: "alice".into(),
+        ts: 1_763_900_000_000,
+        body: BODY.into(),
+        client_id: "c-000123".into(),
+    });
+    g.bench_function("encode_msg", |b| b.iter(|| black_box(&msg).to_text().len()));
+    g.finish();
+}
+
+/// A group of `n` members whose cursors are spread over the last 1,000 of 100,000 messages.
+fn index_of(n: u64) -> (ReceiptIndex, Vec<MemberRecord>) {
+    let mut index = ReceiptIndex::default();
+    let mut members = Vec::new();
+    for i in 0..n {
+        let read = 99_000 + (i * 7919) % 1000;
+        let m = MemberRecord {
+            joined_seq: i % 50,
+            delivered: read + (i % 3),
+            read,
+        };
+        index.insert(&m);
+        members.push(m);
+    }
+    (index, members)
+}
+
+fn receipts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("receipt_index");
+    for n in [10u64, 1_000, 10_000] {
+        let (index, members) = index_of(n);
+        g.bench_with_input(BenchmarkId::new("count_for_seq", n), &n, |b, _| {
+            let mut seq = 99_000;
+            b.iter(|| {
+                seq = if seq >= 100_000 { 99_000 } else { seq + 1 };
+                black_box(index.counts(seq, members.first()))
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("cursor_move", n), &n, |b, _| {
+            let mut index = index.clone();
+            let mut members = members.clone();
+            let mut i = 0usize;
+            b.iter(|| {
+                // One member reads one more message: the move the index makes per `read`.
+                i = (i + 1) % members.len();
+                let old = members[i];
+                let mut new = old;
+                new.read += 1;
+                new.delivered = new.delivered.max(new.read);
+                index.update(&old, &new);
+                members[i] = new;
+            })
+        });
+    }
+    g.finish();
+}
+
+fn store(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store =
+        SledStore::open(&dir.path().join("db"), 64 << 20, Durability::Process).expect("open");
+    let group = GroupId::parse("bench").expect("group id");
+    store
+        .create_group(
+            &group,
+            &GroupRecord {
+                name: "bench".into(),
+                kind: GroupKindRecord::Group,
+                created_ms: 0,
+            },
+        )
+        .expect("create group");
+    let record = MessageRecord {
+        from: "alice".into(),
+        client_id: "c-000123".into(),
+        ts: 1_763_900_000_000,
+        body: BODY.into(),
+    };
+    let mut g = c.benchmark_group("store");
+    let mut seq = 0u64;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("put_message", |b| {
+        b.iter(|| {
+            seq += 1;
+            store
+                .put_message(&group, rollcall::ids::Seq(seq), &record)
+                .expect("put")
+        })
+    });
+    // At least 10,000 messages for the scans, whatever the put benchmark left.
+    while seq < 10_000 {
+        seq += 1;
+        store
+            .put_message(&group, rollcall::ids::Seq(seq), &record)
+            .expect("put");
+    }
+    store.flush().expect("flush");
+    for page in [100u64, 1_000] {
+        g.throughput(Throughput::Elements(page));
+        g.bench_with_input(BenchmarkId::new("scan_page", page), &page, |b, &page| {
+            let mut first = 1u64;
+            b.iter(|| {
+                let mut n = 0u64;
+                store
+                    .scan_messages(
+                        &group,
+                        rollcall::ids::Seq(first),
+                        rollcall::ids::Seq(first + page - 1),
+                        Direction::Ascending,
+                        &mut |_, m| {
+                            n += m.body.len() as u64;
+                            true
+                        },
+                    )
+                    .expect("scan");
+                first = if first + 2 * page > 10_000 {
+                    1
+                } else {
+                    first + page
+                };
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, frames, receipts, store);
+criterion_main!(benches);

@@ -1,0 +1,222 @@
+//! The server under test: either one this load generator starts (`target/<profile>/rollcall
+//! serve` on `127.0.0.1:0` with a temporary data directory, the default) or an external one
+//! given by `--http` and `--admin-token`. Owning the process lets the scenarios read its CPU time
+//! and memory from `/proc`, restart it (`cold`) and mint user tokens offline with the JWT secret
+//! it was started with, which `idle` needs for 10,000 connections.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Error;
+
+/// The admin token and JWT secret of servers this program starts (loopback only, throwaway).
+pub const ADMIN_TOKEN: &str = "loadgen-admin";
+pub const JWT_SECRET: &str = "loadgen-secret";
+
+/// A server process started by the load generator; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    child: Option<Child>,
+    pub pid: u32,
+    /// `http://127.0.0.1:PORT`
+    pub http: String,
+    pub data: PathBuf,
+    bin: PathBuf,
+    extra: Vec<String>,
+    log: PathBuf,
+}
+
+/// Where the `rollcall` binary of the same build profile as this program lies.
+pub fn default_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("rollcall")))
+        .unwrap_or_else(|| PathBuf::from("target/release/rollcall"))
+}
+
+impl Server {
+    /// Starts `bin serve` on a free loopback port with `data` as its data directory.
+    pub fn start(bin: &Path, data: &Path, extra: &[String]) -> Result<Server, Error> {
+        let log = data.with_extension("log");
+        let mut server = Server {
+            child: None,
+            pid: 0,
+            http: String::new(),
+            data: data.to_path_buf(),
+            bin: bin.to_path_buf(),
+            extra: extra.to_vec(),
+            log,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), Error> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut child = Command::new(&self.bin)
+            .arg("serve")
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(&self.data)
+            // The load generator measures capacity: the abuse limits (per-user write rate,
+            // sessions per user) are off unless --server-arg turns them back on (a later flag
+            // wins).
+            .args(["--send-rate", "0", "--max-sessions-per-user", "0"])
+            .args(&self.extra)
+            .env("ROLLCALL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("ROLLCALL_JWT_SECRET", JWT_SECRET)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
+        self.pid = child.id();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(a) = line.split("listening on ").nth(1) {
+                addr = Some(a.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+        let addr = addr.ok_or_else(|| {
+            format!(
+                "the server exited before listening; see {}",
+                self.log.display()
+            )
+        })?;
+        self.http = format!("http://{addr}");
+        Ok(())
+    }
+
+    /// Stops the server (SIGTERM; SIGKILL after 30 s) and returns how long that took.
+    pub fn stop(&mut self) -> Duration {
+        let t = Instant::now();
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.pid.to_string())
+                .status();
+            let until = Instant::now() + Duration::from_secs(30);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > until => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+        t.elapsed()
+    }
+
+    /// Stops and starts the server on the same data directory; returns the time from the
+    /// start of the new process until `GET /healthz` answered 200.
+    pub fn restart(&mut self) -> Result<Duration, Error> {
+        self.stop();
+        let t = Instant::now();
+        self.spawn()?;
+        loop {
+            let ok = ureq::get(&format!("{}/healthz", self.http))
+                .timeout(Duration::from_secs(1))
+                .call()
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if ok {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                return Err("/healthz did not answer within 120 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Warning and error lines the server logged so far.
+    pub fn log_lines(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = text.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tick = if tick > 0 { tick as f64 } else { 100.0 };
+    Some((utime + stime) / tick)
+}
+
+/// (VmRSS, VmHWM) of a process in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it, so a server
+/// this program starts gets the same). Returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
