@@ -373,7 +373,8 @@ const RECEIPT_JS: &str = "const li = [...document.querySelectorAll('#message-lis
             recipients: Number(r.dataset.recipients), text: r.textContent, seq: Number(li.dataset.seq)};";
 
 const READERS_JS: &str = "const d = document.getElementById('readers-dialog');
-    if (!d.open) return null;
+    // Open, and the `readers` reply rendered (the dialog opens before it arrives).
+    if (!d.open || !document.querySelector('#readers-body section')) return null;
     return ['read', 'delivered', 'unread'].map(k =>
       [...document.querySelectorAll(`#readers-body .readers-${k} li[data-user]`)]
         .map(li => li.dataset.user));";
