@@ -141,11 +141,22 @@ impl SledStore {
     }
 }
 
-/// Inserts `value` under `key` unless the key exists; returns whether it inserted.
-fn insert_new(tree: &sled::Tree, key: &[u8], value: Vec<u8>) -> Result<bool, StoreError> {
-    Ok(tree
-        .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
-        .is_ok())
+impl SledStore {
+    /// Inserts `value` under `key` unless the key exists (a write, so guarded); returns whether
+    /// it inserted.
+    fn insert_new(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.guard.check()?;
+        self.checked(
+            tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))
+                .map(|swapped| swapped.is_ok())
+                .map_err(StoreError::from),
+        )
+    }
 }
 
 impl Store for SledStore {
@@ -157,12 +168,7 @@ impl Store for SledStore {
     }
 
     fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
-        self.guard.check()?;
-        self.checked(insert_new(
-            &self.users,
-            user.as_str().as_bytes(),
-            encode(record)?,
-        ))
+        self.insert_new(&self.users, user.as_str().as_bytes(), encode(record)?)
     }
 
     fn users(
@@ -199,12 +205,7 @@ impl Store for SledStore {
     }
 
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError> {
-        self.guard.check()?;
-        self.checked(insert_new(
-            &self.groups,
-            group.as_str().as_bytes(),
-            encode(record)?,
-        ))
+        self.insert_new(&self.groups, group.as_str().as_bytes(), encode(record)?)
     }
 
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
