@@ -7,12 +7,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rollcall::config::Durability;
 use rollcall::group::receipts::ReceiptIndex;
 use rollcall::ids::GroupId;
 use rollcall::protocol::{ClientFrame, Message, ServerFrame};
 use rollcall::store::{
-    Direction, Durability, GroupKindRecord, GroupRecord, MemberRecord, MessageRecord, SledStore,
-    Store,
+    Direction, GroupKindRecord, GroupRecord, MemberRecord, MessageRecord, SledStore, Store,
 };
 
 const BODY: &str = "a message body of about sixty-four bytes, like a short chat line.";

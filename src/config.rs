@@ -1,9 +1,37 @@
-//! Every knob of the server, with its default. The CLI (`main.rs`) fills a [`Config`]; tests
-//! shrink the timers through the same flags.
+//! Every knob of the server, with its default, in one place: [`Config::new`] and the CLI
+//! (`main.rs`, whose flags take their defaults from the constants here) agree by construction.
+//! Tests shrink the timers through the same flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Where the server listens by default.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7600";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+pub const DEFAULT_RECEIPT_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 10_000;
+pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 65_536;
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
+pub const DEFAULT_SEND_RATE: u32 = 100;
+pub const DEFAULT_SEND_BURST: u32 = 200;
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 32;
+pub const DEFAULT_MIN_FREE_MB: u64 = 64;
+pub const DEFAULT_SESSION_QUEUE: usize = 1024;
+pub const DEFAULT_DEDUP_WINDOW: usize = 10_000;
+pub const DEFAULT_CACHE_MB: u64 = 64;
+
+/// How much a store flush guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// sled's flush only (`pwrite` + `sync_file_range`): survives a process crash.
+    Process,
+    /// sled's flush, then `fsync` of its log file (data, metadata and the drive's cache):
+    /// survives power loss too.
+    Power,
+}
 
 /// The server's configuration.
 #[derive(Debug, Clone)]
@@ -40,7 +68,7 @@ pub struct Config {
     /// How many of a group's latest messages are remembered for idempotent resends.
     pub dedup_window: usize,
     /// Whether a `sent` waits for fsync (power-loss safe) or only for sled's flush.
-    pub durability: crate::store::Durability,
+    pub durability: Durability,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
     /// How many HTTP worker threads (0: one per core).
@@ -57,21 +85,32 @@ impl Config {
             data_dir: data_dir.into(),
             admin_token: None,
             jwt_secret: None,
-            receipt_interval: Duration::from_millis(1000),
-            heartbeat_interval: Duration::from_millis(10_000),
-            client_timeout: Duration::from_millis(30_000),
-            max_body_bytes: 65_536,
-            max_frame_bytes: 1 << 20,
-            send_rate: 100,
-            send_burst: 200,
-            max_sessions_per_user: 32,
-            min_free_bytes: 64 << 20,
-            session_queue: 1024,
-            dedup_window: 10_000,
-            durability: crate::store::Durability::Power,
-            cache_bytes: 64 << 20,
+            receipt_interval: Duration::from_millis(DEFAULT_RECEIPT_INTERVAL_MS),
+            heartbeat_interval: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            client_timeout: Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            send_rate: DEFAULT_SEND_RATE,
+            send_burst: DEFAULT_SEND_BURST,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            min_free_bytes: DEFAULT_MIN_FREE_MB << 20,
+            session_queue: DEFAULT_SESSION_QUEUE,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            durability: Durability::Power,
+            cache_bytes: DEFAULT_CACHE_MB << 20,
             workers: 0,
             demo: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_address_parses_and_is_the_one_config_uses() {
+        let addr: SocketAddr = DEFAULT_ADDR.parse().expect("DEFAULT_ADDR");
+        assert_eq!(Config::new(DEFAULT_DATA_DIR).addr, addr);
     }
 }

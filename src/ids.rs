@@ -99,10 +99,6 @@ impl GroupId {
         GroupId(format!("g-{tail}"))
     }
 
-    pub fn is_direct(&self) -> bool {
-        self.0.starts_with(DIRECT_PREFIX)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

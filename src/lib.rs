@@ -1,35 +1,50 @@
 //! Rollcall: a self-hosted group-chat server with durable, ordered group messages and read
 //! receipts derived from per-member cursors.
 //!
-//! The components, from the socket inwards (ARCHITECTURE.md has the full map and invariants):
+//! The components, top to bottom (a module imports only those below it, and those beside;
+//! ARCHITECTURE.md has the full map and invariants, `tests/layering.rs` checks the order):
 //!
-//! - [`http`]: the admin API, the `/ws` upgrade, `/healthz`, `/metrics` and the web client.
-//! - [`web`]: the built-in web client (HTML, CSS, JavaScript embedded in the binary).
-//! - [`session`]: one actor per WebSocket connection, relaying frames to group actors.
-//! - [`registry`]: group id → group actor (started lazily from storage); user id → sessions.
+//! - `server`, `demo`: start-up and shutdown; `serve --demo` seeding.
+//! - `http`: the admin API, the `/ws` upgrade, `/healthz`, `/metrics` and the web client's files
+//!   (embedded by `web`).
+//! - `session`: one actor per WebSocket connection, one function per client frame type.
+//! - `registry`: group id → group actor (started lazily from storage); cross-group operations.
 //! - [`group`]: one actor per group, the only writer of that group's messages and cursors; it
 //!   assigns seqs, waits for durability, pushes, and aggregates receipts on a timer.
-//! - [`commit`]: group commit; one flush answers every write queued before it.
+//! - [`presence`]: who is online, and the handles a group pushes through; [`commit`]: group
+//!   commit, one flush answering every write queued before it.
 //! - [`store`]: the storage boundary (a trait) and its sled implementation.
-//! - [`protocol`]: the wire frames, the only place that knows JSON.
-//! - [`auth`], [`config`], [`metrics`], [`ids`]: tokens, knobs, counters, identifier types.
-//! - [`server`]: start-up and shutdown, used by the `rollcall` binary.
-//! - [`demo`]: `serve --demo`: seeds users, a group and some history into an empty data dir.
+//! - Beside all of them: [`protocol`] (the wire frames, the only place that knows JSON),
+//!   [`ids`], [`config`], [`metrics`]; [`auth`] (tokens) sits just above the store.
 //! - [`client`]: the Rust client (reconnect, resend by `client_id`, dedupe, batched acks,
-//!   receipts), used by the tests and examples.
+//!   receipts), used by the tests and examples; it uses only `protocol` and `ids`.
+//!
+//! The public surface is what an embedder needs ([`server::run`], [`config`], [`protocol`],
+//! [`client`], [`ids`], [`auth`] for the `token` command) plus the internals that the
+//! property tests and benchmarks drive directly (hidden from the docs).
 
 pub mod auth;
 pub mod client;
-pub mod commit;
 pub mod config;
-pub mod demo;
-pub mod group;
-pub mod http;
 pub mod ids;
-pub mod metrics;
 pub mod protocol;
-pub mod registry;
 pub mod server;
-pub mod session;
+
+// Driven directly by tests/fuzz_group.rs and benches/hot_paths.rs; not an embedding API.
+#[doc(hidden)]
+pub mod commit;
+#[doc(hidden)]
+pub mod group;
+#[doc(hidden)]
+pub mod metrics;
+#[doc(hidden)]
+pub mod presence;
+#[doc(hidden)]
+pub mod registry;
+#[doc(hidden)]
 pub mod store;
-pub mod web;
+
+mod demo;
+mod http;
+mod session;
+mod web;

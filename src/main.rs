@@ -8,9 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use rollcall::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
-use rollcall::config::Config;
+use rollcall::config::{self, Config, Durability};
 use rollcall::ids::UserId;
-use rollcall::store::Durability;
 
 #[derive(Parser)]
 #[command(
@@ -32,7 +31,7 @@ enum Command {
         /// The user id the token is for.
         user: String,
         /// The data directory holding the secret (unless ROLLCALL_JWT_SECRET is set).
-        #[arg(long, default_value = "./data")]
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// How long the token is valid, in seconds.
         #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
@@ -45,10 +44,10 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7600")]
+    #[arg(long, default_value = config::DEFAULT_ADDR)]
     addr: SocketAddr,
     /// Data directory (sled database and generated secrets).
-    #[arg(long, default_value = "./data")]
+    #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
     /// Admin bearer token; generated into the data directory when unset.
     #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
@@ -57,45 +56,45 @@ struct ServeArgs {
     #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Period of the aggregated receipt push, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = config::DEFAULT_RECEIPT_INTERVAL_MS)]
     receipt_interval_ms: u64,
     /// Period of the server's WebSocket pings, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = config::DEFAULT_HEARTBEAT_MS)]
     heartbeat_ms: u64,
     /// Close a connection silent for this long, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = config::DEFAULT_CLIENT_TIMEOUT_MS)]
     client_timeout_ms: u64,
     /// Largest message body, in bytes.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// Largest WebSocket frame a client may send, in bytes (larger: `too_large`).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
     /// Sends per second per session, sustained (token bucket); 0 turns the limit off.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = config::DEFAULT_SEND_RATE)]
     send_rate: u32,
     /// Sends per session in a burst (token bucket size).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = config::DEFAULT_SEND_BURST)]
     send_burst: u32,
     /// Open WebSocket sessions per user (0: no limit).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_SESSIONS_PER_USER)]
     max_sessions_per_user: usize,
     /// Refuse writes (`storage`) while the data directory's disk has less free space, in MiB
     /// (0: never).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_MB)]
     min_free_mb: u64,
     /// Outbound queue per session, in frames; a full queue evicts the session.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE)]
     session_queue: usize,
     /// Messages per group remembered for idempotent resends.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = config::DEFAULT_DEDUP_WINDOW)]
     dedup_window: usize,
     /// `power`: a message is fsynced before `sent` (survives power loss); `process`: only
     /// sled's flush (survives a process crash; the last ~0.5 s may be lost on power loss).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Power)]
     durability: DurabilityArg,
     /// sled page cache, in MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = config::DEFAULT_CACHE_MB)]
     cache_mb: u64,
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -146,7 +145,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             let config = args.into_config();
-            actix_web::rt::System::new().block_on(rollcall::server::run(config))
+            actix_web::rt::System::new().block_on(async {
+                // Installed first, so a signal that arrives while starting is not fatal.
+                let shutdown = rollcall::server::shutdown_signal()?;
+                rollcall::server::run(config, shutdown).await
+            })
         }
         Command::Token {
             user,

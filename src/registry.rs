@@ -1,9 +1,10 @@
-//! The registry: group id → running group actor (started lazily from storage), and user id →
-//! online sessions.
+//! The registry: group id → running group actor (started lazily from storage), and the
+//! operations that span groups (creating users and groups, opening a direct conversation).
 //!
 //! Sessions and the HTTP layer reach groups only through [`Registry::group`], by id, every time:
 //! nobody keeps a group actor's address across that actor's restart, so a stopped actor is
-//! simply started again from the store on next use.
+//! simply started again from the store on next use. Who is online lives below, in
+//! [`Presence`], which the registry hands to every group actor it starts.
 //!
 //! Plain `std::sync::Mutex`es rather than a registry actor: every critical section is a hash-map
 //! operation (or, once per group, loading its state), never held across an `.await`, and callers
@@ -15,7 +16,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
@@ -25,24 +25,20 @@ use crate::config::Config;
 use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors};
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
-use crate::session::{Outbound, SessionCounts, SessionHandle, SessionPermit};
+use crate::presence::Presence;
 use crate::store::{
     now_ms, GroupKindRecord, GroupRecord, MemberRecord, Store, StoreError, UserRecord,
 };
 
-/// Shared server state: storage, the group actors, the online sessions.
+/// Shared server state: storage, the group actors, who is online.
 pub struct Registry {
     store: Arc<dyn Store>,
     committer: Committer,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    presence: Arc<Presence>,
     arbiters: Vec<ArbiterHandle>,
     groups: Mutex<HashMap<GroupId, GroupSlot>>,
-    sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
-    /// Set (under the `sessions` lock) when the server shuts down: no session registers after.
-    closing: AtomicBool,
-    next_session_id: AtomicU64,
-    session_counts: Arc<SessionCounts>,
 }
 
 /// One group's place in the registry: its actor once started. Its own lock serializes loading
@@ -58,7 +54,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// Builds the registry; `arbiters` host the group actors (at least one).
+    /// Builds the registry; `arbiters` host the group actors (none: the current arbiter).
     pub fn new(
         store: Arc<dyn Store>,
         committer: Committer,
@@ -66,18 +62,19 @@ impl Registry {
         metrics: Arc<Metrics>,
         arbiters: Vec<ArbiterHandle>,
     ) -> Arc<Registry> {
-        let session_counts = Arc::new(SessionCounts::new(config.send_rate, config.send_burst));
+        let presence = Arc::new(Presence::new(
+            config.send_rate,
+            config.send_burst,
+            config.max_sessions_per_user,
+        ));
         Arc::new(Registry {
             store,
             committer,
             config,
             metrics,
+            presence,
             arbiters,
             groups: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
-            closing: AtomicBool::new(false),
-            next_session_id: AtomicU64::new(1),
-            session_counts,
         })
     }
 
@@ -93,11 +90,16 @@ impl Registry {
         &self.metrics
     }
 
+    /// Who is online.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
+    }
+
     /// The running actor of a group, started from storage if needed; `None` if no such group.
     ///
     /// Loading a group scans its messages, so it happens under that group's own slot lock,
     /// never under the map's: other groups are served meanwhile.
-    pub fn group(self: &Arc<Self>, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {
+    pub fn group(&self, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {
         let slot = {
             let mut groups = lock(&self.groups);
             match groups.get(id) {
@@ -126,7 +128,7 @@ impl Registry {
             committer: self.committer.clone(),
             config: Arc::clone(&self.config),
             metrics: Arc::clone(&self.metrics),
-            registry: Arc::clone(self),
+            presence: Arc::clone(&self.presence),
         };
         let Some(actor) = GroupActor::load(id.clone(), deps)? else {
             return Ok(None);
@@ -197,7 +199,7 @@ impl Registry {
     /// Creates a group with its first members, answering once durable. `Ok(None)` when the id
     /// is taken.
     pub async fn create_group(
-        self: &Arc<Self>,
+        &self,
         id: &GroupId,
         name: &str,
         kind: GroupKindRecord,
@@ -229,11 +231,7 @@ impl Registry {
     }
 
     /// The direct conversation of two users, created on first use.
-    pub async fn open_direct(
-        self: &Arc<Self>,
-        me: &UserId,
-        other: &UserId,
-    ) -> Result<GroupId, GroupError> {
+    pub async fn open_direct(&self, me: &UserId, other: &UserId) -> Result<GroupId, GroupError> {
         let id = GroupId::direct(me, other);
         if let Some(addr) = self.group(&id)? {
             // Both stay members of a direct conversation; re-adding is a no-op.
@@ -255,60 +253,6 @@ impl Registry {
             }
         }
         Ok(id)
-    }
-
-    /// A fresh session id.
-    pub fn next_session_id(&self) -> u64 {
-        self.next_session_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Admits one more session of `user`, unless `--max-sessions-per-user` are already open.
-    pub fn admit_session(&self, user: &UserId) -> Option<SessionPermit> {
-        self.session_counts
-            .admit(user, self.config.max_sessions_per_user)
-    }
-
-    /// Registers an online session; `false` once the server is shutting down, in which case the
-    /// session must close itself.
-    pub fn register_session(&self, session: SessionHandle) -> bool {
-        let mut sessions = lock(&self.sessions);
-        if self.closing.load(Ordering::SeqCst) {
-            return false;
-        }
-        sessions
-            .entry(session.user.clone())
-            .or_default()
-            .push(session);
-        true
-    }
-
-    /// At shutdown: tells every online session to close with 1001 (`going away`), and makes
-    /// every later [`Registry::register_session`] refuse. Returns how many were told.
-    pub fn close_sessions(&self) -> usize {
-        let sessions = lock(&self.sessions);
-        self.closing.store(true, Ordering::SeqCst);
-        let mut n_sessions = 0;
-        for handle in sessions.values().flatten() {
-            // `do_send`: a full mailbox must not keep a session open.
-            handle.outbox.do_send(Outbound::GoingAway);
-            n_sessions += 1;
-        }
-        n_sessions
-    }
-
-    pub fn unregister_session(&self, user: &UserId, session_id: u64) {
-        let mut sessions = lock(&self.sessions);
-        if let Some(list) = sessions.get_mut(user) {
-            list.retain(|s| s.id != session_id);
-            if list.is_empty() {
-                sessions.remove(user);
-            }
-        }
-    }
-
-    /// The online sessions of a user.
-    pub fn sessions_of(&self, user: &UserId) -> Vec<SessionHandle> {
-        lock(&self.sessions).get(user).cloned().unwrap_or_default()
     }
 
     /// Writes every group's pending cursor moves (at shutdown, before the final flush).

@@ -1,14 +1,16 @@
 //! Starting and stopping the server: open the store, start the committer and the group
-//! arbiters, bind the HTTP listener, print where it listens, run until a signal, flush.
+//! arbiters, bind the HTTP listener, print where it listens, run until told to stop, flush.
 //!
 //! Shutdown is ours, not actix-server's: its own handlers stop at once on SIGINT (no draining)
 //! and, on SIGTERM, wait up to the shutdown timeout for open WebSockets, which only end when
 //! their clients leave, then stop the whole actix system (group arbiters included) before the
-//! cursors are written. So signals are disabled there and [`shutdown_signal`] drives the stop:
-//! stop accepting, close every session with 1001 (`going away`), let the workers finish, write
-//! the cursors, flush, exit 0. The bound is [`SHUTDOWN_TIMEOUT_SECS`] for the workers plus the
+//! cursors are written. So signals are disabled there, and [`run`] takes its stop as a future
+//! argument, as mini-redis does: the binary passes [`shutdown_signal`] (SIGTERM/SIGINT), an
+//! embedder or a test anything else. On it (or on a failed flush): stop accepting, close every
+//! session with 1001 (`going away`), let the workers finish, write the cursors, flush, return. The bound is [`SHUTDOWN_TIMEOUT_SECS`] for the workers plus the
 //! final writes (documented as 5 s in README and PROTOCOL.md).
 
+use std::future::Future;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,11 +30,9 @@ use crate::store::{SledStore, Store};
 /// client that does not read its close frame is cut off after this.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 
-/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully (see the module doc). Must
-/// be called inside an actix system (`#[actix_web::main]`).
-pub async fn run(config: Config) -> io::Result<()> {
-    // Installed first, so a signal that arrives while starting is not fatal.
-    let signals = shutdown_signal()?;
+/// Runs the server until `shutdown` resolves (or storage fails), then shuts down gracefully
+/// (see the module doc). Must be called inside an actix system (`actix_web::rt::System`).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -> io::Result<()> {
     // Demo data goes only into a directory that held nothing before this start.
     let seed_demo = config.demo && crate::demo::is_empty_dir(&config.data_dir)?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -106,15 +106,15 @@ pub async fn run(config: Config) -> io::Result<()> {
     let closing = Arc::clone(&registry);
     let watched = Arc::clone(&store);
     actix_web::rt::spawn(async move {
-        let name = tokio::select! {
-            name = signals => name,
+        let reason = tokio::select! {
+            () = shutdown => "shutdown requested",
             () = storage_failed(watched) => "storage failure",
         };
-        log::info!("{name}: closing sessions and stopping");
+        log::info!("{reason}: closing sessions and stopping");
         // Stop accepting first (the command goes out now), then close the open sessions; a
         // session that starts after this closes itself at once.
         let stopped = handle.stop(true);
-        let n_sessions = closing.close_sessions();
+        let n_sessions = closing.presence().close_all();
         log::info!("closing {n_sessions} sessions (1001)");
         stopped.await;
     });
@@ -189,16 +189,17 @@ async fn demo(
     out.flush()
 }
 
-/// Resolves with the signal's name on the first SIGTERM or SIGINT. The handlers are installed
-/// when this is called, not when the future is first polled.
-fn shutdown_signal() -> io::Result<impl std::future::Future<Output = &'static str>> {
+/// Resolves on the first SIGTERM or SIGINT (logging which). The handlers are installed when
+/// this is called, not when the future is first polled, so call it before [`run`] starts.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(async move {
-        tokio::select! {
+        let name = tokio::select! {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
-        }
+        };
+        log::info!("{name} received");
     })
 }

@@ -35,6 +35,9 @@ pub const APP_CSS: Asset = asset(
     &ETAG_APP_CSS,
 );
 
+/// Every HTTP path [`asset_at`] answers.
+pub const ASSET_PATHS: &[&str] = &["/", "/index.html", "/app.js", "/app.css"];
+
 /// The asset served at an HTTP path, if any.
 pub fn asset_at(path: &str) -> Option<&'static Asset> {
     match path {

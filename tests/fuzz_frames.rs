@@ -17,7 +17,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
-use rollcall::protocol::{ClientFrame, ErrorCode, MAX_ID_CHARS};
+use rollcall::protocol::{ClientFrame, ErrorCode, RequestId, MAX_ID_CHARS};
 use serde_json::{json, Map, Value};
 
 /// `PROPTEST_CASES` when set, else `default`.
@@ -61,10 +61,12 @@ const FIELD_NAMES: &[&str] = &[
 ];
 
 /// The id a refusal must echo: the object's `id` if it is a number or a short string.
-fn readable_id(value: &Value) -> Option<Value> {
+fn readable_id(value: &Value) -> Option<RequestId> {
     match value.as_object()?.get("id")? {
-        id @ Value::Number(_) => Some(id.clone()),
-        id @ Value::String(s) if s.chars().count() <= MAX_ID_CHARS => Some(id.clone()),
+        id @ Value::Number(_) => Some(RequestId::from(id.clone())),
+        id @ Value::String(s) if s.chars().count() <= MAX_ID_CHARS => {
+            Some(RequestId::from(id.clone()))
+        }
         _ => None,
     }
 }
@@ -179,15 +181,18 @@ fn frame_like_object() -> impl Strategy<Value = Value> {
         })
 }
 
-fn id_strategy() -> impl Strategy<Value = Option<Value>> {
-    proptest::option::of(prop_oneof![
-        any::<u64>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        // Quarters are exact in binary, so they round-trip through text.
-        (-4000i32..4000).prop_map(|n| Value::from(f64::from(n) / 4.0)),
-        ".{0,20}".prop_map(Value::from),
-        "y{128}".prop_map(Value::from),
-    ])
+fn id_strategy() -> impl Strategy<Value = Option<RequestId>> {
+    proptest::option::of(
+        prop_oneof![
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            // Quarters are exact in binary, so they round-trip through text.
+            (-4000i32..4000).prop_map(|n| Value::from(f64::from(n) / 4.0)),
+            ".{0,20}".prop_map(Value::from),
+            "y{128}".prop_map(Value::from),
+        ]
+        .prop_map(RequestId::from),
+    )
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -413,7 +418,7 @@ fn ids_are_echoed_exactly_when_readable() {
             let frame = json!({"type": kind, "id": id, "group": 5, "with": [], "seq": "x"});
             let err = ClientFrame::parse(&frame.to_string()).expect_err("mistyped fields");
             assert_eq!(err.code, ErrorCode::BadFrame, "{frame}");
-            assert_eq!(err.id.as_ref(), Some(id), "{frame}");
+            assert_eq!(err.id.as_ref().map(RequestId::as_json), Some(id), "{frame}");
         }
         for id in [
             json!(null),

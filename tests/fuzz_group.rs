@@ -35,7 +35,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 
 use rollcall::commit::Committer;
-use rollcall::config::Config;
+use rollcall::config::{Config, Durability};
 use rollcall::group::{
     reply_channel, AddMember, AdvanceCursor, Answer as Waiting, AttachSession, Cursor,
     DescribeGroup, FetchMessages, GroupError, ListReaders, ListReceipts, Page, PostMessage, Posted,
@@ -43,10 +43,10 @@ use rollcall::group::{
 };
 use rollcall::ids::{GroupId, UserId};
 use rollcall::metrics::Metrics;
-use rollcall::protocol::{page_limit, ErrorCode, GroupSummary, ReceiptItem, ServerFrame};
+use rollcall::presence::{Outbound, SessionHandle};
+use rollcall::protocol::{page_limit, ErrorCode, GroupSummary, Readers, ReceiptItem, ServerFrame};
 use rollcall::registry::Registry;
-use rollcall::session::{Outbound, SessionHandle};
-use rollcall::store::{Direction, Durability, MemberRecord, SledStore, Store};
+use rollcall::store::{Direction, MemberRecord, SledStore, Store};
 
 /// The users; sorted, so an index order is the id order.
 const USERS: [&str; 5] = ["ann", "bob", "cat", "dan", "eve"];
@@ -594,11 +594,11 @@ async fn run_actor(
         }
         .start();
         let handle = SessionHandle {
-            id: registry.next_session_id(),
+            id: registry.presence().next_session_id(),
             user: uid(user),
             outbox: addr.clone().recipient(),
         };
-        registry.register_session(handle.clone());
+        registry.presence().register(handle.clone());
         sessions.push((addr, handle, frames));
     }
     for pushes in &mut model.pushes {
@@ -737,7 +737,7 @@ async fn run_actor(
                             prop_assert_eq!(&m.client_id, &want.client_id);
                             prop_assert_eq!(&m.body, &want.body);
                             prop_assert_eq!(m.ts, want.ts);
-                            prop_assert_eq!(&m.group, GROUP);
+                            prop_assert_eq!(m.group.as_str(), GROUP);
                         }
                     }
                     (Err(e), Err(expected)) => prop_assert_eq!(code(&e), expected),
@@ -771,7 +771,10 @@ async fn run_actor(
                     })
                     .await
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
-                let got = got.map(|p| (p.items, p.more)).map_err(|e| code(&e));
+                // Actor replies convert into the wire types clients see.
+                let got = got
+                    .map(|p| (p.items.into_iter().map(ReceiptItem::from).collect(), p.more))
+                    .map_err(|e| code(&e));
                 let expected = model.receipts(user, &query);
                 prop_assert_eq!(&got, &expected, "receipts {:?} for {}", query, USERS[user]);
                 if let Ok((items, _)) = &got {
@@ -793,6 +796,7 @@ async fn run_actor(
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
                 let got = got
                     .map(|r| {
+                        let r = Readers::from(r);
                         assert_eq!((r.group.as_str(), r.seq), (GROUP, seq));
                         [r.read, r.delivered, r.unread]
                     })
@@ -806,6 +810,7 @@ async fn run_actor(
                     })
                     .await
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
+                let got = got.map(GroupSummary::from);
                 prop_assert_eq!(got, model.summary(*user), "welcome of {}", USERS[*user]);
                 if model.members.contains_key(user) {
                     model.attached[*user] = true;

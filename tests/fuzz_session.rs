@@ -197,8 +197,8 @@ fn snapshot(server: &Server) -> (Value, Value) {
 /// The `id` a reply carries: the frame's id if `parse` reads one.
 fn reply_id(parsed: &Result<ClientFrame, rollcall::protocol::FrameError>) -> Value {
     match parsed {
-        Ok(f) => f.id().cloned(),
-        Err(e) => e.id.clone(),
+        Ok(f) => f.id().map(|id| id.as_json().clone()),
+        Err(e) => e.id.as_ref().map(|id| id.as_json().clone()),
     }
     .unwrap_or(Value::Null)
 }

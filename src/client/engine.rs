@@ -24,7 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::inbox::{AckBatch, Inbox};
 use super::{lock, ClientConfig, ClientError, Event, Sent, Snapshot};
-use crate::protocol::{page_limit, ClientFrame, ErrorCode, GroupSummary, Message, ServerFrame};
+use crate::protocol::{
+    page_limit, ClientFrame, ErrorCode, GroupSummary, Message, RequestId, ServerFrame,
+};
 
 /// How many fire-and-forget frames (`read`, `ack`) are remembered for matching an `error`.
 /// They get no reply on success, so the oldest are forgotten beyond this bound.
@@ -780,8 +782,8 @@ fn is_passing(code: ErrorCode) -> bool {
     )
 }
 
-fn frame_id(id: &Option<Value>) -> Option<u64> {
-    id.as_ref().and_then(Value::as_u64)
+fn frame_id(id: &Option<RequestId>) -> Option<u64> {
+    id.as_ref().and_then(RequestId::as_u64)
 }
 
 #[cfg(test)]
@@ -856,13 +858,13 @@ mod tests {
     fn id_of(frame: &ClientFrame) -> u64 {
         frame
             .id()
-            .and_then(Value::as_u64)
+            .and_then(RequestId::as_u64)
             .expect("every frame has an id")
     }
 
     fn page(id: u64, group: &str, seqs: std::ops::RangeInclusive<u64>, more: bool) -> ServerFrame {
         ServerFrame::Messages {
-            id: Some(Value::from(id)),
+            id: Some(RequestId::from(id)),
             group: group.into(),
             messages: seqs.map(|s| message(group, s)).collect(),
             more,
@@ -907,7 +909,7 @@ mod tests {
         assert!(answer.try_recv().is_err(), "no answer before sent");
 
         h.engine.on_frame(ServerFrame::Sent {
-            id: Some(Value::from(id_of(resent[0]))),
+            id: Some(RequestId::from(id_of(resent[0]))),
             group: "g".into(),
             client_id: client_id.clone(),
             seq: 1,
@@ -977,7 +979,7 @@ mod tests {
         });
         let frames = h.engine.take_outgoing();
         h.engine.on_frame(ServerFrame::Error {
-            id: Some(Value::from(id_of(&frames[0]))),
+            id: Some(RequestId::from(id_of(&frames[0]))),
             code: ErrorCode::NotMember,
             message: "no".into(),
             retry_after_ms: None,
@@ -1008,7 +1010,7 @@ mod tests {
             let frames = h.engine.take_outgoing();
             assert_eq!(frames.len(), 1, "{frames:?}");
             h.engine.on_frame(ServerFrame::Error {
-                id: Some(Value::from(id_of(&frames[0]))),
+                id: Some(RequestId::from(id_of(&frames[0]))),
                 code,
                 message: "later".into(),
                 retry_after_ms: Some(10),
@@ -1107,7 +1109,7 @@ mod tests {
         let second = id_of(&frames[0]);
         assert_ne!(first, second);
         h.engine.on_frame(ServerFrame::Pong {
-            id: Some(Value::from(second)),
+            id: Some(RequestId::from(second)),
         });
         assert!(matches!(
             answer.try_recv(),
@@ -1187,7 +1189,7 @@ mod tests {
         });
         let frames = h.engine.take_outgoing();
         h.engine.on_frame(ServerFrame::Error {
-            id: Some(Value::from(id_of(&frames[0]))),
+            id: Some(RequestId::from(id_of(&frames[0]))),
             code: ErrorCode::InvalidSeq,
             message: "too high".into(),
             retry_after_ms: None,

@@ -1,14 +1,18 @@
 //! The messages a [`GroupActor`](super::GroupActor) handles: commands in the imperative, replies as
 //! plain structs. Replies that must wait for durability travel on a oneshot channel inside the
 //! command, so the actor can answer after the flush while it keeps serving other commands.
+//!
+//! Replies are actor types, not wire frames: each converts into its wire type with `From` at the
+//! edge (the session, the HTTP handlers, or the group's own pushes), so the wire format can
+//! change without touching the actor and the actor can be tested without JSON.
 
 use actix::Message as ActixMessage;
 use tokio::sync::oneshot;
 
-use crate::ids::UserId;
-use crate::protocol::{ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem};
-use crate::session::SessionHandle;
-use crate::store::{MemberRecord, StoreError};
+use crate::ids::{GroupId, UserId};
+use crate::presence::SessionHandle;
+use crate::protocol::{ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem, Refusal};
+use crate::store::{GroupKindRecord, MemberRecord, StoreError};
 
 /// Why a group refused a command. Each maps to one protocol error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +43,12 @@ impl GroupError {
             }
             GroupError::Unavailable(_) => "the group is unavailable; retry later".into(),
         }
+    }
+}
+
+impl From<GroupError> for Refusal {
+    fn from(e: GroupError) -> Refusal {
+        Refusal::new(e.code(), e.message())
     }
 }
 
@@ -80,7 +90,7 @@ impl From<StoreError> for GroupError {
 /// Attaches an online session of a member: it receives pushes from now on. Answers the group's
 /// summary for `welcome`, or `None` when the session's user is not a member.
 #[derive(ActixMessage)]
-#[rtype(result = "Option<GroupSummary>")]
+#[rtype(result = "Option<Summary>")]
 pub struct AttachSession {
     pub session: SessionHandle,
 }
@@ -150,7 +160,7 @@ pub struct FetchMessages {
 /// The answer to [`FetchMessages`].
 #[derive(Debug, Clone)]
 pub struct MessagesPage {
-    pub messages: Vec<Message>,
+    pub messages: Vec<StoredMessage>,
     pub more: bool,
     pub last_seq: u64,
 }
@@ -185,7 +195,7 @@ pub struct DescribeGroup;
 #[derive(Debug, Clone)]
 pub struct GroupView {
     pub name: String,
-    pub kind: GroupKind,
+    pub kind: GroupKindRecord,
     pub last_seq: u64,
     /// Sorted by user id.
     pub members: Vec<(UserId, MemberRecord)>,
@@ -211,14 +221,117 @@ pub struct ListReceipts {
 /// The answer to [`ListReceipts`].
 #[derive(Debug, Clone)]
 pub struct ReceiptsPage {
-    pub items: Vec<ReceiptItem>,
+    pub items: Vec<ReceiptCounts>,
     pub more: bool,
 }
 
 /// Exactly who read, only received, or has not received a message. `user: None` is the admin.
 #[derive(ActixMessage)]
-#[rtype(result = "Result<Readers, GroupError>")]
+#[rtype(result = "Result<ReaderLists, GroupError>")]
 pub struct ListReaders {
     pub user: Option<UserId>,
     pub seq: u64,
+}
+
+/// A group as `welcome` (or `joined`) shows it to one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub group: GroupId,
+    pub name: String,
+    pub kind: GroupKindRecord,
+    pub last_seq: u64,
+    pub delivered: u64,
+    pub read: u64,
+    /// Messages after the member's read mark, not counting their own.
+    pub unread: u64,
+}
+
+/// One durable message of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub group: GroupId,
+    pub seq: u64,
+    pub from: String,
+    pub ts: u64,
+    pub body: String,
+    pub client_id: String,
+}
+
+/// Receipt counts for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptCounts {
+    pub seq: u64,
+    pub recipients: u64,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// Exactly who has read, only received, or not received one message; each list sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderLists {
+    pub group: GroupId,
+    pub seq: u64,
+    pub read: Vec<UserId>,
+    pub delivered: Vec<UserId>,
+    pub unread: Vec<UserId>,
+}
+
+impl From<GroupKindRecord> for GroupKind {
+    fn from(kind: GroupKindRecord) -> GroupKind {
+        match kind {
+            GroupKindRecord::Group => GroupKind::Group,
+            GroupKindRecord::Direct => GroupKind::Direct,
+        }
+    }
+}
+
+impl From<Summary> for GroupSummary {
+    fn from(s: Summary) -> GroupSummary {
+        GroupSummary {
+            group: s.group.to_string(),
+            name: s.name,
+            kind: s.kind.into(),
+            last_seq: s.last_seq,
+            delivered: s.delivered,
+            read: s.read,
+            unread: s.unread,
+        }
+    }
+}
+
+impl From<StoredMessage> for Message {
+    fn from(m: StoredMessage) -> Message {
+        Message {
+            group: m.group.to_string(),
+            seq: m.seq,
+            from: m.from,
+            ts: m.ts,
+            body: m.body,
+            client_id: m.client_id,
+        }
+    }
+}
+
+impl From<ReceiptCounts> for ReceiptItem {
+    fn from(c: ReceiptCounts) -> ReceiptItem {
+        ReceiptItem {
+            seq: c.seq,
+            recipients: c.recipients,
+            delivered: c.delivered,
+            read: c.read,
+        }
+    }
+}
+
+impl From<ReaderLists> for Readers {
+    fn from(r: ReaderLists) -> Readers {
+        let names = |users: Vec<UserId>| users.iter().map(UserId::to_string).collect();
+        Readers {
+            group: r.group.to_string(),
+            seq: r.seq,
+            read: names(r.read),
+            delivered: names(r.delivered),
+            unread: names(r.unread),
+        }
+    }
 }

@@ -14,7 +14,7 @@
 //! messages (8 bytes per message per cursor kind), while a sorted vector grows with members, and
 //! an update is one `memmove` of at most a few kilobytes even for thousands of members.
 
-use crate::protocol::ReceiptItem;
+use super::ReceiptCounts;
 use crate::store::MemberRecord;
 
 /// A sorted multiset of u64 values with "how many are >= s" queries.
@@ -81,7 +81,7 @@ impl ReceiptIndex {
 
     /// The counts for message `seq`, whose sender's current member record is `sender` (`None`
     /// when the sender is no longer a member).
-    pub fn counts(&self, seq: u64, sender: Option<&MemberRecord>) -> ReceiptItem {
+    pub fn counts(&self, seq: u64, sender: Option<&MemberRecord>) -> ReceiptCounts {
         let not_recipients = self.joined.count_at_least(seq);
         let members = u64::try_from(self.joined.0.len()).unwrap_or(u64::MAX);
         let (own, own_delivered, own_read) = match sender {
@@ -91,7 +91,7 @@ impl ReceiptIndex {
             _ => (0, 0, 0),
         };
         let minus = |n: u64, own: u64| n.saturating_sub(not_recipients).saturating_sub(own);
-        ReceiptItem {
+        ReceiptCounts {
             seq,
             recipients: minus(members, own),
             delivered: minus(self.delivered.count_at_least(seq), own_delivered),
@@ -114,14 +114,14 @@ mod tests {
     }
 
     /// The definition, by scanning every member.
-    fn naive(members: &[MemberRecord], sender: Option<usize>, seq: u64) -> ReceiptItem {
+    fn naive(members: &[MemberRecord], sender: Option<usize>, seq: u64) -> ReceiptCounts {
         let recipients: Vec<&MemberRecord> = members
             .iter()
             .enumerate()
             .filter(|(i, m)| Some(*i) != sender && m.joined_seq < seq)
             .map(|(_, m)| m)
             .collect();
-        ReceiptItem {
+        ReceiptCounts {
             seq,
             recipients: recipients.len() as u64,
             delivered: recipients.iter().filter(|m| m.delivered >= seq).count() as u64,

@@ -10,8 +10,16 @@
 //! they arrive. In its place it passes one masked pong frame carrying [`TOO_LARGE_MARK`], which
 //! the session answers with `too_large` (a control frame may come between fragments, so this is
 //! valid wherever the skipped frame was). The session then goes on reading.
+//!
+//! It also records whether reading the socket itself failed ([`TransportFailed`]):
+//! actix-web-actors reports both that and a text frame that is not UTF-8 as the same
+//! `ProtocolError::Io`, and the session must close on the first but answer `bad_frame` and go on
+//! after the second. A typed flag set where the failure is seen, rather than matching the
+//! error's text.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_web::error::PayloadError;
@@ -38,16 +46,32 @@ pub struct FrameLimit<S> {
     max: u64,
     state: State,
     header: Vec<u8>,
+    failed: TransportFailed,
+}
+
+/// Whether reading the client's bytes failed (set once, by [`FrameLimit`]).
+#[derive(Debug, Clone, Default)]
+pub struct TransportFailed(Arc<AtomicBool>);
+
+impl TransportFailed {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<S> FrameLimit<S> {
-    /// Limits the frames of `inner` to `max` payload bytes.
-    pub fn new(inner: S, max: usize) -> FrameLimit<S> {
+    /// Limits the frames of `inner` to `max` payload bytes; `failed` is set if reading fails.
+    pub fn new(inner: S, max: usize, failed: TransportFailed) -> FrameLimit<S> {
         FrameLimit {
             inner,
-            max: max as u64,
+            max: u64::try_from(max).unwrap_or(u64::MAX),
             state: State::Header,
             header: Vec::with_capacity(14),
+            failed,
         }
     }
 
@@ -126,6 +150,10 @@ where
                     }
                     // All skipped, or an incomplete header: read on.
                 }
+                Poll::Ready(Some(Err(e))) => {
+                    self.failed.set();
+                    return Poll::Ready(Some(Err(e)));
+                }
                 other => return other,
             }
         }
@@ -165,7 +193,7 @@ mod tests {
         input.extend(frame(300));
         input.extend(frame(100));
         for chunk_size in [1, 2, 3, 7, 64, 1000] {
-            let mut limit = FrameLimit::new((), 300);
+            let mut limit = FrameLimit::new((), 300, TransportFailed::default());
             let mut out = Vec::new();
             for chunk in input.chunks(chunk_size) {
                 out.extend_from_slice(&limit.filter(chunk));
@@ -179,7 +207,7 @@ mod tests {
         let mut input = frame(5000);
         input.extend(frame(20));
         for chunk_size in [1, 5, 4096] {
-            let mut limit = FrameLimit::new((), 4096);
+            let mut limit = FrameLimit::new((), 4096, TransportFailed::default());
             let mut out = Vec::new();
             for chunk in input.chunks(chunk_size) {
                 out.extend_from_slice(&limit.filter(chunk));
@@ -193,7 +221,7 @@ mod tests {
 
     #[test]
     fn an_absurd_length_is_skipped_without_buffering() {
-        let mut limit = FrameLimit::new((), 4096);
+        let mut limit = FrameLimit::new((), 4096, TransportFailed::default());
         let mut h = vec![0x81, 0x80 | 127];
         h.extend_from_slice(&u64::MAX.to_be_bytes());
         h.extend_from_slice(&[1, 2, 3, 4]);

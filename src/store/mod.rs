@@ -18,7 +18,7 @@ mod keys;
 mod sled_store;
 
 pub use guard::DiskGuard;
-pub use sled_store::{Durability, SledStore};
+pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -174,8 +174,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every earlier write durable (survives a process crash).
     fn flush(&self) -> Result<(), StoreError>;
-    /// Bytes the store occupies on disk (for metrics and the layout measurement).
-    fn size_on_disk(&self) -> Result<u64, StoreError>;
     /// Ok when writes are accepted now; why not otherwise (disk nearly full, failed flush).
     fn writable(&self) -> Result<(), StoreError>;
     /// Why the store failed for good (a flush failed), if it did: the server must restart.

@@ -31,17 +31,8 @@ use super::keys;
 use super::{
     Direction, DiskGuard, GroupRecord, MemberRecord, MessageRecord, Store, StoreError, UserRecord,
 };
+use crate::config::Durability;
 use crate::ids::{GroupId, Seq, UserId};
-
-/// How much a [`Store::flush`] guarantees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// sled's flush only (`pwrite` + `sync_file_range`): survives a process crash.
-    Process,
-    /// sled's flush, then `fsync` of its log file (data, metadata and the drive's cache):
-    /// survives power loss too.
-    Power,
-}
 
 /// sled-backed storage in one directory.
 pub struct SledStore {
@@ -368,10 +359,6 @@ impl Store for SledStore {
 
     fn failure(&self) -> Option<String> {
         self.guard.failure()
-    }
-
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
     }
 }
 

@@ -1,0 +1,332 @@
+//! The commit queue: what a group actor has written, what a flush has made durable, and the
+//! work (answers, pushes) waiting for the flush that covers it.
+//!
+//! Every store write bumps a generation; a flush request carries the generation (and head seq)
+//! written so far, and its answer makes exactly that much durable. [`Written`] and [`Durable`]
+//! are different types, so "assigned" and "visible" seqs cannot be mixed up: only a `Durable`
+//! can say what may be shown, and a pending action is released only when a `Durable` covers the
+//! `Written` it was queued behind. Release is strictly in queue order, which keeps pushes in seq
+//! order. At most one flush request per group is in flight; the commit thread (`commit.rs`)
+//! batches the requests of every group into one flush.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::ids::UserId;
+use crate::store::MemberRecord;
+
+use super::{GroupActor, GroupError, Posted};
+
+/// How long to wait before retrying a failed flush.
+const FLUSH_RETRY: Duration = Duration::from_millis(200);
+
+/// How much a group actor has written: store writes made, and the highest seq assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Written {
+    generation: u64,
+    seq: u64,
+}
+
+/// How much of it a flush covered: only seqs up to `seq` may be seen by anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Durable {
+    generation: u64,
+    seq: u64,
+}
+
+impl Durable {
+    fn covers(&self, written: Written) -> bool {
+        written.generation <= self.generation
+    }
+}
+
+/// Work waiting for the flush that covers the writes made before it was queued.
+struct Pending {
+    behind: Written,
+    action: AfterFlush,
+}
+
+/// What to do once the writes before it are durable.
+pub(super) enum AfterFlush {
+    /// Attach a new member's online sessions and send them `joined`.
+    AttachNewMember { user: UserId, joined_seq: u64 },
+    /// Answer a send; push the `msg` frame to every session unless it was a duplicate.
+    Posted {
+        posted: Posted,
+        push: Option<Arc<str>>,
+        reply: oneshot::Sender<Result<Posted, GroupError>>,
+        /// When this actor took the send (for the send→durable histogram).
+        accepted: Instant,
+    },
+    MemberAdded {
+        record: MemberRecord,
+        reply: oneshot::Sender<Result<MemberRecord, GroupError>>,
+    },
+    MemberRemoved {
+        reply: oneshot::Sender<Result<(), GroupError>>,
+    },
+    /// Frames to users' sessions that describe durable state: receipt counts computed on a
+    /// tick (sent once the cursors behind them are durable).
+    Notify {
+        kind: &'static str,
+        frames: Vec<(UserId, Arc<str>)>,
+    },
+}
+
+impl AfterFlush {
+    /// Answers a waiting command with `error`; actions nobody waits for are dropped.
+    fn fail(self, error: GroupError) {
+        match self {
+            AfterFlush::Posted { reply, .. } => drop(reply.send(Err(error))),
+            AfterFlush::MemberAdded { reply, .. } => drop(reply.send(Err(error))),
+            AfterFlush::MemberRemoved { reply } => drop(reply.send(Err(error))),
+            AfterFlush::AttachNewMember { .. } | AfterFlush::Notify { .. } => {}
+        }
+    }
+}
+
+/// One group's writes, their durability, and the work waiting on it.
+pub(super) struct CommitQueue {
+    written: Written,
+    durable: Durable,
+    flush_in_flight: bool,
+    pending: VecDeque<Pending>,
+}
+
+impl CommitQueue {
+    /// A queue for a group whose stored head is `last_seq` (durable: it was read back).
+    pub(super) fn new(last_seq: u64) -> CommitQueue {
+        CommitQueue {
+            written: Written {
+                generation: 0,
+                seq: last_seq,
+            },
+            durable: Durable {
+                generation: 0,
+                seq: last_seq,
+            },
+            flush_in_flight: false,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Records a store write that assigns no seq (a member record, cursors).
+    pub(super) fn wrote(&mut self) {
+        self.written.generation += 1;
+    }
+
+    /// Records the write of message `seq`, the new head.
+    pub(super) fn wrote_message(&mut self, seq: u64) {
+        self.written.generation += 1;
+        self.written.seq = seq;
+    }
+
+    /// The highest seq assigned (written, maybe not durable yet).
+    pub(super) fn last_seq(&self) -> u64 {
+        self.written.seq
+    }
+
+    /// The highest seq a flush covered: the only seqs anyone may see.
+    pub(super) fn durable_seq(&self) -> u64 {
+        self.durable.seq
+    }
+
+    pub(super) fn n_pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn push(&mut self, action: AfterFlush) {
+        self.pending.push_back(Pending {
+            behind: self.written,
+            action,
+        });
+    }
+
+    /// The next action whose writes are durable, in queue order.
+    fn pop_ready(&mut self) -> Option<AfterFlush> {
+        let front = self.pending.front()?;
+        if !self.durable.covers(front.behind) {
+            return None;
+        }
+        self.pending.pop_front().map(|p| p.action)
+    }
+
+    /// What a flush request should cover, unless one is in flight or nothing is unflushed.
+    fn start_flush(&mut self) -> Option<Written> {
+        if self.flush_in_flight || self.durable.covers(self.written) {
+            return None;
+        }
+        self.flush_in_flight = true;
+        Some(self.written)
+    }
+
+    /// A flush covering `written` succeeded.
+    fn flushed(&mut self, written: Written) {
+        self.flush_in_flight = false;
+        self.durable.generation = self.durable.generation.max(written.generation);
+        self.durable.seq = self.durable.seq.max(written.seq);
+    }
+}
+
+/// The committer's answer: the writes of `written` are durable (`ok`), or the flush failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Flushed {
+    written: Written,
+    ok: bool,
+}
+
+impl GroupActor {
+    /// Queues work behind the writes made so far and makes sure a flush will cover them.
+    pub(super) fn after_flush(&mut self, action: AfterFlush, ctx: &mut Context<Self>) {
+        self.queue.push(action);
+        self.release();
+        self.request_flush(ctx);
+    }
+
+    /// Asks the committer for a flush of everything written, unless one is already coming.
+    pub(super) fn request_flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(written) = self.queue.start_flush() else {
+            return;
+        };
+        let addr = ctx.address();
+        self.deps
+            .committer
+            .request(Box::new(move |ok| addr.do_send(Flushed { written, ok })));
+    }
+
+    /// Completes the pending work that the durable writes cover, in order.
+    fn release(&mut self) {
+        while let Some(action) = self.queue.pop_ready() {
+            self.complete(action);
+        }
+    }
+
+    fn complete(&mut self, action: AfterFlush) {
+        match action {
+            AfterFlush::Posted {
+                posted,
+                push,
+                reply,
+                accepted,
+            } => {
+                self.deps
+                    .metrics
+                    .send_durable_seconds
+                    .observe(accepted.elapsed().as_secs_f64());
+                let _ = reply.send(Ok(posted));
+                if let Some(text) = push {
+                    self.fanout.push_to_all("msg", &text);
+                }
+            }
+            AfterFlush::AttachNewMember { user, joined_seq } => {
+                self.attach_new_member(&user, joined_seq)
+            }
+            AfterFlush::MemberAdded { record, reply } => {
+                let _ = reply.send(Ok(record));
+            }
+            AfterFlush::MemberRemoved { reply } => {
+                let _ = reply.send(Ok(()));
+            }
+            AfterFlush::Notify { kind, frames } => {
+                for (user, text) in frames {
+                    self.fanout.send_to_user(&user, kind, &text, None);
+                }
+            }
+        }
+    }
+
+    /// The committer answered a flush request.
+    pub(super) fn on_flushed(&mut self, msg: Flushed, ctx: &mut Context<Self>) {
+        if msg.ok {
+            self.queue.flushed(msg.written);
+            self.release();
+            if self.queue.n_pending() > 0 {
+                self.request_flush(ctx);
+            }
+            return;
+        }
+        self.queue.flush_in_flight = false;
+        if let Some(reason) = self.deps.store.failure() {
+            // The store failed for good (see store::DiskGuard) and the server is stopping: no
+            // later flush can cover these writes. Senders get `storage` and resend with the same
+            // client_id after the restart; that answers the original seq if the write reached
+            // the disk after all. Nothing unanswered is pushed.
+            log::error!(
+                "group {}: flush failed for good; failing {} waiting answers",
+                self.id,
+                self.queue.n_pending()
+            );
+            for Pending { action, .. } in std::mem::take(&mut self.queue.pending) {
+                action.fail(GroupError::Storage(format!("storage failed: {reason}")));
+            }
+        } else {
+            // The writes are applied (in memory) and will be visible once a flush succeeds, so
+            // they are not failed: their answers and pushes wait, and the flush is retried.
+            log::error!(
+                "group {}: flush failed; {} answers wait; retrying in {FLUSH_RETRY:?}",
+                self.id,
+                self.queue.n_pending()
+            );
+            ctx.run_later(FLUSH_RETRY, |actor, ctx| actor.request_flush(ctx));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify() -> AfterFlush {
+        AfterFlush::Notify {
+            kind: "receipt",
+            frames: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn work_waits_for_the_flush_that_covers_the_writes_before_it() {
+        let mut queue = CommitQueue::new(5);
+        // Nothing written: the work is ready at once, and no flush is needed.
+        queue.push(notify());
+        assert!(queue.pop_ready().is_some());
+        assert_eq!(queue.start_flush(), None);
+
+        queue.wrote_message(6);
+        queue.push(notify());
+        assert_eq!((queue.last_seq(), queue.durable_seq()), (6, 5));
+        assert!(queue.pop_ready().is_none(), "released before its flush");
+        let first = queue.start_flush().expect("a flush is needed");
+        // One request in flight at a time; writes meanwhile wait for the next one.
+        queue.wrote_message(7);
+        queue.push(notify());
+        assert_eq!(queue.start_flush(), None);
+
+        queue.flushed(first);
+        assert_eq!(queue.durable_seq(), 6);
+        assert!(queue.pop_ready().is_some());
+        assert!(queue.pop_ready().is_none(), "message 7 is not durable yet");
+        let second = queue.start_flush().expect("message 7 needs a flush");
+        queue.flushed(second);
+        assert_eq!(queue.durable_seq(), 7);
+        assert!(queue.pop_ready().is_some());
+        assert_eq!(queue.n_pending(), 0);
+    }
+
+    #[test]
+    fn a_late_answer_for_an_older_flush_never_lowers_what_is_durable() {
+        let mut queue = CommitQueue::new(0);
+        queue.wrote_message(1);
+        let old = queue.start_flush().expect("flush");
+        queue.flushed(old);
+        queue.wrote_message(2);
+        let new = queue.start_flush().expect("flush");
+        queue.flushed(new);
+        queue.flushed(old);
+        assert_eq!(queue.durable_seq(), 2);
+    }
+}

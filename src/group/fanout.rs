@@ -1,0 +1,114 @@
+//! Fan-out: the online sessions attached to one group, and pushing a frame to them.
+//!
+//! A session is attached when its `welcome` (or `joined`) summary was taken, so it gets every
+//! push after the head that summary showed and none before. Pushes use `try_send` on the
+//! session's bounded mailbox: a group never waits for a session. A session whose queue is full
+//! is evicted (closed with 4000, it resyncs from its cursor) and detached here. The frame text is
+//! serialized once and shared (`Arc<str>`) by every recipient.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::SendError;
+
+use crate::ids::{GroupId, UserId};
+use crate::metrics::Metrics;
+use crate::presence::{Outbound, SessionHandle};
+
+/// The sessions attached to one group, by user.
+pub(super) struct Fanout {
+    group: GroupId,
+    metrics: Arc<Metrics>,
+    sessions: HashMap<UserId, Vec<SessionHandle>>,
+}
+
+impl Fanout {
+    pub(super) fn new(group: GroupId, metrics: Arc<Metrics>) -> Fanout {
+        Fanout {
+            group,
+            metrics,
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Attaches a session (attaching twice is harmless).
+    pub(super) fn attach(&mut self, session: SessionHandle) {
+        let handles = self.sessions.entry(session.user.clone()).or_default();
+        if !handles.iter().any(|h| h.id == session.id) {
+            handles.push(session);
+        }
+    }
+
+    pub(super) fn detach(&mut self, user: &UserId, session_id: u64) {
+        if let Some(handles) = self.sessions.get_mut(user) {
+            handles.retain(|h| h.id != session_id);
+            if handles.is_empty() {
+                self.sessions.remove(user);
+            }
+        }
+    }
+
+    /// Detaches every session of `user` (removed from the group).
+    pub(super) fn detach_user(&mut self, user: &UserId) {
+        self.sessions.remove(user);
+    }
+
+    pub(super) fn is_attached(&self, user: &UserId, session_id: u64) -> bool {
+        self.sessions
+            .get(user)
+            .is_some_and(|handles| handles.iter().any(|h| h.id == session_id))
+    }
+
+    /// The users with at least one attached session.
+    pub(super) fn online_users(&self) -> impl Iterator<Item = &UserId> {
+        self.sessions.keys()
+    }
+
+    /// Sends a frame to every attached session of `user` but `except`, evicting sessions whose
+    /// queue is full.
+    pub(super) fn send_to_user(
+        &mut self,
+        user: &UserId,
+        kind: &'static str,
+        text: &Arc<str>,
+        except: Option<u64>,
+    ) {
+        let Some(handles) = self.sessions.get_mut(user) else {
+            return;
+        };
+        let (group, metrics) = (&self.group, &self.metrics);
+        handles.retain(|handle| {
+            if Some(handle.id) == except {
+                return true;
+            }
+            match handle.outbox.try_send(Outbound::Frame {
+                kind,
+                text: Arc::clone(text),
+            }) {
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    log::warn!(
+                        "group {group}: session {} of {} is behind; evicting it",
+                        handle.id,
+                        handle.user
+                    );
+                    metrics.outbound_queue_overflows.inc();
+                    handle.outbox.do_send(Outbound::Evict);
+                    false
+                }
+                Err(SendError::Closed(_)) => false,
+            }
+        });
+        if handles.is_empty() {
+            self.sessions.remove(user);
+        }
+    }
+
+    /// Sends a frame to every attached session.
+    pub(super) fn push_to_all(&mut self, kind: &'static str, text: &Arc<str>) {
+        let users: Vec<UserId> = self.sessions.keys().cloned().collect();
+        for user in users {
+            self.send_to_user(&user, kind, text, None);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Loading a group actor's memory from the store when it starts (lazily, on first use): its
+//! record, members and the receipt index, each sender's seqs, and the `(sender, client_id) → seq`
+//! resend map of the last `--dedup-window` messages.
+//!
+//! Loading scans the group's messages once: O(messages). (A known limit, ARCHITECTURE.md.)
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::ids::{GroupId, Seq, UserId};
+use crate::store::{Direction, StoreError};
+
+use super::commit_queue::CommitQueue;
+use super::fanout::Fanout;
+use super::receipts::ReceiptIndex;
+use super::{GroupActor, GroupDeps};
+
+impl GroupActor {
+    /// Rebuilds a group's actor state from the store; `None` when the group does not exist.
+    pub fn load(id: GroupId, deps: GroupDeps) -> Result<Option<GroupActor>, StoreError> {
+        let Some(record) = deps.store.group(&id)? else {
+            return Ok(None);
+        };
+        let mut index = ReceiptIndex::default();
+        let mut members = HashMap::new();
+        for (user, member) in deps.store.members(&id)? {
+            index.insert(&member);
+            members.insert(user, member);
+        }
+        let last_seq = deps.store.last_seq(&id)?.0;
+        let window_start =
+            last_seq.saturating_sub(u64::try_from(deps.config.dedup_window).unwrap_or(u64::MAX));
+        let mut by_sender: HashMap<UserId, Vec<u64>> = HashMap::new();
+        let mut resend = HashMap::new();
+        let mut resend_order = VecDeque::new();
+        let mut corrupt = None;
+        deps.store.scan_messages(
+            &id,
+            Seq(1),
+            Seq(last_seq),
+            Direction::Ascending,
+            &mut |seq, m| {
+                let Ok(from) = UserId::parse(&m.from) else {
+                    corrupt = Some(seq);
+                    return false;
+                };
+                by_sender.entry(from.clone()).or_default().push(seq.0);
+                if seq.0 > window_start {
+                    let key = (from, m.client_id);
+                    resend.insert(key.clone(), (seq.0, m.ts));
+                    resend_order.push_back(key);
+                }
+                true
+            },
+        )?;
+        if let Some(seq) = corrupt {
+            return Err(StoreError::Corrupt(format!(
+                "sender of message {seq:?} in group {id}"
+            )));
+        }
+        log::debug!(
+            "group {id} loaded: {} members, last seq {last_seq}",
+            members.len()
+        );
+        let fanout = Fanout::new(id.clone(), std::sync::Arc::clone(&deps.metrics));
+        Ok(Some(GroupActor {
+            id,
+            record,
+            deps,
+            queue: CommitQueue::new(last_seq),
+            members,
+            index,
+            by_sender,
+            resend,
+            resend_order,
+            fanout,
+            moved: HashMap::new(),
+            unwritten_cursors: HashSet::new(),
+        }))
+    }
+}

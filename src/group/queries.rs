@@ -1,0 +1,183 @@
+//! The group actor's read-only queries: summaries for `welcome`/`joined`, pages of messages,
+//! receipt counts and reader lists, the admin's view. None of them writes; all of them answer
+//! only up to the durable head, so nothing is visible before the flush that covers it.
+
+use crate::ids::{Seq, UserId};
+use crate::protocol::MAX_PAGE_BYTES;
+use crate::store::{Direction, MemberRecord};
+
+use super::{
+    FetchMessages, GroupActor, GroupError, GroupView, ListReaders, ListReceipts, MessagesPage,
+    Page, ReaderLists, ReceiptCounts, ReceiptQuery, ReceiptsPage, StoredMessage, Summary,
+};
+
+impl GroupActor {
+    /// Counts the sender's own messages in `(after, upto]`.
+    fn own_between(&self, user: &UserId, after: u64, upto: u64) -> u64 {
+        let Some(seqs) = self.by_sender.get(user) else {
+            return 0;
+        };
+        let lo = seqs.partition_point(|&s| s <= after);
+        let hi = seqs.partition_point(|&s| s <= upto);
+        u64::try_from(hi.saturating_sub(lo)).unwrap_or(0)
+    }
+
+    /// The group as `welcome` (or `joined`) shows it to `user`, as of `head`: the last seq whose
+    /// `msg` the session will not get pushed.
+    pub(super) fn summary(&self, user: &UserId, member: &MemberRecord, head: u64) -> Summary {
+        let from = member.read.max(member.joined_seq).min(head);
+        let unread = (head - from).saturating_sub(self.own_between(user, from, head));
+        Summary {
+            group: self.id.clone(),
+            name: self.record.name.clone(),
+            kind: self.record.kind,
+            last_seq: head,
+            delivered: member.delivered,
+            read: member.read,
+            unread,
+        }
+    }
+
+    pub(super) fn receipt(&self, seq: u64, sender: &UserId) -> ReceiptCounts {
+        self.index.counts(seq, self.members.get(sender))
+    }
+
+    /// The sender of a durable message, read from the store.
+    fn sender_of(&self, seq: u64) -> Result<UserId, GroupError> {
+        let record = self
+            .deps
+            .store
+            .message(&self.id, Seq(seq))?
+            .ok_or_else(|| GroupError::Storage(format!("message {seq} missing")))?;
+        UserId::parse(&record.from)
+            .map_err(|_| GroupError::Storage(format!("bad sender of message {seq}")))
+    }
+
+    pub(super) fn fetch(&self, msg: FetchMessages) -> Result<MessagesPage, GroupError> {
+        if let Some(user) = &msg.user {
+            self.check_member(user)?;
+        }
+        let head = self.queue.durable_seq();
+        let (first, last, limit, direction) = match msg.page {
+            Page::After { after, limit } => {
+                (after.saturating_add(1), head, limit, Direction::Ascending)
+            }
+            Page::Before { before, limit } => {
+                let below = before.unwrap_or(u64::MAX).min(head.saturating_add(1));
+                (1, below.saturating_sub(1), limit, Direction::Descending)
+            }
+        };
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        if first <= last && limit > 0 {
+            self.deps.store.scan_messages(
+                &self.id,
+                Seq(first),
+                Seq(last),
+                direction,
+                &mut |seq, m| {
+                    bytes += m.body.len();
+                    messages.push(StoredMessage {
+                        group: self.id.clone(),
+                        seq: seq.0,
+                        from: m.from,
+                        ts: m.ts,
+                        body: m.body,
+                        client_id: m.client_id,
+                    });
+                    messages.len() < limit && bytes < MAX_PAGE_BYTES
+                },
+            )?;
+        }
+        let more = match direction {
+            Direction::Ascending => messages.last().is_some_and(|m| m.seq < last),
+            Direction::Descending => messages.last().is_some_and(|m| m.seq > first),
+        };
+        if direction == Direction::Descending {
+            messages.reverse();
+        }
+        Ok(MessagesPage {
+            messages,
+            more,
+            last_seq: head,
+        })
+    }
+
+    pub(super) fn receipts(&self, msg: ListReceipts) -> Result<ReceiptsPage, GroupError> {
+        self.check_member(&msg.user)?;
+        match msg.query {
+            ReceiptQuery::Mine { after, limit } => {
+                let seqs = self
+                    .by_sender
+                    .get(&msg.user)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let start = seqs.partition_point(|&s| s <= after);
+                let end = seqs.partition_point(|&s| s <= self.queue.durable_seq());
+                let page = seqs.get(start..end).unwrap_or_default();
+                let items = page
+                    .iter()
+                    .take(limit)
+                    .map(|&seq| self.receipt(seq, &msg.user))
+                    .collect();
+                Ok(ReceiptsPage {
+                    items,
+                    more: page.len() > limit,
+                })
+            }
+            ReceiptQuery::Seqs(seqs) => {
+                let mut items = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    self.check_seq(seq)?;
+                    let sender = self.sender_of(seq)?;
+                    items.push(self.receipt(seq, &sender));
+                }
+                Ok(ReceiptsPage { items, more: false })
+            }
+        }
+    }
+
+    pub(super) fn readers(&self, msg: ListReaders) -> Result<ReaderLists, GroupError> {
+        if let Some(user) = &msg.user {
+            self.check_member(user)?;
+        }
+        self.check_seq(msg.seq)?;
+        let sender = self.sender_of(msg.seq)?;
+        let mut members: Vec<(&UserId, &MemberRecord)> = self
+            .members
+            .iter()
+            .filter(|(user, m)| **user != sender && m.joined_seq < msg.seq)
+            .collect();
+        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut readers = ReaderLists {
+            group: self.id.clone(),
+            seq: msg.seq,
+            read: Vec::new(),
+            delivered: Vec::new(),
+            unread: Vec::new(),
+        };
+        for (user, m) in members {
+            let list = if m.read >= msg.seq {
+                &mut readers.read
+            } else if m.delivered >= msg.seq {
+                &mut readers.delivered
+            } else {
+                &mut readers.unread
+            };
+            list.push(user.clone());
+        }
+        Ok(readers)
+    }
+
+    pub(super) fn describe(&self) -> GroupView {
+        let mut members: Vec<(UserId, MemberRecord)> =
+            self.members.iter().map(|(u, m)| (u.clone(), *m)).collect();
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        GroupView {
+            name: self.record.name.clone(),
+            kind: self.record.kind,
+            last_seq: self.queue.durable_seq(),
+            members,
+        }
+    }
+}

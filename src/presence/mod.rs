@@ -1,0 +1,130 @@
+//! Presence: who is online, and the handles through which anyone reaches an online session.
+//!
+//! It sits below the groups and the registry and imports neither: a group actor pushes through
+//! a [`SessionHandle`] (a typed actix `Recipient`, not the session actor's type) and finds a
+//! newly added member's sessions through [`Presence::sessions_of`], which it gets in its deps.
+//! Rejected: keeping this directory in the registry, which made group ↔ registry ↔ session a
+//! circle (and an `Arc` loop: registry → group actor → registry).
+//!
+//! Plain `std::sync::Mutex`es rather than an actor: every critical section is a hash-map
+//! operation, never held across an `.await`, and callers get an answer without a mailbox round
+//! trip. `limits.rs` holds the per-user session cap and write budget.
+
+mod limits;
+
+pub use limits::SessionPermit;
+
+use limits::SessionCounts;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix::prelude::*;
+
+use crate::ids::UserId;
+
+/// A frame for a session, from a group actor (or the server, at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// An already serialized frame (shared by every recipient of a push).
+    Frame { kind: &'static str, text: Arc<str> },
+    /// The session fell behind: close it so the client resyncs.
+    Evict,
+    /// The server is shutting down: close with 1001 (`going away`).
+    GoingAway,
+}
+
+/// How a group reaches one online session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub id: u64,
+    pub user: UserId,
+    pub outbox: Recipient<Outbound>,
+}
+
+/// The online sessions of every user, session ids, and the shutdown flag.
+pub struct Presence {
+    sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
+    /// Set (under the `sessions` lock) when the server shuts down: no session registers after.
+    closing: AtomicBool,
+    next_session_id: AtomicU64,
+    counts: Arc<SessionCounts>,
+    max_sessions_per_user: usize,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
+/// section leaves the map consistent).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Presence {
+    /// A directory admitting `max_sessions_per_user` sessions per user (0: no limit), each user
+    /// with a write budget of `send_rate` per second in bursts of `send_burst`.
+    pub fn new(send_rate: u32, send_burst: u32, max_sessions_per_user: usize) -> Presence {
+        Presence {
+            sessions: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+            next_session_id: AtomicU64::new(1),
+            counts: Arc::new(SessionCounts::new(send_rate, send_burst)),
+            max_sessions_per_user,
+        }
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admits one more session of `user`, unless `--max-sessions-per-user` are already open.
+    pub fn admit(&self, user: &UserId) -> Option<SessionPermit> {
+        self.counts.admit(user, self.max_sessions_per_user)
+    }
+
+    /// Registers an online session; `false` once the server is shutting down, in which case the
+    /// session must close itself.
+    pub fn register(&self, session: SessionHandle) -> bool {
+        let mut sessions = lock(&self.sessions);
+        if self.closing.load(Ordering::SeqCst) {
+            return false;
+        }
+        sessions
+            .entry(session.user.clone())
+            .or_default()
+            .push(session);
+        true
+    }
+
+    pub fn unregister(&self, user: &UserId, session_id: u64) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(list) = sessions.get_mut(user) {
+            list.retain(|s| s.id != session_id);
+            if list.is_empty() {
+                sessions.remove(user);
+            }
+        }
+    }
+
+    /// At shutdown: tells every online session to close with 1001 (`going away`), and makes
+    /// every later [`Presence::register`] refuse. Returns how many were told.
+    pub fn close_all(&self) -> usize {
+        let sessions = lock(&self.sessions);
+        self.closing.store(true, Ordering::SeqCst);
+        let mut n_sessions = 0;
+        for handle in sessions.values().flatten() {
+            // `do_send`: a full mailbox must not keep a session open.
+            handle.outbox.do_send(Outbound::GoingAway);
+            n_sessions += 1;
+        }
+        n_sessions
+    }
+
+    /// The online sessions of a user.
+    pub fn sessions_of(&self, user: &UserId) -> Vec<SessionHandle> {
+        lock(&self.sessions).get(user).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,118 @@
+//! The admin HTTP API's bodies (docs/PROTOCOL.md §6): what each route reads and answers.
+//!
+//! Typed both ways, so the JSON shape of every route is written down once, here, and the HTTP
+//! handlers never build JSON by hand. Request bodies keep serde's default of ignoring unknown
+//! fields (the documented behaviour today).
+
+use serde::{Deserialize, Serialize};
+
+use super::{GroupKind, Message};
+
+/// `POST /api/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewUser {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The answer to `POST /api/users`: the user and a first token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedUser {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+}
+
+/// `POST /api/users/{uid}/tokens` (the body may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A minted token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenReply {
+    pub token: String,
+}
+
+/// `POST /api/groups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewGroup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// A group as the admin sees it (`GET /api/groups/{gid}`, and the answer to `POST`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub id: String,
+    pub name: String,
+    pub kind: GroupKind,
+    pub last_seq: u64,
+    /// Sorted by user id.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member with its cursors (`PUT /api/groups/{gid}/members/{uid}` answers one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub user: String,
+    pub joined_seq: u64,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// `POST /api/groups/{gid}/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewMessage {
+    pub from: String,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// The answer to `POST /api/groups/{gid}/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostedMessage {
+    pub seq: u64,
+    pub ts: u64,
+    pub client_id: String,
+    pub duplicate: bool,
+}
+
+/// The query of `GET /api/groups/{gid}/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesQuery {
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The answer to `GET /api/groups/{gid}/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesReply {
+    pub group: String,
+    pub messages: Vec<Message>,
+    pub more: bool,
+    pub last_seq: u64,
+}
+
+/// The query of `GET /ws` (the token may come in the query instead of a header).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The answer to `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}

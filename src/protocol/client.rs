@@ -1,0 +1,216 @@
+//! Client frames: what a client sends over the WebSocket, and how one text frame is parsed.
+//!
+//! Parsing is layered: text → [`serde_json::Value`] (so a frame's `id` can be echoed even when the
+//! rest of it is malformed) → [`ClientFrame`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{to_json, ErrorCode, RequestId, MAX_ID_CHARS};
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Send {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        client_id: String,
+        body: String,
+    },
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    Read {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    Sync {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        #[serde(default)]
+        after: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    Direct {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        with: String,
+    },
+    Receipts {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        #[serde(default)]
+        mine: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seqs: Option<Vec<u64>>,
+        #[serde(default)]
+        after: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    Readers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    /// Lists users (to pick the other side of a `direct`).
+    Users {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+}
+
+/// The frame types a client may send, for telling `unknown_type` from `bad_frame`.
+const CLIENT_TYPES: &[&str] = &[
+    "send", "ack", "read", "sync", "history", "direct", "receipts", "readers", "users", "ping",
+];
+
+/// Why a client frame could not be parsed. Carries the frame's `id` when one could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub id: Option<RequestId>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientFrame {
+    /// Parses one text frame, telling a bad frame from an unknown type.
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+            id: None,
+            code: ErrorCode::BadFrame,
+            message: format!("not JSON: {e}"),
+        })?;
+        let Value::Object(object) = &value else {
+            return Err(FrameError {
+                id: None,
+                code: ErrorCode::BadFrame,
+                message: "a frame must be a JSON object".into(),
+            });
+        };
+        let id = match object.get("id") {
+            None => None,
+            Some(id @ Value::Number(_)) => Some(RequestId(id.clone())),
+            Some(id @ Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => {
+                Some(RequestId(id.clone()))
+            }
+            Some(_) => {
+                return Err(FrameError {
+                    id: None,
+                    code: ErrorCode::BadFrame,
+                    message: format!(
+                        "\"id\" must be a number or a string of at most {MAX_ID_CHARS} characters"
+                    ),
+                })
+            }
+        };
+        match object.get("type") {
+            Some(Value::String(t)) if CLIENT_TYPES.contains(&t.as_str()) => {}
+            Some(Value::String(t)) => {
+                return Err(FrameError {
+                    id,
+                    code: ErrorCode::UnknownType,
+                    // Echo at most MAX_ID_CHARS characters of what the client sent.
+                    message: format!(
+                        "unknown frame type {:?}",
+                        t.chars().take(MAX_ID_CHARS).collect::<String>()
+                    ),
+                });
+            }
+            _ => {
+                return Err(FrameError {
+                    id,
+                    code: ErrorCode::BadFrame,
+                    message: "missing string field \"type\"".into(),
+                })
+            }
+        }
+        serde_json::from_value(value).map_err(|e| FrameError {
+            id,
+            code: ErrorCode::BadFrame,
+            message: e.to_string(),
+        })
+    }
+
+    /// Sets the request id (the client module numbers its requests).
+    pub fn set_id(&mut self, new_id: impl Into<RequestId>) {
+        let new_id = new_id.into();
+        match self {
+            ClientFrame::Send { id, .. }
+            | ClientFrame::Ack { id, .. }
+            | ClientFrame::Read { id, .. }
+            | ClientFrame::Sync { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Direct { id, .. }
+            | ClientFrame::Receipts { id, .. }
+            | ClientFrame::Readers { id, .. }
+            | ClientFrame::Users { id, .. }
+            | ClientFrame::Ping { id } => *id = Some(new_id),
+        }
+    }
+
+    /// The request id the client attached, if any.
+    pub fn id(&self) -> Option<&RequestId> {
+        match self {
+            ClientFrame::Send { id, .. }
+            | ClientFrame::Ack { id, .. }
+            | ClientFrame::Read { id, .. }
+            | ClientFrame::Sync { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Direct { id, .. }
+            | ClientFrame::Receipts { id, .. }
+            | ClientFrame::Readers { id, .. }
+            | ClientFrame::Users { id, .. }
+            | ClientFrame::Ping { id } => id.as_ref(),
+        }
+    }
+
+    /// Serializes the frame as one JSON text.
+    pub fn to_text(&self) -> String {
+        to_json(self)
+    }
+
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Ack { .. } => "ack",
+            ClientFrame::Read { .. } => "read",
+            ClientFrame::Sync { .. } => "sync",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Direct { .. } => "direct",
+            ClientFrame::Receipts { .. } => "receipts",
+            ClientFrame::Readers { .. } => "readers",
+            ClientFrame::Users { .. } => "users",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Server frames: what the server sends over the WebSocket, and the payload types inside them
+//! (also used by the admin API's bodies).
+
+use serde::{Deserialize, Serialize};
+
+use super::{to_json, ErrorCode, RequestId};
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        user: String,
+        groups: Vec<GroupSummary>,
+    },
+    Sent {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        client_id: String,
+        seq: u64,
+        ts: u64,
+        #[serde(default)]
+        duplicate: bool,
+    },
+    Msg(Message),
+    Messages {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        messages: Vec<Message>,
+        more: bool,
+        last_seq: u64,
+    },
+    Direct {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+    },
+    Receipt {
+        group: String,
+        items: Vec<ReceiptItem>,
+    },
+    Receipts {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        items: Vec<ReceiptItem>,
+        more: bool,
+    },
+    Readers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(flatten)]
+        readers: Readers,
+    },
+    ReadSync {
+        group: String,
+        seq: u64,
+    },
+    /// Reply to `users`: a page of users in id order.
+    Users {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        users: Vec<UserEntry>,
+        more: bool,
+    },
+    /// The user became a member of a group while online.
+    Joined {
+        #[serde(flatten)]
+        summary: GroupSummary,
+    },
+    /// The user was removed from a group while online.
+    Left {
+        group: String,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+        /// With `rate_limited`: when the next send will be accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// A frame type this version does not know (sent by a newer server); clients ignore it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServerFrame {
+    /// Serializes the frame as one JSON text.
+    pub fn to_text(&self) -> String {
+        to_json(self)
+    }
+
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::Welcome { .. } => "welcome",
+            ServerFrame::Sent { .. } => "sent",
+            ServerFrame::Msg(_) => "msg",
+            ServerFrame::Messages { .. } => "messages",
+            ServerFrame::Direct { .. } => "direct",
+            ServerFrame::Receipt { .. } => "receipt",
+            ServerFrame::Receipts { .. } => "receipts",
+            ServerFrame::Readers { .. } => "readers",
+            ServerFrame::ReadSync { .. } => "read_sync",
+            ServerFrame::Users { .. } => "users",
+            ServerFrame::Joined { .. } => "joined",
+            ServerFrame::Left { .. } => "left",
+            ServerFrame::Unknown => "unknown",
+            ServerFrame::Pong { .. } => "pong",
+            ServerFrame::Error { .. } => "error",
+        }
+    }
+
+    /// Parses one text frame sent by a server (used by the client module).
+    pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// An `error` frame.
+    pub fn error(
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> ServerFrame {
+        ServerFrame::Error {
+            id,
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// One group in the `welcome` frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub group: String,
+    pub name: String,
+    pub kind: GroupKind,
+    pub last_seq: u64,
+    pub delivered: u64,
+    pub read: u64,
+    pub unread: u64,
+}
+
+/// One user in a `users` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub id: String,
+    pub name: String,
+}
+
+/// Whether a group was created as a group or is a direct (1:1) conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    Group,
+    Direct,
+}
+
+/// A stored group message as it appears in `msg` and `messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub group: String,
+    pub seq: u64,
+    pub from: String,
+    pub ts: u64,
+    pub body: String,
+    pub client_id: String,
+}
+
+/// Receipt counts for one message (see docs/PROTOCOL.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptItem {
+    pub seq: u64,
+    pub recipients: u64,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// Exactly who has read, only received, or not received one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readers {
+    pub group: String,
+    pub seq: u64,
+    pub read: Vec<String>,
+    pub delivered: Vec<String>,
+    pub unread: Vec<String>,
+}

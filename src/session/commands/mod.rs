@@ -1,0 +1,94 @@
+//! One function per client frame type, as mini-redis's `cmd/` has one file per command. Each
+//! validates its frame, turns it into a group command (or answers it here), and either writes
+//! its reply later, when the group answers, or returns a [`Refusal`] that the session sends as
+//! an `error` frame. A refusal changes nothing stored.
+//!
+//! Commands are queued to their group as the frame is read (`do_send`/`send` before any
+//! `.await`), so a later frame's command cannot overtake an earlier one.
+
+mod cursor;
+mod direct;
+mod fetch;
+mod readers;
+mod receipts;
+mod send;
+mod users;
+
+use std::time::Duration;
+
+use crate::protocol::{ClientFrame, ErrorCode, RequestId, ServerFrame};
+
+use super::{Ctx, Refusal, Session};
+
+/// Runs one parsed client frame.
+pub(super) fn dispatch(
+    session: &mut Session,
+    frame: ClientFrame,
+    ctx: &mut Ctx,
+) -> Result<(), Refusal> {
+    match frame {
+        ClientFrame::Ping { id } => {
+            session.send_frame(&ServerFrame::Pong { id }, ctx);
+            Ok(())
+        }
+        ClientFrame::Send {
+            id,
+            group,
+            client_id,
+            body,
+        } => send::send(session, ctx, id, group, client_id, body),
+        ClientFrame::Ack { id, group, seq } => cursor::ack(session, ctx, id, &group, seq),
+        ClientFrame::Read { id, group, seq } => cursor::read(session, ctx, id, &group, seq),
+        ClientFrame::Sync {
+            id,
+            group,
+            after,
+            limit,
+        } => fetch::sync(session, ctx, id, group, after, limit),
+        ClientFrame::History {
+            id,
+            group,
+            before,
+            limit,
+        } => fetch::history(session, ctx, id, group, before, limit),
+        ClientFrame::Direct { id, with } => direct::direct(session, ctx, id, &with),
+        ClientFrame::Receipts {
+            id,
+            group,
+            mine,
+            seqs,
+            after,
+            limit,
+        } => receipts::receipts(session, ctx, id, group, mine, seqs, after, limit),
+        ClientFrame::Users { id, after, limit } => users::users(session, ctx, id, after, limit),
+        ClientFrame::Readers { id, group, seq } => readers::readers(session, ctx, id, &group, seq),
+    }
+}
+
+/// Takes one write from the user's budget, or answers `rate_limited` and returns `false`.
+fn take_write(session: &Session, ctx: &mut Ctx, id: &Option<RequestId>) -> bool {
+    match session.permit.take_write(std::time::Instant::now()) {
+        Ok(()) => true,
+        Err(wait) => {
+            rate_limited(session, ctx, id.clone(), wait);
+            false
+        }
+    }
+}
+
+/// Answers a write over the user's budget with `rate_limited`.
+fn rate_limited(session: &Session, ctx: &mut Ctx, id: Option<RequestId>, wait: Duration) {
+    let config = session.registry.config();
+    // Rounded up, so a client that waits exactly this long finds a token.
+    let millis = wait.as_micros().div_ceil(1000);
+    let frame = ServerFrame::Error {
+        id,
+        code: ErrorCode::RateLimited,
+        message: format!(
+            "more than {} writes per second (burst {}); retry later",
+            config.send_rate, config.send_burst
+        ),
+        retry_after_ms: Some(millis.try_into().unwrap_or(u64::MAX)),
+    };
+    session.send_frame(&frame, ctx);
+}
