@@ -197,9 +197,17 @@ fn under(path: &Path, dir: &str) -> bool {
 #[test]
 fn only_protocol_and_the_client_know_json() {
     let outside = mentions("serde_json", |p| under(p, "protocol") || under(p, "client"));
-    assert!(outside.is_empty(), "serde_json outside protocol/:\n{}", outside.join("\n"));
+    assert!(
+        outside.is_empty(),
+        "serde_json outside protocol/:\n{}",
+        outside.join("\n")
+    );
     let outside = mentions("json!", |p| under(p, "protocol") || under(p, "client"));
-    assert!(outside.is_empty(), "json! outside protocol/:\n{}", outside.join("\n"));
+    assert!(
+        outside.is_empty(),
+        "json! outside protocol/:\n{}",
+        outside.join("\n")
+    );
 }
 
 #[test]
@@ -211,14 +219,28 @@ fn only_the_session_knows_actix_web_actors() {
 #[test]
 fn only_the_store_knows_sled_and_bincode() {
     let outside = mentions("sled::", |p| under(p, "store"));
-    assert!(outside.is_empty(), "sled outside store/:\n{}", outside.join("\n"));
+    assert!(
+        outside.is_empty(),
+        "sled outside store/:\n{}",
+        outside.join("\n")
+    );
     let outside = mentions("bincode", |p| p == src_dir().join("store/codec.rs"));
-    assert!(outside.is_empty(), "bincode outside store/codec.rs:\n{}", outside.join("\n"));
+    assert!(
+        outside.is_empty(),
+        "bincode outside store/codec.rs:\n{}",
+        outside.join("\n")
+    );
 }
 
 #[test]
 fn the_path_reader_finds_what_it_must() {
     assert_eq!(crate_paths("use crate::group::{A, B};"), ["group"]);
-    assert_eq!(crate_paths("use crate::{ids::UserId, store};"), ["ids", "store"]);
-    assert_eq!(crate_paths("x = crate::web::asset_at(p); $crate::x"), ["web"]);
+    assert_eq!(
+        crate_paths("use crate::{ids::UserId, store};"),
+        ["ids", "store"]
+    );
+    assert_eq!(
+        crate_paths("x = crate::web::asset_at(p); $crate::x"),
+        ["web"]
+    );
 }

@@ -88,6 +88,24 @@ pub enum ClientFrame {
     },
 }
 
+/// The `id` field of any client frame (`&` or `&mut`, as the frame is borrowed).
+macro_rules! id_field {
+    ($frame:expr) => {
+        match $frame {
+            ClientFrame::Send { id, .. }
+            | ClientFrame::Ack { id, .. }
+            | ClientFrame::Read { id, .. }
+            | ClientFrame::Sync { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Direct { id, .. }
+            | ClientFrame::Receipts { id, .. }
+            | ClientFrame::Readers { id, .. }
+            | ClientFrame::Users { id, .. }
+            | ClientFrame::Ping { id } => id,
+        }
+    };
+}
+
 /// The frame types a client may send, for telling `unknown_type` from `bad_frame`.
 const CLIENT_TYPES: &[&str] = &[
     "send", "ack", "read", "sync", "history", "direct", "receipts", "readers", "users", "ping",
@@ -162,35 +180,12 @@ impl ClientFrame {
 
     /// Sets the request id (the client module numbers its requests).
     pub fn set_id(&mut self, new_id: impl Into<RequestId>) {
-        let new_id = new_id.into();
-        match self {
-            ClientFrame::Send { id, .. }
-            | ClientFrame::Ack { id, .. }
-            | ClientFrame::Read { id, .. }
-            | ClientFrame::Sync { id, .. }
-            | ClientFrame::History { id, .. }
-            | ClientFrame::Direct { id, .. }
-            | ClientFrame::Receipts { id, .. }
-            | ClientFrame::Readers { id, .. }
-            | ClientFrame::Users { id, .. }
-            | ClientFrame::Ping { id } => *id = Some(new_id),
-        }
+        *id_field!(self) = Some(new_id.into());
     }
 
     /// The request id the client attached, if any.
     pub fn id(&self) -> Option<&RequestId> {
-        match self {
-            ClientFrame::Send { id, .. }
-            | ClientFrame::Ack { id, .. }
-            | ClientFrame::Read { id, .. }
-            | ClientFrame::Sync { id, .. }
-            | ClientFrame::History { id, .. }
-            | ClientFrame::Direct { id, .. }
-            | ClientFrame::Receipts { id, .. }
-            | ClientFrame::Readers { id, .. }
-            | ClientFrame::Users { id, .. }
-            | ClientFrame::Ping { id } => id.as_ref(),
-        }
+        id_field!(self).as_ref()
     }
 
     /// Serializes the frame as one JSON text.

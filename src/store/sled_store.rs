@@ -150,12 +150,17 @@ impl SledStore {
     }
 }
 
+/// The record under `key` in `tree`, decoded.
+fn read<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|v| decode(&v)).transpose()
+}
+
 impl Store for SledStore {
     fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError> {
-        self.users
-            .get(user.as_str())?
-            .map(|v| decode(&v))
-            .transpose()
+        read(&self.users, user.as_str())
     }
 
     fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
@@ -189,10 +194,7 @@ impl Store for SledStore {
     }
 
     fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        self.groups
-            .get(group.as_str())?
-            .map(|v| decode(&v))
-            .transpose()
+        read(&self.groups, group.as_str())
     }
 
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError> {

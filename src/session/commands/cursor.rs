@@ -8,27 +8,8 @@ use crate::protocol::RequestId;
 
 use super::super::{group_error, unavailable, Ctx, Refusal, Session};
 
-pub(super) fn ack(
-    session: &Session,
-    ctx: &mut Ctx,
-    id: Option<RequestId>,
-    group: &str,
-    seq: u64,
-) -> Result<(), Refusal> {
-    advance(session, ctx, id, group, Cursor::Delivered, seq)
-}
-
-pub(super) fn read(
-    session: &Session,
-    ctx: &mut Ctx,
-    id: Option<RequestId>,
-    group: &str,
-    seq: u64,
-) -> Result<(), Refusal> {
-    advance(session, ctx, id, group, Cursor::Read, seq)
-}
-
-fn advance(
+/// `ack` moves `delivered`, `read` moves `read` (and `delivered` with it).
+pub(super) fn advance(
     session: &Session,
     ctx: &mut Ctx,
     id: Option<RequestId>,

@@ -16,6 +16,7 @@ mod users;
 
 use std::time::Duration;
 
+use crate::group::Cursor;
 use crate::protocol::{ClientFrame, ErrorCode, RequestId, ServerFrame};
 
 use super::{Ctx, Refusal, Session};
@@ -37,8 +38,12 @@ pub(super) fn dispatch(
             client_id,
             body,
         } => send::send(session, ctx, id, group, client_id, body),
-        ClientFrame::Ack { id, group, seq } => cursor::ack(session, ctx, id, &group, seq),
-        ClientFrame::Read { id, group, seq } => cursor::read(session, ctx, id, &group, seq),
+        ClientFrame::Ack { id, group, seq } => {
+            cursor::advance(session, ctx, id, &group, Cursor::Delivered, seq)
+        }
+        ClientFrame::Read { id, group, seq } => {
+            cursor::advance(session, ctx, id, &group, Cursor::Read, seq)
+        }
         ClientFrame::Sync {
             id,
             group,
