@@ -52,7 +52,10 @@ fn wait_until_up(port: u16) {
         .call()
         .is_err()
     {
-        assert!(Instant::now() < deadline, "the embedded server never came up");
+        assert!(
+            Instant::now() < deadline,
+            "the embedded server never came up"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }

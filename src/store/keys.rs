@@ -1,7 +1,10 @@
 //! Key encoding.
 //!
 //! Inside a group's own tree, a message key is `m` + seq as big-endian u64 (so sled's byte order is
-//! seq order and the last `m` key is the head) and a member key is `u` + user id. In the shared
+//! seq order and the last `m` key is the head) and a member key is `u` + user id. Beside them:
+//! `c` (the group's settings), `f` + user id (a member's flags), `r` + seq + user id (a pending
+//! reminder) and `s` + seq (a scheduled reminder). Every kind has its own first byte, so a
+//! prefix scan reads one kind. In the shared
 //! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
 //! group id, so a prefix scan for one user never matches another id that merely starts with the
 //! same characters.
@@ -24,6 +27,39 @@ pub const MESSAGE: u8 = b'm';
 /// The first byte of every member key in a group's tree.
 pub const MEMBER: u8 = b'u';
 
+/// The key of a group's settings in its tree.
+pub const SETTINGS: &[u8] = b"c";
+/// The first byte of every member-flags key in a group's tree.
+pub const FLAGS: u8 = b'f';
+/// The first byte of every reminder key in a group's tree.
+pub const REMINDER: u8 = b'r';
+/// The first byte of every schedule key in a group's tree.
+pub const SCHEDULE: u8 = b's';
+
+/// `tag` + user id.
+pub fn tagged(tag: u8, user: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + user.len());
+    out.push(tag);
+    out.extend_from_slice(user.as_bytes());
+    out
+}
+
+/// `tag` + seq (big-endian) + `user`.
+pub fn seq_key(tag: u8, seq: Seq, user: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + user.len());
+    out.push(tag);
+    out.extend_from_slice(&seq.0.to_be_bytes());
+    out.extend_from_slice(user.as_bytes());
+    out
+}
+
+/// The seq and user of a [`seq_key`].
+pub fn seq_key_parts(key: &[u8]) -> Option<(Seq, &str)> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    let user = std::str::from_utf8(key.get(9..)?).ok()?;
+    Some((Seq(u64::from_be_bytes(bytes)), user))
+}
+
 /// `m` + seq (big-endian): one message in its group's tree.
 pub fn message(seq: Seq) -> [u8; 9] {
     let mut out = [MESSAGE; 9];
@@ -33,10 +69,7 @@ pub fn message(seq: Seq) -> [u8; 9] {
 
 /// `u` + user id: one member in its group's tree.
 pub fn member(user: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + user.len());
-    out.push(MEMBER);
-    out.extend_from_slice(user.as_bytes());
-    out
+    tagged(MEMBER, user)
 }
 
 /// The seq at the end of a message key.
@@ -74,6 +107,16 @@ mod tests {
         assert_eq!(seq_of(&m2), Some(Seq(256)));
         assert_eq!(seq_of(&[1, 2]), None);
         assert!(!pair("abc", "x").starts_with(&prefix("ab")));
+        let reminder = seq_key(REMINDER, Seq(7), "bob");
+        assert_eq!(seq_key_parts(&reminder), Some((Seq(7), "bob")));
+        assert_eq!(
+            seq_key_parts(&seq_key(SCHEDULE, Seq(3), "")),
+            Some((Seq(3), ""))
+        );
+        // No other kind of key falls in the message range the head is read from.
+        for other in [SETTINGS.to_vec(), tagged(FLAGS, "a"), reminder, member("a")] {
+            assert!(!other.starts_with(&[MESSAGE]));
+        }
     }
 
     proptest::proptest! {

@@ -68,6 +68,60 @@ pub struct MessageRecord {
     pub body: String,
 }
 
+/// Who sees receipts in a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptPolicyRecord {
+    /// Counts and lists (the default).
+    #[default]
+    Full,
+    /// Counts only.
+    Counts,
+    /// No receipts at all.
+    Off,
+}
+
+/// A group's settings (beside its record, so the record's encoding never changes). Absent:
+/// the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettingsRecord {
+    pub receipts: ReceiptPolicyRecord,
+}
+
+/// A user's settings. Absent: the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSettingsRecord {
+    /// Whether others see this user's reads (`false`: counted as delivered only).
+    pub share_reads: bool,
+}
+
+impl Default for UserSettingsRecord {
+    fn default() -> UserSettingsRecord {
+        UserSettingsRecord { share_reads: true }
+    }
+}
+
+/// A member's flags in one group. Absent: all false.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberFlagsRecord {
+    /// Marked unread by the member (cleared by their next `read`).
+    pub marked_unread: bool,
+}
+
+/// A reminder waiting for its user to read the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderRecord {
+    /// Who reminded.
+    pub by: String,
+    pub ts: u64,
+}
+
+/// A scheduled reminder of a message's non-readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    /// When it fires (ms since the epoch).
+    pub due_ms: u64,
+}
+
 /// A storage failure. These are fatal for the operation: the caller reports `storage` and logs.
 #[derive(Debug)]
 pub enum StoreError {
@@ -128,6 +182,52 @@ pub trait Store: Send + Sync + 'static {
     fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError>;
     /// Creates the group unless it exists; returns whether it was created.
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError>;
+
+    /// Replaces a group's record (a rename).
+    fn put_group(&self, group: &GroupId, record: &GroupRecord) -> Result<(), StoreError>;
+    /// A group's settings; `None` when never set (the defaults apply).
+    fn group_settings(&self, group: &GroupId) -> Result<Option<GroupSettingsRecord>, StoreError>;
+    fn put_group_settings(
+        &self,
+        group: &GroupId,
+        settings: &GroupSettingsRecord,
+    ) -> Result<(), StoreError>;
+    /// A user's settings; `None` when never set (the defaults apply).
+    fn user_settings(&self, user: &UserId) -> Result<Option<UserSettingsRecord>, StoreError>;
+    fn put_user_settings(
+        &self,
+        user: &UserId,
+        settings: &UserSettingsRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Every member's flags that were ever set in a group.
+    fn member_flags(&self, group: &GroupId)
+        -> Result<Vec<(UserId, MemberFlagsRecord)>, StoreError>;
+    fn put_member_flags(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        flags: &MemberFlagsRecord,
+    ) -> Result<(), StoreError>;
+    /// Every pending reminder of a group, by seq then user.
+    fn reminders(&self, group: &GroupId) -> Result<Vec<(Seq, UserId, ReminderRecord)>, StoreError>;
+    fn put_reminder(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        user: &UserId,
+        reminder: &ReminderRecord,
+    ) -> Result<(), StoreError>;
+    fn remove_reminder(&self, group: &GroupId, seq: Seq, user: &UserId) -> Result<(), StoreError>;
+    /// Every scheduled reminder of a group, by seq.
+    fn schedules(&self, group: &GroupId) -> Result<Vec<(Seq, ScheduleRecord)>, StoreError>;
+    fn put_schedule(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        schedule: &ScheduleRecord,
+    ) -> Result<(), StoreError>;
+    fn remove_schedule(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError>;
 
     /// All members of a group with their records, sorted by user id.
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError>;

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use super::codec::{decode, encode};
 use super::keys;
 use super::{
-    Direction, DiskGuard, GroupRecord, MemberRecord, MessageRecord, Store, StoreError, UserRecord,
+    Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
+    MessageRecord, ReminderRecord, ScheduleRecord, Store, StoreError, UserRecord,
+    UserSettingsRecord,
 };
 use crate::config::Durability;
 use crate::ids::{GroupId, Seq, UserId};
@@ -40,6 +42,7 @@ pub struct SledStore {
     /// sled's log file, opened a second time for `fsync` when durability is `Power`.
     log_file: Option<std::fs::File>,
     users: sled::Tree,
+    user_settings: sled::Tree,
     groups: sled::Tree,
     user_groups: sled::Tree,
     guard: Arc<DiskGuard>,
@@ -98,6 +101,7 @@ impl SledStore {
         Ok(SledStore {
             log_file,
             users: db.open_tree("users")?,
+            user_settings: db.open_tree("user_settings")?,
             groups: db.open_tree("groups")?,
             user_groups: db.open_tree("user_groups")?,
             db,
@@ -133,6 +137,44 @@ impl SledStore {
 }
 
 impl SledStore {
+    /// Writes `value` under `key` (a guarded write).
+    fn put<T: serde::Serialize>(
+        &self,
+        tree: Result<sled::Tree, StoreError>,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.guard.check()?;
+        let value = encode(value)?;
+        self.checked(tree.and_then(|tree| {
+            tree.insert(key, value)?;
+            Ok(())
+        }))
+    }
+
+    /// Removes `key` (a guarded write).
+    fn delete(&self, tree: Result<sled::Tree, StoreError>, key: &[u8]) -> Result<(), StoreError> {
+        self.guard.check()?;
+        self.checked(tree.and_then(|tree| {
+            tree.remove(key)?;
+            Ok(())
+        }))
+    }
+
+    /// Every entry of a group's tree whose key starts with `tag`, decoded.
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        group: &GroupId,
+        tag: u8,
+    ) -> Result<Vec<(sled::IVec, T)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree(group)?.scan_prefix([tag]) {
+            let (key, value) = entry?;
+            out.push((key, decode(&value)?));
+        }
+        Ok(out)
+    }
+
     /// Inserts `value` under `key` unless the key exists (a write, so guarded); returns whether
     /// it inserted.
     fn insert_new(
@@ -201,6 +243,113 @@ impl Store for SledStore {
         self.insert_new(&self.groups, group.as_str().as_bytes(), encode(record)?)
     }
 
+    fn put_group(&self, group: &GroupId, record: &GroupRecord) -> Result<(), StoreError> {
+        self.put(Ok(self.groups.clone()), group.as_str().as_bytes(), record)
+    }
+
+    fn group_settings(&self, group: &GroupId) -> Result<Option<GroupSettingsRecord>, StoreError> {
+        self.tree(group)?
+            .get(keys::SETTINGS)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn put_group_settings(
+        &self,
+        group: &GroupId,
+        settings: &GroupSettingsRecord,
+    ) -> Result<(), StoreError> {
+        self.put(self.tree(group), keys::SETTINGS, settings)
+    }
+
+    fn user_settings(&self, user: &UserId) -> Result<Option<UserSettingsRecord>, StoreError> {
+        read(&self.user_settings, user.as_str())
+    }
+
+    fn put_user_settings(
+        &self,
+        user: &UserId,
+        settings: &UserSettingsRecord,
+    ) -> Result<(), StoreError> {
+        let key = user.as_str().as_bytes();
+        self.put(Ok(self.user_settings.clone()), key, settings)
+    }
+
+    fn member_flags(
+        &self,
+        group: &GroupId,
+    ) -> Result<Vec<(UserId, MemberFlagsRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, flags) in self.scan(group, keys::FLAGS)? {
+            let user = keys::second_of(&key, 1)
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("flags key in group {group}")))?;
+            out.push((user, flags));
+        }
+        Ok(out)
+    }
+
+    fn put_member_flags(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        flags: &MemberFlagsRecord,
+    ) -> Result<(), StoreError> {
+        let key = keys::tagged(keys::FLAGS, user.as_str());
+        self.put(self.tree(group), &key, flags)
+    }
+
+    fn reminders(&self, group: &GroupId) -> Result<Vec<(Seq, UserId, ReminderRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, reminder) in self.scan(group, keys::REMINDER)? {
+            let (seq, user) = keys::seq_key_parts(&key)
+                .and_then(|(seq, user)| Some((seq, UserId::parse(user).ok()?)))
+                .ok_or_else(|| StoreError::Corrupt(format!("reminder key in group {group}")))?;
+            out.push((seq, user, reminder));
+        }
+        Ok(out)
+    }
+
+    fn put_reminder(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        user: &UserId,
+        reminder: &ReminderRecord,
+    ) -> Result<(), StoreError> {
+        let key = keys::seq_key(keys::REMINDER, seq, user.as_str());
+        self.put(self.tree(group), &key, reminder)
+    }
+
+    fn remove_reminder(&self, group: &GroupId, seq: Seq, user: &UserId) -> Result<(), StoreError> {
+        let key = keys::seq_key(keys::REMINDER, seq, user.as_str());
+        self.delete(self.tree(group), &key)
+    }
+
+    fn schedules(&self, group: &GroupId) -> Result<Vec<(Seq, ScheduleRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, schedule) in self.scan(group, keys::SCHEDULE)? {
+            let (seq, _) = keys::seq_key_parts(&key)
+                .ok_or_else(|| StoreError::Corrupt(format!("schedule key in group {group}")))?;
+            out.push((seq, schedule));
+        }
+        Ok(out)
+    }
+
+    fn put_schedule(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        schedule: &ScheduleRecord,
+    ) -> Result<(), StoreError> {
+        let key = keys::seq_key(keys::SCHEDULE, seq, "");
+        self.put(self.tree(group), &key, schedule)
+    }
+
+    fn remove_schedule(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError> {
+        self.delete(self.tree(group), &keys::seq_key(keys::SCHEDULE, seq, ""))
+    }
+
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.tree(group)?.scan_prefix([keys::MEMBER]) {
@@ -234,12 +383,7 @@ impl Store for SledStore {
         user: &UserId,
         record: &MemberRecord,
     ) -> Result<(), StoreError> {
-        self.guard.check()?;
-        let value = encode(record)?;
-        self.checked(self.tree(group).and_then(|tree| {
-            tree.insert(keys::member(user.as_str()), value)?;
-            Ok(())
-        }))
+        self.put(self.tree(group), &keys::member(user.as_str()), record)
     }
 
     fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError> {
@@ -271,12 +415,7 @@ impl Store for SledStore {
         seq: Seq,
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
-        self.guard.check()?;
-        let value = encode(record)?;
-        self.checked(self.tree(group).and_then(|tree| {
-            tree.insert(keys::message(seq), value)?;
-            Ok(())
-        }))
+        self.put(self.tree(group), &keys::message(seq), record)
     }
 
     fn scan_messages(
@@ -365,115 +504,4 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(body: &str) -> MessageRecord {
-        MessageRecord {
-            from: "alice".into(),
-            client_id: body.into(),
-            ts: 1,
-            body: body.into(),
-        }
-    }
-
-    #[test]
-    fn users_page_in_id_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
-        for id in ["carol", "alice", "bob", "al"] {
-            let record = UserRecord {
-                name: id.to_uppercase(),
-                created_ms: 1,
-            };
-            store
-                .create_user(&UserId::parse(id).unwrap(), &record)
-                .unwrap();
-        }
-        let ids = |page: Vec<(UserId, UserRecord)>| -> Vec<String> {
-            page.into_iter().map(|(u, _)| u.to_string()).collect()
-        };
-        assert_eq!(
-            ids(store.users(None, 10).unwrap()),
-            ["al", "alice", "bob", "carol"]
-        );
-        let first = store.users(None, 2).unwrap();
-        assert_eq!(first[1].1.name, "ALICE");
-        let after = first[1].0.clone();
-        assert_eq!(
-            ids(store.users(Some(&after), 10).unwrap()),
-            ["bob", "carol"]
-        );
-        assert!(store
-            .users(Some(&UserId::parse("carol").unwrap()), 10)
-            .unwrap()
-            .is_empty());
-    }
-
-    #[test]
-    fn groups_do_not_see_each_others_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
-        let ab = GroupId::parse("ab").unwrap();
-        let abc = GroupId::parse("abc").unwrap();
-        for s in 1..=3 {
-            store
-                .put_message(&ab, Seq(s), &msg(&format!("ab{s}")))
-                .unwrap();
-        }
-        store.put_message(&abc, Seq(1), &msg("abc1")).unwrap();
-        assert_eq!(store.last_seq(&ab).unwrap(), Seq(3));
-        assert_eq!(store.last_seq(&abc).unwrap(), Seq(1));
-        assert_eq!(
-            store.last_seq(&GroupId::parse("a").unwrap()).unwrap(),
-            Seq(0)
-        );
-        let mut seen = Vec::new();
-        store
-            .scan_messages(
-                &ab,
-                Seq(2),
-                Seq(u64::MAX),
-                Direction::Descending,
-                &mut |s, m| {
-                    seen.push((s.0, m.body));
-                    true
-                },
-            )
-            .unwrap();
-        assert_eq!(seen, vec![(3, "ab3".to_string()), (2, "ab2".to_string())]);
-    }
-
-    #[test]
-    fn members_and_index_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = GroupId::parse("eng").unwrap();
-        let alice = UserId::parse("alice").unwrap();
-        let rec = MemberRecord {
-            joined_seq: 0,
-            delivered: 4,
-            read: 2,
-        };
-        {
-            let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
-            assert!(store
-                .create_group(
-                    &g,
-                    &GroupRecord {
-                        name: "Eng".into(),
-                        kind: super::super::GroupKindRecord::Group,
-                        created_ms: 0
-                    }
-                )
-                .unwrap());
-            store.add_member(&g, &alice, &rec).unwrap();
-            store.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
-        assert_eq!(store.members(&g).unwrap(), vec![(alice.clone(), rec)]);
-        assert_eq!(store.user_groups(&alice).unwrap(), vec![g.clone()]);
-        store.remove_member(&g, &alice).unwrap();
-        assert!(store.members(&g).unwrap().is_empty());
-        assert!(store.user_groups(&alice).unwrap().is_empty());
-    }
-}
+mod tests;

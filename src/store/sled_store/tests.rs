@@ -1,0 +1,187 @@
+//! Unit tests of the sled store.
+
+use super::*;
+
+fn msg(body: &str) -> MessageRecord {
+    MessageRecord {
+        from: "alice".into(),
+        client_id: body.into(),
+        ts: 1,
+        body: body.into(),
+    }
+}
+
+#[test]
+fn users_page_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    for id in ["carol", "alice", "bob", "al"] {
+        let record = UserRecord {
+            name: id.to_uppercase(),
+            created_ms: 1,
+        };
+        store
+            .create_user(&UserId::parse(id).unwrap(), &record)
+            .unwrap();
+    }
+    let ids = |page: Vec<(UserId, UserRecord)>| -> Vec<String> {
+        page.into_iter().map(|(u, _)| u.to_string()).collect()
+    };
+    assert_eq!(
+        ids(store.users(None, 10).unwrap()),
+        ["al", "alice", "bob", "carol"]
+    );
+    let first = store.users(None, 2).unwrap();
+    assert_eq!(first[1].1.name, "ALICE");
+    let after = first[1].0.clone();
+    assert_eq!(
+        ids(store.users(Some(&after), 10).unwrap()),
+        ["bob", "carol"]
+    );
+    assert!(store
+        .users(Some(&UserId::parse("carol").unwrap()), 10)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn groups_do_not_see_each_others_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let ab = GroupId::parse("ab").unwrap();
+    let abc = GroupId::parse("abc").unwrap();
+    for s in 1..=3 {
+        store
+            .put_message(&ab, Seq(s), &msg(&format!("ab{s}")))
+            .unwrap();
+    }
+    store.put_message(&abc, Seq(1), &msg("abc1")).unwrap();
+    assert_eq!(store.last_seq(&ab).unwrap(), Seq(3));
+    assert_eq!(store.last_seq(&abc).unwrap(), Seq(1));
+    assert_eq!(
+        store.last_seq(&GroupId::parse("a").unwrap()).unwrap(),
+        Seq(0)
+    );
+    let mut seen = Vec::new();
+    store
+        .scan_messages(
+            &ab,
+            Seq(2),
+            Seq(u64::MAX),
+            Direction::Descending,
+            &mut |s, m| {
+                seen.push((s.0, m.body));
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(seen, vec![(3, "ab3".to_string()), (2, "ab2".to_string())]);
+}
+
+#[test]
+fn members_and_index_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = GroupId::parse("eng").unwrap();
+    let alice = UserId::parse("alice").unwrap();
+    let rec = MemberRecord {
+        joined_seq: 0,
+        delivered: 4,
+        read: 2,
+    };
+    {
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+        assert!(store
+            .create_group(
+                &g,
+                &GroupRecord {
+                    name: "Eng".into(),
+                    kind: super::super::GroupKindRecord::Group,
+                    created_ms: 0
+                }
+            )
+            .unwrap());
+        store.add_member(&g, &alice, &rec).unwrap();
+        store.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    assert_eq!(store.members(&g).unwrap(), vec![(alice.clone(), rec)]);
+    assert_eq!(store.user_groups(&alice).unwrap(), vec![g.clone()]);
+    store.remove_member(&g, &alice).unwrap();
+    assert!(store.members(&g).unwrap().is_empty());
+    assert!(store.user_groups(&alice).unwrap().is_empty());
+}
+
+#[test]
+fn settings_flags_reminders_and_schedules_round_trip_beside_the_messages() {
+    use crate::store::{
+        GroupKindRecord, GroupSettingsRecord, MemberFlagsRecord, ReceiptPolicyRecord,
+        ReminderRecord, ScheduleRecord, UserSettingsRecord,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let g = GroupId::parse("g").unwrap();
+    let (alice, bob) = (
+        UserId::parse("alice").unwrap(),
+        UserId::parse("bob").unwrap(),
+    );
+    let record = GroupRecord {
+        name: "G".into(),
+        kind: GroupKindRecord::Group,
+        created_ms: 1,
+    };
+    store.create_group(&g, &record).unwrap();
+    assert_eq!(store.group_settings(&g).unwrap(), None);
+    let off = GroupSettingsRecord {
+        receipts: ReceiptPolicyRecord::Off,
+    };
+    store.put_group_settings(&g, &off).unwrap();
+    assert_eq!(store.group_settings(&g).unwrap(), Some(off));
+    let renamed = GroupRecord {
+        name: "H".into(),
+        ..record
+    };
+    store.put_group(&g, &renamed).unwrap();
+    assert_eq!(store.group(&g).unwrap(), Some(renamed));
+
+    assert_eq!(store.user_settings(&alice).unwrap(), None);
+    let private = UserSettingsRecord { share_reads: false };
+    store.put_user_settings(&alice, &private).unwrap();
+    assert_eq!(store.user_settings(&alice).unwrap(), Some(private));
+
+    let marked = MemberFlagsRecord {
+        marked_unread: true,
+    };
+    store.put_member_flags(&g, &bob, &marked).unwrap();
+    assert_eq!(store.member_flags(&g).unwrap(), vec![(bob.clone(), marked)]);
+
+    let reminder = ReminderRecord {
+        by: "alice".into(),
+        ts: 9,
+    };
+    store.put_reminder(&g, Seq(300), &bob, &reminder).unwrap();
+    store.put_reminder(&g, Seq(2), &alice, &reminder).unwrap();
+    let listed = store.reminders(&g).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(s, u, _)| (s.0, u.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "alice"), (300, "bob")]
+    );
+    store.remove_reminder(&g, Seq(2), &alice).unwrap();
+    assert_eq!(store.reminders(&g).unwrap().len(), 1);
+
+    store
+        .put_schedule(&g, Seq(5), &ScheduleRecord { due_ms: 77 })
+        .unwrap();
+    assert_eq!(
+        store.schedules(&g).unwrap(),
+        vec![(Seq(5), ScheduleRecord { due_ms: 77 })]
+    );
+    store.remove_schedule(&g, Seq(5)).unwrap();
+    assert!(store.schedules(&g).unwrap().is_empty());
+
+    // None of it is a message or a member.
+    assert_eq!(store.last_seq(&g).unwrap(), Seq(0));
+    assert!(store.members(&g).unwrap().is_empty());
+}
