@@ -6,16 +6,13 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{
     http_error_code, member_of, now_secs, seq, sign, token, token_with, Client, Server,
-    ADMIN_TOKEN, JWT_SECRET, TIMEOUT,
+    ADMIN_TOKEN, JWT_SECRET,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -253,36 +250,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// An HTTP request with a raw `Authorization` header value (or none).
-fn http_raw(
-    server: &Server,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
-    let mut request = agent.request(method, &server.url(path));
-    if let Some(value) = authorization {
-        request = request.set("Authorization", value);
-    }
-    let result = match body {
-        Some(body) => request.send_json(body.clone()),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = response.status();
-    let text = response.into_string().expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// Every admin route (and `/metrics`) answers 401 `unauthorized` to anything but the exact
 /// admin token, a member's user token included, and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +313,7 @@ async fn every_admin_route_refuses_everything_but_the_admin_token() {
     ];
     for (what, header) in &credentials {
         for (method, path, body) in &routes {
-            let (status, reply) = http_raw(&server, method, path, header.as_deref(), body.as_ref());
+            let (status, reply) = server.http_raw(method, path, header.as_deref(), body.clone());
             assert_eq!(status, 401, "{method} {path} with {what} → {reply}");
             assert_eq!(
                 http_error_code(&reply),
@@ -360,13 +327,7 @@ async fn every_admin_route_refuses_everything_but_the_admin_token() {
         }
     }
     // The admin token in the query alone does not work either.
-    let (status, _) = http_raw(
-        &server,
-        "GET",
-        "/metrics?token=test-admin-token-5f1c",
-        None,
-        None,
-    );
+    let (status, _) = server.http_raw("GET", "/metrics?token=test-admin-token-5f1c", None, None);
     assert_eq!(status, 401);
 
     // Nothing changed: no user, group, member, message or cursor.
@@ -595,133 +556,6 @@ async fn from_cannot_be_forged() {
     );
 }
 
-/// A `rollcall serve` process with a chosen environment (the harness always sets the secrets and
-/// keeps only the log's tail): its stdout lines and its full stderr.
-struct RawServer {
-    child: Child,
-    port: u16,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: PathBuf,
-}
-
-impl RawServer {
-    fn start(data: &Path, stderr: &Path, env: &[(&str, &str)]) -> RawServer {
-        let log = File::create(stderr).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rollcall"));
-        command
-            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(["--receipt-interval-ms", "50"])
-            .env_remove("ROLLCALL_ADMIN_TOKEN")
-            .env_remove("ROLLCALL_JWT_SECRET")
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = command.spawn().expect("spawning rollcall");
-        let out = child.stdout.take().expect("stdout");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stdout);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("rollcall: listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                lines.lock().expect("lines").push(line);
-            }
-        });
-        let addr = rx.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("no listening line; log: {}", read(stderr))
-        });
-        let port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        RawServer {
-            child,
-            port,
-            stdout,
-            stderr: stderr.to_path_buf(),
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
-    }
-
-    /// The stdout lines once one satisfies `accept` (the reader thread may lag the process).
-    fn wait_for_stdout(&self, what: &str, accept: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let started = std::time::Instant::now();
-        loop {
-            let lines = self.stdout.lock().expect("stdout").clone();
-            if accept(&lines) {
-                return lines;
-            }
-            assert!(
-                started.elapsed() < TIMEOUT,
-                "no {what} on stdout: {lines:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn http(
-        &self,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
-        let mut request = agent.request(method, &format!("http://127.0.0.1:{}{path}", self.port));
-        if let Some(bearer) = bearer {
-            request = request.set("Authorization", &format!("Bearer {bearer}"));
-        }
-        let result = match body {
-            Some(body) => request.send_json(body),
-            None => request.call(),
-        };
-        let response = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let status = response.status();
-        let text = response.into_string().expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Stops the server (SIGKILL: logs are written line by line) and returns its stderr.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        read(&self.stderr)
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_string(&mut text);
-    }
-    text
-}
-
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -740,8 +574,14 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_secrets_are_owner_only_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let server = RawServer::start(&data, &dir.path().join("1.log"), &[]);
+    // The server's own environment only: no secrets, no RUST_LOG, its own send rate.
+    let mut server = Server::options()
+        .args(&["--receipt-interval-ms", "50"])
+        .generated_secrets()
+        .env_remove("RUST_LOG")
+        .server_default_send_rate()
+        .start();
+    let data = server.data_dir().to_path_buf();
     let admin_file = data.join("admin-token");
     let secret_file = data.join("jwt-secret");
     assert_eq!(mode(&admin_file), 0o600, "admin-token mode");
@@ -782,21 +622,21 @@ async fn generated_secrets_are_owner_only_files() {
     assert!(Client::try_connect(&server.ws_url(), Some(&own))
         .await
         .is_ok());
-    let log = server.stop();
+    // SIGKILL: logs are written line by line.
+    server.kill9();
+    let log = server.log();
     assert!(
         !log.contains(&admin) && !log.contains(&secret),
         "a secret reached the log"
     );
 
     // A restart reuses both files, prints no token, and keeps issued tokens valid.
-    let server = RawServer::start(&data, &dir.path().join("2.log"), &[]);
+    server.restart();
     assert_eq!(mode(&admin_file), 0o600);
     assert_eq!(mode(&secret_file), 0o600);
     assert!(
         !server
-            .stdout
-            .lock()
-            .expect("stdout")
+            .stdout_lines_of_this_run()
             .iter()
             .any(|l| l.contains(&admin)),
         "the admin token was printed again"
@@ -827,16 +667,12 @@ async fn generated_secrets_are_owner_only_files() {
 /// Runs logins, requests, pushes and refusals against a server logging at `level`; returns its
 /// log and every token and body it saw.
 async fn exercise(level: &str) -> (String, Vec<String>, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = RawServer::start(
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        &[
-            ("RUST_LOG", level),
-            ("ROLLCALL_ADMIN_TOKEN", ADMIN_TOKEN),
-            ("ROLLCALL_JWT_SECRET", JWT_SECRET),
-        ],
-    );
+    // The harness's secrets (ADMIN_TOKEN, JWT_SECRET), the server's own send rate.
+    let mut server = Server::options()
+        .args(&["--receipt-interval-ms", "50"])
+        .log_level(level)
+        .server_default_send_rate()
+        .start();
     let mut tokens = vec![ADMIN_TOKEN.to_string(), JWT_SECRET.to_string()];
     let bodies = vec![
         "body-secret-ws-7f3a".to_string(),
@@ -921,7 +757,9 @@ async fn exercise(level: &str) -> (String, Vec<String>, Vec<String>) {
     alice.close().await;
     bob.close().await;
     alice2.close().await;
-    let log = server.stop();
+    // SIGKILL: logs are written line by line.
+    server.kill9();
+    let log = server.log();
     tokens.extend([alice_token, minted, bob_token, expired, forged, garbage]);
     (log, tokens, bodies)
 }

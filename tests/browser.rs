@@ -415,17 +415,6 @@ fn setup(server: &Server, group: &str, users: &[(&str, &str)]) {
     );
 }
 
-/// Posts a message through the admin API (as another client would); returns its seq.
-fn post(server: &Server, group: &str, from: &str, body: &str) -> u64 {
-    let sent = server.admin_expect(
-        "POST",
-        &format!("/api/groups/{group}/messages"),
-        Some(json!({"from": from, "body": body})),
-        200,
-    );
-    sent["seq"].as_u64().expect("a seq")
-}
-
 /// The bodies stored in a group, in seq order.
 fn stored_bodies(server: &Server, group: &str) -> Vec<String> {
     let page = server.admin_expect(
@@ -454,13 +443,8 @@ async fn two_users_chat_and_the_sender_sees_who_has_read() {
     let _serial = SERIAL.lock().await;
     let server = Server::start_with(&["--receipt-interval-ms", "100"]);
     setup(&server, "team", TEAM);
-    post(&server, "team", "bob", "Morning! Release check at noon.");
-    post(
-        &server,
-        "team",
-        "carol",
-        "The changelog is ready for review.",
-    );
+    server.post("team", "bob", "Morning! Release check at noon.");
+    server.post("team", "carol", "The changelog is ready for review.");
     let mut driver = Driver::start();
     let alice = driver.open_as(&server, "alice").await;
     let bob = driver.open_as(&server, "bob").await;
@@ -626,8 +610,8 @@ async fn a_second_tab_of_the_same_user_clears_its_badge_when_the_first_reads() {
     second.click("#signin-form button[type=\"submit\"]").await;
     second.wait_connection("online").await;
 
-    post(&server, "team", "alice", "Can someone review #42?");
-    let seq = post(&server, "team", "alice", "It is small, promise.");
+    server.post("team", "alice", "Can someone review #42?");
+    let seq = server.post("team", "alice", "It is small, promise.");
     second.wait_badge("team", 2).await;
     first
         .browser
@@ -687,7 +671,7 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
     let mut server = Server::start_with(&["--receipt-interval-ms", "100"]);
     setup(&server, "team", &TEAM[..2]);
     for body in ["one", "two", "three"] {
-        post(&server, "team", "bob", body);
+        server.post("team", "bob", body);
     }
     let mut driver = Driver::start();
     let alice = driver.open_as(&server, "alice").await;
@@ -714,9 +698,9 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
 
     // Back on the same port; others write while the page is still reconnecting.
     server.restart_on_same_port();
-    post(&server, "team", "bob", "six");
+    server.post("team", "bob", "six");
     alice.wait_connection("online").await;
-    post(&server, "team", "bob", "seven");
+    server.post("team", "bob", "seven");
     let all = ["one", "two", "three", "four", "five", "six", "seven"];
     let shown = alice.wait_messages_in_any_order(&all).await;
     assert_eq!(shown.len(), 7);
@@ -734,7 +718,7 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
 
     // A quick second restart (the page may not even see it down): still exact.
     server.restart_on_same_port();
-    post(&server, "team", "bob", "eight");
+    server.post("team", "bob", "eight");
     let mut all = all.to_vec();
     all.push("eight");
     alice.wait_messages_in_any_order(&all).await;
@@ -745,7 +729,7 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
     server.create_group("archive", &["alice", "bob"]);
     let bodies: Vec<String> = (1..=60).map(|i| format!("note {i}")).collect();
     for body in &bodies {
-        post(&server, "archive", "bob", body);
+        server.post("archive", "bob", body);
     }
     alice.open_conversation("archive").await;
     let latest: Vec<&str> = bodies[10..].iter().map(String::as_str).collect();

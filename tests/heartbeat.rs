@@ -5,9 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{token, Server, TIMEOUT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use common::{raw_ws_upgrade, token, Server, TIMEOUT};
+use tokio::io::AsyncReadExt;
 
 const HEARTBEAT_MS: u64 = 250;
 const CLIENT_TIMEOUT_MS: u64 = 1500;
@@ -15,30 +14,8 @@ const CLIENT_TIMEOUT_MS: u64 = 1500;
 /// Performs the WebSocket upgrade by hand, then never sends another byte; returns how long after
 /// the upgrade the server ended the connection.
 async fn silent_connection_lifetime(port: u16, token: &str) -> Duration {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connecting");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("writing the upgrade");
-    let mut head = Vec::new();
+    let (mut stream, _first_frames) = raw_ws_upgrade(port, token).await;
     let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
-            .await
-            .expect("no upgrade response")
-            .expect("reading the upgrade response");
-        assert!(n > 0, "connection closed during the upgrade");
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
     let upgraded = Instant::now();
     // Read (pings, welcome, finally a close frame) until EOF, answering nothing.
     loop {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{seq, token, Client, Server};
+use common::{raw_ws_upgrade, seq, token, Client, Server};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -202,29 +202,7 @@ struct Raw {
 
 impl Raw {
     async fn connect(port: u16, user: &str) -> Raw {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connecting");
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
-            token(user)
-        );
-        stream.write_all(request.as_bytes()).await.expect("upgrade");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = stream.read(&mut chunk).await.expect("reading the upgrade");
-            assert!(n > 0, "closed during the upgrade");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        assert!(buf.starts_with(b"HTTP/1.1 101"), "upgrade refused");
-        buf.drain(..end);
+        let (stream, buf) = raw_ws_upgrade(port, &token(user)).await;
         Raw { stream, buf }
     }
 

@@ -55,17 +55,6 @@ fn users(list: &str) -> Vec<String> {
     list.split_whitespace().map(str::to_string).collect()
 }
 
-/// Posts a message through the admin API (the sender need not be online); returns its seq.
-fn post(server: &Server, group: &str, from: &str, body: &str) -> u64 {
-    let answer = server.admin_expect(
-        "POST",
-        &format!("/api/groups/{group}/messages"),
-        Some(json!({"from": from, "body": body})),
-        200,
-    );
-    num(&answer, "seq")
-}
-
 /// Sends a frame that has no reply on success (`ack`, `read`), then a barrier through the same
 /// group, and checks that it was not refused.
 async fn mark(client: &mut Client, kind: &str, group: &str, seq: u64) {
@@ -209,7 +198,7 @@ async fn counts_and_readers_follow_joins_leaves_and_cursors() {
     let server = Server::start_with(&["--receipt-interval-ms", "200"]);
     server.create_group("g", &["alice", "bob", "carol", "dave"]);
     for i in 1..=3 {
-        assert_eq!(post(&server, "g", "alice", &format!("m{i}")), i);
+        assert_eq!(server.post("g", "alice", &format!("m{i}")), i);
     }
 
     // Dave reads everything so far; bob and carol are offline and count as not received.
@@ -220,8 +209,8 @@ async fn counts_and_readers_follow_joins_leaves_and_cursors() {
     // Erin joins late: a recipient of later messages only.
     let erin = server.admin_expect("PUT", "/api/groups/g/members/erin", None, 200);
     assert_eq!(erin["joined_seq"], 3, "{erin}");
-    assert_eq!(post(&server, "g", "alice", "m4"), 4);
-    assert_eq!(post(&server, "g", "alice", "m5"), 5);
+    assert_eq!(server.post("g", "alice", "m4"), 4);
+    assert_eq!(server.post("g", "alice", "m5"), 5);
 
     // Dave leaves: no longer counted, not even as a reader of what he read.
     server.admin_expect("DELETE", "/api/groups/g/members/dave", None, 204);
@@ -404,7 +393,7 @@ async fn read_sync_reaches_only_the_readers_other_sessions() {
     let server = Server::start_with(&["--receipt-interval-ms", "200"]);
     server.create_group("g", &["alice", "bob"]);
     for i in 1..=3 {
-        post(&server, "g", "alice", &format!("m{i}"));
+        server.post("g", "alice", &format!("m{i}"));
     }
     let mut bob1 = server.connect("bob").await;
     let mut bob2 = server.connect("bob").await;
@@ -497,8 +486,8 @@ async fn receipt_queries_refuse_bad_requests() {
     let server = Server::start_with(&["--receipt-interval-ms", "200"]);
     server.create_group("g", &["alice", "bob"]);
     server.create_group("other", &["mallory"]);
-    post(&server, "g", "alice", "m1");
-    post(&server, "g", "alice", "m2");
+    server.post("g", "alice", "m1");
+    server.post("g", "alice", "m2");
 
     let mut mallory = server.connect("mallory").await;
     for frame in [
@@ -562,7 +551,7 @@ async fn welcome_unread_counts_others_messages_after_the_read_mark() {
     let server = Server::start_with(&["--receipt-interval-ms", "200"]);
     server.create_group("g", &["alice", "bob"]);
     for from in ["alice", "alice", "bob", "alice", "alice", "bob"] {
-        post(&server, "g", from, "x");
+        server.post("g", from, "x");
     }
 
     let unread = |client: &Client| {
@@ -588,7 +577,7 @@ async fn welcome_unread_counts_others_messages_after_the_read_mark() {
     let carol = server.connect("carol").await;
     assert_eq!(unread(&carol), 0);
     carol.close().await;
-    post(&server, "g", "alice", "x");
+    server.post("g", "alice", "x");
     let carol = server.connect("carol").await;
     assert_eq!(unread(&carol), 1);
 }

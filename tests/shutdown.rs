@@ -217,18 +217,7 @@ async fn a_client_that_stopped_reading_delays_the_exit_at_most_the_bound() {
 
     // ~19 MB of pushes to bob: more than the socket buffers of both ends hold.
     let body = "x".repeat(64_000);
-    for window in 0..50u64 {
-        for i in 1..=6 {
-            let n = window * 6 + i;
-            alice
-                .send_json(json!({"type": "send", "group": "team", "client_id": format!("c{n}"), "body": body}))
-                .await;
-        }
-        for _ in 0..6 {
-            alice.recv_type("sent").await;
-        }
-        while alice.take_pending().is_some() {}
-    }
+    alice.send_in_windows("team", 50 * 6, 6, &body).await;
 
     let signalled = Instant::now();
     server.signal("TERM");

@@ -35,17 +35,9 @@ async fn a_reader_that_stops_reading_is_evicted_and_loses_nothing() {
     // ~19 MB of pushes: far more than the socket buffers hold, so bob's queue fills up.
     const N: u64 = 300;
     let body = "x".repeat(64_000);
-    for window in 0..N / 6 {
-        for i in 1..=6 {
-            let n = window * 6 + i;
-            alice
-                .send_json(json!({"type": "send", "group": "team", "client_id": format!("c{n}"), "body": body}))
-                .await;
-        }
-        for _ in 0..6 {
-            assert_eq!(alice.recv_type("sent").await["duplicate"], false);
-        }
-        while alice.take_pending().is_some() {} // alice keeps up with her own pushes
+    // alice keeps up with her own pushes.
+    for sent in alice.send_in_windows("team", N, 6, &body).await {
+        assert_eq!(sent["duplicate"], false);
     }
 
     // bob finds his connection closed with 4000 after the msgs that made it, in order.
@@ -73,19 +65,7 @@ async fn a_reader_that_stops_reading_is_evicted_and_loses_nothing() {
     // He reconnects and catches up (small pages: each message is 64 kB); nothing is lost.
     let mut bob = server.connect("bob").await;
     assert_eq!(bob.welcome_group("team").expect("team")["last_seq"], N);
-    let mut after = k;
-    let mut rest = Vec::new();
-    loop {
-        let page = bob.sync_page("team", after, 10).await;
-        let messages = page["messages"].as_array().expect("messages").clone();
-        if let Some(last) = messages.last() {
-            after = seq(last);
-        }
-        rest.extend(messages);
-        if page["more"] != true {
-            break;
-        }
-    }
+    let rest = bob.sync_all_in_pages("team", k, 10).await;
     assert_eq!(seqs(&rest), (k + 1..=N).collect::<Vec<_>>());
 
     // alice, who kept reading, was never evicted.
@@ -201,17 +181,8 @@ async fn a_stalled_member_does_not_hold_back_the_others_and_resyncs_from_its_cur
 
     // ~19 MB of pushes: bob's queue overflows long before the end.
     let body = "x".repeat(64_000);
-    for window in 0..(N - FIRST) / 6 {
-        for i in 1..=6 {
-            let n = window * 6 + i;
-            alice
-                .send_json(json!({"type": "send", "group": "team", "client_id": format!("c{n}"), "body": body}))
-                .await;
-        }
-        for _ in 0..6 {
-            assert_eq!(alice.recv_type("sent").await["duplicate"], false);
-        }
-        while alice.take_pending().is_some() {}
+    for sent in alice.send_in_windows("team", N - FIRST, 6, &body).await {
+        assert_eq!(sent["duplicate"], false);
     }
 
     let carol_seqs = carol_reads.await.expect("carol's reader");
@@ -232,18 +203,6 @@ async fn a_stalled_member_does_not_hold_back_the_others_and_resyncs_from_its_cur
     let team = bob.welcome_group("team").expect("team").clone();
     assert_eq!(team["delivered"], FIRST, "{team}");
     assert_eq!(team["last_seq"], N, "{team}");
-    let mut after = FIRST;
-    let mut rest = Vec::new();
-    loop {
-        let page = bob.sync_page("team", after, 20).await;
-        let messages = page["messages"].as_array().expect("messages").clone();
-        if let Some(last) = messages.last() {
-            after = seq(last);
-        }
-        rest.extend(messages);
-        if page["more"] != true {
-            break;
-        }
-    }
+    let rest = bob.sync_all_in_pages("team", FIRST, 20).await;
     assert_eq!(seqs(&rest), (FIRST + 1..=N).collect::<Vec<_>>());
 }

@@ -2,6 +2,10 @@
 //! acknowledged lost) and recovers by itself when space returns; a flush that fails for good
 //! answers `storage` and stops the server, which restarts on everything it acknowledged; a data
 //! directory from a newer format version is refused with a clear message.
+//!
+//! The full-disk test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN); CI runs as root.
+//! Without that it FAILS with a message saying so: a storage test that silently skips proves
+//! nothing.
 
 mod common;
 
@@ -19,18 +23,23 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
-    /// Mounts a tmpfs of `mib` MiB; `None` where mounting is not allowed (not root).
-    fn mount(mib: u64) -> Option<SmallDisk> {
+    /// Mounts a tmpfs of `mib` MiB; panics where that is not possible (not root).
+    fn mount(mib: u64) -> SmallDisk {
         let dir = tempfile::tempdir().expect("a mount point");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
             .arg(dir.path())
-            .status()
-            .ok()?;
-        status.success().then(|| SmallDisk {
-            path: dir.path().to_path_buf(),
-            _dir: dir,
-        })
+            .status();
+        let needs_root = "this test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN); run \
+                          the tests as root, as CI does, or in a container with CAP_SYS_ADMIN";
+        match status {
+            Ok(status) if status.success() => SmallDisk {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            },
+            Ok(status) => panic!("`mount -t tmpfs` failed ({status}): {needs_root}"),
+            Err(e) => panic!("running `mount` failed ({e}): {needs_root}"),
+        }
     }
 }
 
@@ -59,10 +68,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
-    let Some(disk) = SmallDisk::mount(64) else {
-        eprintln!("SKIPPED: mounting a tmpfs needs root (CAP_SYS_ADMIN); CI runs as root");
-        return;
-    };
+    let disk = SmallDisk::mount(64);
     let data = tempfile::TempDir::new_in(&disk.path).expect("data dir on the small disk");
     let mut server = Server::start_in(data, &["--min-free-mb", "16"]);
     server.create_group("team", &["alice", "bob"]);

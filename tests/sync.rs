@@ -156,18 +156,7 @@ async fn a_page_ends_once_its_bodies_reach_one_mib() {
     let mut alice = server.connect("alice").await;
     const N: u64 = 40;
     let body = "y".repeat(60_000); // 40 of them: 2.4 MB
-    for window in 0..N / 8 {
-        for i in 1..=8 {
-            let n = window * 8 + i;
-            alice
-                .send_json(json!({"type": "send", "group": "team", "client_id": format!("c{n}"), "body": body}))
-                .await;
-        }
-        for _ in 0..8 {
-            alice.recv_type("sent").await;
-        }
-        while alice.take_pending().is_some() {}
-    }
+    alice.send_in_windows("team", N, 8, &body).await;
 
     // A page also ends once its bodies reach 1 MiB, whatever the limit (PROTOCOL.md §1).
     let mut bob = server.connect("bob").await;

@@ -4,20 +4,15 @@
 
 mod common;
 
-use common::{Client, Server, TIMEOUT};
+use common::{Client, Server};
 use serde_json::json;
 
 fn get(server: &Server, path: &str, if_none_match: Option<&str>) -> ureq::Response {
-    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
-    let mut request = agent.get(&server.url(path));
-    if let Some(tag) = if_none_match {
-        request = request.set("If-None-Match", tag);
-    }
-    match request.call() {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(e) => panic!("GET {path}: {e}"),
-    }
+    let headers: Vec<(&str, &str)> = if_none_match
+        .map(|tag| ("If-None-Match", tag))
+        .into_iter()
+        .collect();
+    server.http_response("GET", path, &headers, None)
 }
 
 #[test]
