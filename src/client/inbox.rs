@@ -48,6 +48,12 @@ impl Inbox {
         !self.held.is_empty()
     }
 
+    /// Whether a `sync` is needed to hand out every seq up to `last_seq`, the group's latest:
+    /// some are beyond the watermark, or messages are held above a gap.
+    pub(crate) fn is_behind(&self, last_seq: u64) -> bool {
+        last_seq > self.watermark || self.has_gap()
+    }
+
     /// The lowest held seq, if any.
     pub(crate) fn first_held(&self) -> Option<u64> {
         self.held.keys().next().copied()

@@ -3,9 +3,9 @@
 //! A [`Client`] is a cheap handle; one background tokio task (the worker, `worker.rs`) owns the
 //! socket and the reconnect loop, and the handle talks to it over an unbounded mpsc channel of
 //! commands. Replies come back on oneshot channels; pushed frames come back as [`Event`]s.
-//! The worker's decisions live in a socket-free state machine (`engine.rs`), and the
-//! per-group delivery bookkeeping in two pure structs (`inbox.rs`), so most of the logic is
-//! unit-tested without a server.
+//! The worker's decisions live in a socket-free state machine (`engine.rs`, its code split by
+//! mechanism under `engine/`), and the per-group delivery bookkeeping in two pure structs
+//! (`inbox.rs`), so most of the logic is unit-tested without a server.
 //!
 //! What the client guarantees:
 //! - **Sends survive reconnects.** [`Client::send`] gives every message a `client_id` and keeps
