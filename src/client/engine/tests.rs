@@ -4,8 +4,14 @@
 //! mechanisms (a send survives a reconnect, a sync page fills an inbox whose acks follow), and
 //! they share one harness that drives the engine as the worker does, without a socket or a clock.
 
-use super::*;
-use crate::protocol::{ErrorCode, GroupKind};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{frame_id, wire_id, Command, Engine};
+use crate::client::{ClientConfig, ClientError, Event, Sent, Snapshot};
+use crate::protocol::{ClientFrame, ErrorCode, GroupKind, GroupSummary, Message, ServerFrame};
+
 struct Harness {
     engine: Engine,
     events: mpsc::UnboundedReceiver<Event>,
@@ -41,6 +47,24 @@ impl Harness {
             .collect()
     }
 
+    /// Sends `body` to `group` as `Client::send` does; returns where the answer
+    /// arrives.
+    fn send(
+        &mut self,
+        group: &str,
+        client_id: Option<&str>,
+        body: &str,
+    ) -> oneshot::Receiver<Result<Sent, ClientError>> {
+        let (reply, answer) = oneshot::channel();
+        self.engine.on_command(Command::Send {
+            group: group.into(),
+            client_id: client_id.map(str::to_owned),
+            body: body.into(),
+            reply,
+        });
+        answer
+    }
+
     fn connect(&mut self, groups: Vec<GroupSummary>) -> Vec<ClientFrame> {
         self.engine.on_connected("me".into(), groups);
         self.engine.take_outgoing()
@@ -71,15 +95,12 @@ fn message(group: &str, seq: u64) -> Message {
 }
 
 fn id_of(frame: &ClientFrame) -> u64 {
-    frame
-        .id()
-        .and_then(Value::as_u64)
-        .expect("every frame has an id")
+    frame_id(frame.id()).expect("every frame has an id")
 }
 
 fn page(id: u64, group: &str, seqs: std::ops::RangeInclusive<u64>, more: bool) -> ServerFrame {
     ServerFrame::Messages {
-        id: Some(Value::from(id)),
+        id: Some(wire_id(id)),
         group: group.into(),
         messages: seqs.map(|s| message(group, s)).collect(),
         more,
@@ -91,13 +112,7 @@ fn page(id: u64, group: &str, seqs: std::ops::RangeInclusive<u64>, more: bool) -
 fn a_send_is_resent_with_the_same_client_id_after_a_reconnect() {
     let mut h = harness(20);
     h.connect(vec![summary("g", 0, 0, 0)]);
-    let (reply, mut answer) = oneshot::channel();
-    h.engine.on_command(Command::Send {
-        group: "g".into(),
-        client_id: None,
-        body: "hello".into(),
-        reply,
-    });
+    let mut answer = h.send("g", None, "hello");
     let first = h.engine.take_outgoing();
     let [ClientFrame::Send { client_id, .. }] = first.as_slice() else {
         panic!("expected one send, got {first:?}");
@@ -124,7 +139,7 @@ fn a_send_is_resent_with_the_same_client_id_after_a_reconnect() {
     assert!(answer.try_recv().is_err(), "no answer before sent");
 
     h.engine.on_frame(ServerFrame::Sent {
-        id: Some(Value::from(id_of(resent[0]))),
+        id: Some(wire_id(id_of(resent[0]))),
         group: "g".into(),
         client_id: client_id.clone(),
         seq: 1,
@@ -144,14 +159,7 @@ fn sends_made_while_disconnected_go_out_in_order_on_connect() {
     let mut h = harness(20);
     let mut answers = Vec::new();
     for body in ["one", "two", "three"] {
-        let (reply, answer) = oneshot::channel();
-        answers.push(answer);
-        h.engine.on_command(Command::Send {
-            group: "g".into(),
-            client_id: None,
-            body: body.into(),
-            reply,
-        });
+        answers.push(h.send("g", None, body));
     }
     assert!(h.engine.take_outgoing().is_empty());
     let frames = h.connect(vec![summary("g", 0, 0, 0)]);
@@ -185,20 +193,13 @@ fn sends_made_while_disconnected_go_out_in_order_on_connect() {
 fn a_refused_send_fails_and_is_not_resent() {
     let mut h = harness(20);
     h.connect(vec![]);
-    let (reply, mut answer) = oneshot::channel();
-    h.engine.on_command(Command::Send {
-        group: "nope".into(),
-        client_id: Some("x".into()),
-        body: "b".into(),
-        reply,
-    });
+    let mut answer = h.send("nope", Some("x"), "b");
     let frames = h.engine.take_outgoing();
-    h.engine.on_frame(ServerFrame::Error {
-        id: Some(Value::from(id_of(&frames[0]))),
-        code: ErrorCode::NotMember,
-        message: "no".into(),
-        retry_after_ms: None,
-    });
+    h.engine.on_frame(ServerFrame::error(
+        Some(wire_id(id_of(&frames[0]))),
+        ErrorCode::NotMember,
+        "no",
+    ));
     assert_eq!(
         answer.try_recv().expect("answered"),
         Err(ClientError::Server {
@@ -214,18 +215,12 @@ fn a_refused_send_fails_and_is_not_resent() {
 fn a_send_refused_for_now_is_retried_on_the_next_tick_with_the_same_client_id() {
     let mut h = harness(20);
     h.connect(vec![summary("g", 0, 0, 0)]);
-    let (reply, mut answer) = oneshot::channel();
-    h.engine.on_command(Command::Send {
-        group: "g".into(),
-        client_id: Some("c1".into()),
-        body: "b".into(),
-        reply,
-    });
+    let mut answer = h.send("g", Some("c1"), "b");
     for code in [ErrorCode::RateLimited, ErrorCode::Storage, ErrorCode::Busy] {
         let frames = h.engine.take_outgoing();
         assert_eq!(frames.len(), 1, "{frames:?}");
         h.engine.on_frame(ServerFrame::Error {
-            id: Some(Value::from(id_of(&frames[0]))),
+            id: Some(wire_id(id_of(&frames[0]))),
             code,
             message: "later".into(),
             retry_after_ms: Some(10),
@@ -324,7 +319,7 @@ fn queries_in_flight_are_retried_on_the_next_connection() {
     let second = id_of(&frames[0]);
     assert_ne!(first, second);
     h.engine.on_frame(ServerFrame::Pong {
-        id: Some(Value::from(second)),
+        id: Some(wire_id(second)),
     });
     assert!(matches!(
         answer.try_recv(),
@@ -335,13 +330,7 @@ fn queries_in_flight_are_retried_on_the_next_connection() {
 #[test]
 fn shutdown_fails_every_waiting_caller() {
     let mut h = harness(20);
-    let (reply, mut send_answer) = oneshot::channel();
-    h.engine.on_command(Command::Send {
-        group: "g".into(),
-        client_id: None,
-        body: "b".into(),
-        reply,
-    });
+    let mut send_answer = h.send("g", None, "b");
     let (reply, mut query_answer) = oneshot::channel();
     h.engine.on_command(Command::Query {
         frame: ClientFrame::Ping { id: None },
@@ -403,12 +392,11 @@ fn read_marks_repeat_after_reconnect_and_refusals_surface() {
         seq: 50,
     });
     let frames = h.engine.take_outgoing();
-    h.engine.on_frame(ServerFrame::Error {
-        id: Some(Value::from(id_of(&frames[0]))),
-        code: ErrorCode::InvalidSeq,
-        message: "too high".into(),
-        retry_after_ms: None,
-    });
+    h.engine.on_frame(ServerFrame::error(
+        Some(wire_id(id_of(&frames[0]))),
+        ErrorCode::InvalidSeq,
+        "too high",
+    ));
     assert!(matches!(
         h.events().as_slice(),
         [Event::ReadRefused {
