@@ -2,14 +2,21 @@
 //! serve` on `127.0.0.1:0` with a temporary data directory, the default) or an external one
 //! given by `--http` and `--admin-token`. Owning the process lets the scenarios read its CPU time
 //! and memory from `/proc`, restart it (`cold`) and mint user tokens offline with the JWT secret
-//! it was started with, which `idle` needs for 10,000 connections.
+//! it was started with, which `idle` needs for 10,000 connections. Also the readings of a
+//! process from `/proc` (CPU time, memory), of this process's open-file limit and of a data
+//! directory's size.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Error;
+use rollcall::auth::Auth;
+use rollcall::ids::UserId;
+
+use crate::args::Args;
+use crate::report::fig;
+use crate::Error;
 
 /// The admin token and JWT secret of servers this program starts (loopback only, throwaway).
 pub const ADMIN_TOKEN: &str = "loadgen-admin";
@@ -219,4 +226,75 @@ pub fn raise_nofile() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// Starts a server with a fresh temporary data directory.
+pub fn start_server(args: &Args) -> Result<(Server, tempfile::TempDir), Error> {
+    let dir = tempfile::Builder::new().prefix("rollcall-lg").tempdir()?;
+    let bin = args.server_bin.clone().unwrap_or_else(default_bin);
+    let server = Server::start(&bin, &dir.path().join("data"), &args.server_args)?;
+    println!(
+        "server      : {} serve --addr 127.0.0.1:0 --data {} {} (pid {}, {})",
+        bin.display(),
+        server.data.display(),
+        args.server_args.join(" "),
+        server.pid,
+        server.http
+    );
+    Ok((server, dir))
+}
+
+/// Points `args` at a started server.
+pub fn attach(args: &mut Args, server: &Server) {
+    args.http = Some(server.http.clone());
+    args.admin_token = Some(ADMIN_TOKEN.to_string());
+    args.server_pid = Some(server.pid);
+    args.data_dir = Some(server.data.clone());
+}
+
+/// Stops a started server and reports its log.
+pub fn finish_server(mut server: Server) {
+    let took = server.stop();
+    let lines = server.log_lines();
+    println!(
+        "server stop : {:.2} s; {lines} warning/error log lines ({})",
+        took.as_secs_f64(),
+        server.log_path().display()
+    );
+    fig("server_log_lines", lines);
+}
+
+/// Mints a token for `user` with the secret the started servers use.
+pub fn mint(data: &Path, user: &str) -> Result<String, Error> {
+    let user = UserId::parse(user).map_err(|e| format!("bad user id {user}: {e:?}"))?;
+    Ok(Auth::mint_offline(
+        data,
+        Some(JWT_SECRET.to_string()),
+        &user,
+        3600,
+    )?)
+}
+
+/// The size of the files under `path` (stops after visiting 10,000 directories).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    let mut visited = 0;
+    while let Some(dir) = stack.pop() {
+        visited += 1;
+        if visited > 10_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }

@@ -1,0 +1,284 @@
+//! The command line: the scenarios, the flags (their doc comments are `--help`) and the `Plan`
+//! every single-group run (storm, throughput, receipts, and the storms inside fanout and
+//! ceiling) resolves its optional flags to.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::admin::Admin;
+use crate::Error;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// One group of 200 members, 40 online; one sender posts; every reader reads everything.
+    Storm,
+    /// G groups (a sweep: 1, 10, 100, 1,000) with traffic spread over them.
+    Groups,
+    /// C idle authenticated connections: memory per connection, time to accept, `welcome` latency.
+    Idle,
+    /// One member offline while messages are posted, then it reconnects and syncs.
+    Catchup,
+    /// A data directory with many messages: restart time until `/healthz` and the first sync.
+    Cold,
+    /// Cost per message as the group grows (10, 100, 1,000, 5,000 members, 20% online).
+    Fanout,
+    /// The storm against Rollcall and against a bare WebSocket relay, and the disk's fsyncs/s.
+    Ceiling,
+    /// Older scenario: one group, every member online, several closed-loop senders.
+    Throughput,
+    /// Older scenario: the receipt-traffic count with a paced sender (see `storm --rate`).
+    Receipts,
+    /// Internal: serve the bare relay (`ceiling` starts this as a separate process).
+    #[value(hide = true)]
+    Relay,
+}
+
+/// What the `groups` scenario runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// Load, then the reconnect storm on the same (warm) server.
+    All,
+    /// Create the groups and post the messages.
+    Load,
+    /// Only the reconnect storm (run against a restarted server on the same data dir).
+    Welcome,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for a Rollcall server (loopback only)"
+)]
+pub struct Args {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    pub scenario_arg: Option<Scenario>,
+    /// The same, in the older spelling (`--scenario throughput`).
+    #[arg(long = "scenario", value_enum, hide = true)]
+    pub scenario_flag: Option<Scenario>,
+    /// An external server's base URL (a loopback address). Without it, loadgen starts its own
+    /// server (the `rollcall` binary beside this program) with a temporary data directory.
+    #[arg(long, visible_alias = "url")]
+    pub http: Option<String>,
+    /// The external server's admin token (with --http).
+    #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The server binary to start (default: `rollcall` beside this program, same profile).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Extra flags for the started server, e.g. `--server-arg=--cache-mb=16` (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Storm: post at this many messages per second (open loop) instead of closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Storm: a reader also sends its `read` when this many milliseconds passed since its last
+    /// one (0: only every --read-batch messages).
+    #[arg(long, default_value_t = 20)]
+    pub read_ms: u64,
+    /// Groups, fanout, idle: the values to sweep (groups, members, connections), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<u64>,
+    /// Idle: connections to open (default 1,000; the sweep overrides it).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Catchup and cold: the sync page size the client uses (the server caps pages at 1,000).
+    #[arg(long, default_value_t = 1000)]
+    pub page: usize,
+    /// Relay (internal): the address to listen on.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    pub relay_addr: String,
+    /// Members of the group (default: 40 for throughput, 200 for receipts, 20 per group for groups).
+    #[arg(long)]
+    pub members: Option<usize>,
+    /// Storm: members online, senders included (default 40); receipts: online readers (default
+    /// 40). Throughput keeps every member online.
+    #[arg(long)]
+    pub online: Option<usize>,
+    /// Members that send (default: 4 for throughput and groups, 1 for storm).
+    #[arg(long)]
+    pub senders: Option<usize>,
+    /// Messages posted in total (default: 20,000 for throughput, 200 for receipts); groups: per
+    /// group (default 100).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Most sends in flight (without their `sent`) per sender.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Throughput: each member sends a cumulative `ack` every N received messages.
+    #[arg(long, default_value_t = 50)]
+    pub ack_every: u64,
+    /// Storm and receipts: each reader sends a cumulative `read` every N received messages
+    /// (default: 5 for storm, 1 for receipts).
+    #[arg(long)]
+    pub read_batch: Option<u64>,
+    /// Receipts: the sender posts one message every this many milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub pace_ms: u64,
+    /// The server's --receipt-interval-ms (how long "two receipt ticks" is).
+    #[arg(long, default_value_t = 1000)]
+    pub receipt_interval_ms: u64,
+    /// Message body size in bytes (default: 64; 200 for groups).
+    #[arg(long)]
+    pub body_bytes: Option<usize>,
+    /// The whole run (setup included) stops after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub deadline_secs: u64,
+    /// Leave Nagle's algorithm on for the client sockets (default: TCP_NODELAY, as browsers do).
+    #[arg(long)]
+    pub client_nagle: bool,
+    /// The server's data directory, to report its size before and after (optional).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Groups and cold: number of groups.
+    #[arg(long, default_value_t = 1000)]
+    pub groups: usize,
+    /// Groups: the pool of users that members are drawn from (and that the storm connects).
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Groups: `load`, `welcome` or `all` (both, without a restart in between).
+    #[arg(long, value_enum, default_value_t = Phase::All)]
+    pub phase: Phase,
+    /// Groups: prefix of the user and group ids; `--phase welcome` needs the one `load` used.
+    #[arg(long, default_value = "lg")]
+    pub prefix: String,
+    /// Groups: the server's process id, to report its VmRSS and VmHWM (from /proc/PID/status).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Groups: parallel admin requests while creating the groups.
+    #[arg(long, default_value_t = 8)]
+    pub create_threads: usize,
+}
+
+/// What every scenario resolves its optional arguments to.
+pub struct Plan {
+    pub scenario: Scenario,
+    pub members: usize,
+    /// Members that connect (throughput: all; receipts: readers + the sender).
+    pub online: usize,
+    pub senders: usize,
+    pub messages: u64,
+    pub window: usize,
+    /// Throughput: `ack` every N; receipts: `read` every N.
+    pub cursor_every: u64,
+    pub pace: Option<Duration>,
+    /// Storm: open-loop rate in messages per second (all senders together).
+    pub rate: Option<f64>,
+    /// Storm: readers also send their `read` at this period.
+    pub cursor_period: Option<Duration>,
+    pub settle: Duration,
+    pub body: Arc<str>,
+    pub nodelay: bool,
+    /// Against the bare relay (`ceiling`): no `sent`, no receipts; echoed `send` frames count
+    /// as both the sender's answer and the members' `msg`.
+    pub relay: bool,
+}
+
+impl Args {
+    /// The scenario, positional or from the older `--scenario` flag.
+    pub fn scenario(&self) -> Scenario {
+        self.scenario_arg
+            .or(self.scenario_flag)
+            .unwrap_or(Scenario::Storm)
+    }
+
+    pub fn http_given(&self) -> bool {
+        self.http.is_some()
+    }
+
+    /// The admin client of the server under test.
+    pub fn admin(&self) -> Result<Admin, Error> {
+        let http = self.http.as_deref().ok_or("no server: give --http")?;
+        let token = self
+            .admin_token
+            .as_deref()
+            .ok_or("--admin-token (or ROLLCALL_ADMIN_TOKEN) is needed with --http")?;
+        Admin::new(http, token)
+    }
+
+    pub fn plan(&self) -> Result<Plan, Error> {
+        self.plan_for(self.scenario())
+    }
+
+    pub fn plan_for(&self, scenario: Scenario) -> Result<Plan, Error> {
+        let (members, online, senders, messages, every, pace) = match scenario {
+            Scenario::Throughput => {
+                let members = self.members.unwrap_or(40);
+                (
+                    members,
+                    members,
+                    self.senders.unwrap_or(4),
+                    self.messages.unwrap_or(20_000),
+                    self.ack_every,
+                    None,
+                )
+            }
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => {
+                let members = self.members.unwrap_or(200);
+                let online = if scenario == Scenario::Fanout {
+                    (members / 5).max(2)
+                } else {
+                    self.online.unwrap_or(40)
+                };
+                (
+                    members,
+                    online,
+                    self.senders.unwrap_or(1),
+                    self.messages.unwrap_or(20_000),
+                    self.read_batch.unwrap_or(5),
+                    None,
+                )
+            }
+            Scenario::Receipts => {
+                let members = self.members.unwrap_or(200);
+                let readers = self.online.unwrap_or(40);
+                (
+                    members,
+                    readers + 1,
+                    1,
+                    self.messages.unwrap_or(200),
+                    self.read_batch.unwrap_or(1),
+                    Some(Duration::from_millis(self.pace_ms)),
+                )
+            }
+            other => return Err(format!("{other:?} has no single-group plan").into()),
+        };
+        if members == 0 || senders == 0 || senders > members || online > members {
+            return Err(format!(
+                "need 0 < senders ({senders}) <= members ({members}) and online ({online}) <= members"
+            )
+            .into());
+        }
+        if messages == 0 || self.window == 0 || every == 0 {
+            return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
+        }
+        let storm_like = matches!(
+            scenario,
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout
+        );
+        Ok(Plan {
+            scenario,
+            members,
+            online,
+            senders,
+            messages,
+            window: if storm_like && self.rate.is_some() {
+                self.window.max(4096)
+            } else {
+                self.window
+            },
+            cursor_every: every,
+            pace,
+            rate: if storm_like { self.rate } else { None },
+            cursor_period: (storm_like && self.read_ms > 0)
+                .then(|| Duration::from_millis(self.read_ms)),
+            settle: Duration::from_millis(2 * self.receipt_interval_ms + 200),
+            body: "x".repeat(self.body_bytes.unwrap_or(64)).into(),
+            nodelay: !self.client_nagle,
+            relay: false,
+        })
+    }
+}
