@@ -35,14 +35,15 @@ fn start(
     (stop, server)
 }
 
-fn admin(port: u16, method: &str, path: &str, body: Option<Value>) -> Result<Value, ureq::Error> {
+fn admin(port: u16, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
     let request = ureq::request(method, &format!("http://127.0.0.1:{port}{path}"))
         .set("Authorization", &format!("Bearer {ADMIN}"))
         .timeout(Duration::from_secs(10));
     let response = match body {
-        Some(body) => request.send_json(body)?,
-        None => request.call()?,
-    };
+        Some(body) => request.send_json(body),
+        None => request.call(),
+    }
+    .map_err(|e| format!("{method} {path}: {e}"))?;
     Ok(response.into_json().unwrap_or(Value::Null))
 }
 
