@@ -1,12 +1,15 @@
-//! The built-in web client: a page, a script and a style sheet, embedded in the binary with
-//! `include_str!` so the server ships everything a browser needs (no build step, no CDN).
+//! The built-in web client: a page, its script modules and a style sheet, embedded in the binary
+//! with `include_str!` so the server ships everything a browser needs (no build step, no CDN).
 //!
-//! The files live in `src/web/` and are plain HTML, CSS and dependency-free JavaScript; the
-//! script speaks the WebSocket protocol of docs/PROTOCOL.md like any other client. This module
-//! only names them, with their content types and an ETag computed at compile time, so a browser
-//! revalidates cheaply (`Cache-Control: no-cache` + `If-None-Match`) and never runs a stale
-//! script after an upgrade. Routing stays in `http.rs`. (Rejected: long-lived `immutable`
-//! caching with hashed file names, which would need a build step to rename the files.)
+//! The files live in `src/web/` and are plain HTML, CSS and dependency-free JavaScript modules:
+//! the page loads `/main.js` (`<script type="module">`), which imports `./model.js`,
+//! `./connection.js` and `./view.js` by relative path; the script speaks the WebSocket protocol
+//! of docs/PROTOCOL.md like any other client. This module only names the files, with their
+//! content types and an ETag computed at compile time, so a browser revalidates cheaply
+//! (`Cache-Control: no-cache` + `If-None-Match`) and never runs a stale script after an
+//! upgrade. Routing stays in `http.rs`, which registers [`ASSET_PATHS`]. (Rejected: long-lived
+//! `immutable` caching with hashed file names, which would need a build step to rename the
+//! files.)
 
 /// One embedded file.
 pub struct Asset {
@@ -16,43 +19,65 @@ pub struct Asset {
     pub etag: &'static str,
 }
 
-/// The page, at `/`.
-pub const INDEX: Asset = asset(
-    "text/html; charset=utf-8",
-    include_str!("web/index.html"),
-    &ETAG_INDEX,
-);
-/// The script, at `/app.js`.
-pub const APP_JS: Asset = asset(
-    "text/javascript; charset=utf-8",
-    include_str!("web/app.js"),
-    &ETAG_APP_JS,
-);
+const HTML: &str = "text/html; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// An [`Asset`] of a file in `src/web/`, with its ETag computed at compile time.
+macro_rules! embed {
+    ($content_type:expr, $file:literal) => {{
+        const ETAG: [u8; 18] = etag(include_str!($file));
+        asset($content_type, include_str!($file), &ETAG)
+    }};
+}
+
+/// The page, at `/` (and `/index.html`).
+pub const INDEX: Asset = embed!(HTML, "web/index.html");
+/// The entry module, at `/main.js`: sign-in and token, wires the other three.
+pub const MAIN_JS: Asset = embed!(JAVASCRIPT, "web/main.js");
+/// The WebSocket protocol client, at `/connection.js`.
+pub const CONNECTION_JS: Asset = embed!(JAVASCRIPT, "web/connection.js");
+/// The client's state (conversations, messages, cursors, receipts, outbox), at `/model.js`.
+pub const MODEL_JS: Asset = embed!(JAVASCRIPT, "web/model.js");
+/// DOM rendering and the page's controls, at `/view.js`.
+pub const VIEW_JS: Asset = embed!(JAVASCRIPT, "web/view.js");
 /// The style sheet, at `/app.css`.
-pub const APP_CSS: Asset = asset(
-    "text/css; charset=utf-8",
-    include_str!("web/app.css"),
-    &ETAG_APP_CSS,
-);
+pub const APP_CSS: Asset = embed!(CSS, "web/app.css");
+
+/// Every HTTP path with an asset, with its asset: what [`asset_at`] answers.
+const ASSETS: [(&str, &Asset); 7] = [
+    ("/", &INDEX),
+    ("/index.html", &INDEX),
+    ("/main.js", &MAIN_JS),
+    ("/connection.js", &CONNECTION_JS),
+    ("/model.js", &MODEL_JS),
+    ("/view.js", &VIEW_JS),
+    ("/app.css", &APP_CSS),
+];
+
+/// Every HTTP path [`asset_at`] answers, for the router to register.
+pub const ASSET_PATHS: &[&str] = &{
+    let mut paths = [""; ASSETS.len()];
+    let mut i = 0;
+    while i < ASSETS.len() {
+        paths[i] = ASSETS[i].0;
+        i += 1;
+    }
+    paths
+};
 
 /// The asset served at an HTTP path, if any.
 pub fn asset_at(path: &str) -> Option<&'static Asset> {
-    match path {
-        "/" | "/index.html" => Some(&INDEX),
-        "/app.js" => Some(&APP_JS),
-        "/app.css" => Some(&APP_CSS),
-        _ => None,
-    }
+    ASSETS
+        .iter()
+        .find(|(at, _)| *at == path)
+        .map(|(_, asset)| *asset)
 }
 
 /// The Content-Security-Policy of the page: only its own script, style and WebSocket.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
-
-const ETAG_INDEX: [u8; 18] = etag(include_str!("web/index.html"));
-const ETAG_APP_JS: [u8; 18] = etag(include_str!("web/app.js"));
-const ETAG_APP_CSS: [u8; 18] = etag(include_str!("web/app.css"));
 
 const fn asset(content_type: &'static str, body: &'static str, etag: &'static [u8; 18]) -> Asset {
     Asset {
@@ -89,26 +114,131 @@ const fn etag(body: &str) -> [u8; 18] {
 mod tests {
     use super::*;
 
+    const ALL: [&Asset; 6] = [
+        &INDEX,
+        &MAIN_JS,
+        &CONNECTION_JS,
+        &MODEL_JS,
+        &VIEW_JS,
+        &APP_CSS,
+    ];
+
     #[test]
     fn every_asset_has_a_distinct_quoted_etag() {
-        let tags = [INDEX.etag, APP_JS.etag, APP_CSS.etag];
-        for tag in tags {
+        let tags = ALL.map(|asset| asset.etag);
+        for (i, tag) in tags.iter().enumerate() {
             assert_eq!(tag.len(), 18, "{tag}");
             assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
+            for other in &tags[i + 1..] {
+                assert_ne!(tag, other);
+            }
         }
-        assert_ne!(tags[0], tags[1]);
-        assert_ne!(tags[1], tags[2]);
         assert_eq!(etag("a"), etag("a"));
         assert_ne!(etag("a"), etag("b"));
     }
 
     #[test]
-    fn the_page_loads_only_embedded_files() {
-        assert!(INDEX.body.contains("src=\"/app.js\""));
-        assert!(INDEX.body.contains("href=\"/app.css\""));
-        for body in [INDEX.body, APP_JS.body, APP_CSS.body] {
-            assert!(!body.contains("http://") && !body.contains("https://"));
+    fn every_listed_path_has_an_asset_and_no_other_path_has_one() {
+        assert_eq!(
+            ASSET_PATHS,
+            [
+                "/",
+                "/index.html",
+                "/main.js",
+                "/connection.js",
+                "/model.js",
+                "/view.js",
+                "/app.css"
+            ]
+        );
+        for path in ASSET_PATHS {
+            let asset = asset_at(path).unwrap_or_else(|| panic!("no asset at {path}"));
+            let expected = if path.ends_with(".js") {
+                JAVASCRIPT
+            } else if path.ends_with(".css") {
+                CSS
+            } else {
+                HTML
+            };
+            assert_eq!(asset.content_type, expected, "{path}");
         }
-        assert!(asset_at("/nope.js").is_none());
+        assert_eq!(asset_at("/index.html").map(|a| a.body), Some(INDEX.body));
+        for path in [
+            "/app.js",
+            "/nope.js",
+            "",
+            "main.js",
+            "/main.js/",
+            "/web/main.js",
+        ] {
+            assert!(asset_at(path).is_none(), "{path}");
+        }
+    }
+
+    /// The specifiers of a module's `import ... from '<specifier>';` lines.
+    fn imports(body: &str) -> Vec<&str> {
+        body.lines()
+            .filter(|line| line.starts_with("import "))
+            .map(|line| {
+                let (_, spec) = line
+                    .rsplit_once(" from ")
+                    .unwrap_or_else(|| panic!("an import on one line: {line}"));
+                spec.trim_end_matches(';').trim_matches('\'')
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_page_loads_only_embedded_files() {
+        assert!(INDEX
+            .body
+            .contains("<script type=\"module\" src=\"/main.js\"></script>"));
+        assert_eq!(INDEX.body.matches("<script").count(), 1);
+        assert!(INDEX.body.contains("href=\"/app.css\""));
+        // From /main.js, each `./x.js` import resolves to an embedded module at `/x.js`, and
+        // every embedded module is reached.
+        let mut reached = vec!["/main.js".to_string()];
+        let mut next = 0;
+        while next < reached.len() {
+            let path = reached[next].clone();
+            let module = asset_at(&path).unwrap_or_else(|| panic!("nothing at {path}"));
+            assert_eq!(module.content_type, JAVASCRIPT, "{path}");
+            let specs = imports(module.body);
+            assert_eq!(
+                module.body.matches(" from '").count(),
+                specs.len(),
+                "{path}: an import not on a line of its own"
+            );
+            for spec in specs {
+                let file = spec
+                    .strip_prefix("./")
+                    .filter(|file| file.ends_with(".js") && !file.contains('/'))
+                    .unwrap_or_else(|| panic!("{path} imports {spec:?}, not ./<name>.js"));
+                let imported = format!("/{file}");
+                assert!(asset_at(&imported).is_some(), "{path} imports {spec:?}");
+                if !reached.contains(&imported) {
+                    reached.push(imported);
+                }
+            }
+            next += 1;
+        }
+        reached.sort();
+        let mut modules: Vec<String> = ASSET_PATHS
+            .iter()
+            .filter(|path| path.ends_with(".js"))
+            .map(|path| path.to_string())
+            .collect();
+        modules.sort();
+        assert_eq!(reached, modules);
+        for asset in ALL {
+            assert!(!asset.body.contains("http://") && !asset.body.contains("https://"));
+        }
+    }
+
+    #[test]
+    fn every_module_opens_with_a_comment_saying_what_it_owns() {
+        for asset in [&MAIN_JS, &CONNECTION_JS, &MODEL_JS, &VIEW_JS] {
+            assert!(asset.body.starts_with("// "), "{}", &asset.body[..40]);
+        }
     }
 }
