@@ -105,7 +105,7 @@ type ApiResult = Result<HttpResponse, ApiError>;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    for path in ["/", "/index.html", "/app.js", "/app.css"] {
+    for path in crate::web::ASSET_PATHS {
         cfg.route(
             path,
             web::route()
