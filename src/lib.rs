@@ -6,7 +6,7 @@
 //!
 //! - `server`, `demo`: start-up and shutdown; `serve --demo` seeding.
 //! - `http`: the admin API, the `/ws` upgrade, `/healthz`, `/metrics` and the web client's files
-//!   (embedded by `web`).
+//!   (embedded by `http/embedded.rs` from `src/web/`).
 //! - `session`: one actor per WebSocket connection, one function per client frame type.
 //! - `registry`: group id → group actor (started lazily from storage); cross-group operations.
 //! - [`group`]: one actor per group, the only writer of that group's messages and cursors; it
@@ -47,4 +47,3 @@ pub mod store;
 mod demo;
 mod http;
 mod session;
-mod web;

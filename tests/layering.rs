@@ -20,7 +20,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("server", 9),
     ("demo", 8),
     ("http", 8),
-    ("web", 7),
     ("session", 7),
     ("registry", 6),
     ("group", 5),

@@ -19,8 +19,11 @@ fn get(server: &Server, path: &str, if_none_match: Option<&str>) -> ureq::Respon
 fn the_page_and_its_files_are_served_from_the_binary_with_cache_headers() {
     let server = Server::start();
     for (path, content_type, marker) in [
-        ("/", "text/html", "<script src=\"/app.js\""),
-        ("/app.js", "text/javascript", "new WebSocket("),
+        ("/", "text/html", "<script type=\"module\" src=\"/main.js\""),
+        ("/main.js", "text/javascript", "from './connection.js'"),
+        ("/connection.js", "text/javascript", "new WebSocket("),
+        ("/model.js", "text/javascript", "export function"),
+        ("/view.js", "text/javascript", "getElementById"),
         ("/app.css", "text/css", ".message-list"),
     ] {
         let response = get(&server, path, None);
@@ -43,7 +46,7 @@ fn the_page_and_its_files_are_served_from_the_binary_with_cache_headers() {
     let policy = page.header("content-security-policy").expect("a CSP");
     assert!(policy.contains("script-src 'self'"), "{policy}");
     // Unknown paths still get the JSON 404.
-    let missing = get(&server, "/app.jsx", None);
+    let missing = get(&server, "/app.js", None);
     assert_eq!(missing.status(), 404);
     assert!(missing
         .into_string()

@@ -1,9 +1,9 @@
-//! Serving the web client's embedded files (`crate::web` embeds them): content types, ETags,
-//! and the cache and security headers.
+//! Serving the web client's embedded files (`embedded.rs` beside it embeds them): content types,
+//! ETags, and the cache and security headers.
 
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::web;
+use super::embedded as web;
 
 /// Every path that serves one of the files.
 pub(super) const PATHS: &[&str] = web::ASSET_PATHS;

@@ -3,11 +3,13 @@
 //! Handlers are thin: they authenticate, validate ids, and turn a request into a registry call
 //! or a group-actor command; every error leaves as `{"error":{"code","message"}}` with the status
 //! of its code (docs/PROTOCOL.md §5). The files: `admin.rs` (the admin API, with the [`Admin`]
-//! and [`JsonBody`] extractors below), `assets.rs` (the web client's embedded files). Bodies are
+//! and [`JsonBody`] extractors below), `assets.rs` (serving the web client's files, which
+//! `embedded.rs` embeds from `src/web/`). Bodies are
 //! typed in `protocol::admin`; nothing here builds JSON by hand.
 
 mod admin;
 mod assets;
+mod embedded;
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;

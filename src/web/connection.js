@@ -1,0 +1,385 @@
+// The WebSocket protocol client (docs/PROTOCOL.md): the connection, requests and their replies,
+// and what each incoming frame does to the model. No DOM: what the page shows is left to the
+// `ui` callbacks main.js hands to init().
+// - sends carry a client_id and stay in the model's outbox until `sent`; after a reconnect the
+//   outbox is sent again and the server's dedupe by client_id makes the resend harmless;
+// - delivery (`ack`) and reading (`read`) are cumulative marks sent at most a few times a second;
+// - after any disconnect it reconnects with exponential backoff, then fills every gap with `sync`.
+
+import * as model from './model.js';
+
+const PAGE = 50;
+const SYNC_PAGE = 500;
+const ACK_DELAY_MS = 200;
+const READ_DELAY_MS = 300;
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 8000;
+
+// What the page does about the connection's news (main.js wires it to view.js):
+// status(kind, text), welcome(user), users(list), render(options), announce(message, group),
+// receipts(group id, items), open(group id), refused().
+let ui = null;
+
+let token = null;
+let ws = null;
+let online = false;
+let attempt = 0; // reconnect attempts since the last welcome
+let welcomedEver = false; // this token was accepted at least once
+let refusals = 0; // failed connects while /healthz answered (see checkToken)
+let reconnectTimer = null;
+let nextRequestId = 1;
+const requests = new Map(); // request id -> callback(reply frame)
+
+export function init(callbacks) {
+  ui = callbacks;
+}
+
+export function isOnline() {
+  return online;
+}
+
+// Connects with this token (and keeps reconnecting until stop()).
+export function start(userToken) {
+  token = userToken;
+  connect();
+}
+
+// Signing out: no more reconnects; the socket is closed without the usual reconnect.
+export function stop() {
+  token = null;
+  clearTimeout(reconnectTimer);
+  if (ws) {
+    const closing = ws;
+    ws = null;
+    closing.close();
+  }
+  online = false;
+  welcomedEver = false;
+}
+
+// ---- connection ----------------------------------------------------------------------------
+
+function connect() {
+  clearTimeout(reconnectTimer);
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const url = `${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`;
+  ui.status('connecting', 'Connecting\u2026');
+  let socket;
+  try {
+    socket = new WebSocket(url);
+  } catch (e) {
+    scheduleReconnect(false);
+    return;
+  }
+  ws = socket;
+  let welcomed = false;
+  socket.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch (e) {
+      return;
+    }
+    if (frame.type === 'welcome') welcomed = true;
+    onFrame(frame);
+  };
+  socket.onclose = () => {
+    if (ws !== socket) return;
+    ws = null;
+    online = false;
+    requests.clear();
+    for (const g of model.allGroups()) g.syncing = false;
+    scheduleReconnect(welcomed);
+    ui.render();
+  };
+}
+
+function scheduleReconnect(wasWelcomed) {
+  if (!token) return;
+  if (!wasWelcomed && (!welcomedEver || attempt >= 3)) {
+    // Not accepted: find out whether the server is down or refuses the token.
+    checkToken();
+  } else {
+    backoff();
+  }
+}
+
+function backoff() {
+  const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+  const jittered = Math.round(delay * (0.75 + Math.random() * 0.5));
+  attempt += 1;
+  ui.status('offline', `Offline \u2014 reconnecting in ${Math.ceil(jittered / 1000)} s`);
+  reconnectTimer = setTimeout(connect, jittered);
+}
+
+// The upgrade answers 401 for a bad token, which a browser does not show to scripts; if the
+// server is healthy and still refuses us, the token is the problem.
+async function checkToken() {
+  let healthy = false;
+  try {
+    healthy = (await fetch('/healthz', { cache: 'no-store' })).ok;
+  } catch (e) {
+    healthy = false;
+  }
+  if (!token) return;
+  if (!healthy) {
+    refusals = 0;
+    backoff(); // the server is down: keep trying
+  } else if (refusals >= 1) {
+    ui.refused();
+  } else {
+    // The server may have come up just now: one more try before giving up on the token.
+    refusals += 1;
+    connect();
+  }
+}
+
+function sendFrame(frame) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(frame));
+  return true;
+}
+
+// Sends a request; `onReply` gets its answer (or its error). False when offline.
+export function request(frame, onReply) {
+  const id = nextRequestId++;
+  frame.id = id;
+  if (!sendFrame(frame)) return false;
+  requests.set(id, onReply);
+  return true;
+}
+
+// ---- incoming frames -----------------------------------------------------------------------
+
+function onFrame(frame) {
+  if (frame.id !== undefined && requests.has(frame.id)) {
+    const callback = requests.get(frame.id);
+    requests.delete(frame.id);
+    callback(frame);
+    return;
+  }
+  switch (frame.type) {
+    case 'welcome': return onWelcome(frame);
+    case 'msg': return onMsg(frame);
+    case 'receipt': return onReceipt(frame);
+    case 'read_sync': return onReadSync(frame);
+    case 'joined': return onJoined(frame);
+    case 'left': return onLeft(frame);
+    case 'error': console.warn('rollcall:', frame.code, frame.message); return undefined;
+    default: return undefined; // unknown frame types are ignored (PROTOCOL.md)
+  }
+}
+
+function onWelcome(frame) {
+  online = true;
+  welcomedEver = true;
+  attempt = 0;
+  refusals = 0;
+  ui.status('online', 'Online');
+  ui.welcome(frame.user);
+  // A read mark the server has not seen yet (lost with the connection) is sent again.
+  for (const g of model.welcome(frame)) scheduleRead(g);
+  request({ type: 'users', limit: 1000 }, onUsers);
+  for (const g of model.allGroups()) {
+    if (g.loaded) {
+      catchUp(g);
+      pullReceipts(g, model.ownSeqs([...g.msgs.values()]));
+    }
+  }
+  if (model.activeId()) ui.open(model.activeId());
+  for (const entry of model.outboxEntries()) {
+    if (!entry.failed) transmit(entry);
+  }
+  ui.render();
+}
+
+function onUsers(frame) {
+  if (frame.type !== 'users') return;
+  model.setNames(frame.users);
+  ui.users(frame.users);
+  ui.render();
+}
+
+function onMsg(m) {
+  const g = model.group(m.group);
+  if (!g) return;
+  const unread = model.receive(g, m);
+  if (g.loaded && g.high < g.lastSeq) catchUp(g);
+  if (unread) ui.announce(m, g);
+  scheduleAck(g, m.seq);
+  ui.render();
+}
+
+function onReceipt(frame) {
+  const g = model.group(frame.group);
+  if (!g) return;
+  model.setReceipts(g, frame.items);
+  ui.receipts(frame.group, frame.items);
+  ui.render();
+}
+
+function onReadSync(frame) {
+  const g = model.group(frame.group);
+  if (!g) return;
+  model.readElsewhere(g, frame.seq);
+  recountUnread(g);
+  ui.render();
+}
+
+function onJoined(summary) {
+  model.addGroup(summary);
+  if (model.takeOpenWhenJoined(summary.group)) ui.open(summary.group);
+  ui.render();
+}
+
+function onLeft(frame) {
+  model.removeGroup(frame.group);
+  ui.render();
+}
+
+// ---- fetching messages ---------------------------------------------------------------------
+
+// A group is shown: its latest page the first time, what it misses since afterwards.
+export function refresh(g) {
+  if (!g.loaded) loadLatest(g); else catchUp(g);
+}
+
+// Opens the latest page of a group the first time it is shown.
+function loadLatest(g) {
+  if (g.loaded || g.syncing) return;
+  g.syncing = request({ type: 'history', group: g.id, limit: PAGE }, (page) => {
+    g.syncing = false;
+    if (page.type !== 'messages') return;
+    model.takeLatestPage(g, page);
+    afterPage(g, page.messages);
+    if (g.high < g.lastSeq) catchUp(g);
+    ui.render({ scrollToEnd: true });
+  });
+}
+
+// Fills everything between what the group holds and its head, page by page.
+function catchUp(g) {
+  if (g.syncing || !g.loaded) return;
+  g.syncing = request({ type: 'sync', group: g.id, after: g.high, limit: SYNC_PAGE }, (page) => {
+    g.syncing = false;
+    if (page.type !== 'messages') return;
+    model.takeSyncPage(g, page);
+    afterPage(g, page.messages);
+    if (page.messages.length && (page.more || g.high < g.lastSeq)) catchUp(g);
+    model.countUnreadExactly(g);
+    ui.render();
+  });
+}
+
+export function loadOlder(g) {
+  if (!g.loaded || !g.moreBefore || g.syncing) return;
+  g.syncing = request({ type: 'history', group: g.id, before: g.low, limit: PAGE }, (page) => {
+    g.syncing = false;
+    if (page.type !== 'messages') return;
+    model.takeOlderPage(g, page);
+    afterPage(g, page.messages);
+    ui.render({ keepScroll: true });
+  });
+}
+
+// After any page: acknowledge delivery and fetch the receipt counts of our own messages.
+function afterPage(g, messages) {
+  if (!messages.length) return;
+  scheduleAck(g, messages[messages.length - 1].seq);
+  pullReceipts(g, model.ownSeqs(messages));
+}
+
+function pullReceipts(g, seqs) {
+  for (let i = 0; i < seqs.length; i += 1000) {
+    const chunk = seqs.slice(i, i + 1000);
+    request({ type: 'receipts', group: g.id, seqs: chunk }, (reply) => {
+      if (reply.type !== 'receipts') return;
+      model.setReceipts(g, reply.items);
+      ui.render();
+    });
+  }
+}
+
+// ---- cursors: ack and read, batched --------------------------------------------------------
+
+// After the read mark moved (here or in another tab): the count, from a `sync` page of what
+// follows the mark (plus what was pushed since) when the group does not hold it all.
+function recountUnread(g) {
+  if (!model.countUnreadExactly(g)) {
+    const read = g.read;
+    request({ type: 'sync', group: g.id, after: read, limit: 1000 }, (page) => {
+      if (page.type !== 'messages') return;
+      if (model.countUnreadFrom(g, read, page.messages)) ui.render();
+    });
+  }
+}
+
+// Read up to `seq` on this page (a message on screen). False when the mark did not move.
+export function readUpTo(g, seq) {
+  if (!model.markRead(g, seq)) return false;
+  recountUnread(g);
+  scheduleRead(g);
+  return true;
+}
+
+function scheduleAck(g, seq) {
+  g.ackWanted = Math.max(g.ackWanted, seq);
+  if (g.ackTimer) return;
+  g.ackTimer = setTimeout(() => {
+    g.ackTimer = null;
+    if (g.ackWanted > g.ackSent && sendFrame({ type: 'ack', group: g.id, seq: g.ackWanted })) {
+      g.ackSent = g.ackWanted;
+    }
+  }, ACK_DELAY_MS);
+}
+
+function scheduleRead(g) {
+  if (g.readTimer) return;
+  g.readTimer = setTimeout(() => {
+    g.readTimer = null;
+    if (g.read > g.readSent && sendFrame({ type: 'read', group: g.id, seq: g.read })) {
+      g.readSent = g.read;
+    }
+  }, READ_DELAY_MS);
+}
+
+// ---- sending -------------------------------------------------------------------------------
+
+function randomId() {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return `w-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+function transmit(entry) {
+  request({ type: 'send', group: entry.group, client_id: entry.client_id, body: entry.body },
+    (reply) => onSendReply(entry, reply));
+}
+
+function onSendReply(entry, reply) {
+  const g = model.group(entry.group);
+  if (reply.type === 'sent') {
+    model.dropFromOutbox(entry.group, entry.client_id);
+    if (g && g.loaded) {
+      model.takeSent(g, entry, reply);
+      if (g.high < g.lastSeq) catchUp(g);
+      pullReceipts(g, [reply.seq]);
+    }
+  } else if (reply.type === 'error' && ['busy', 'rate_limited', 'storage'].includes(reply.code)) {
+    // Nothing was stored: send again later with the same client_id.
+    const wait = Math.max(reply.retry_after_ms || 0, 1000);
+    setTimeout(() => { if (model.isQueued(entry)) transmit(entry); }, wait);
+  } else if (reply.type === 'error') {
+    model.markFailed(entry, reply.message || reply.code);
+  }
+  ui.render();
+}
+
+// Sends `body` to the open conversation (queued in the outbox first).
+export function sendMessage(body) {
+  const group = model.activeId();
+  if (!group || body.trim() === '') return;
+  const entry = model.queue(group, randomId(), body);
+  transmit(entry); // when offline, the welcome after the reconnect sends it
+  ui.render({ scrollToEnd: true });
+}

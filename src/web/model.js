@@ -1,0 +1,324 @@
+// The web client's state, and nothing else: no DOM, no WebSocket.
+//
+// It owns the signed-in user, the conversations (one record per group: cursors, unread count,
+// messages, receipts), the open conversation, the people's display names and the outbox. Other
+// modules read it through the functions below and change it only through them, except for a
+// group record's connection bookkeeping (see newGroup), which connection.js keeps.
+// - messages are kept per group in a Map keyed by seq, so a message is never stored twice
+//   (a push, a sync page and a history page may all carry it);
+// - the outbox holds sends not yet answered by `sent`, also in sessionStorage so a reload of
+//   the tab keeps them.
+
+const OUTBOX_KEY = 'rollcall.outbox';
+
+let user = null; // the signed-in user's id, from `welcome`
+let active = null; // the open group id
+let outbox = []; // {group, client_id, body, failed?}: sends not yet answered by `sent`
+let openWhenJoined = null; // a direct conversation asked for, waiting for its `joined`
+const groups = new Map(); // group id -> group (see newGroup)
+const names = new Map(); // user id -> display name
+
+function newGroup(summary) {
+  return {
+    id: summary.group,
+    name: summary.name,
+    kind: summary.kind,
+    lastSeq: summary.last_seq,
+    delivered: summary.delivered,
+    read: summary.read,
+    unread: summary.unread,
+    msgs: new Map(), // seq -> message
+    loaded: false, // the latest page was fetched; msgs then hold low..high without gaps
+    low: 0,
+    high: 0,
+    moreBefore: false,
+    receipts: new Map(), // seq -> {recipients, delivered, read}
+    othersSeen: new Set(), // seqs from others pushed while not loaded (for unread counts)
+    ackSent: summary.delivered, // the delivery mark the server has (from here or welcome)
+    readSent: summary.read, // the read mark the server has (from here, welcome or read_sync)
+    // The connection's bookkeeping, kept by connection.js:
+    syncing: false, // a history or sync request of this group is in flight
+    ackWanted: 0,
+    ackTimer: null,
+    readTimer: null,
+  };
+}
+
+// ---- who, what is open ---------------------------------------------------------------------
+
+export function me() {
+  return user;
+}
+
+export function activeId() {
+  return active;
+}
+
+export function activeGroup() {
+  return groups.get(active);
+}
+
+export function setActive(id) {
+  active = id;
+}
+
+export function group(id) {
+  return groups.get(id);
+}
+
+export function hasGroup(id) {
+  return groups.has(id);
+}
+
+export function allGroups() {
+  return [...groups.values()];
+}
+
+export function displayName(id) {
+  return names.get(id) || id;
+}
+
+export function groupTitle(g) {
+  if (g.kind === 'direct') {
+    const parts = g.id.split(':'); // dm:<a>:<b>
+    const other = parts[1] === user ? parts[2] : parts[1];
+    return displayName(other || g.name);
+  }
+  return g.name;
+}
+
+// Groups first, then direct conversations, each by title.
+export function sortedGroups() {
+  return [...groups.values()].sort((a, b) => {
+    if (a.kind !== b.kind) return a.kind === 'group' ? -1 : 1;
+    return groupTitle(a).localeCompare(groupTitle(b));
+  });
+}
+
+// ---- what the server says ------------------------------------------------------------------
+
+// Takes a `welcome`: known groups keep their messages and take the server's cursors, new ones
+// are added, those no longer listed are dropped. Returns the groups whose read mark here is
+// ahead of the server's (lost with the connection): their `read` must be sent again.
+export function welcome(frame) {
+  user = frame.user;
+  const seen = new Set();
+  const readAhead = [];
+  for (const summary of frame.groups) {
+    seen.add(summary.group);
+    const g = groups.get(summary.group);
+    if (!g) {
+      groups.set(summary.group, newGroup(summary));
+      continue;
+    }
+    g.name = summary.name;
+    g.lastSeq = Math.max(g.lastSeq, summary.last_seq);
+    g.delivered = Math.max(g.delivered, summary.delivered);
+    g.ackSent = summary.delivered;
+    g.readSent = summary.read;
+    g.othersSeen.clear();
+    if (g.read > summary.read) {
+      readAhead.push(g);
+    } else {
+      g.read = summary.read;
+      g.unread = summary.unread;
+    }
+  }
+  for (const id of [...groups.keys()]) {
+    if (!seen.has(id)) groups.delete(id);
+  }
+  if (active && !groups.has(active)) active = null;
+  return readAhead;
+}
+
+export function setNames(users) {
+  for (const u of users) names.set(u.id, u.name);
+}
+
+// A `joined`: the group is added unless known.
+export function addGroup(summary) {
+  if (!groups.has(summary.group)) groups.set(summary.group, newGroup(summary));
+}
+
+// A `left`.
+export function removeGroup(id) {
+  groups.delete(id);
+  if (active === id) active = null;
+}
+
+// A direct conversation asked for: open it when its `joined` arrives.
+export function openWhenJoinedIs(id) {
+  openWhenJoined = id;
+}
+
+// True (once) when `id` is the direct conversation waiting for its `joined`.
+export function takeOpenWhenJoined(id) {
+  if (openWhenJoined !== id) return false;
+  openWhenJoined = null;
+  return true;
+}
+
+// ---- messages ------------------------------------------------------------------------------
+
+// Adds messages to a loaded group, keyed by seq: whatever arrives twice is stored once.
+function insertMessages(g, messages) {
+  for (const m of messages) {
+    if (!g.msgs.has(m.seq)) g.msgs.set(m.seq, m);
+    if (g.low === 0 || m.seq < g.low) g.low = m.seq;
+    if (m.from === user) dropFromOutbox(g.id, m.client_id);
+  }
+  while (g.msgs.has(g.high + 1)) g.high += 1;
+}
+
+// A pushed `msg`. True when it is another's message above the read mark (a new unread one).
+export function receive(g, m) {
+  g.lastSeq = Math.max(g.lastSeq, m.seq);
+  if (m.from === user) dropFromOutbox(m.group, m.client_id);
+  if (g.loaded) insertMessages(g, [m]);
+  if (m.from !== user && m.seq > g.read) {
+    g.othersSeen.add(m.seq);
+    if (!countUnreadExactly(g)) g.unread += 1;
+    return true;
+  }
+  return false;
+}
+
+// The latest page of a group (`history` without `before`): the group is loaded from now on.
+export function takeLatestPage(g, page) {
+  g.loaded = true;
+  g.moreBefore = page.more;
+  g.high = page.messages.length ? page.messages[0].seq - 1 : page.last_seq;
+  g.low = page.messages.length ? page.messages[0].seq : page.last_seq + 1;
+  insertMessages(g, page.messages);
+  g.high = Math.max(g.high, page.last_seq);
+  g.lastSeq = Math.max(g.lastSeq, page.last_seq);
+  g.othersSeen.clear();
+}
+
+// A `sync` page of what follows `high`.
+export function takeSyncPage(g, page) {
+  g.lastSeq = Math.max(g.lastSeq, page.last_seq);
+  insertMessages(g, page.messages);
+}
+
+// A `history` page of what precedes `low`.
+export function takeOlderPage(g, page) {
+  g.moreBefore = page.more;
+  insertMessages(g, page.messages);
+}
+
+// Our own message, stored by the server at `reply.seq` (a `sent`).
+export function takeSent(g, entry, reply) {
+  insertMessages(g, [{ group: entry.group, seq: reply.seq, from: user, ts: reply.ts,
+    body: entry.body, client_id: entry.client_id }]);
+  g.lastSeq = Math.max(g.lastSeq, reply.seq);
+}
+
+// The seqs of our own messages among `messages`.
+export function ownSeqs(messages) {
+  return messages.filter((m) => m.from === user).map((m) => m.seq);
+}
+
+export function setReceipts(g, items) {
+  for (const item of items) g.receipts.set(item.seq, item);
+}
+
+// ---- cursors and unread counts -------------------------------------------------------------
+
+// Read up to `seq` here (on screen). False when the mark does not move.
+export function markRead(g, seq) {
+  if (seq <= g.read) return false;
+  g.read = seq;
+  g.delivered = Math.max(g.delivered, seq);
+  return true;
+}
+
+// A `read_sync`: read up to `seq` in another tab or client.
+export function readElsewhere(g, seq) {
+  if (seq > g.read) {
+    g.read = seq;
+    g.readSent = Math.max(g.readSent, seq);
+  }
+  g.delivered = Math.max(g.delivered, seq);
+}
+
+// Unread = messages from others above the read mark. Counted here when the group holds all
+// of them (or the mark is at the head); false when it cannot be.
+export function countUnreadExactly(g) {
+  for (const s of g.othersSeen) if (s <= g.read) g.othersSeen.delete(s);
+  if (g.read >= g.lastSeq) {
+    g.unread = 0;
+    return true;
+  }
+  if (g.loaded && g.low <= g.read + 1 && g.high >= g.lastSeq) {
+    let n = 0;
+    for (const m of g.msgs.values()) if (m.seq > g.read && m.from !== user) n += 1;
+    g.unread = n;
+    return true;
+  }
+  return false;
+}
+
+// The count from a `sync` page of what follows the read mark `read` (plus what was pushed
+// since); ignored when the mark moved meanwhile.
+export function countUnreadFrom(g, read, messages) {
+  if (g.read !== read) return false;
+  const seqs = new Set(messages.filter((m) => m.from !== user).map((m) => m.seq));
+  for (const s of g.othersSeen) if (s > read) seqs.add(s);
+  g.unread = seqs.size;
+  return true;
+}
+
+// ---- the outbox ----------------------------------------------------------------------------
+
+function saveOutbox() {
+  try {
+    sessionStorage.setItem(OUTBOX_KEY, JSON.stringify(outbox));
+  } catch (e) { /* storage full or disabled: the outbox still lives in memory */ }
+}
+
+// The outbox this tab kept (sessionStorage), at sign-in.
+export function loadOutbox() {
+  try {
+    outbox = JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || '[]');
+  } catch (e) {
+    outbox = [];
+  }
+}
+
+export function outboxEntries() {
+  return outbox;
+}
+
+// Whether `entry` is still waiting for its `sent` (not dropped, not signed out since).
+export function isQueued(entry) {
+  return outbox.includes(entry);
+}
+
+export function queue(group, clientId, body) {
+  const entry = { group, client_id: clientId, body };
+  outbox.push(entry);
+  saveOutbox();
+  return entry;
+}
+
+export function dropFromOutbox(group, clientId) {
+  const before = outbox.length;
+  outbox = outbox.filter((e) => !(e.group === group && e.client_id === clientId));
+  if (outbox.length !== before) saveOutbox();
+}
+
+// The server refused the send for good: it stays, marked, until discarded.
+export function markFailed(entry, reason) {
+  entry.failed = reason;
+  saveOutbox();
+}
+
+// ---- signing out ---------------------------------------------------------------------------
+
+export function clear() {
+  groups.clear();
+  active = null;
+  outbox = [];
+  sessionStorage.removeItem(OUTBOX_KEY);
+}
