@@ -120,19 +120,44 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     });
     running.await?;
     registry.persist_cursors().await;
-    for arbiter in &arbiters {
+    for arbiter in arbiters {
         arbiter.stop();
+        // The group actors (and their handles on the store) are gone once it has stopped.
+        if arbiter.join().is_err() {
+            log::error!("a group arbiter panicked while stopping");
+        }
     }
-    if let Some(reason) = store.failure() {
-        return Err(io::Error::other(format!(
+    let result = match store.failure() {
+        Some(reason) => Err(io::Error::other(format!(
             "storage failed ({reason}); stopped. Every `sent` before the failure is on disk; \
              restart once the data directory is writable"
-        )));
+        ))),
+        None => {
+            log::info!("stopping: flushing the database");
+            store
+                .flush()
+                .map_err(|e| io::Error::other(format!("final flush: {e}")))
+        }
+    };
+    // Returning means the data directory is free again (an embedder may start anew on it):
+    // wait until the last handle on the store (the commit thread's) is gone.
+    drop((state, registry));
+    release(store).await;
+    result
+}
+
+/// Drops this handle on the store and waits (up to the shutdown bound) until every other one
+/// is gone too, so the database is closed.
+async fn release(store: Arc<dyn Store>) {
+    let weak = Arc::downgrade(&store);
+    drop(store);
+    let deadline = std::time::Instant::now() + Duration::from_secs(SHUTDOWN_TIMEOUT_SECS);
+    while weak.strong_count() > 0 && std::time::Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     }
-    log::info!("stopping: flushing the database");
-    store
-        .flush()
-        .map_err(|e| io::Error::other(format!("final flush: {e}")))
+    if weak.strong_count() > 0 {
+        log::warn!("the database is still in use after the shutdown bound");
+    }
 }
 
 /// Resolves once a flush failed for good (see `store::DiskGuard`): sled refuses every later
