@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rollcall::config::Durability;
-use rollcall::group::receipts::ReceiptIndex;
+use rollcall::group::receipts::{Counted, ReceiptIndex};
 use rollcall::ids::GroupId;
 use rollcall::protocol::{ClientFrame, Message, ServerFrame};
 use rollcall::store::{
@@ -50,7 +50,7 @@ fn index_of(n: u64) -> (ReceiptIndex, Vec<MemberRecord>) {
             delivered: read + (i % 3),
             read,
         };
-        index.insert(&m);
+        index.insert(&m, true);
         members.push(m);
     }
     (index, members)
@@ -64,7 +64,13 @@ fn receipts(c: &mut Criterion) {
             let mut seq = 99_000;
             b.iter(|| {
                 seq = if seq >= 100_000 { 99_000 } else { seq + 1 };
-                black_box(index.counts(seq, members.first()))
+                black_box(index.counts(
+                    seq,
+                    members.first().map(|record| Counted {
+                        record,
+                        shares_reads: true,
+                    }),
+                ))
             })
         });
         g.bench_with_input(BenchmarkId::new("cursor_move", n), &n, |b, _| {
@@ -78,7 +84,7 @@ fn receipts(c: &mut Criterion) {
                 let mut new = old;
                 new.read += 1;
                 new.delivered = new.delivered.max(new.read);
-                index.update(&old, &new);
+                index.update(&old, &new, true);
                 members[i] = new;
             })
         });

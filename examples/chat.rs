@@ -109,6 +109,22 @@ fn show(client: &Client, group: &str, event: Event) {
         }
         Event::Left { group: g } if g == group => eprintln!("* you were removed from {g}"),
         Event::Joined(_) | Event::Left { .. } => {}
+        Event::Reminder(r) => eprintln!(
+            "* {} reminds you of [{}] in {}: {}: {}",
+            r.by, r.seq, r.group, r.message.from, r.message.body
+        ),
+        Event::Reminded {
+            group: g,
+            seq,
+            count,
+            ..
+        } => eprintln!("* {count} reminded of your message [{seq}] in {g}"),
+        Event::GroupUpdated {
+            group: g,
+            name,
+            receipts,
+        } => eprintln!("* {g} is now \"{name}\", receipts {receipts:?}"),
+        Event::MarkedUnread { .. } => {}
         Event::Disconnected => eprintln!("* disconnected; reconnecting..."),
     }
 }

@@ -22,6 +22,7 @@ pub const DEFAULT_MIN_FREE_MB: u64 = 64;
 pub const DEFAULT_SESSION_QUEUE: usize = 1024;
 pub const DEFAULT_DEDUP_WINDOW: usize = 10_000;
 pub const DEFAULT_CACHE_MB: u64 = 64;
+pub const DEFAULT_REMIND_INTERVAL_SECS: u64 = 300;
 
 /// How much a store flush guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,8 @@ pub struct Config {
     pub dedup_window: usize,
     /// Whether a `sent` waits for fsync (power-loss safe) or only for sled's flush.
     pub durability: Durability,
+    /// The least time between two reminders of one message.
+    pub remind_interval: Duration,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
     /// How many HTTP worker threads (0: one per core).
@@ -98,6 +101,7 @@ impl Config {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             durability: Durability::Power,
             cache_bytes: DEFAULT_CACHE_MB << 20,
+            remind_interval: Duration::from_secs(DEFAULT_REMIND_INTERVAL_SECS),
             workers: 0,
             demo: false,
         }

@@ -174,6 +174,7 @@ async fn post(
 ) -> Result<u64, GroupError> {
     let (reply, answer) = reply_channel();
     addr.send(PostMessage {
+        remind_after: None,
         from: parse_user(from)?,
         client_id: client_id.to_owned(),
         body: body.to_owned(),

@@ -93,6 +93,9 @@ struct ServeArgs {
     /// sled's flush (survives a process crash; the last ~0.5 s may be lost on power loss).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Power)]
     durability: DurabilityArg,
+    /// The least time between two reminders (`remind`) of one message, in seconds.
+    #[arg(long, default_value_t = config::DEFAULT_REMIND_INTERVAL_SECS)]
+    remind_interval_secs: u64,
     /// sled page cache, in MiB.
     #[arg(long, default_value_t = config::DEFAULT_CACHE_MB)]
     cache_mb: u64,
@@ -133,6 +136,7 @@ impl ServeArgs {
             DurabilityArg::Process => Durability::Process,
         };
         config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
+        config.remind_interval = Duration::from_secs(self.remind_interval_secs);
         config.workers = self.workers;
         config.demo = self.demo;
         config

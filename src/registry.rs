@@ -22,12 +22,15 @@ use actix::prelude::*;
 
 use crate::commit::Committer;
 use crate::config::Config;
-use crate::group::{reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors};
+use crate::group::{
+    reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors, SetShareReads,
+};
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::{
-    now_ms, GroupKindRecord, GroupRecord, MemberRecord, Store, StoreError, UserRecord,
+    now_ms, GroupKindRecord, GroupRecord, GroupSettingsRecord, MemberRecord, Store, StoreError,
+    UserRecord, UserSettingsRecord,
 };
 
 /// Shared server state: storage, the group actors, who is online.
@@ -196,14 +199,29 @@ impl Registry {
         }
     }
 
-    /// Creates a group with its first members, answering once durable. `Ok(None)` when the id
-    /// is taken.
+    /// Creates a group with its first members and the default settings, answering once
+    /// durable. `Ok(None)` when the id is taken.
     pub async fn create_group(
         &self,
         id: &GroupId,
         name: &str,
         kind: GroupKindRecord,
         members: &[UserId],
+    ) -> Result<Option<Addr<GroupActor>>, GroupError> {
+        let settings = GroupSettingsRecord::default();
+        self.create_group_with(id, name, kind, members, settings)
+            .await
+    }
+
+    /// [`Registry::create_group`] with the given settings (stored before the group's actor
+    /// first starts, so it never runs with others).
+    pub async fn create_group_with(
+        &self,
+        id: &GroupId,
+        name: &str,
+        kind: GroupKindRecord,
+        members: &[UserId],
+        settings: GroupSettingsRecord,
     ) -> Result<Option<Addr<GroupActor>>, GroupError> {
         let record = GroupRecord {
             name: name.to_owned(),
@@ -216,6 +234,9 @@ impl Registry {
         self.store.writable()?;
         if !self.store.create_group(id, &record)? {
             return Ok(None);
+        }
+        if settings != GroupSettingsRecord::default() {
+            self.store.put_group_settings(id, &settings)?;
         }
         // The group record is durable before it is answered, even with no members.
         self.flush().await?;
@@ -253,6 +274,38 @@ impl Registry {
             }
         }
         Ok(id)
+    }
+
+    /// Whether `user` shares their reads (`settings {}`).
+    pub fn share_reads(&self, user: &UserId) -> Result<bool, GroupError> {
+        Ok(self
+            .store
+            .user_settings(user)?
+            .unwrap_or_default()
+            .share_reads)
+    }
+
+    /// Changes whether `user` shares their reads, once durable, and tells each of their groups
+    /// (loading it if needed, so none misses the change); returns the new setting.
+    pub async fn set_share_reads(
+        &self,
+        user: &UserId,
+        share_reads: bool,
+    ) -> Result<bool, GroupError> {
+        let settings = UserSettingsRecord { share_reads };
+        self.store.put_user_settings(user, &settings)?;
+        self.flush().await?;
+        for id in self.store.user_groups(user)? {
+            if let Some(addr) = self.group(&id)? {
+                addr.send(SetShareReads {
+                    user: user.clone(),
+                    share_reads,
+                })
+                .await?;
+            }
+        }
+        log::info!("user {user}: share_reads {share_reads}");
+        Ok(share_reads)
     }
 
     /// Writes every group's pending cursor moves (at shutdown, before the final flush).

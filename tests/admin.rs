@@ -100,7 +100,7 @@ async fn groups_are_created_with_or_without_an_id() {
     assert_eq!(
         eng,
         json!({
-            "id": "eng", "name": "Engineering", "kind": "group", "last_seq": 0,
+            "id": "eng", "name": "Engineering", "kind": "group", "receipts": "full", "last_seq": 0,
             "members": [
                 {"user": "alice", "joined_seq": 0, "delivered": 0, "read": 0},
                 {"user": "carol", "joined_seq": 0, "delivered": 0, "read": 0},
@@ -187,7 +187,8 @@ async fn membership_changes_take_effect_at_once() {
         joined,
         json!({
             "type": "joined", "group": "team", "name": "team", "kind": "group",
-            "last_seq": 3, "delivered": 3, "read": 3, "unread": 0
+            "last_seq": 3, "delivered": 3, "read": 3, "unread": 0,
+            "receipts": "full", "marked_unread": false
         })
     );
     alice.send_msg("team", "c4", "welcome carol").await;

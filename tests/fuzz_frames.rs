@@ -38,7 +38,18 @@ fn config(default: u32) -> ProptestConfig {
 }
 
 const CLIENT_TYPES: &[&str] = &[
-    "send", "ack", "read", "sync", "history", "direct", "receipts", "readers", "ping",
+    "send",
+    "ack",
+    "read",
+    "sync",
+    "history",
+    "direct",
+    "receipts",
+    "readers",
+    "ping",
+    "settings",
+    "remind",
+    "mark_unread",
 ];
 
 /// Every field name a client frame has, plus some it does not (`from` must be ignored).
@@ -57,6 +68,8 @@ const FIELD_NAMES: &[&str] = &[
     "seqs",
     "from",
     "ts",
+    "share_reads",
+    "remind_after_secs",
     "extra",
 ];
 
@@ -203,14 +216,22 @@ fn text() -> impl Strategy<Value = String> {
 fn valid_frame() -> impl Strategy<Value = ClientFrame> {
     let limit = proptest::option::of(prop_oneof![0usize..2000, Just(usize::MAX)]);
     prop_oneof![
-        (id_strategy(), text(), text(), text()).prop_map(|(id, group, client_id, body)| {
-            ClientFrame::Send {
-                id,
-                group,
-                client_id,
-                body,
-            }
-        }),
+        (
+            id_strategy(),
+            text(),
+            text(),
+            text(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(id, group, client_id, body, remind_after_secs)| {
+                ClientFrame::Send {
+                    id,
+                    group,
+                    client_id,
+                    body,
+                    remind_after_secs,
+                }
+            }),
         (id_strategy(), text(), any::<u64>()).prop_map(|(id, group, seq)| ClientFrame::Ack {
             id,
             group,
@@ -266,6 +287,14 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
             seq
         }),
         id_strategy().prop_map(|id| ClientFrame::Ping { id }),
+        (id_strategy(), proptest::option::of(any::<bool>()))
+            .prop_map(|(id, share_reads)| ClientFrame::Settings { id, share_reads }),
+        (id_strategy(), text(), any::<u64>()).prop_map(|(id, group, seq)| ClientFrame::Remind {
+            id,
+            group,
+            seq
+        }),
+        (id_strategy(), text()).prop_map(|(id, group)| ClientFrame::MarkUnread { id, group }),
     ]
 }
 
@@ -415,7 +444,7 @@ fn ids_are_echoed_exactly_when_readable() {
             &[json!(1), json!("r-1"), json!(-7), json!(2.5), json!("")]
         };
         for id in mistyped_ids {
-            let frame = json!({"type": kind, "id": id, "group": 5, "with": [], "seq": "x"});
+            let frame = json!({"type": kind, "id": id, "group": 5, "with": [], "seq": "x", "share_reads": "x"});
             let err = ClientFrame::parse(&frame.to_string()).expect_err("mistyped fields");
             assert_eq!(err.code, ErrorCode::BadFrame, "{frame}");
             assert_eq!(err.id.as_ref().map(RequestId::as_json), Some(id), "{frame}");

@@ -435,6 +435,8 @@ impl Model {
             delivered: m.delivered,
             read: m.read,
             unread: u64::try_from(unread).expect("few"),
+            receipts: Default::default(),
+            marked_unread: false,
         })
     }
 }
@@ -640,6 +642,7 @@ async fn run_actor(
                             let body = format!("{}-{client_id}-{}", USERS[user], model.bodies);
                             let (reply, answer) = reply_channel();
                             addr.do_send(PostMessage {
+                                remind_after: None,
                                 from: uid(user),
                                 client_id: client_id.clone(),
                                 body: body.clone(),
@@ -810,7 +813,7 @@ async fn run_actor(
                     })
                     .await
                     .map_err(|e| fail(format!("mailbox: {e}")))?;
-                let got = got.map(GroupSummary::from);
+                let got = got.map(|attached| GroupSummary::from(attached.summary));
                 prop_assert_eq!(got, model.summary(*user), "welcome of {}", USERS[*user]);
                 if model.members.contains_key(user) {
                     model.attached[*user] = true;
@@ -954,7 +957,7 @@ fn check_pushes(
                 );
                 got.push(Push::Joined(summary.last_seq));
             }
-            ServerFrame::ReadSync { group, seq } => {
+            ServerFrame::ReadSync { group, seq, .. } => {
                 prop_assert_eq!(group, GROUP);
                 got.push(Push::ReadSync(seq));
             }

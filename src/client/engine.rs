@@ -44,7 +44,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::inbox::{AckBatch, Inbox};
 use super::{lock, ClientConfig, ClientError, Event, Sent, Snapshot};
-use crate::protocol::{page_limit, ClientFrame, GroupSummary, Message, RequestId, ServerFrame};
+use crate::protocol::{
+    page_limit, ClientFrame, GroupSummary, Message, Reminder, RequestId, ServerFrame,
+};
 use dispatch::QueuedQuery;
 use marks::Unanswered;
 use outbox::Outbox;
@@ -63,8 +65,12 @@ pub(crate) enum Command {
         /// `None`: the engine generates one.
         client_id: Option<String>,
         body: String,
+        /// Ask the server to remind the non-readers after this many seconds.
+        remind_after_secs: Option<u64>,
         reply: SendReply,
     },
+    /// Mark a group unread (not repeated after a reconnect: the server keeps the flag).
+    MarkUnread { group: String },
     /// Send a query frame (its `id` is set by the engine) and answer with the reply frame.
     Query {
         frame: ClientFrame,
@@ -148,7 +154,12 @@ impl Engine {
 
     /// A connection is up and its `welcome` arrived: catch up every group, resend the outbox,
     /// repeat read marks the server lacks, and send the queries that waited.
-    pub(crate) fn on_connected(&mut self, user: String, groups: Vec<GroupSummary>) {
+    pub(crate) fn on_connected(
+        &mut self,
+        user: String,
+        groups: Vec<GroupSummary>,
+        reminders: Vec<Reminder>,
+    ) {
         self.connected = true;
         {
             let mut snapshot = lock(&self.snapshot);
@@ -161,6 +172,9 @@ impl Engine {
             user,
             groups: groups.clone(),
         });
+        for reminder in reminders {
+            self.emit(Event::Reminder(reminder));
+        }
 
         for summary in &groups {
             let needs_sync = self.resume_inbox(summary);
@@ -228,8 +242,15 @@ impl Engine {
                 group,
                 client_id,
                 body,
+                remind_after_secs,
                 reply,
-            } => self.on_send(group, client_id, body, reply),
+            } => self.on_send(group, client_id, body, remind_after_secs, reply),
+            Command::MarkUnread { group } => {
+                if self.connected {
+                    self.outgoing
+                        .push(ClientFrame::MarkUnread { id: None, group });
+                }
+            }
             Command::Query { frame, reply } => self.on_query(frame, reply),
             Command::Read { group, seq } => self.on_read(group, seq),
             Command::Consumed { group, seq } => self.on_consumed(group, seq),

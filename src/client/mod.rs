@@ -45,7 +45,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::protocol::{ClientFrame, ServerFrame};
-pub use crate::protocol::{ErrorCode, GroupSummary, Message, Readers, ReceiptItem};
+pub use crate::protocol::{
+    ErrorCode, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, Reminder,
+};
 use engine::{Command, Engine};
 
 /// Connection settings and timings of a [`Client`].
@@ -165,8 +167,38 @@ pub enum Event {
         code: ErrorCode,
         message: String,
     },
+    /// Someone reminds the user of a message they have not read (also sent once per pending
+    /// reminder after each `welcome`).
+    Reminder(Reminder),
+    /// A scheduled reminder of one of the user's messages fired.
+    Reminded {
+        group: String,
+        seq: u64,
+        count: u64,
+        /// Who was reminded; `None` under the `counts` policy.
+        users: Option<Vec<String>>,
+    },
+    /// A group's name or receipt policy changed.
+    GroupUpdated {
+        group: String,
+        name: String,
+        receipts: ReceiptPolicy,
+    },
+    /// The user marked a group unread, or cleared the mark, in another session.
+    MarkedUnread { group: String, marked_unread: bool },
     /// The connection dropped; the client is reconnecting.
     Disconnected,
+}
+
+/// The answer to [`Client::remind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reminded {
+    pub group: String,
+    pub seq: u64,
+    /// How many recipients were reminded.
+    pub count: u64,
+    /// Who, sorted; `None` under the `counts` policy.
+    pub users: Option<Vec<String>>,
 }
 
 /// The server's answer to a [`Client::send`].
@@ -272,7 +304,19 @@ impl Client {
     /// The send is retried across any number of reconnects until `sent` arrives; it fails only
     /// with the server's `error` (for example `not_member`, `too_large`) or when the client closes.
     pub async fn send(&self, group: &str, body: &str) -> Result<Sent, ClientError> {
-        self.send_command(group, None, body).await
+        self.send_command(group, None, body, None).await
+    }
+
+    /// Like [`Client::send`], and the server reminds the recipients who have not read the
+    /// message `remind_after_secs` (1 to 604,800) seconds after it stored it.
+    pub async fn send_reminding(
+        &self,
+        group: &str,
+        body: &str,
+        remind_after_secs: u64,
+    ) -> Result<Sent, ClientError> {
+        self.send_command(group, None, body, Some(remind_after_secs))
+            .await
     }
 
     /// Like [`Client::send`], with a caller-chosen `client_id` (1 to 128 characters): sending the
@@ -283,7 +327,7 @@ impl Client {
         client_id: &str,
         body: &str,
     ) -> Result<Sent, ClientError> {
-        self.send_command(group, Some(client_id.to_owned()), body)
+        self.send_command(group, Some(client_id.to_owned()), body, None)
             .await
     }
 
@@ -292,6 +336,7 @@ impl Client {
         group: &str,
         client_id: Option<String>,
         body: &str,
+        remind_after_secs: Option<u64>,
     ) -> Result<Sent, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -299,6 +344,7 @@ impl Client {
                 group: group.to_owned(),
                 client_id,
                 body: body.to_owned(),
+                remind_after_secs,
                 reply,
             })
             .map_err(|_| ClientError::Closed)?;
@@ -410,6 +456,52 @@ impl Client {
             ServerFrame::Readers { readers, .. } => Ok(readers),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Reminds the recipients of my message `seq` who have not read it.
+    pub async fn remind(&self, group: &str, seq: u64) -> Result<Reminded, ClientError> {
+        let frame = ClientFrame::Remind {
+            id: None,
+            group: group.to_owned(),
+            seq,
+        };
+        match self.request(frame).await? {
+            ServerFrame::Reminded {
+                group,
+                seq,
+                count,
+                users,
+                ..
+            } => Ok(Reminded {
+                group,
+                seq,
+                count,
+                users,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads (`None`) or changes whether others see my reads; answers the setting now.
+    pub async fn share_reads(&self, share_reads: Option<bool>) -> Result<bool, ClientError> {
+        let frame = ClientFrame::Settings {
+            id: None,
+            share_reads,
+        };
+        match self.request(frame).await? {
+            ServerFrame::Settings { share_reads, .. } => Ok(share_reads),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Marks `group` unread without moving any cursor; my next [`Client::read`] there clears
+    /// it. No answer: the server tells my other sessions.
+    pub fn mark_unread(&self, group: &str) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::MarkUnread {
+                group: group.to_owned(),
+            })
+            .map_err(|_| ClientError::Closed)
     }
 
     /// A round trip to the server.

@@ -26,7 +26,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::engine::{Command, Engine};
 use super::{ClientConfig, ClientError};
-use crate::protocol::{ClientFrame, GroupSummary, ServerFrame};
+use crate::protocol::{ClientFrame, GroupSummary, Reminder, ServerFrame};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -35,6 +35,7 @@ pub(crate) struct Connection {
     socket: Socket,
     pub(crate) user: String,
     pub(crate) groups: Vec<GroupSummary>,
+    pub(crate) reminders: Vec<Reminder>,
 }
 
 /// Why the read/write loop of one connection ended.
@@ -88,11 +89,16 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
             None => return Err(ClientError::Connect("closed before welcome".into())),
         };
         match ServerFrame::parse(&text) {
-            Ok(ServerFrame::Welcome { user, groups }) => {
+            Ok(ServerFrame::Welcome {
+                user,
+                groups,
+                reminders,
+            }) => {
                 return Ok(Connection {
                     socket,
                     user,
                     groups,
+                    reminders,
                 })
             }
             Ok(ServerFrame::Error { code, message, .. }) => {
@@ -128,8 +134,9 @@ pub(crate) async fn run(
             mut socket,
             user,
             groups,
+            reminders,
         } = connection;
-        engine.on_connected(user, groups);
+        engine.on_connected(user, groups, reminders);
         match serve(&config, &mut socket, &mut engine, &mut commands).await {
             Ending::Dropped => {
                 // Dropping the socket without a close handshake is what a failed network does;

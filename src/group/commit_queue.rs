@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 use crate::ids::UserId;
 use crate::store::MemberRecord;
 
-use super::{GroupActor, GroupError, Posted};
+use super::reminders::RemindersSent;
+use super::{GroupActor, GroupError, GroupView, Posted, Reply};
 
 /// How long to wait before retrying a failed flush.
 const FLUSH_RETRY: Duration = Duration::from_millis(200);
@@ -70,11 +71,18 @@ pub(super) enum AfterFlush {
         reply: oneshot::Sender<Result<(), GroupError>>,
     },
     /// Frames to users' sessions that describe durable state: receipt counts computed on a
-    /// tick (sent once the cursors behind them are durable).
+    /// tick (sent once the cursors behind them are durable), `group_updated`.
     Notify {
         kind: &'static str,
         frames: Vec<(UserId, Arc<str>)>,
     },
+    /// Answer an `UpdateGroup`.
+    GroupUpdated {
+        view: GroupView,
+        reply: Reply<GroupView>,
+    },
+    /// Keep, push and answer reminders.
+    RemindersSent(Box<RemindersSent>),
 }
 
 impl AfterFlush {
@@ -84,6 +92,8 @@ impl AfterFlush {
             AfterFlush::Posted { reply, .. } => drop(reply.send(Err(error))),
             AfterFlush::MemberAdded { reply, .. } => drop(reply.send(Err(error))),
             AfterFlush::MemberRemoved { reply } => drop(reply.send(Err(error))),
+            AfterFlush::GroupUpdated { reply, .. } => drop(reply.send(Err(error))),
+            AfterFlush::RemindersSent(sent) => sent.fail(error),
             AfterFlush::AttachNewMember { .. } | AfterFlush::Notify { .. } => {}
         }
     }
@@ -237,6 +247,10 @@ impl GroupActor {
                     self.fanout.send_to_user(&user, kind, &text, None);
                 }
             }
+            AfterFlush::GroupUpdated { view, reply } => {
+                let _ = reply.send(Ok(view));
+            }
+            AfterFlush::RemindersSent(sent) => self.reminders_durable(*sent),
         }
     }
 

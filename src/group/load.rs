@@ -1,5 +1,6 @@
 //! Loading a group actor's memory from the store when it starts (lazily, on first use): its
-//! record, members and the receipt index, each sender's seqs, and the `(sender, client_id) → seq`
+//! record and settings, members (with who shares reads) and the receipt index, the unread flags,
+//! pending reminders and schedules, each sender's seqs, and the `(sender, client_id) → seq`
 //! resend map of the last `--dedup-window` messages.
 //!
 //! Loading scans the group's messages once: O(messages). (A known limit, ARCHITECTURE.md.)
@@ -12,6 +13,7 @@ use crate::store::{Direction, StoreError};
 use super::commit_queue::CommitQueue;
 use super::fanout::Fanout;
 use super::receipts::ReceiptIndex;
+use super::reminders::Reminders;
 use super::{GroupActor, GroupDeps};
 
 impl GroupActor {
@@ -20,11 +22,39 @@ impl GroupActor {
         let Some(record) = deps.store.group(&id)? else {
             return Ok(None);
         };
+        let settings = deps.store.group_settings(&id)?.unwrap_or_default();
         let mut index = ReceiptIndex::default();
         let mut members = HashMap::new();
+        let mut private_readers = HashSet::new();
         for (user, member) in deps.store.members(&id)? {
-            index.insert(&member);
+            let shares = deps
+                .store
+                .user_settings(&user)?
+                .unwrap_or_default()
+                .share_reads;
+            index.insert(&member, shares);
+            if !shares {
+                private_readers.insert(user.clone());
+            }
             members.insert(user, member);
+        }
+        let marked_unread: HashSet<UserId> = deps
+            .store
+            .member_flags(&id)?
+            .into_iter()
+            .filter(|(user, flags)| flags.marked_unread && members.contains_key(user))
+            .map(|(user, _)| user)
+            .collect();
+        let mut reminders = Reminders::default();
+        for (seq, user, record) in deps.store.reminders(&id)? {
+            match members.get(&user) {
+                Some(m) if m.read < seq.0 => reminders.add(user, seq.0, record),
+                // Read (or left) before its record was deleted: delete it now.
+                _ => deps.store.remove_reminder(&id, seq, &user)?,
+            }
+        }
+        for (seq, schedule) in deps.store.schedules(&id)? {
+            reminders.add_schedule(seq.0, schedule.due_ms);
         }
         let last_seq = deps.store.last_seq(&id)?.0;
         let window_start =
@@ -65,10 +95,14 @@ impl GroupActor {
         Ok(Some(GroupActor {
             id,
             record,
+            settings,
             deps,
             queue: CommitQueue::new(last_seq),
             members,
+            private_readers,
+            marked_unread,
             index,
+            reminders,
             by_sender,
             resend,
             resend_order,

@@ -6,13 +6,18 @@
 //! edge (the session, the HTTP handlers, or the group's own pushes), so the wire format can
 //! change without touching the actor and the actor can be tested without JSON.
 
+use std::time::Duration;
+
 use actix::Message as ActixMessage;
 use tokio::sync::oneshot;
 
 use crate::ids::{GroupId, UserId};
 use crate::presence::SessionHandle;
-use crate::protocol::{ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem, Refusal};
-use crate::store::{GroupKindRecord, MemberRecord, StoreError};
+use crate::protocol::{
+    ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, Refusal,
+    RemindedMessage, Reminder,
+};
+use crate::store::{GroupKindRecord, MemberRecord, ReceiptPolicyRecord, StoreError};
 
 /// Why a group refused a command. Each maps to one protocol error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,17 @@ pub enum GroupError {
     Storage(String),
     /// The actor is gone or dropped the request (it is restarted on next use).
     Unavailable(String),
+    /// The group's receipt policy is `counts`: who read is not shown.
+    ReceiptsHidden,
+    /// The group's receipt policy is `off`.
+    ReceiptsOff,
+    /// The caller may not do this; the sentence says what.
+    NotAllowed(String),
+    /// Too soon again (a reminder within `--remind-interval-secs`).
+    RateLimited {
+        message: String,
+        wait: Duration,
+    },
 }
 
 impl GroupError {
@@ -31,6 +47,10 @@ impl GroupError {
             GroupError::InvalidSeq(_) => ErrorCode::InvalidSeq,
             GroupError::Storage(_) => ErrorCode::Storage,
             GroupError::Unavailable(_) => ErrorCode::Internal,
+            GroupError::ReceiptsHidden => ErrorCode::ReceiptsHidden,
+            GroupError::ReceiptsOff => ErrorCode::ReceiptsOff,
+            GroupError::NotAllowed(_) => ErrorCode::NotAllowed,
+            GroupError::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 
@@ -42,13 +62,21 @@ impl GroupError {
                 format!("not stored ({detail}); retry later, with the same client_id for a send")
             }
             GroupError::Unavailable(_) => "the group is unavailable; retry later".into(),
+            GroupError::ReceiptsHidden => {
+                "this group shows receipt counts only, not who read".into()
+            }
+            GroupError::ReceiptsOff => "receipts are off in this group".into(),
+            GroupError::NotAllowed(m) | GroupError::RateLimited { message: m, .. } => m.clone(),
         }
     }
 }
 
 impl From<GroupError> for Refusal {
     fn from(e: GroupError) -> Refusal {
-        Refusal::new(e.code(), e.message())
+        match e {
+            GroupError::RateLimited { message, wait } => Refusal::rate_limited(message, wait),
+            e => Refusal::new(e.code(), e.message()),
+        }
     }
 }
 
@@ -88,11 +116,20 @@ impl From<StoreError> for GroupError {
 }
 
 /// Attaches an online session of a member: it receives pushes from now on. Answers the group's
-/// summary for `welcome`, or `None` when the session's user is not a member.
+/// summary and the member's pending reminders for `welcome`, or `None` when the session's user
+/// is not a member.
 #[derive(ActixMessage)]
-#[rtype(result = "Option<Summary>")]
+#[rtype(result = "Option<Attached>")]
 pub struct AttachSession {
     pub session: SessionHandle,
+}
+
+/// The answer to [`AttachSession`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub summary: Summary,
+    /// Reminders of messages the member has not read yet, by seq.
+    pub reminders: Vec<ReminderView>,
 }
 
 /// Detaches a closed session.
@@ -110,6 +147,8 @@ pub struct PostMessage {
     pub from: UserId,
     pub client_id: String,
     pub body: String,
+    /// Remind the non-readers this long after the message is durable (validated by the caller).
+    pub remind_after: Option<Duration>,
     pub reply: Reply<Posted>,
 }
 
@@ -196,6 +235,7 @@ pub struct DescribeGroup;
 pub struct GroupView {
     pub name: String,
     pub kind: GroupKindRecord,
+    pub receipts: ReceiptPolicyRecord,
     pub last_seq: u64,
     /// Sorted by user id.
     pub members: Vec<(UserId, MemberRecord)>,
@@ -244,6 +284,8 @@ pub struct Summary {
     pub read: u64,
     /// Messages after the member's read mark, not counting their own.
     pub unread: u64,
+    pub receipts: ReceiptPolicyRecord,
+    pub marked_unread: bool,
 }
 
 /// One durable message of a group.
@@ -295,6 +337,8 @@ impl From<Summary> for GroupSummary {
             delivered: s.delivered,
             read: s.read,
             unread: s.unread,
+            receipts: s.receipts.into(),
+            marked_unread: s.marked_unread,
         }
     }
 }
@@ -332,6 +376,103 @@ impl From<ReaderLists> for Readers {
             read: names(r.read),
             delivered: names(r.delivered),
             unread: names(r.unread),
+        }
+    }
+}
+
+/// Changes a group's name and/or receipt policy (admin), answering once durable with the new
+/// view; online members get `group_updated` when something changed.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct UpdateGroup {
+    pub name: Option<String>,
+    pub receipts: Option<ReceiptPolicyRecord>,
+    pub reply: Reply<GroupView>,
+}
+
+/// A member's `share_reads` setting changed (already stored by the registry).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct SetShareReads {
+    pub user: UserId,
+    pub share_reads: bool,
+}
+
+/// Sets the member's unread flag (cleared by their next `read`); no cursor moves.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), GroupError>")]
+pub struct MarkUnread {
+    pub user: UserId,
+    /// The session that marked it, which gets no `read_sync` of its own mark.
+    pub session_id: Option<u64>,
+}
+
+/// Reminds the recipients of `seq` who have not read it, answering once the reminders are
+/// durable.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct Remind {
+    pub user: UserId,
+    pub seq: u64,
+    pub reply: Reply<Reminded>,
+}
+
+/// The answer to [`Remind`] (and what a scheduled reminder tells its sender).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reminded {
+    pub group: GroupId,
+    pub seq: u64,
+    /// How many were reminded (as the policy shows it: private readers count).
+    pub count: u64,
+    /// Who, sorted; `None` under the `counts` policy.
+    pub users: Option<Vec<UserId>>,
+}
+
+/// A pending reminder as its user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderView {
+    pub group: GroupId,
+    pub seq: u64,
+    pub by: String,
+    pub ts: u64,
+    pub from: String,
+    pub sent_ts: u64,
+    pub body: String,
+}
+
+impl From<ReceiptPolicyRecord> for ReceiptPolicy {
+    fn from(policy: ReceiptPolicyRecord) -> ReceiptPolicy {
+        match policy {
+            ReceiptPolicyRecord::Full => ReceiptPolicy::Full,
+            ReceiptPolicyRecord::Counts => ReceiptPolicy::Counts,
+            ReceiptPolicyRecord::Off => ReceiptPolicy::Off,
+        }
+    }
+}
+
+impl From<ReceiptPolicy> for ReceiptPolicyRecord {
+    fn from(policy: ReceiptPolicy) -> ReceiptPolicyRecord {
+        match policy {
+            ReceiptPolicy::Full => ReceiptPolicyRecord::Full,
+            ReceiptPolicy::Counts => ReceiptPolicyRecord::Counts,
+            ReceiptPolicy::Off => ReceiptPolicyRecord::Off,
+        }
+    }
+}
+
+impl From<ReminderView> for Reminder {
+    fn from(r: ReminderView) -> Reminder {
+        Reminder {
+            group: r.group.to_string(),
+            seq: r.seq,
+            by: r.by,
+            ts: r.ts,
+            message: RemindedMessage {
+                seq: r.seq,
+                from: r.from,
+                ts: r.sent_ts,
+                body: r.body,
+            },
         }
     }
 }

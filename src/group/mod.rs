@@ -11,6 +11,8 @@
 //! - `load.rs`: rebuilding the state from the store on start;
 //! - `queries.rs`: summaries, pages of messages, receipts, readers;
 //! - `receipts.rs`: the receipt index, counts in O(log members) (pure, property-tested);
+//! - `controls.rs`: name and receipt policy, private reads, "marked unread";
+//! - `reminders.rs`: reminders of non-readers, now or scheduled;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
 //!
 //! It keeps no address of other actors and no registry: sessions are reached through
@@ -18,11 +20,13 @@
 //! [`Presence`](crate::presence::Presence), which it gets in its [`GroupDeps`].
 
 mod commit_queue;
+mod controls;
 mod fanout;
 mod load;
 mod messages;
 mod queries;
 pub mod receipts;
+mod reminders;
 mod tick;
 
 pub use messages::*;
@@ -39,11 +43,15 @@ use crate::ids::{GroupId, Seq, UserId};
 use crate::metrics::Metrics;
 use crate::presence::{Outbound, Presence};
 use crate::protocol::{Message, ServerFrame};
-use crate::store::{now_ms, GroupRecord, MemberRecord, MessageRecord, Store, StoreError};
+use crate::store::{
+    now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, ReceiptPolicyRecord,
+    Store, StoreError,
+};
 
 use commit_queue::{AfterFlush, CommitQueue, Flushed};
 use fanout::Fanout;
 use receipts::ReceiptIndex;
+use reminders::Reminders;
 use tick::Moved;
 
 /// What the actor needs from the rest of the server.
@@ -60,11 +68,17 @@ pub struct GroupDeps {
 pub struct GroupActor {
     id: GroupId,
     record: GroupRecord,
+    settings: GroupSettingsRecord,
     deps: GroupDeps,
     /// Written vs durable, and the work waiting for a flush.
     queue: CommitQueue,
     members: HashMap<UserId, MemberRecord>,
+    /// Members who do not share their reads (counted as delivered, never as read).
+    private_readers: HashSet<UserId>,
+    /// Members who marked the conversation unread.
+    marked_unread: HashSet<UserId>,
     index: ReceiptIndex,
+    reminders: Reminders,
     /// Each sender's seqs, ascending (for `unread`, `mine` and receipt pushes).
     by_sender: HashMap<UserId, Vec<u64>>,
     /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages.
@@ -98,6 +112,10 @@ impl GroupActor {
     fn post(&mut self, msg: PostMessage, ctx: &mut Context<Self>) {
         if self.check_member(&msg.from).is_err() {
             let _ = msg.reply.send(Err(GroupError::NotMember));
+            return;
+        }
+        if msg.remind_after.is_some() && self.settings.receipts == ReceiptPolicyRecord::Off {
+            let _ = msg.reply.send(Err(GroupError::ReceiptsOff));
             return;
         }
         let key = (msg.from, msg.client_id);
@@ -143,6 +161,13 @@ impl GroupActor {
             return;
         }
         self.queue.wrote_message(seq);
+        if let Some(after) = msg.remind_after {
+            // Written before the flush that answers `sent`, so `sent` covers the schedule too.
+            match self.write_schedule(seq, after) {
+                Ok(due_ms) => self.arm_schedule(seq, due_ms, ctx),
+                Err(e) => log::error!("group {}: scheduling a reminder of {seq}: {e:?}", self.id),
+            }
+        }
         self.deps.metrics.message_stored(record.body.len());
         self.by_sender.entry(from.clone()).or_default().push(seq);
         let text: Arc<str> = Arc::from(
@@ -197,26 +222,24 @@ impl GroupActor {
                 new.delivered = new.delivered.max(new.read);
             }
         }
-        if new == old {
-            return Ok(());
+        // Any `read` clears "marked unread", also one that does not move the mark.
+        let cleared = msg.cursor == Cursor::Read && self.clear_marked_unread(&msg.user);
+        if new != old {
+            self.unwritten_cursors.insert(msg.user.clone());
+            let shares = self.shares_reads(&msg.user);
+            self.index.update(&old, &new, shares);
+            self.members.insert(msg.user.clone(), new);
+            if new.delivered > old.delivered {
+                self.note_moved(&msg.user, Cursor::Delivered, old.delivered, new.delivered);
+            }
+            if new.read > old.read {
+                self.note_moved(&msg.user, Cursor::Read, old.read, new.read);
+                self.drop_read_reminders(&msg.user, new.read);
+            }
         }
-        self.unwritten_cursors.insert(msg.user.clone());
-        self.index.update(&old, &new);
-        self.members.insert(msg.user.clone(), new);
-        if new.delivered > old.delivered {
-            self.note_moved(&msg.user, Cursor::Delivered, old.delivered, new.delivered);
-        }
-        if new.read > old.read {
-            self.note_moved(&msg.user, Cursor::Read, old.read, new.read);
-            let text: Arc<str> = Arc::from(
-                ServerFrame::ReadSync {
-                    group: self.id.to_string(),
-                    seq: new.read,
-                }
-                .to_text(),
-            );
-            self.fanout
-                .send_to_user(&msg.user, "read_sync", &text, msg.session_id);
+        if new.read > old.read || cleared {
+            let marked_unread = cleared.then_some(false);
+            self.read_sync(&msg.user, new.read, marked_unread, msg.session_id);
         }
         Ok(())
     }
@@ -232,9 +255,18 @@ impl GroupActor {
             delivered: last_seq,
             read: last_seq,
         };
+        let shares = self
+            .deps
+            .store
+            .user_settings(&user)?
+            .unwrap_or_default()
+            .share_reads;
         self.deps.store.add_member(&self.id, &user, &record)?;
         self.queue.wrote();
-        self.index.insert(&record);
+        self.index.insert(&record, shares);
+        if !shares {
+            self.private_readers.insert(user.clone());
+        }
         self.members.insert(user.clone(), record);
         log::info!("group {}: added member {user}", self.id);
         Ok((record, true))
@@ -275,10 +307,16 @@ impl GroupActor {
         let record = *self.check_member(user)?;
         self.deps.store.remove_member(&self.id, user)?;
         self.queue.wrote();
-        self.index.remove(&record);
+        self.index.remove(&record, self.shares_reads(user));
+        self.private_readers.remove(user);
         self.members.remove(user);
         self.moved.remove(user);
         self.unwritten_cursors.remove(user);
+        // Their flag and reminders go with them (a later add starts clean).
+        if self.clear_marked_unread(user) {
+            log::debug!("group {}: unread flag of {user} cleared", self.id);
+        }
+        self.drop_read_reminders(user, u64::MAX);
         // Stop pushing at once, and tell the user's sessions.
         let text: Arc<str> = Arc::from(
             ServerFrame::Left {
@@ -307,6 +345,7 @@ impl Actor for GroupActor {
             }
         }
         self.deps.metrics.groups_loaded.inc();
+        self.arm_schedules(ctx);
         ctx.run_interval(self.deps.config.receipt_interval, |actor, ctx| {
             actor.tick(ctx)
         });
@@ -326,13 +365,17 @@ impl Handler<Flushed> for GroupActor {
 }
 
 impl Handler<AttachSession> for GroupActor {
-    type Result = Option<Summary>;
+    type Result = Option<Attached>;
 
-    fn handle(&mut self, msg: AttachSession, _ctx: &mut Context<Self>) -> Option<Summary> {
-        let member = *self.members.get(&msg.session.user)?;
-        let summary = self.summary(&msg.session.user, &member, self.queue.durable_seq());
+    fn handle(&mut self, msg: AttachSession, _ctx: &mut Context<Self>) -> Option<Attached> {
+        let user = msg.session.user.clone();
+        let member = *self.members.get(&user)?;
+        let summary = self.summary(&user, &member, self.queue.durable_seq());
         self.fanout.attach(msg.session);
-        Some(summary)
+        Some(Attached {
+            summary,
+            reminders: self.reminder_views(&user),
+        })
     }
 }
 
@@ -435,5 +478,37 @@ impl Handler<ListReaders> for GroupActor {
 
     fn handle(&mut self, msg: ListReaders, _ctx: &mut Context<Self>) -> Self::Result {
         self.readers(msg)
+    }
+}
+
+impl Handler<UpdateGroup> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateGroup, ctx: &mut Context<Self>) {
+        self.update_group(msg, ctx);
+    }
+}
+
+impl Handler<SetShareReads> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetShareReads, _ctx: &mut Context<Self>) {
+        self.set_share_reads(&msg.user, msg.share_reads);
+    }
+}
+
+impl Handler<MarkUnread> for GroupActor {
+    type Result = Result<(), GroupError>;
+
+    fn handle(&mut self, msg: MarkUnread, ctx: &mut Context<Self>) -> Self::Result {
+        self.mark_unread(msg, ctx)
+    }
+}
+
+impl Handler<Remind> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Remind, ctx: &mut Context<Self>) {
+        self.remind(msg, ctx);
     }
 }

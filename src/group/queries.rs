@@ -6,6 +6,7 @@ use crate::ids::{Seq, UserId};
 use crate::protocol::MAX_PAGE_BYTES;
 use crate::store::{Direction, MemberRecord};
 
+use super::receipts::Counted;
 use super::{
     FetchMessages, GroupActor, GroupError, GroupView, ListReaders, ListReceipts, MessagesPage,
     Page, ReaderLists, ReceiptCounts, ReceiptQuery, ReceiptsPage, StoredMessage, Summary,
@@ -35,15 +36,21 @@ impl GroupActor {
             delivered: member.delivered,
             read: member.read,
             unread,
+            receipts: self.settings.receipts,
+            marked_unread: self.marked_unread.contains(user),
         }
     }
 
     pub(super) fn receipt(&self, seq: u64, sender: &UserId) -> ReceiptCounts {
-        self.index.counts(seq, self.members.get(sender))
+        let counted = self.members.get(sender).map(|record| Counted {
+            record,
+            shares_reads: self.shares_reads(sender),
+        });
+        self.index.counts(seq, counted)
     }
 
     /// The sender of a durable message, read from the store.
-    fn sender_of(&self, seq: u64) -> Result<UserId, GroupError> {
+    pub(super) fn sender_of(&self, seq: u64) -> Result<UserId, GroupError> {
         let record = self
             .deps
             .store
@@ -105,6 +112,7 @@ impl GroupActor {
 
     pub(super) fn receipts(&self, msg: ListReceipts) -> Result<ReceiptsPage, GroupError> {
         self.check_member(&msg.user)?;
+        self.check_receipts_shown(false)?;
         match msg.query {
             ReceiptQuery::Mine { after, limit } => {
                 let seqs = self
@@ -137,9 +145,12 @@ impl GroupActor {
         }
     }
 
+    /// Who read, received, or has not received a message. Members ask under the group's policy;
+    /// the admin (`user: None`) always gets the lists. Everyone's view hides private reads.
     pub(super) fn readers(&self, msg: ListReaders) -> Result<ReaderLists, GroupError> {
         if let Some(user) = &msg.user {
             self.check_member(user)?;
+            self.check_receipts_shown(true)?;
         }
         self.check_seq(msg.seq)?;
         let sender = self.sender_of(msg.seq)?;
@@ -157,7 +168,7 @@ impl GroupActor {
             unread: Vec::new(),
         };
         for (user, m) in members {
-            let list = if m.read >= msg.seq {
+            let list = if m.read >= msg.seq && self.shares_reads(user) {
                 &mut readers.read
             } else if m.delivered >= msg.seq {
                 &mut readers.delivered
@@ -176,6 +187,7 @@ impl GroupActor {
         GroupView {
             name: self.record.name.clone(),
             kind: self.record.kind,
+            receipts: self.settings.receipts,
             last_seq: self.queue.durable_seq(),
             members,
         }

@@ -10,6 +10,11 @@
 //! `read >= s`, so `read(s) = #{read >= s} - #{joined_seq >= s} - [x counts]`. Each of the three
 //! counts is a binary search in a sorted vector of that cursor over all members.
 //!
+//! Private reads: a member who does not share reads (`share_reads: false`) is never counted as
+//! having read someone else's message, only as having received it. So `read` and a second
+//! `joined` vector hold only the members who share: `read(s) = #{shared read >= s} - #{shared
+//! joined >= s} - [x shares and counts]`, by the same argument, still O(log members).
+//!
 //! Sorted vectors rather than a Fenwick tree keyed by seq: the tree would grow with the number of
 //! messages (8 bytes per message per cursor kind), while a sorted vector grows with members, and
 //! an update is one `memmove` of at most a few kilobytes even for thousands of members.
@@ -54,48 +59,88 @@ impl SortedValues {
 pub struct ReceiptIndex {
     joined: SortedValues,
     delivered: SortedValues,
-    read: SortedValues,
+    /// Of the members who share their reads only.
+    shared_joined: SortedValues,
+    shared_read: SortedValues,
+}
+
+/// A member as the index sees it: its record, and whether it shares its reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub record: &'a MemberRecord,
+    pub shares_reads: bool,
 }
 
 impl ReceiptIndex {
     /// Adds a member's record.
-    pub fn insert(&mut self, member: &MemberRecord) {
+    pub fn insert(&mut self, member: &MemberRecord, shares_reads: bool) {
         self.joined.insert(member.joined_seq);
         self.delivered.insert(member.delivered);
-        self.read.insert(member.read);
+        if shares_reads {
+            self.shared_joined.insert(member.joined_seq);
+            self.shared_read.insert(member.read);
+        }
     }
 
     /// Removes a member's record (the one it holds now).
-    pub fn remove(&mut self, member: &MemberRecord) {
+    pub fn remove(&mut self, member: &MemberRecord, shares_reads: bool) {
         self.joined.remove(member.joined_seq);
         self.delivered.remove(member.delivered);
-        self.read.remove(member.read);
+        if shares_reads {
+            self.shared_joined.remove(member.joined_seq);
+            self.shared_read.remove(member.read);
+        }
     }
 
     /// Moves a member's cursors from `old` to `new`.
-    pub fn update(&mut self, old: &MemberRecord, new: &MemberRecord) {
+    pub fn update(&mut self, old: &MemberRecord, new: &MemberRecord, shares_reads: bool) {
         self.joined.replace(old.joined_seq, new.joined_seq);
         self.delivered.replace(old.delivered, new.delivered);
-        self.read.replace(old.read, new.read);
+        if shares_reads {
+            self.shared_joined.replace(old.joined_seq, new.joined_seq);
+            self.shared_read.replace(old.read, new.read);
+        }
     }
 
-    /// The counts for message `seq`, whose sender's current member record is `sender` (`None`
-    /// when the sender is no longer a member).
-    pub fn counts(&self, seq: u64, sender: Option<&MemberRecord>) -> ReceiptCounts {
+    /// A member starts or stops sharing its reads.
+    pub fn set_shares_reads(&mut self, member: &MemberRecord, from: bool, to: bool) {
+        if from != to {
+            self.remove(member, from);
+            self.insert(member, to);
+        }
+    }
+
+    /// The counts for message `seq`, whose sender is `sender` (`None` when the sender is no
+    /// longer a member).
+    pub fn counts(&self, seq: u64, sender: Option<Counted<'_>>) -> ReceiptCounts {
         let not_recipients = self.joined.count_at_least(seq);
+        let not_shared_recipients = self.shared_joined.count_at_least(seq);
         let members = u64::try_from(self.joined.0.len()).unwrap_or(u64::MAX);
         let (own, own_delivered, own_read) = match sender {
-            Some(m) if m.joined_seq < seq => {
-                (1, u64::from(m.delivered >= seq), u64::from(m.read >= seq))
-            }
+            Some(Counted {
+                record: m,
+                shares_reads,
+            }) if m.joined_seq < seq => (
+                1,
+                u64::from(m.delivered >= seq),
+                u64::from(shares_reads && m.read >= seq),
+            ),
             _ => (0, 0, 0),
         };
-        let minus = |n: u64, own: u64| n.saturating_sub(not_recipients).saturating_sub(own);
+        let minus = |n: u64, not: u64, own: u64| n.saturating_sub(not).saturating_sub(own);
         ReceiptCounts {
             seq,
-            recipients: minus(members, own),
-            delivered: minus(self.delivered.count_at_least(seq), own_delivered),
-            read: minus(self.read.count_at_least(seq), own_read),
+            recipients: minus(members, not_recipients, own),
+            delivered: minus(
+                self.delivered.count_at_least(seq),
+                not_recipients,
+                own_delivered,
+            ),
+            read: minus(
+                self.shared_read.count_at_least(seq),
+                not_shared_recipients,
+                own_read,
+            ),
         }
     }
 }
@@ -113,20 +158,40 @@ mod tests {
         }
     }
 
-    /// The definition, by scanning every member.
-    fn naive(members: &[MemberRecord], sender: Option<usize>, seq: u64) -> ReceiptCounts {
-        let recipients: Vec<&MemberRecord> = members
+    /// The definition, by scanning every member: a member who does not share reads is never
+    /// counted as having read.
+    fn naive(
+        members: &[MemberRecord],
+        shares: &[bool],
+        sender: Option<usize>,
+        seq: u64,
+    ) -> ReceiptCounts {
+        let recipients: Vec<(&MemberRecord, bool)> = members
             .iter()
+            .zip(shares.iter().copied())
             .enumerate()
-            .filter(|(i, m)| Some(*i) != sender && m.joined_seq < seq)
-            .map(|(_, m)| m)
+            .filter(|(i, (m, _))| Some(*i) != sender && m.joined_seq < seq)
+            .map(|(_, pair)| pair)
             .collect();
         ReceiptCounts {
             seq,
             recipients: recipients.len() as u64,
-            delivered: recipients.iter().filter(|m| m.delivered >= seq).count() as u64,
-            read: recipients.iter().filter(|m| m.read >= seq).count() as u64,
+            delivered: recipients
+                .iter()
+                .filter(|(m, _)| m.delivered >= seq)
+                .count() as u64,
+            read: recipients
+                .iter()
+                .filter(|(m, share)| *share && m.read >= seq)
+                .count() as u64,
         }
+    }
+
+    fn counted(m: &MemberRecord) -> Option<Counted<'_>> {
+        Some(Counted {
+            record: m,
+            shares_reads: true,
+        })
     }
 
     #[test]
@@ -138,13 +203,17 @@ mod tests {
             member(0, 9, 9),
         ];
         let mut index = ReceiptIndex::default();
-        members.iter().for_each(|m| index.insert(m));
+        members.iter().for_each(|m| index.insert(m, true));
         // Message 3 sent by member 3: recipients are 0 and 1 (2 joined at 4).
-        let item = index.counts(3, Some(&members[3]));
+        let item = index.counts(3, counted(&members[3]));
         assert_eq!((item.recipients, item.delivered, item.read), (2, 1, 1));
         // Message 5 sent by member 0: recipients 1, 2, 3; delivered: 3; read: 3.
-        let item = index.counts(5, Some(&members[0]));
+        let item = index.counts(5, counted(&members[0]));
         assert_eq!((item.recipients, item.delivered, item.read), (3, 1, 1));
+        // Member 3 stops sharing its reads: it counts as delivered, not read.
+        index.set_shares_reads(&members[3], true, false);
+        let item = index.counts(5, counted(&members[0]));
+        assert_eq!((item.recipients, item.delivered, item.read), (3, 1, 0));
         // The sender left: everyone who joined before counts.
         let item = index.counts(5, None);
         assert_eq!(item.recipients, 4);
@@ -153,21 +222,25 @@ mod tests {
     proptest! {
         #[test]
         fn counts_match_the_definition(
-            raw in prop::collection::vec((0u64..30, 0u64..30, 0u64..30), 1..40),
+            raw in prop::collection::vec((0u64..30, 0u64..30, 0u64..30, any::<bool>()), 1..40),
             moves in prop::collection::vec((0usize..40, 0u64..40, any::<bool>()), 0..60),
+            toggles in prop::collection::vec(0usize..40, 0..10),
             sender in 0usize..40,
             seq in 1u64..45,
         ) {
             // Build members that respect joined <= read <= delivered.
             let mut members: Vec<MemberRecord> = raw
                 .iter()
-                .map(|&(j, a, b)| {
+                .map(|&(j, a, b, _)| {
                     let read = j + a.min(b);
                     member(j, read + a.max(b) - a.min(b), read)
                 })
                 .collect();
+            let mut shares: Vec<bool> = raw.iter().map(|&(.., share)| share).collect();
             let mut index = ReceiptIndex::default();
-            members.iter().for_each(|m| index.insert(m));
+            for (m, &share) in members.iter().zip(&shares) {
+                index.insert(m, share);
+            }
             for (who, to, is_read) in moves {
                 let i = who % members.len();
                 let old = members[i];
@@ -178,18 +251,28 @@ mod tests {
                 } else {
                     new.delivered = new.delivered.max(to);
                 }
-                index.update(&old, &new);
+                index.update(&old, &new, shares[i]);
                 members[i] = new;
+            }
+            // Members start or stop sharing their reads (applies to past messages too).
+            for who in toggles {
+                let i = who % members.len();
+                index.set_shares_reads(&members[i], shares[i], !shares[i]);
+                shares[i] = !shares[i];
             }
             // Remove one member to exercise removal.
             let gone = members.remove(0);
-            index.remove(&gone);
+            index.remove(&gone, shares.remove(0));
             if members.is_empty() {
                 return Ok(());
             }
             let sender = sender % members.len();
-            prop_assert_eq!(index.counts(seq, Some(&members[sender])), naive(&members, Some(sender), seq));
-            prop_assert_eq!(index.counts(seq, None), naive(&members, None, seq));
+            let as_sender = Counted { record: &members[sender], shares_reads: shares[sender] };
+            prop_assert_eq!(
+                index.counts(seq, Some(as_sender)),
+                naive(&members, &shares, Some(sender), seq)
+            );
+            prop_assert_eq!(index.counts(seq, None), naive(&members, &shares, None, seq));
         }
     }
 }

@@ -15,7 +15,7 @@ use actix::prelude::*;
 
 use crate::ids::UserId;
 use crate::protocol::{ReceiptItem, ServerFrame, MAX_PAGE};
-use crate::store::StoreError;
+use crate::store::{ReceiptPolicyRecord, StoreError};
 
 use super::commit_queue::AfterFlush;
 use super::{Cursor, GroupActor};
@@ -108,6 +108,11 @@ impl GroupActor {
             return;
         }
         let moved = std::mem::take(&mut self.moved);
+        if self.settings.receipts == ReceiptPolicyRecord::Off {
+            // No receipt pushes in this group; the cursors are written all the same.
+            self.request_flush(ctx);
+            return;
+        }
         let mut frames = Vec::new();
         for sender in self.fanout.online_users() {
             let Some(seqs) = self.by_sender.get(sender) else {

@@ -8,15 +8,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::auth::{random_hex, DEFAULT_TOKEN_TTL_SECS};
 use crate::group::{
     reply_channel, DescribeGroup, FetchMessages, GroupActor, GroupError, ListReaders, Page,
-    PostMessage, RemoveMember,
+    PostMessage, RemoveMember, UpdateGroup as UpdateGroupCommand,
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
     check_send, page_limit, CreatedUser, ErrorCode, GroupInfo, MemberInfo, MessagesQuery,
     MessagesReply, NewGroup, NewMessage, NewUser, PostedMessage, Readers, TokenReply, TokenRequest,
+    UpdateGroup, UpdateUser, UserInfo,
 };
 use crate::registry::add_member;
-use crate::store::{GroupKindRecord, MemberRecord};
+use crate::store::{GroupKindRecord, GroupSettingsRecord, MemberRecord};
 
 use super::{json_response, Admin, ApiError, ApiResult, Body, JsonBody, State};
 
@@ -25,8 +26,11 @@ pub(super) fn scope() -> actix_web::Scope {
     web::scope("/api")
         .route("/users", web::post().to(create_user))
         .route("/users/{uid}/tokens", web::post().to(create_token))
+        .route("/users/{uid}", web::get().to(get_user))
+        .route("/users/{uid}", web::put().to(put_user))
         .route("/groups", web::post().to(create_group))
         .route("/groups/{gid}", web::get().to(get_group))
+        .route("/groups/{gid}", web::put().to(put_group))
         .route("/groups/{gid}/members/{uid}", web::put().to(put_member))
         .route(
             "/groups/{gid}/members/{uid}",
@@ -130,9 +134,12 @@ async fn create_group(_admin: Admin, state: State, JsonBody(new): JsonBody<NewGr
         .map(|m| user_id(m))
         .collect::<Result<Vec<_>, _>>()?;
     let name = new.name.unwrap_or_else(|| id.to_string());
+    let settings = GroupSettingsRecord {
+        receipts: new.receipts.map(Into::into).unwrap_or_default(),
+    };
     let Some(addr) = state
         .registry
-        .create_group(&id, &name, GroupKindRecord::Group, &members)
+        .create_group_with(&id, &name, GroupKindRecord::Group, &members, settings)
         .await?
     else {
         return Err(ApiError::new(
@@ -149,6 +156,7 @@ async fn describe(id: &GroupId, addr: &Addr<GroupActor>, status: StatusCode) -> 
         id: id.to_string(),
         name: view.name,
         kind: view.kind.into(),
+        receipts: view.receipts.into(),
         last_seq: view.last_seq,
         members: view
             .members
@@ -163,6 +171,76 @@ async fn get_group(_admin: Admin, state: State, path: web::Path<String>) -> ApiR
     let id = group_id(&path)?;
     let addr = group_actor(&state, &id)?;
     describe(&id, &addr, StatusCode::OK).await
+}
+
+/// Renames a group and/or changes its receipt policy; answers the group once durable.
+async fn put_group(
+    _admin: Admin,
+    state: State,
+    path: web::Path<String>,
+    JsonBody(update): JsonBody<UpdateGroup>,
+) -> ApiResult {
+    let id = group_id(&path)?;
+    let name = update.name.map(|name| checked_name(&name)).transpose()?;
+    let addr = group_actor(&state, &id)?;
+    let (reply, answer) = reply_channel();
+    addr.send(UpdateGroupCommand {
+        name,
+        receipts: update.receipts.map(Into::into),
+        reply,
+    })
+    .await?;
+    answer.wait().await?;
+    describe(&id, &addr, StatusCode::OK).await
+}
+
+/// A group name: 1-100 characters after trimming.
+fn checked_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    let n_chars = name.chars().count();
+    if (1..=100).contains(&n_chars) {
+        Ok(name.to_owned())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::BadFrame,
+            format!("a name has 1-100 characters, not {n_chars}"),
+        ))
+    }
+}
+
+fn user_info(state: &State, id: &UserId) -> Result<UserInfo, ApiError> {
+    let Some(record) = state.registry.store().user(id)? else {
+        return Err(ApiError::new(
+            ErrorCode::NoSuchUser,
+            format!("no user {id}"),
+        ));
+    };
+    Ok(UserInfo {
+        id: id.to_string(),
+        name: record.name,
+        created_ms: record.created_ms,
+        share_reads: state.registry.share_reads(id)?,
+    })
+}
+
+async fn get_user(_admin: Admin, state: State, path: web::Path<String>) -> ApiResult {
+    let id = user_id(&path)?;
+    Ok(json_response(StatusCode::OK, &user_info(&state, &id)?))
+}
+
+/// Changes a user's settings; answers the user once durable.
+async fn put_user(
+    _admin: Admin,
+    state: State,
+    path: web::Path<String>,
+    JsonBody(update): JsonBody<UpdateUser>,
+) -> ApiResult {
+    let id = user_id(&path)?;
+    user_info(&state, &id)?;
+    if let Some(share_reads) = update.share_reads {
+        state.registry.set_share_reads(&id, share_reads).await?;
+    }
+    Ok(json_response(StatusCode::OK, &user_info(&state, &id)?))
 }
 
 /// The group actor and the user of a `/api/groups/{gid}/members/{uid}` request.
@@ -220,6 +298,7 @@ async fn post_message(
     let addr = group_actor(&state, &id)?;
     let (reply, answer) = reply_channel();
     addr.send(PostMessage {
+        remind_after: None,
         from,
         client_id: client_id.clone(),
         body: new.body,

@@ -79,6 +79,7 @@ impl ResponseError for ApiError {
             error: HttpErrorBody {
                 code: self.refusal.code,
                 message: self.refusal.message.clone(),
+                retry_after_ms: self.refusal.retry_after_ms,
             },
         };
         HttpResponse::build(self.status_code())

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{GroupKind, Message};
+use super::{GroupKind, Message, ReceiptPolicy};
 
 /// `POST /api/users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,34 @@ pub struct NewGroup {
     pub name: Option<String>,
     #[serde(default)]
     pub members: Vec<String>,
+    /// The receipt policy (default `full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<ReceiptPolicy>,
+}
+
+/// `PUT /api/groups/{gid}`: what to change (absent fields stay).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateGroup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<ReceiptPolicy>,
+}
+
+/// A user as the admin sees it (`GET`/`PUT /api/users/{uid}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub created_ms: u64,
+    pub share_reads: bool,
+}
+
+/// `PUT /api/users/{uid}`: what to change (absent fields stay).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_reads: Option<bool>,
 }
 
 /// A group as the admin sees it (`GET /api/groups/{gid}`, and the answer to `POST`).
@@ -54,6 +82,7 @@ pub struct GroupInfo {
     pub id: String,
     pub name: String,
     pub kind: GroupKind,
+    pub receipts: ReceiptPolicy,
     pub last_seq: u64,
     /// Sorted by user id.
     pub members: Vec<MemberInfo>,

@@ -18,6 +18,9 @@ pub enum ClientFrame {
         group: String,
         client_id: String,
         body: String,
+        /// Remind the non-readers this many seconds after the message is durable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remind_after_secs: Option<u64>,
     },
     Ack {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +89,26 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
+    /// Reads (no field) or changes the user's settings.
+    Settings {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        share_reads: Option<bool>,
+    },
+    /// Reminds the recipients of `seq` who have not read it.
+    Remind {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    /// Marks the conversation unread (no cursor moves); the next `read` clears it.
+    MarkUnread {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+    },
 }
 
 /// The `id` field of any client frame (`&` or `&mut`, as the frame is borrowed).
@@ -101,14 +124,29 @@ macro_rules! id_field {
             | ClientFrame::Receipts { id, .. }
             | ClientFrame::Readers { id, .. }
             | ClientFrame::Users { id, .. }
-            | ClientFrame::Ping { id } => id,
+            | ClientFrame::Ping { id }
+            | ClientFrame::Settings { id, .. }
+            | ClientFrame::Remind { id, .. }
+            | ClientFrame::MarkUnread { id, .. } => id,
         }
     };
 }
 
 /// The frame types a client may send, for telling `unknown_type` from `bad_frame`.
 const CLIENT_TYPES: &[&str] = &[
-    "send", "ack", "read", "sync", "history", "direct", "receipts", "readers", "users", "ping",
+    "send",
+    "ack",
+    "read",
+    "sync",
+    "history",
+    "direct",
+    "receipts",
+    "readers",
+    "users",
+    "ping",
+    "settings",
+    "remind",
+    "mark_unread",
 ];
 
 /// Why a client frame could not be parsed. Carries the frame's `id` when one could be read.
@@ -206,6 +244,9 @@ impl ClientFrame {
             ClientFrame::Readers { .. } => "readers",
             ClientFrame::Users { .. } => "users",
             ClientFrame::Ping { .. } => "ping",
+            ClientFrame::Settings { .. } => "settings",
+            ClientFrame::Remind { .. } => "remind",
+            ClientFrame::MarkUnread { .. } => "mark_unread",
         }
     }
 }

@@ -25,6 +25,12 @@ pub enum ErrorCode {
     TooManySessions,
     /// Nothing was stored: the disk is nearly full or storage failed; retry later.
     Storage,
+    /// The group's receipt policy is `counts`: who read is not shown.
+    ReceiptsHidden,
+    /// The group's receipt policy is `off`.
+    ReceiptsOff,
+    /// The caller may not do this (e.g. remind for a message they did not send).
+    NotAllowed,
     Internal,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
@@ -50,6 +56,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::Storage => "storage",
+            ErrorCode::ReceiptsHidden => "receipts_hidden",
+            ErrorCode::ReceiptsOff => "receipts_off",
+            ErrorCode::NotAllowed => "not_allowed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -60,7 +69,10 @@ impl ErrorCode {
         match self {
             ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::InvalidSeq => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::NotMember => 403,
+            ErrorCode::NotMember
+            | ErrorCode::NotAllowed
+            | ErrorCode::ReceiptsHidden
+            | ErrorCode::ReceiptsOff => 403,
             ErrorCode::NoSuchGroup | ErrorCode::NoSuchUser | ErrorCode::NotFound => 404,
             ErrorCode::UserExists | ErrorCode::GroupExists => 409,
             ErrorCode::TooLarge => 413,
@@ -82,6 +94,9 @@ pub struct HttpError {
 pub struct HttpErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// With `rate_limited`: when a retry will be accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Why a request was refused: a documented code and a sentence for the person reading it. The
@@ -90,6 +105,8 @@ pub struct HttpErrorBody {
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// With `rate_limited`: when a retry will be accepted.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Refusal {
@@ -97,6 +114,18 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A `rate_limited` refusal, retried after `wait` (rounded up to whole milliseconds, so a
+    /// client that waits exactly this long is accepted).
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Refusal {
+        let millis = wait.as_micros().div_ceil(1000);
+        Refusal {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after_ms: Some(millis.try_into().unwrap_or(u64::MAX)),
         }
     }
 }

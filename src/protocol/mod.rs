@@ -18,7 +18,10 @@ mod server;
 pub use admin::*;
 pub use client::{ClientFrame, FrameError};
 pub use error::{ErrorCode, HttpError, HttpErrorBody, Refusal};
-pub use server::{GroupKind, GroupSummary, Message, Readers, ReceiptItem, ServerFrame, UserEntry};
+pub use server::{
+    GroupKind, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, RemindedMessage,
+    Reminder, ServerFrame, UserEntry,
+};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,8 @@ use serde_json::Value;
 pub const MAX_PAGE: usize = 1000;
 /// The page size when a request gives no `limit`.
 pub const DEFAULT_PAGE: usize = 100;
+/// The longest delay of a scheduled reminder (`remind_after_secs`): a week.
+pub const MAX_REMIND_AFTER_SECS: u64 = 604_800;
 /// The most characters a `client_id` may have.
 pub const MAX_CLIENT_ID_CHARS: usize = 128;
 /// The most characters a string request `id` may have (it is echoed in every reply).
@@ -195,12 +200,27 @@ mod tests {
                 delivered: 3,
                 read: 3,
                 unread: 0,
+                receipts: ReceiptPolicy::Counts,
+                marked_unread: true,
             },
         };
         let text = joined.to_text();
         assert!(
             text.starts_with(r#"{"type":"joined","group":"g","name":"G","kind":"direct""#),
             "{text}"
+        );
+        assert!(
+            text.contains(r#""receipts":"counts","marked_unread":true"#),
+            "{text}"
+        );
+        // A summary from a server that predates the fields reads with the defaults.
+        let old = r#"{"type":"joined","group":"g","name":"G","kind":"group","last_seq":1,"delivered":1,"read":1,"unread":0}"#;
+        let ServerFrame::Joined { summary } = ServerFrame::parse(old).unwrap() else {
+            panic!("not joined");
+        };
+        assert_eq!(
+            (summary.receipts, summary.marked_unread),
+            (ReceiptPolicy::Full, false)
         );
         assert_eq!(ServerFrame::parse(&text).unwrap(), joined);
     }

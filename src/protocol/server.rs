@@ -12,6 +12,9 @@ pub enum ServerFrame {
     Welcome {
         user: String,
         groups: Vec<GroupSummary>,
+        /// Reminders of messages the user has not read yet.
+        #[serde(default)]
+        reminders: Vec<Reminder>,
     },
     Sent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,9 +57,12 @@ pub enum ServerFrame {
         #[serde(flatten)]
         readers: Readers,
     },
+    /// The user's read mark (or unread flag) changed in another session.
     ReadSync {
         group: String,
         seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        marked_unread: Option<bool>,
     },
     /// Reply to `users`: a page of users in id order.
     Users {
@@ -77,6 +83,33 @@ pub enum ServerFrame {
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
+    },
+    /// The user's settings (reply to `settings`).
+    Settings {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        share_reads: bool,
+    },
+    /// Reminders were sent (reply to `remind`, or to the sender when a scheduled one fired).
+    Reminded {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+        count: u64,
+        /// Who was reminded, sorted; left out under the `counts` policy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<String>>,
+    },
+    /// Someone reminds this user of a message they have not read.
+    Reminder(Reminder),
+    /// A group's name or receipt policy changed.
+    GroupUpdated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        name: String,
+        receipts: ReceiptPolicy,
     },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +148,10 @@ impl ServerFrame {
             ServerFrame::Left { .. } => "left",
             ServerFrame::Unknown => "unknown",
             ServerFrame::Pong { .. } => "pong",
+            ServerFrame::Settings { .. } => "settings",
+            ServerFrame::Reminded { .. } => "reminded",
+            ServerFrame::Reminder(_) => "reminder",
+            ServerFrame::GroupUpdated { .. } => "group_updated",
             ServerFrame::Error { .. } => "error",
         }
     }
@@ -149,6 +186,45 @@ pub struct GroupSummary {
     pub delivered: u64,
     pub read: u64,
     pub unread: u64,
+    /// Who sees receipts in this group.
+    #[serde(default)]
+    pub receipts: ReceiptPolicy,
+    /// The user marked the conversation unread (cleared by their next `read`).
+    #[serde(default)]
+    pub marked_unread: bool,
+}
+
+/// Who sees receipts in a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptPolicy {
+    /// Counts and lists of who read (the default).
+    #[default]
+    Full,
+    /// Counts only: `readers` is refused.
+    Counts,
+    /// No receipts: no `receipt` pushes; `receipts`, `readers` and `remind` are refused.
+    Off,
+}
+
+/// A reminder of a message, in `reminder` and in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reminder {
+    pub group: String,
+    pub seq: u64,
+    /// Who reminded.
+    pub by: String,
+    pub ts: u64,
+    pub message: RemindedMessage,
+}
+
+/// The message a reminder is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemindedMessage {
+    pub seq: u64,
+    pub from: String,
+    pub ts: u64,
+    pub body: String,
 }
 
 /// One user in a `users` reply.

@@ -26,7 +26,7 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
-use crate::group::{AttachSession, DetachSession, GroupActor, GroupError, Summary};
+use crate::group::{AttachSession, Attached, DetachSession, GroupActor, GroupError};
 use crate::ids::{GroupId, UserId};
 use crate::presence::{Outbound, SessionHandle, SessionPermit};
 use crate::protocol::{ClientFrame, ErrorCode, Refusal, RequestId, ServerFrame};
@@ -146,7 +146,7 @@ impl Session {
                     Vec::new()
                 }
             };
-            let mut groups: Vec<Summary> = Vec::new();
+            let mut groups: Vec<Attached> = Vec::new();
             for id in ids {
                 let addr = match registry.group(&id) {
                     Ok(Some(addr)) => addr,
@@ -156,22 +156,27 @@ impl Session {
                         continue;
                     }
                 };
-                if let Ok(Some(summary)) = addr
+                if let Ok(Some(attached)) = addr
                     .send(AttachSession {
                         session: handle.clone(),
                     })
                     .await
                 {
-                    groups.push(summary);
+                    groups.push(attached);
                 }
             }
             groups
         };
         ctx.wait(attach.into_actor(self).map(|groups, act, ctx| {
-            act.attached = groups.iter().map(|s| s.group.clone()).collect();
+            act.attached = groups.iter().map(|a| a.summary.group.clone()).collect();
+            let reminders = groups
+                .iter()
+                .flat_map(|a| a.reminders.iter().cloned().map(Into::into))
+                .collect();
             let frame = ServerFrame::Welcome {
                 user: act.user.to_string(),
-                groups: groups.into_iter().map(Into::into).collect(),
+                groups: groups.into_iter().map(|a| a.summary.into()).collect(),
+                reminders,
             };
             act.send_frame(&frame, ctx);
         }));
@@ -347,7 +352,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 
 /// The `error` frame for a refused request.
 fn refused(id: Option<RequestId>, refusal: Refusal) -> ServerFrame {
-    ServerFrame::error(id, refusal.code, refusal.message)
+    ServerFrame::Error {
+        id,
+        code: refusal.code,
+        message: refusal.message,
+        retry_after_ms: refusal.retry_after_ms,
+    }
 }
 
 /// The `error` frame for a request a group refused.

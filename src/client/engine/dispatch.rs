@@ -118,9 +118,52 @@ impl Engine {
             | ServerFrame::Receipts { ref id, .. }
             | ServerFrame::Readers { ref id, .. }
             | ServerFrame::Users { ref id, .. }
+            | ServerFrame::Settings { ref id, .. }
+            | ServerFrame::Reminded {
+                id: ref id @ Some(_),
+                ..
+            }
             | ServerFrame::Pong { ref id } => self.answer(frame_id(id.as_ref()), frame),
+            ServerFrame::Reminded {
+                id: None,
+                group,
+                seq,
+                count,
+                users,
+            } => self.emit(Event::Reminded {
+                group,
+                seq,
+                count,
+                users,
+            }),
+            ServerFrame::Reminder(reminder) => self.emit(Event::Reminder(reminder)),
+            ServerFrame::GroupUpdated {
+                group,
+                name,
+                receipts,
+                ..
+            } => self.emit(Event::GroupUpdated {
+                group,
+                name,
+                receipts,
+            }),
             ServerFrame::Receipt { group, items } => self.emit(Event::Receipt { group, items }),
-            ServerFrame::ReadSync { group, seq } => self.emit(Event::ReadSync { group, seq }),
+            ServerFrame::ReadSync {
+                group,
+                seq,
+                marked_unread,
+            } => {
+                self.emit(Event::ReadSync {
+                    group: group.clone(),
+                    seq,
+                });
+                if let Some(marked_unread) = marked_unread {
+                    self.emit(Event::MarkedUnread {
+                        group,
+                        marked_unread,
+                    });
+                }
+            }
             ServerFrame::Joined { summary } => self.on_joined(summary),
             ServerFrame::Left { group } => self.on_left(group),
             ServerFrame::Error {

@@ -36,6 +36,7 @@ pub(super) struct PendingSend {
     group: String,
     client_id: String,
     body: String,
+    remind_after_secs: Option<u64>,
     /// `None` once the caller is gone or was answered.
     reply: Option<SendReply>,
 }
@@ -67,6 +68,7 @@ impl Outbox {
         group: String,
         client_id: Option<String>,
         body: String,
+        remind_after_secs: Option<u64>,
         reply: SendReply,
     ) -> u64 {
         let client_id = client_id.unwrap_or_else(|| self.generate_client_id());
@@ -78,6 +80,7 @@ impl Outbox {
                 group,
                 client_id,
                 body,
+                remind_after_secs,
                 reply: Some(reply),
             },
         );
@@ -97,6 +100,7 @@ impl Outbox {
             group: entry.group.clone(),
             client_id: entry.client_id.clone(),
             body: entry.body.clone(),
+            remind_after_secs: entry.remind_after_secs,
         })
     }
 
@@ -138,9 +142,12 @@ impl Engine {
         group: String,
         client_id: Option<String>,
         body: String,
+        remind_after_secs: Option<u64>,
         reply: SendReply,
     ) {
-        let number = self.outbox.add(group, client_id, body, reply);
+        let number = self
+            .outbox
+            .add(group, client_id, body, remind_after_secs, reply);
         if self.connected {
             self.write_send(number);
         }

@@ -57,6 +57,7 @@ impl Harness {
     ) -> oneshot::Receiver<Result<Sent, ClientError>> {
         let (reply, answer) = oneshot::channel();
         self.engine.on_command(Command::Send {
+            remind_after_secs: None,
             group: group.into(),
             client_id: client_id.map(str::to_owned),
             body: body.into(),
@@ -66,13 +67,15 @@ impl Harness {
     }
 
     fn connect(&mut self, groups: Vec<GroupSummary>) -> Vec<ClientFrame> {
-        self.engine.on_connected("me".into(), groups);
+        self.engine.on_connected("me".into(), groups, Vec::new());
         self.engine.take_outgoing()
     }
 }
 
 fn summary(group: &str, last_seq: u64, delivered: u64, read: u64) -> GroupSummary {
     GroupSummary {
+        receipts: Default::default(),
+        marked_unread: false,
         group: group.into(),
         name: group.into(),
         kind: GroupKind::Group,

@@ -1,9 +1,9 @@
-//! `ack` and `read`: move the member's cursors forward. No reply on success (the hot path);
-//! only errors are written.
+//! `ack` and `read`: move the member's cursors forward; `mark_unread`: set the flag the next
+//! `read` clears. No reply on success (the hot path); only errors are written.
 
 use actix::prelude::*;
 
-use crate::group::{AdvanceCursor, Cursor};
+use crate::group::{AdvanceCursor, Cursor, GroupActor, GroupError, MarkUnread};
 use crate::protocol::RequestId;
 
 use super::super::{group_error, unavailable, Ctx, Refusal, Session};
@@ -25,7 +25,35 @@ pub(super) fn advance(
         session_id: Some(session.id),
     };
     // Queued now, so a later frame's command cannot overtake it.
-    let request = addr.send(command);
+    answer_errors_only(session, ctx, id, addr.send(command));
+    Ok(())
+}
+
+pub(super) fn mark_unread(
+    session: &Session,
+    ctx: &mut Ctx,
+    id: Option<RequestId>,
+    group: &str,
+) -> Result<(), Refusal> {
+    let command = MarkUnread {
+        user: session.user.clone(),
+        session_id: Some(session.id),
+    };
+    let request = session.group(group)?.send(command);
+    answer_errors_only(session, ctx, id, request);
+    Ok(())
+}
+
+/// Writes an `error` frame if the command fails; success has no reply.
+fn answer_errors_only<M>(
+    session: &Session,
+    ctx: &mut Ctx,
+    id: Option<RequestId>,
+    request: actix::dev::Request<GroupActor, M>,
+) where
+    M: actix::Message<Result = Result<(), GroupError>> + Send + 'static,
+    GroupActor: actix::Handler<M>,
+{
     ctx.spawn(
         request
             .into_actor(session)
@@ -35,5 +63,4 @@ pub(super) fn advance(
                 Err(_) => act.send_frame(&unavailable(id), ctx),
             }),
     );
-    Ok(())
 }

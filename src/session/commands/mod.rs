@@ -11,13 +11,15 @@ mod direct;
 mod fetch;
 mod readers;
 mod receipts;
+mod remind;
 mod send;
+mod settings;
 mod users;
 
 use std::time::Duration;
 
 use crate::group::Cursor;
-use crate::protocol::{ClientFrame, ErrorCode, RequestId, ServerFrame};
+use crate::protocol::{ClientFrame, RequestId, ServerFrame};
 
 use super::{Ctx, Refusal, Session};
 
@@ -37,7 +39,16 @@ pub(super) fn dispatch(
             group,
             client_id,
             body,
-        } => send::send(session, ctx, id, group, client_id, body),
+            remind_after_secs,
+        } => {
+            let send = send::Send {
+                group,
+                client_id,
+                body,
+                remind_after_secs,
+            };
+            send::send(session, ctx, id, send)
+        }
         ClientFrame::Ack { id, group, seq } => {
             cursor::advance(session, ctx, id, &group, Cursor::Delivered, seq)
         }
@@ -67,6 +78,12 @@ pub(super) fn dispatch(
         } => receipts::receipts(session, ctx, id, group, mine, seqs, after, limit),
         ClientFrame::Users { id, after, limit } => users::users(session, ctx, id, after, limit),
         ClientFrame::Readers { id, group, seq } => readers::readers(session, ctx, id, &group, seq),
+        ClientFrame::Settings { id, share_reads } => {
+            settings::settings(session, ctx, id, share_reads);
+            Ok(())
+        }
+        ClientFrame::Remind { id, group, seq } => remind::remind(session, ctx, id, &group, seq),
+        ClientFrame::MarkUnread { id, group } => cursor::mark_unread(session, ctx, id, &group),
     }
 }
 
@@ -84,16 +101,12 @@ fn take_write(session: &Session, ctx: &mut Ctx, id: &Option<RequestId>) -> bool 
 /// Answers a write over the user's budget with `rate_limited`.
 fn rate_limited(session: &Session, ctx: &mut Ctx, id: Option<RequestId>, wait: Duration) {
     let config = session.registry.config();
-    // Rounded up, so a client that waits exactly this long finds a token.
-    let millis = wait.as_micros().div_ceil(1000);
-    let frame = ServerFrame::Error {
-        id,
-        code: ErrorCode::RateLimited,
-        message: format!(
-            "more than {} writes per second (burst {}); retry later",
-            config.send_rate, config.send_burst
-        ),
-        retry_after_ms: Some(millis.try_into().unwrap_or(u64::MAX)),
-    };
-    session.send_frame(&frame, ctx);
+    let message = format!(
+        "more than {} writes per second (burst {}); retry later",
+        config.send_rate, config.send_burst
+    );
+    session.send_frame(
+        &super::refused(id, Refusal::rate_limited(message, wait)),
+        ctx,
+    );
 }

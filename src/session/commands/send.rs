@@ -1,21 +1,46 @@
-//! `send`: store a message, answered with `sent` once it is durable.
+//! `send`: store a message, answered with `sent` once it is durable (with its scheduled
+//! reminder, when `remind_after_secs` asks for one).
+
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::group::{reply_channel, PostMessage};
-use crate::protocol::{check_send, ErrorCode, RequestId, ServerFrame};
+use crate::protocol::{check_send, ErrorCode, RequestId, ServerFrame, MAX_REMIND_AFTER_SECS};
 
 use super::super::{group_error, Ctx, Refusal, Session};
+
+/// The fields of a `send` frame.
+pub(super) struct Send {
+    pub group: String,
+    pub client_id: String,
+    pub body: String,
+    pub remind_after_secs: Option<u64>,
+}
 
 pub(super) fn send(
     session: &mut Session,
     ctx: &mut Ctx,
     id: Option<RequestId>,
-    group: String,
-    client_id: String,
-    body: String,
+    send: Send,
 ) -> Result<(), Refusal> {
+    let Send {
+        group,
+        client_id,
+        body,
+        remind_after_secs,
+    } = send;
     check_send(&client_id, &body, session.registry.config().max_body_bytes)?;
+    let remind_after = match remind_after_secs {
+        None => None,
+        Some(secs @ 1..=MAX_REMIND_AFTER_SECS) => Some(Duration::from_secs(secs)),
+        Some(secs) => {
+            return Err(Refusal::new(
+                ErrorCode::BadFrame,
+                format!("remind_after_secs must be 1-{MAX_REMIND_AFTER_SECS}, not {secs}"),
+            ))
+        }
+    };
     if !super::take_write(session, ctx, &id) {
         return Ok(());
     }
@@ -32,6 +57,7 @@ pub(super) fn send(
     let (reply, answer) = reply_channel();
     // `do_send` keeps the client's order of sends.
     addr.do_send(PostMessage {
+        remind_after,
         from: session.user.clone(),
         client_id: client_id.clone(),
         body,
