@@ -308,6 +308,15 @@ impl Registry {
         Ok(share_reads)
     }
 
+    /// Starts the groups whose scheduled reminders must fire without anyone opening them.
+    pub fn start_scheduled_groups(&self) -> Result<usize, StoreError> {
+        let groups = self.store.scheduled_groups()?;
+        for id in &groups {
+            self.group(id)?;
+        }
+        Ok(groups.len())
+    }
+
     /// Writes every group's pending cursor moves (at shutdown, before the final flush).
     pub async fn persist_cursors(&self) {
         for addr in self.started_groups() {

@@ -61,6 +61,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         metrics,
         arbiters.iter().map(Arbiter::handle).collect(),
     );
+    match registry.start_scheduled_groups() {
+        Ok(0) => {}
+        Ok(n) => log::info!("started {n} groups with scheduled reminders"),
+        Err(e) => log::error!("starting the groups with scheduled reminders: {e}"),
+    }
     let state = web::Data::new(AppState {
         registry: Arc::clone(&registry),
         auth,

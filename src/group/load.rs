@@ -49,8 +49,13 @@ impl GroupActor {
         for (seq, user, record) in deps.store.reminders(&id)? {
             match members.get(&user) {
                 Some(m) if m.read < seq.0 => reminders.add(user, seq.0, record),
-                // Read (or left) before its record was deleted: delete it now.
-                _ => deps.store.remove_reminder(&id, seq, &user)?,
+                // Read (or left) before its record was deleted: delete it now (best effort: a
+                // refused write must not keep the group from starting).
+                _ => {
+                    if let Err(e) = deps.store.remove_reminder(&id, seq, &user) {
+                        log::debug!("group {id}: deleting a read reminder: {e}");
+                    }
+                }
             }
         }
         for (seq, schedule) in deps.store.schedules(&id)? {

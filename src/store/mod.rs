@@ -228,6 +228,9 @@ pub trait Store: Send + Sync + 'static {
         schedule: &ScheduleRecord,
     ) -> Result<(), StoreError>;
     fn remove_schedule(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError>;
+    /// The groups with at least one scheduled reminder (started when the server starts, so
+    /// their timers run without anyone opening them).
+    fn scheduled_groups(&self) -> Result<Vec<GroupId>, StoreError>;
 
     /// All members of a group with their records, sorted by user id.
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError>;

@@ -45,6 +45,8 @@ pub struct SledStore {
     user_settings: sled::Tree,
     groups: sled::Tree,
     user_groups: sled::Tree,
+    /// Group ids with a scheduled reminder (a key each, no value).
+    scheduled_groups: sled::Tree,
     guard: Arc<DiskGuard>,
     dir: PathBuf,
 }
@@ -104,6 +106,7 @@ impl SledStore {
             user_settings: db.open_tree("user_settings")?,
             groups: db.open_tree("groups")?,
             user_groups: db.open_tree("user_groups")?,
+            scheduled_groups: db.open_tree("scheduled_groups")?,
             db,
             guard: Arc::default(),
             dir: dir.to_path_buf(),
@@ -343,11 +346,39 @@ impl Store for SledStore {
         schedule: &ScheduleRecord,
     ) -> Result<(), StoreError> {
         let key = keys::seq_key(keys::SCHEDULE, seq, "");
-        self.put(self.tree(group), &key, schedule)
+        self.put(self.tree(group), &key, schedule)?;
+        self.put(
+            Ok(self.scheduled_groups.clone()),
+            group.as_str().as_bytes(),
+            &(),
+        )
     }
 
     fn remove_schedule(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError> {
-        self.delete(self.tree(group), &keys::seq_key(keys::SCHEDULE, seq, ""))
+        self.delete(self.tree(group), &keys::seq_key(keys::SCHEDULE, seq, ""))?;
+        if self
+            .tree(group)?
+            .scan_prefix([keys::SCHEDULE])
+            .next()
+            .is_none()
+        {
+            let marker = group.as_str().as_bytes();
+            self.delete(Ok(self.scheduled_groups.clone()), marker)?;
+        }
+        Ok(())
+    }
+
+    fn scheduled_groups(&self) -> Result<Vec<GroupId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.scheduled_groups.iter() {
+            let (key, _) = entry?;
+            let group = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|s| GroupId::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt("scheduled group key".into()))?;
+            out.push(group);
+        }
+        Ok(out)
     }
 
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {

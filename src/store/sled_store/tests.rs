@@ -174,12 +174,23 @@ fn settings_flags_reminders_and_schedules_round_trip_beside_the_messages() {
     store
         .put_schedule(&g, Seq(5), &ScheduleRecord { due_ms: 77 })
         .unwrap();
+    store
+        .put_schedule(&g, Seq(6), &ScheduleRecord { due_ms: 78 })
+        .unwrap();
     assert_eq!(
-        store.schedules(&g).unwrap(),
-        vec![(Seq(5), ScheduleRecord { due_ms: 77 })]
+        store.schedules(&g).unwrap()[0],
+        (Seq(5), ScheduleRecord { due_ms: 77 })
     );
+    assert_eq!(store.scheduled_groups().unwrap(), vec![g.clone()]);
     store.remove_schedule(&g, Seq(5)).unwrap();
+    assert_eq!(
+        store.scheduled_groups().unwrap(),
+        vec![g.clone()],
+        "one is left"
+    );
+    store.remove_schedule(&g, Seq(6)).unwrap();
     assert!(store.schedules(&g).unwrap().is_empty());
+    assert!(store.scheduled_groups().unwrap().is_empty());
 
     // None of it is a message or a member.
     assert_eq!(store.last_seq(&g).unwrap(), Seq(0));
