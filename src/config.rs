@@ -76,7 +76,7 @@ pub struct Config {
     pub cache_bytes: u64,
     /// How many HTTP worker threads (0: one per core).
     pub workers: usize,
-    /// `serve --demo`: seed demo data into an empty data directory and print login links.
+    /// `serve --demo`: seed demo data into a data directory without users and print login links.
     pub demo: bool,
 }
 

@@ -1,4 +1,4 @@
-//! `rollcall serve --demo`: a newcomer's first run. Into an empty data directory it seeds a few
+//! `rollcall serve --demo`: a newcomer's first run. Into a data directory without users it seeds a few
 //! users, a group and a direct conversation with some history and read marks; on every demo
 //! start it prints one login link per demo user for the built-in web client.
 //!
@@ -9,7 +9,6 @@
 //! group's tree and could hand out seqs the actor does not know.)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
@@ -76,16 +75,6 @@ const DIRECT: &[(&str, &str)] = &[
         "Start one with anyone from the \u{201c}New direct conversation\u{201d} box.",
     ),
 ];
-
-/// Whether a data directory holds nothing yet (missing counts as empty). Checked before the
-/// server creates its files there.
-pub fn is_empty_dir(dir: &Path) -> std::io::Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e),
-    }
-}
 
 /// Seeds the demo users, group and direct conversation, each step answered once durable.
 pub async fn seed(registry: &Arc<Registry>) -> Result<(), GroupError> {

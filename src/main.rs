@@ -102,7 +102,7 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Demo mode: into an empty data directory, create a few users, a group and some history;
+    /// Demo mode: into a data directory without users yet, create a few users, a group and some history;
     /// print a login link per demo user for the web client at `/`.
     #[arg(long)]
     demo: bool,

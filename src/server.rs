@@ -33,8 +33,6 @@ pub const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 /// Runs the server until `shutdown` resolves (or storage fails), then shuts down gracefully
 /// (see the module doc). Must be called inside an actix system (`actix_web::rt::System`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -> io::Result<()> {
-    // Demo data goes only into a directory that held nothing before this start.
-    let seed_demo = config.demo && crate::demo::is_empty_dir(&config.data_dir)?;
     std::fs::create_dir_all(&config.data_dir)?;
     let (auth, generated_admin_token) = Auth::load(
         &config.data_dir,
@@ -49,6 +47,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     .map_err(|e| io::Error::other(format!("opening the database: {e}")))?;
     sled.guard_disk(config.min_free_bytes);
     let store: Arc<dyn Store> = Arc::new(sled);
+    // Demo data goes only into a store with no users yet: other files in the directory (a
+    // README, the secrets Rollcall generated on an earlier start) do not count.
+    let seed_demo = config.demo
+        && store
+            .users(None, 1)
+            .map_err(|e| io::Error::other(format!("reading the database: {e}")))?
+            .is_empty();
     let metrics = Arc::new(Metrics::default());
     let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -178,7 +183,7 @@ async fn storage_failed(store: Arc<dyn Store>) {
     }
 }
 
-/// `serve --demo`: seeds an empty data directory, then prints one login link per demo user.
+/// `serve --demo`: seeds a data directory without users, then prints one login link per demo user.
 async fn demo(
     registry: &Arc<Registry>,
     auth: &Auth,
@@ -210,7 +215,8 @@ async fn demo(
     } else if links.is_empty() {
         writeln!(
             out,
-            "rollcall: demo: the data directory was not empty, so nothing was seeded"
+            "rollcall: demo: the data directory was not empty (it holds users already), so \
+             nothing was seeded; for a fresh demo, start with --data and a new directory"
         )?;
     }
     for (user, link) in links {

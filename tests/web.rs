@@ -167,6 +167,26 @@ async fn demo_seeds_an_empty_data_dir_once_and_prints_working_login_links() {
     bob.close().await;
 }
 
+/// A fresh clone's `./data` holds the tracked `data/README.md`: the quick start must still seed,
+/// also after a first start that wrote the generated secrets and an empty database.
+#[test]
+fn demo_seeds_a_data_dir_that_holds_only_the_clones_readme_and_generated_files() {
+    let data = tempfile::tempdir().expect("a data dir");
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/README.md");
+    std::fs::copy(&readme, data.path().join("README.md")).expect("copy the tracked README");
+    let mut server = Server::options().data_dir(data).start();
+    // The first start (without --demo) wrote admin-token, jwt-secret and db/.
+    server.restart_with(&["--demo"]);
+    let lines = wait_for_links(&server, 4);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rollcall: demo data created")),
+        "{lines:#?}"
+    );
+    assert_eq!(server.group("team")["last_seq"], 6);
+}
+
 #[test]
 fn demo_seeds_nothing_into_a_data_dir_in_use() {
     let mut server = Server::start();
@@ -177,6 +197,12 @@ fn demo_seeds_nothing_into_a_data_dir_in_use() {
             .iter()
             .any(|l| l.contains("demo: the data directory was not empty"))
     });
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("for a fresh demo, start with --data and a new directory")),
+        "the note does not say what to do: {lines:#?}"
+    );
     assert!(
         !lines.iter().any(|l| l.contains("demo data created")),
         "{lines:#?}"
