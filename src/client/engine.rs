@@ -49,7 +49,7 @@ use crate::protocol::{
 };
 use dispatch::QueuedQuery;
 use marks::Unanswered;
-use outbox::Outbox;
+use outbox::{NewSend, Outbox};
 
 /// Where the answer to a query goes: the reply frame (an `error` included) or a client error.
 pub(crate) type QueryReply = oneshot::Sender<Result<ServerFrame, ClientError>>;
@@ -244,7 +244,15 @@ impl Engine {
                 body,
                 remind_after_secs,
                 reply,
-            } => self.on_send(group, client_id, body, remind_after_secs, reply),
+            } => {
+                let send = NewSend {
+                    group,
+                    client_id,
+                    body,
+                    remind_after_secs,
+                };
+                self.on_send(send, reply)
+            }
             Command::MarkUnread { group } => {
                 if self.connected {
                     self.outgoing

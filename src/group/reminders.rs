@@ -19,7 +19,7 @@ use actix::prelude::*;
 
 use crate::ids::{Seq, UserId};
 use crate::protocol::{Reminder, RequestId, ServerFrame};
-use crate::store::{now_ms, ReceiptPolicyRecord, ReminderRecord, ScheduleRecord};
+use crate::store::{now_ms, MessageRecord, ReceiptPolicyRecord, ReminderRecord, ScheduleRecord};
 
 use super::commit_queue::AfterFlush;
 use super::{GroupActor, GroupError, Remind, Reminded, ReminderView, Reply};
@@ -209,15 +209,7 @@ impl GroupActor {
                 .put_reminder(&self.id, Seq(seq), user, record)?;
             self.queue.wrote();
         }
-        let view = ReminderView {
-            group: self.id.clone(),
-            seq,
-            by: record.by.clone(),
-            ts: record.ts,
-            from: message.from,
-            sent_ts: message.ts,
-            body: message.body,
-        };
+        let view = self.reminder_view(seq, &record, message);
         let frame = Arc::from(ServerFrame::Reminder(Reminder::from(view)).to_text());
         let outcome = Reminded {
             group: self.id.clone(),
@@ -249,20 +241,29 @@ impl GroupActor {
         }
     }
 
+    fn reminder_view(
+        &self,
+        seq: u64,
+        record: &ReminderRecord,
+        message: MessageRecord,
+    ) -> ReminderView {
+        ReminderView {
+            group: self.id.clone(),
+            seq,
+            by: record.by.clone(),
+            ts: record.ts,
+            from: message.from,
+            sent_ts: message.ts,
+            body: message.body,
+        }
+    }
+
     /// The pending reminders of `user`, as `welcome` shows them.
     pub(super) fn reminder_views(&self, user: &UserId) -> Vec<ReminderView> {
         let mut views = Vec::new();
         for (seq, record) in self.reminders.of(user) {
             match self.deps.store.message(&self.id, Seq(seq)) {
-                Ok(Some(message)) => views.push(ReminderView {
-                    group: self.id.clone(),
-                    seq,
-                    by: record.by.clone(),
-                    ts: record.ts,
-                    from: message.from,
-                    sent_ts: message.ts,
-                    body: message.body,
-                }),
+                Ok(Some(message)) => views.push(self.reminder_view(seq, record, message)),
                 Ok(None) => {}
                 Err(e) => log::error!("group {}: reading message {seq}: {e}", self.id),
             }

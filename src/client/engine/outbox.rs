@@ -31,6 +31,15 @@ pub(super) struct Outbox {
     retries: Vec<u64>,
 }
 
+/// A send as the handle asked for it.
+pub(super) struct NewSend {
+    pub(super) group: String,
+    /// `None`: the outbox generates one.
+    pub(super) client_id: Option<String>,
+    pub(super) body: String,
+    pub(super) remind_after_secs: Option<u64>,
+}
+
 /// A message waiting for its `sent`.
 pub(super) struct PendingSend {
     group: String,
@@ -63,14 +72,13 @@ impl Outbox {
     }
 
     /// Adds a send (with a generated `client_id` if it has none); returns its number.
-    fn add(
-        &mut self,
-        group: String,
-        client_id: Option<String>,
-        body: String,
-        remind_after_secs: Option<u64>,
-        reply: SendReply,
-    ) -> u64 {
+    fn add(&mut self, send: NewSend, reply: SendReply) -> u64 {
+        let NewSend {
+            group,
+            client_id,
+            body,
+            remind_after_secs,
+        } = send;
         let client_id = client_id.unwrap_or_else(|| self.generate_client_id());
         let number = self.next_number;
         self.next_number += 1;
@@ -137,17 +145,8 @@ impl Outbox {
 
 impl Engine {
     /// A new send from the handle: into the outbox, and written at once when connected.
-    pub(super) fn on_send(
-        &mut self,
-        group: String,
-        client_id: Option<String>,
-        body: String,
-        remind_after_secs: Option<u64>,
-        reply: SendReply,
-    ) {
-        let number = self
-            .outbox
-            .add(group, client_id, body, remind_after_secs, reply);
+    pub(super) fn on_send(&mut self, send: NewSend, reply: SendReply) {
+        let number = self.outbox.add(send, reply);
         if self.connected {
             self.write_send(number);
         }
