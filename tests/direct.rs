@@ -135,3 +135,47 @@ async fn direct_with_yourself_is_refused() {
     let alice_again = server.connect("alice").await;
     assert_eq!(alice_again.welcome["groups"], json!([]));
 }
+
+/// A direct conversation is its two people's: the admin can neither add a third (who would read
+/// the whole history) nor remove one of them, and a refusal changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_joins_or_leaves_a_direct_conversation() {
+    let server = Server::start();
+    let mut alice = server.connect("alice").await;
+    let reply = alice
+        .request(json!({"type": "direct", "with": "bob"}))
+        .await;
+    assert_eq!(reply["group"], "dm:alice:bob");
+    alice
+        .send_msg("dm:alice:bob", "secret-1", "just between us")
+        .await;
+    let before = server.group("dm:alice:bob");
+
+    for method in ["PUT", "DELETE"] {
+        for user in ["carol", "bob"] {
+            let (status, body) = server.admin(
+                method,
+                &format!("/api/groups/dm:alice:bob/members/{user}"),
+                None,
+            );
+            assert_eq!(
+                (status, common::http_error_code(&body).as_str()),
+                (403, "not_allowed"),
+                "{method} {user}: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        server.group("dm:alice:bob"),
+        before,
+        "the membership changed"
+    );
+    let mut carol = server.connect("carol").await;
+    assert!(carol.welcome_group("dm:alice:bob").is_none());
+    carol
+        .expect_error(
+            json!({"type": "sync", "group": "dm:alice:bob", "after": 0}),
+            "not_member",
+        )
+        .await;
+}

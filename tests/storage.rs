@@ -104,6 +104,15 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     assert_eq!(common::http_error_code(&body), "storage");
     let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "carol"})));
     assert_eq!(status, 503, "{body}");
+    // Opening a conversation with someone not seen yet writes a user: `storage` too.
+    let err = alice
+        .request(json!({"type": "direct", "id": "d", "with": "nobody-yet"}))
+        .await;
+    assert_eq!(
+        (err["type"].as_str(), err["code"].as_str()),
+        (Some("error"), Some("storage")),
+        "{err}"
+    );
     // Reads keep working, and the session is usable.
     assert_eq!(alice.sync_all("team", 0).await.len(), 3);
     alice.ping().await;

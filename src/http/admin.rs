@@ -250,7 +250,17 @@ fn member_target(
 ) -> Result<(Addr<GroupActor>, UserId), ApiError> {
     let (gid, uid) = path.into_inner();
     let (id, user) = (group_id(&gid)?, user_id(&uid)?);
-    Ok((group_actor(state, &id)?, user))
+    let addr = group_actor(state, &id)?;
+    // A direct conversation is its two people's: nobody joins or leaves it.
+    if let Some(record) = state.registry.store().group(&id)? {
+        if record.kind == GroupKindRecord::Direct {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                format!("{id} is a direct conversation: its members cannot change"),
+            ));
+        }
+    }
+    Ok((addr, user))
 }
 
 async fn put_member(_admin: Admin, state: State, path: web::Path<(String, String)>) -> ApiResult {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::ids::UserId;
 use crate::protocol::{ErrorCode, RequestId, ServerFrame};
 
-use super::super::{group_error, unavailable, Ctx, Refusal, Session};
+use super::super::{group_error, Ctx, Refusal, Session};
 
 pub(super) fn direct(
     session: &Session,
@@ -30,8 +30,9 @@ pub(super) fn direct(
     let registry = Arc::clone(&session.registry);
     session.reply_later(ctx, async move {
         if let Err(e) = registry.ensure_user(&other) {
-            log::error!("creating user {other} failed: {e}");
-            return unavailable(id);
+            // A refused write (disk nearly full) is `storage`, like every other write.
+            log::debug!("creating user {other} failed: {e}");
+            return group_error(id, e.into());
         }
         match registry.open_direct(&user, &other).await {
             Ok(group) => ServerFrame::Direct {
