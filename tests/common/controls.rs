@@ -3,6 +3,7 @@
 //! and the WebSocket frames `settings`, `remind`, `mark_unread` and the cursor moves that have no
 //! reply on success.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -62,7 +63,8 @@ impl Client {
     /// then a round trip through the same group (commands of one session reach the group in
     /// order), and checks that nothing answered that id.
     pub async fn silent(&mut self, frame: Value) {
-        let id = json!(format!("silent-{}", frame));
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = json!(format!("silent-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         let mut frame = frame;
         frame["id"] = id.clone();
         let group = frame["group"].as_str().expect("a group").to_string();
