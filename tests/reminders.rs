@@ -349,6 +349,16 @@ async fn under_counts_reminded_gives_the_count_only() {
             .expect_none_of("reminder", None, Duration::from_millis(200))
             .await;
     }
+
+    // A scheduled one under counts: the sender's `reminded` has no names either.
+    let sent = send_scheduled(&mut alice, "g", "s2", 1).await;
+    bob.read_to("g", 2).await;
+    let fired = alice.recv_type("reminded").await;
+    assert_eq!(
+        fired,
+        json!({"type": "reminded", "group": "g", "seq": sent["seq"], "count": 2})
+    );
+    assert_eq!(dave.recv_type("reminder").await["seq"], sent["seq"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
