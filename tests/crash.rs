@@ -19,7 +19,20 @@
 //!   client repeat them — so moves the server never confirmed are only counted, not asserted.)
 //!   Clients also send stale `ack`/`read` frames, which must lower nothing (`readers` check);
 //! - receipts: counts a sender was pushed never go down after later crashes, and the receipts
-//!   computed after the final restart (admin `GET …/receipts`) match the cursors in `welcome`.
+//!   computed after the final restart (admin `GET …/receipts`) match the cursors in `welcome`;
+//! - reminders (§4.3): clients now and then `remind` a message of theirs just acknowledged, or
+//!   send with `remind_after_secs`. Every `reminded` is well formed (count = users, sorted, only
+//!   recipients), comes only for the caller's own messages, a scheduled one fires at most once;
+//!   every `reminder` (pushed or in `welcome.reminders`) names a message that was reminded, with
+//!   its sender and body. No reminder is lost: each `welcome` lists every reminder a `reminded`
+//!   named this user in, unless the user ever sent a `read` covering it; after the final
+//!   restart also every due scheduled one for a member who never read it. None is resurrected:
+//!   no `welcome` lists a reminder at or below its own read mark;
+//! - receipt policy (§4.1): between kills the group `g0` is switched between `full`, `counts`
+//!   and `off` (sometimes right before the kill); after every restart it has the policy of the
+//!   last acknowledged `PUT`, and the other groups stay `full` in every `welcome`. In `g0` the
+//!   clients accept `receipts_off` for a `remind` and for a scheduled send (which they resend
+//!   unscheduled).
 //!
 //! Sized for CI by default: 20 kills, 0.25–1 s of traffic before each, about 25 s on 2 cores in
 //! a debug build. `ROLLCALL_CRASH_KILLS=N` runs N kills; `ROLLCALL_CRASH_SEED=S` replays a seed
@@ -54,6 +67,14 @@ const DEFAULT_KILLS: u64 = 20;
 const KILL_DELAY_MS: std::ops::Range<u64> = 250..1000;
 /// Receipt tick of the server under test: short, so cursor moves become durable between kills.
 const RECEIPT_INTERVAL_MS: &str = "100";
+/// The group whose receipt policy the kill loop changes; the others stay `full`.
+const POLICY_GROUP: &str = "g0";
+const POLICIES: [&str; 3] = ["full", "counts", "off"];
+/// The share of new sends that carry `remind_after_secs: SCHEDULE_SECS`.
+const SCHEDULE_P: f64 = 0.08;
+const SCHEDULE_SECS: u64 = 1;
+/// The share of acknowledged (unscheduled) sends that the sender reminds right away.
+const REMIND_P: f64 = 0.08;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -92,6 +113,8 @@ struct Issued {
     /// The client's send counter: its sends to one group must be stored in this order.
     n: u64,
     body: String,
+    /// `remind_after_secs` of the send as it is written now (cleared when refused `receipts_off`).
+    remind_after: Option<u64>,
 }
 
 /// Receipt counts of one message, as pushed to its sender.
@@ -118,6 +141,17 @@ struct Ledger {
     /// a `receipt` counting every recipient as delivered (read) for seq s is pushed only once
     /// every recipient's delivered (read) ≥ s is durable.
     floors: HashMap<(String, String), (u64, u64)>,
+    /// client_ids ever written with `remind_after_secs` (a schedule may exist for them).
+    ever_scheduled: HashSet<String>,
+    /// (group, seq) of every message a `remind` was written for, or that was sent scheduled.
+    remind_targets: HashSet<(String, u64)>,
+    /// (group, seq) → users a `reminded` (reply or scheduled) named, in groups other than
+    /// `POLICY_GROUP`: their reminders are durable.
+    reminded_users: HashMap<(String, u64), HashSet<String>>,
+    /// (group, seq) → scheduled `reminded` frames (without `id`) seen.
+    fired: HashMap<(String, u64), u32>,
+    /// (user, group) → the highest `read` the user ever sent.
+    max_sent_read: HashMap<(String, String), u64>,
     /// Broken promises, with enough context to debug them.
     violations: Vec<String>,
     /// Figures for the report.
@@ -131,6 +165,15 @@ struct Ledger {
     /// Cursor values a client sent that a clean welcome after a crash no longer showed (moves
     /// the server had not made durable yet; the client repeats them).
     n_cursor_moves_lost: u64,
+    n_reminds: u64,
+    n_reminded_replies: u64,
+    n_scheduled_sends: u64,
+    n_scheduled_fired: u64,
+    n_reminder_frames: u64,
+    n_welcome_reminders: u64,
+    /// Reminders a welcome was required to list (acknowledged, never read), all found.
+    n_reminders_required: u64,
+    n_receipts_off_refusals: u64,
 }
 
 impl Ledger {
@@ -155,6 +198,38 @@ impl Ledger {
         }
         let max = self.max_seen.entry(group.to_string()).or_default();
         *max = (*max).max(seq);
+    }
+}
+
+impl Ledger {
+    /// Checks a `reminder` frame or `welcome.reminders` entry against what was sent; `via` and
+    /// `user` for the report.
+    fn check_reminder(&mut self, reminder: &Value, user: &str, via: &str) {
+        let group = reminder["group"].as_str().unwrap_or_default().to_string();
+        let seq = reminder["seq"].as_u64().unwrap_or(0);
+        let Some((sender, client_id)) = self.owner.get(&(group.clone(), seq)).cloned() else {
+            // A message nobody has seen yet cannot be checked (its sender has not got `sent`).
+            return;
+        };
+        let body = self.issued.get(&client_id).map(|i| i.body.clone());
+        let message = &reminder["message"];
+        let well_formed = reminder["by"] == sender.as_str()
+            && message["from"] == sender.as_str()
+            && message["seq"] == seq
+            && body.is_some_and(|b| message["body"] == b.as_str())
+            && reminder["ts"].as_u64().is_some()
+            && message["ts"].as_u64().is_some();
+        if !well_formed {
+            self.violation(format!(
+                "[{user}] {via} reminder does not match {group} seq {seq} ({client_id} by {sender}): {reminder}"
+            ));
+        }
+        let target = (group.clone(), seq);
+        if !self.remind_targets.contains(&target) && !self.ever_scheduled.contains(&client_id) {
+            self.violation(format!(
+                "[{user}] {via} reminder of {group} seq {seq}, which nobody reminded: {reminder}"
+            ));
+        }
     }
 }
 
@@ -254,9 +329,15 @@ impl Client {
     async fn run(mut self) {
         loop {
             let before = self.shared.kills.load(Ordering::SeqCst);
-            let (seen_before, floors) = {
+            let (seen_before, floors, reminded_before) = {
                 let ledger = self.shared.ledger();
-                (ledger.max_seen.clone(), ledger.floors.clone())
+                let mine: Vec<(String, u64)> = ledger
+                    .reminded_users
+                    .iter()
+                    .filter(|(_, users)| users.contains(&self.user))
+                    .map(|(target, _)| target.clone())
+                    .collect();
+                (ledger.max_seen.clone(), ledger.floors.clone(), mine)
             };
             let Some((mut ws, welcome)) = self.connect().await else {
                 tokio::time::sleep(Duration::from_millis(15)).await;
@@ -266,6 +347,7 @@ impl Client {
             let after = self.shared.kills.load(Ordering::SeqCst);
             let clean = before == after && self.touched_run < before;
             self.check_welcome(&welcome, &seen_before, &floors, clean);
+            self.check_welcome_reminders(&welcome, &reminded_before);
             // This connection talks to one server process, of run `after` at the latest.
             self.touched_run = self.touched_run.max(after);
             let end = self.session(&mut ws).await;
@@ -334,6 +416,13 @@ impl Client {
             let last_seq = entry["last_seq"].as_u64().unwrap_or(0);
             let delivered = entry["delivered"].as_u64().unwrap_or(0);
             let read = entry["read"].as_u64().unwrap_or(0);
+            let policy = entry["receipts"].as_str().unwrap_or_default();
+            if !POLICIES.contains(&policy) || (group != POLICY_GROUP && policy != "full") {
+                ledger.violation(format!(
+                    "[{}] {group}: welcome shows receipts {policy:?}: {entry}",
+                    self.user
+                ));
+            }
             let view = self.views.get_mut(group).expect("a view per group");
             let seen = seen_before.get(group).copied().unwrap_or(0);
             if last_seq < seen {
@@ -385,6 +474,54 @@ impl Client {
         }
     }
 
+    /// Checks `welcome.reminders`: each is well formed and above the welcome's read mark of its
+    /// group (a read deletes it), and every reminder a `reminded` acknowledged for this user
+    /// before the connect is listed, unless the user ever sent a `read` covering it.
+    fn check_welcome_reminders(&mut self, welcome: &Value, reminded_before: &[(String, u64)]) {
+        let mut ledger = self.shared.ledger();
+        let Some(listed) = welcome["reminders"].as_array() else {
+            ledger.violation(format!(
+                "[{}] welcome without reminders: {welcome}",
+                self.user
+            ));
+            return;
+        };
+        let groups = welcome["groups"].as_array().cloned().unwrap_or_default();
+        let mut present = HashSet::new();
+        for reminder in listed {
+            ledger.n_welcome_reminders += 1;
+            ledger.check_reminder(reminder, &self.user, "welcome");
+            let group = reminder["group"].as_str().unwrap_or_default().to_string();
+            let seq = reminder["seq"].as_u64().unwrap_or(0);
+            let read = groups
+                .iter()
+                .find(|g| g["group"] == group.as_str())
+                .and_then(|g| g["read"].as_u64());
+            if read.is_none_or(|read| seq <= read) {
+                ledger.violation(format!(
+                    "[{}] welcome lists a reminder of {group} seq {seq}, but the read mark there is {read:?}: {reminder}",
+                    self.user
+                ));
+            }
+            present.insert((group, seq));
+        }
+        for (group, seq) in reminded_before {
+            let never_read = self
+                .views
+                .get(group)
+                .is_some_and(|view| view.max_sent_read < *seq);
+            if never_read {
+                ledger.n_reminders_required += 1;
+                if !present.contains(&(group.clone(), *seq)) {
+                    ledger.violation(format!(
+                        "[{}] lost: a reminded named me for {group} seq {seq}, I never read it, and welcome does not list it: {welcome}",
+                        self.user
+                    ));
+                }
+            }
+        }
+    }
+
     /// Serves one connection until it fails or draining is done.
     async fn session(&mut self, ws: &mut Ws) -> SessionEnd {
         // Sent cursors of this session: everything is repeated on a new connection.
@@ -411,9 +548,12 @@ impl Client {
             .map(|(id, g, _)| (id.clone(), g.clone()))
             .collect();
         for (client_id, group) in resend {
-            let body = self.shared.ledger().issued[&client_id].body.clone();
-            let frame =
-                json!({"type": "send", "group": group, "client_id": client_id, "body": body});
+            let (body, remind_after) = {
+                let ledger = self.shared.ledger();
+                let issued = &ledger.issued[&client_id];
+                (issued.body.clone(), issued.remind_after)
+            };
+            let frame = send_frame(&client_id, &group, &body, remind_after);
             if ws.send(Message::text(frame.to_string())).await.is_err() {
                 return SessionEnd::Lost;
             }
@@ -442,19 +582,27 @@ impl Client {
                 let group = self.groups[self.rng.gen_range(0..self.groups.len())].clone();
                 let client_id = format!("{}-{n}", self.user);
                 let body = format!("{} {group} {n}", self.user);
-                self.shared.ledger().issued.insert(
-                    client_id.clone(),
-                    Issued {
-                        user: self.user.clone(),
-                        group: group.clone(),
-                        n,
-                        body: body.clone(),
-                    },
-                );
+                let remind_after = self.rng.gen_bool(SCHEDULE_P).then_some(SCHEDULE_SECS);
+                {
+                    let mut ledger = self.shared.ledger();
+                    ledger.issued.insert(
+                        client_id.clone(),
+                        Issued {
+                            user: self.user.clone(),
+                            group: group.clone(),
+                            n,
+                            body: body.clone(),
+                            remind_after,
+                        },
+                    );
+                    if remind_after.is_some() {
+                        ledger.ever_scheduled.insert(client_id.clone());
+                        ledger.n_scheduled_sends += 1;
+                    }
+                }
                 self.outstanding
                     .push_back((client_id.clone(), group.clone(), false));
-                let frame =
-                    json!({"type": "send", "group": group, "client_id": client_id, "body": body});
+                let frame = send_frame(&client_id, &group, &body, remind_after);
                 if ws.send(Message::text(frame.to_string())).await.is_err() {
                     break 'session SessionEnd::Lost;
                 }
@@ -562,7 +710,11 @@ impl Client {
                 "sent" => {
                     in_flight = in_flight.saturating_sub(1);
                     self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    self.on_sent(&frame);
+                    if let Some(remind) = self.on_sent(&frame) {
+                        if ws.send(Message::text(remind.to_string())).await.is_err() {
+                            break SessionEnd::Lost;
+                        }
+                    }
                 }
                 "msg" => {
                     let group = frame["group"].as_str().unwrap_or_default().to_string();
@@ -613,6 +765,12 @@ impl Client {
                     }
                 }
                 "receipt" => self.on_receipt(&frame),
+                "reminded" => self.on_reminded(&frame),
+                "reminder" => {
+                    let mut ledger = self.shared.ledger();
+                    ledger.n_reminder_frames += 1;
+                    ledger.check_reminder(&frame, &self.user, "pushed");
+                }
                 "readers" => {
                     let id = frame["id"].as_str().unwrap_or_default();
                     let Some((group, probe, expect, attempts)) = readers_asked.remove(id) else {
@@ -636,9 +794,11 @@ impl Client {
                     }
                 }
                 "error" => {
-                    self.shared
-                        .ledger()
-                        .violation(format!("[{}] error frame: {frame}", self.user));
+                    if let Some(resend) = self.on_error(&frame) {
+                        if ws.send(Message::text(resend.to_string())).await.is_err() {
+                            break SessionEnd::Lost;
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -655,7 +815,9 @@ impl Client {
             .fetch_sub(in_flight as u64, Ordering::Relaxed);
     }
 
-    fn on_sent(&mut self, frame: &Value) {
+    /// Takes a `sent`; returns a `remind` frame to write when the client decides to remind the
+    /// message at once.
+    fn on_sent(&mut self, frame: &Value) -> Option<Value> {
         let client_id = frame["client_id"].as_str().unwrap_or_default().to_string();
         let group = frame["group"].as_str().unwrap_or_default().to_string();
         let seq = frame["seq"].as_u64().unwrap_or(0);
@@ -672,7 +834,7 @@ impl Client {
                 "[{}] a sent for {client_id}, which is not waiting: {frame}",
                 self.user
             ));
-            return;
+            return None;
         };
         let (_, issued_group, resent) = self.outstanding.remove(pos).expect("position in range");
         if issued_group != group || seq == 0 {
@@ -700,6 +862,122 @@ impl Client {
         ledger.sent.insert(client_id.clone(), (seq, ts));
         let user = self.user.clone();
         ledger.saw_seq(&group, seq, &user, &client_id, "sent");
+        let target = (group.clone(), seq);
+        let scheduled = ledger.ever_scheduled.contains(&client_id);
+        if ledger
+            .issued
+            .get(&client_id)
+            .is_some_and(|i| i.remind_after.is_some())
+        {
+            ledger.remind_targets.insert(target);
+            None
+        } else if !scheduled && seq > 0 && self.rng.gen_bool(REMIND_P) {
+            // Reminded once at most (a second one within the interval is `rate_limited`).
+            ledger.remind_targets.insert(target);
+            ledger.n_reminds += 1;
+            Some(
+                json!({"type": "remind", "id": format!("remind-{group}-{seq}"), "group": group, "seq": seq}),
+            )
+        } else {
+            None
+        }
+    }
+
+    /// Takes an `error`: `receipts_off` is expected in `POLICY_GROUP` for a `remind` and for a
+    /// scheduled send, which is then written again unscheduled (returned; as a new write, it
+    /// takes the next place in this client's order); anything else is a broken promise.
+    fn on_error(&mut self, frame: &Value) -> Option<Value> {
+        let code = frame["code"].as_str().unwrap_or_default();
+        let id = frame["id"].as_str().unwrap_or_default().to_string();
+        let mut ledger = self.shared.ledger();
+        if code == "receipts_off" {
+            if id.starts_with(&format!("remind-{POLICY_GROUP}-")) {
+                ledger.n_receipts_off_refusals += 1;
+                return None;
+            }
+            let pos = self.outstanding.iter().position(|(cid, _, _)| *cid == id);
+            let issued = ledger.issued.get(&id).cloned();
+            if let (Some(pos), Some(issued)) = (pos, issued) {
+                if issued.group == POLICY_GROUP && issued.remind_after.is_some() {
+                    self.next_n += 1;
+                    let entry = ledger.issued.get_mut(&id).expect("issued");
+                    entry.remind_after = None;
+                    entry.n = self.next_n;
+                    let waiting = self.outstanding.remove(pos).expect("position in range");
+                    self.outstanding.push_back(waiting);
+                    ledger.n_receipts_off_refusals += 1;
+                    return Some(send_frame(&id, &issued.group, &issued.body, None));
+                }
+            }
+        }
+        ledger.violation(format!("[{}] error frame: {frame}", self.user));
+        None
+    }
+
+    /// Takes a `reminded`: the reply to a `remind` (with `id`) or a scheduled one that fired.
+    fn on_reminded(&mut self, frame: &Value) {
+        let group = frame["group"].as_str().unwrap_or_default().to_string();
+        let seq = frame["seq"].as_u64().unwrap_or(0);
+        let scheduled = frame.get("id").is_none();
+        let mut ledger = self.shared.ledger();
+        let key = (group.clone(), seq);
+        if scheduled {
+            ledger.n_scheduled_fired += 1;
+            let n = {
+                let n = ledger.fired.entry(key.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if n > 1 {
+                ledger.violation(format!(
+                    "[{}] a scheduled reminder fired {n} times: {frame}",
+                    self.user
+                ));
+            }
+        } else {
+            ledger.n_reminded_replies += 1;
+        }
+        match ledger.owner.get(&key).cloned() {
+            Some((sender, _)) if sender != self.user => {
+                ledger.violation(format!(
+                    "[{}] reminded for {sender}'s message: {frame}",
+                    self.user
+                ));
+            }
+            Some((_, client_id)) if scheduled && !ledger.ever_scheduled.contains(&client_id) => {
+                ledger.violation(format!(
+                    "[{}] a scheduled reminder fired for unscheduled {client_id}: {frame}",
+                    self.user
+                ));
+            }
+            _ => {}
+        }
+        let count = frame["count"].as_u64();
+        let Some(users) = frame["users"].as_array() else {
+            if group != POLICY_GROUP || count.is_none() {
+                ledger.violation(format!(
+                    "[{}] reminded without users under full, or without a count: {frame}",
+                    self.user
+                ));
+            }
+            return;
+        };
+        let users: Vec<String> = users
+            .iter()
+            .map(|u| u.as_str().unwrap_or_default().to_string())
+            .collect();
+        let members = members_of_group(&group);
+        let sorted = users.windows(2).all(|w| w[0] < w[1]);
+        let recipients = users.iter().all(|u| *u != self.user && members.contains(u));
+        if !sorted || !recipients || count != Some(users.len() as u64) {
+            ledger.violation(format!(
+                "[{}] reminded users not sorted, not recipients, or not counted: {frame}",
+                self.user
+            ));
+        }
+        if group != POLICY_GROUP {
+            ledger.reminded_users.entry(key).or_default().extend(users);
+        }
     }
 
     /// Takes a message from a push or a page: records its owner, advances `known`.
@@ -782,6 +1060,12 @@ impl Client {
             view.max_sent_delivered = view.max_sent_delivered.max(seq);
             if read {
                 view.max_sent_read = view.max_sent_read.max(seq);
+                let mut ledger = self.shared.ledger();
+                let max = ledger
+                    .max_sent_read
+                    .entry((self.user.clone(), group.to_string()))
+                    .or_default();
+                *max = (*max).max(seq);
             }
         }
     }
@@ -830,6 +1114,17 @@ impl Client {
             }
         }
     }
+}
+
+/// A `send` frame; a scheduled one carries `remind_after_secs` and an `id` (its client_id), so a
+/// `receipts_off` refusal can be matched to it.
+fn send_frame(client_id: &str, group: &str, body: &str, remind_after: Option<u64>) -> Value {
+    let mut frame = json!({"type": "send", "group": group, "client_id": client_id, "body": body});
+    if let Some(secs) = remind_after {
+        frame["remind_after_secs"] = json!(secs);
+        frame["id"] = json!(client_id);
+    }
+    frame
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -919,15 +1214,34 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         .map(|c| runtime.spawn(Client::new(c, Arc::clone(&shared), seed).run()))
         .collect();
 
-    // The crashes: SIGKILL at a random moment, restart on the same data dir and port.
+    // The crashes: SIGKILL at a random moment, restart on the same data dir and port. Before
+    // half of them, at a random moment (right before the kill too), POLICY_GROUP gets a policy.
     let mut kills_with_sends_in_flight = 0;
+    let mut policy = "full";
+    let mut n_policy_changes = 0;
     for k in 1..=kills {
-        std::thread::sleep(Duration::from_millis(rng.gen_range(KILL_DELAY_MS)));
+        let delay = rng.gen_range(KILL_DELAY_MS);
+        if rng.gen_bool(0.5) {
+            let at = rng.gen_range(0..=delay);
+            std::thread::sleep(Duration::from_millis(at));
+            policy = POLICIES[rng.gen_range(0..POLICIES.len())];
+            let group = server.set_receipts(POLICY_GROUP, policy);
+            assert_eq!(group["receipts"], policy, "{group}");
+            n_policy_changes += 1;
+            std::thread::sleep(Duration::from_millis(delay - at));
+        } else {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         shared.kills.store(k, Ordering::SeqCst);
         if shared.in_flight.load(Ordering::Relaxed) > 0 {
             kills_with_sends_in_flight += 1;
         }
         server.restart_on_same_port();
+        let now = server.group(POLICY_GROUP);
+        assert_eq!(
+            now["receipts"], policy,
+            "{POLICY_GROUP} after kill {k} lost its last acknowledged policy (seed {seed}): {now}"
+        );
         let violations = shared.ledger().violations.len();
         assert_eq!(
             violations, 0,
@@ -935,8 +1249,10 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         );
     }
 
-    // Drain: no new sends; every client gets all its sends answered, then catches up.
+    // Drain: no new sends; every client gets all its sends answered, then catches up. The
+    // final `readers` checks need POLICY_GROUP under `full` again.
     std::thread::sleep(Duration::from_millis(rng.gen_range(KILL_DELAY_MS)));
+    server.set_receipts(POLICY_GROUP, "full");
     shared.stop_sending.store(true, Ordering::SeqCst);
     // A client that is already drained and never gets another `sent` marks itself here.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -959,7 +1275,11 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
          {} resends after a crash ({} answered duplicate: true with the original seq); \
          history {} messages in {N_GROUPS} groups; {} msg pushes, {} receipt frames; \
          {} welcomes ({} read straight after a restart), {} cursor moves lost in crashes and repeated, \
-         {} (user, group) read cursors with a durable floor from receipts; {:?} in all",
+         {} (user, group) read cursors with a durable floor from receipts; \
+         {n_policy_changes} policy changes of {POLICY_GROUP}, {} receipts_off refusals there; \
+         {} reminds ({} reminded replies), {} scheduled sends ({} fired to an online sender), \
+         {} reminder pushes, {} reminders listed in welcomes, {} required and found \
+         (+{} after the final restart); {:?} in all",
         ledger.issued.len(),
         ledger.sent.len(),
         report.found,
@@ -972,6 +1292,15 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         ledger.n_clean_welcomes,
         ledger.n_cursor_moves_lost,
         ledger.floors.values().filter(|f| f.1 > 0).count(),
+        ledger.n_receipts_off_refusals,
+        ledger.n_reminds,
+        ledger.n_reminded_replies,
+        ledger.n_scheduled_sends,
+        ledger.n_scheduled_fired,
+        ledger.n_reminder_frames,
+        ledger.n_welcome_reminders,
+        ledger.n_reminders_required,
+        report.reminders_required,
         started.elapsed(),
     );
 }
@@ -979,6 +1308,89 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
 struct Report {
     history: usize,
     found: usize,
+    /// Reminders the welcomes after the final restart had to list (or push), all found.
+    reminders_required: usize,
+}
+
+/// After the final restart, the reminders of `client`'s user: every one listed is above the read
+/// mark (`welcomed`) and names a reminded message; every one that must exist is listed or
+/// pushed now (a scheduled one that falls due fires once its group loaded): those a `reminded`
+/// named the user in, and those of scheduled sends to the user's groups other than
+/// `POLICY_GROUP` (whose schedules a policy `off` may have dropped), unless the user ever sent
+/// a `read` covering them. Returns the number that had to exist.
+async fn verify_reminders(
+    client: &mut common::Client,
+    ledger: &Ledger,
+    welcomed: &HashMap<(String, String), (u64, u64)>,
+    seed: u64,
+) -> usize {
+    let user = client.user.clone();
+    let listed = client.welcome["reminders"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut present: HashSet<(String, u64)> = HashSet::new();
+    for reminder in &listed {
+        let group = reminder["group"].as_str().expect("group").to_string();
+        let seq = common::seq(reminder);
+        let read = welcomed.get(&(user.clone(), group.clone())).map(|c| c.1);
+        assert!(
+            read.is_some_and(|read| seq > read),
+            "[{user}] after the final restart, a reminder of {group} seq {seq} at read mark {read:?} (seed {seed})"
+        );
+        let client_id = ledger.owner.get(&(group.clone(), seq)).map(|o| o.1.clone());
+        assert!(
+            ledger.remind_targets.contains(&(group.clone(), seq))
+                || client_id.is_some_and(|id| ledger.ever_scheduled.contains(&id)),
+            "[{user}] a reminder of {group} seq {seq}, which nobody reminded (seed {seed})"
+        );
+        present.insert((group, seq));
+    }
+    let never_read = |group: &str, seq: u64| {
+        ledger
+            .max_sent_read
+            .get(&(user.clone(), group.to_string()))
+            .copied()
+            .unwrap_or(0)
+            < seq
+    };
+    let mut required: HashSet<(String, u64)> = ledger
+        .reminded_users
+        .iter()
+        .filter(|(target, users)| users.contains(&user) && never_read(&target.0, target.1))
+        .map(|(target, _)| target.clone())
+        .collect();
+    let groups = groups_of(user[1..].parse().expect("a client's user"));
+    for (client_id, issued) in &ledger.issued {
+        if issued.remind_after.is_none()
+            || issued.user == user
+            || issued.group == POLICY_GROUP
+            || !groups.contains(&issued.group)
+        {
+            continue;
+        }
+        let seq = ledger.sent[client_id].0;
+        if never_read(&issued.group, seq) {
+            required.insert((issued.group.clone(), seq));
+        }
+    }
+    for (group, seq) in &required {
+        if present.contains(&(group.clone(), *seq)) {
+            continue;
+        }
+        let pushed = client
+            .recv_where(
+                &format!("[{user}] the reminder of {group} seq {seq} (seed {seed})"),
+                |f| f["type"] == "reminder" && f["group"] == group.as_str() && f["seq"] == *seq,
+            )
+            .await;
+        assert_eq!(
+            pushed["by"],
+            ledger.owner[&(group.clone(), *seq)].0.as_str(),
+            "{pushed}"
+        );
+    }
+    required.len()
 }
 
 /// Checks the final stored state against everything the clients saw.
@@ -1000,9 +1412,15 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
     let mut seen_client_ids: HashSet<String> = HashSet::new();
     // Welcome cursors after the final restart, per (user, group).
     let mut welcomed: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let policy = server.group(POLICY_GROUP)["receipts"].clone();
+    assert_eq!(
+        policy, "full",
+        "{POLICY_GROUP}'s last acknowledged policy (seed {seed})"
+    );
+    let mut reminders_required = 0;
     for c in 0..N_CLIENTS {
         let user = user_name(c);
-        let client = server.connect(&user).await;
+        let mut client = server.connect(&user).await;
         for group in groups_of(c) {
             let entry = client
                 .welcome_group(&group)
@@ -1010,7 +1428,12 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
             let delivered = entry["delivered"].as_u64().expect("delivered");
             let read = entry["read"].as_u64().expect("read");
             welcomed.insert((user.clone(), group.clone()), (delivered, read));
+            assert_eq!(
+                entry["receipts"], "full",
+                "{user}'s welcome: {entry} (seed {seed})"
+            );
         }
+        reminders_required += verify_reminders(&mut client, ledger, &welcomed, seed).await;
         client.close().await;
     }
 
@@ -1176,5 +1599,6 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
     Report {
         history: history_size,
         found,
+        reminders_required,
     }
 }
