@@ -1120,7 +1120,9 @@ async fn a_reminder_from_the_receipts_dialog_reaches_the_other_page() {
     )
     .await;
     bob.screenshot("reminder-list.png", None).await;
-    // Opening it shows the message highlighted; once seen, the flag goes.
+    // Opening it shows the message highlighted; once seen, the flag goes. (For the picture,
+    // the window first loses the focus, so the flag stays while the message is on screen.)
+    bob.js("document.hasFocus = () => false;", vec![]).await;
     bob.open_conversation("team").await;
     bob.wait_until(
         "the highlighted message",
@@ -1137,7 +1139,14 @@ async fn a_reminder_from_the_receipts_dialog_reaches_the_other_page() {
         )
         .await;
     assert_eq!(note, " Alice reminded you");
+    let flag = bob.js(CONVERSATION_JS, vec![json!("team")]).await;
+    assert_eq!(flag["flag"], true, "not seen yet while unfocused: {flag}");
     bob.screenshot("reminder.png", Some("reminder.png")).await;
+    bob.js(
+        "delete document.hasFocus; window.dispatchEvent(new Event('focus'));",
+        vec![],
+    )
+    .await;
     wait_read_mark(&server, "team", "bob", seq).await;
     bob.wait_until("the flag gone", CONVERSATION_JS, vec![json!("team")], |v| {
         v["reminded"] == false
@@ -1218,6 +1227,50 @@ async fn under_counts_the_dialog_shows_numbers_only_and_policy_changes_apply_liv
         .wait_receipt(text, "seen by Bob", |r| r["read"] == 1)
         .await;
     assert_eq!(receipt["text"], "Seen by 1 of 2");
+
+    // "Remind non-readers after 10 min" goes out with the next send (and only that one).
+    alice
+        .js(
+            "const send = WebSocket.prototype.send;
+             window.sentFrames = [];
+             WebSocket.prototype.send = function (data) {
+               window.sentFrames.push(JSON.parse(data));
+               return send.call(this, data);
+             };",
+            vec![],
+        )
+        .await;
+    alice
+        .browser
+        .find(Locator::Css("#remind-after"))
+        .await
+        .expect("the remind select")
+        .select_by_value("600")
+        .await
+        .expect("choosing 10 min");
+    let later = "Remind them if they have not seen this in ten minutes.";
+    alice.type_into("#composer-input", later).await;
+    alice.click("#send").await;
+    alice
+        .wait_receipt(later, "the scheduled message sent", |r| {
+            r["recipients"] == 2
+        })
+        .await;
+    let sends = alice
+        .js(
+            "return window.sentFrames.filter(f => f.type === 'send')
+               .map(f => [f.body, f.remind_after_secs ?? null]);",
+            vec![],
+        )
+        .await;
+    assert_eq!(sends, json!([[later, 600]]));
+    let reset = alice
+        .js(
+            "return document.getElementById('remind-after').value;",
+            vec![],
+        )
+        .await;
+    assert_eq!(reset, "", "the choice is for one send");
 
     // The dialog: numbers, no names, and no `readers` asked.
     alice

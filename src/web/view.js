@@ -44,18 +44,10 @@ function formatTime(ts) {
     : date.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 }
 
-// A bell, drawn inline (no icon font or image to load; emoji fonts are not everywhere).
+// A bell, drawn inline (index.html's template: no icon font or image to load, and emoji
+// fonts are not everywhere).
 function bell() {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', '0 0 16 16');
-  svg.setAttribute('class', 'bell');
-  svg.setAttribute('aria-hidden', 'true');
-  const path = document.createElementNS(ns, 'path');
-  path.setAttribute('d', 'M8 1.5a1 1 0 0 1 1 1v.6a4.5 4.5 0 0 1 3.5 4.4v3l1.5 2v.5H2v-.5l1.5-2v-3'
-    + 'A4.5 4.5 0 0 1 7 3.1v-.6a1 1 0 0 1 1-1zM6.3 14h3.4a1.7 1.7 0 0 1-3.4 0z');
-  svg.append(path);
-  return svg;
+  return $('bell-icon').content.firstElementChild.cloneNode(true);
 }
 
 function say(text) {
@@ -308,8 +300,9 @@ function renderConversations() {
       button.dataset.group = g.id;
       button.append(textElement('span', '', 'title'));
       if (g.kind === 'direct') button.append(textElement('span', 'direct', 'kind'));
-      const flag = textElement('span', ' Reminder', 'flag');
-      flag.prepend(bell());
+      const flag = textElement('span', '', 'flag');
+      flag.title = 'Reminder: someone asks you to read a message here';
+      flag.append(bell(), textElement('span', 'Reminder', 'visually-hidden'));
       button.append(flag);
       const badge = textElement('span', '', 'badge');
       badge.append(textElement('span', '', 'count'), textElement('span', '', 'visually-hidden'));
