@@ -11,9 +11,11 @@
 //! JavaScript queries of the DOM (`data-*` attributes the page sets for exactly that) and
 //! driven with real clicks and key presses.
 //!
-//! The receipt view is saved as `target/browser-artifacts/receipts.png` (and a narrow-screen
-//! conversation as `narrow.png`); with
-//! `ROLLCALL_UPDATE_SCREENSHOT=1` it is also copied to `docs/screenshot.png` (the README's).
+//! Screenshots go to `target/browser-artifacts/`: the receipt view (`receipts.png`), a
+//! narrow-screen conversation (`narrow.png`), a backlog opened at its "New messages" line
+//! (`new-messages.png`) and a reminded message (`reminder.png`, and the conversation list's
+//! flag in `reminder-list.png`). With `ROLLCALL_UPDATE_SCREENSHOT=1` the README's are also
+//! copied to `docs/` (`screenshot.png`, `new-messages.png`, `reminder.png`).
 
 mod common;
 
@@ -353,10 +355,92 @@ impl Page {
         .await
     }
 
+    /// Saves a screenshot as `target/browser-artifacts/<name>`; with
+    /// `ROLLCALL_UPDATE_SCREENSHOT=1` also as `docs/<docs>`.
+    async fn screenshot(&self, name: &str, docs: Option<&str>) {
+        let png = self.browser.screenshot().await.expect("a screenshot");
+        std::fs::write(artifacts_dir().join(name), &png).expect("saving the screenshot");
+        if let Some(docs) = docs {
+            if std::env::var_os("ROLLCALL_UPDATE_SCREENSHOT").is_some() {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("docs")
+                    .join(docs);
+                std::fs::write(&path, &png)
+                    .unwrap_or_else(|e| panic!("updating {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// The seqs of the open conversation's messages at least half on screen now.
+    async fn on_screen(&self) -> Vec<u64> {
+        let value = self.js(ON_SCREEN_JS, vec![]).await;
+        value
+            .as_array()
+            .map(|seqs| seqs.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
     async fn close(self) {
         let _ = self.browser.close().await;
     }
 }
+
+const ON_SCREEN_JS: &str =
+    "const root = document.getElementById('messages').getBoundingClientRect();
+    return [...document.querySelectorAll('#message-list li.msg[data-seq]')].filter(li => {
+      const r = li.getBoundingClientRect();
+      const h = Math.min(r.bottom, root.bottom) - Math.max(r.top, root.top);
+      return h > 0 && (h >= r.height / 2 || h >= root.height / 2);
+    }).map(li => Number(li.dataset.seq));";
+
+/// A conversation in the list: `{reminded, marked, flag, dot}` (its `data-*` and what shows).
+const CONVERSATION_JS: &str = "const b = document.querySelector(
+      `.conversation[data-group=\"${arguments[0]}\"]`);
+    if (!b) return null;
+    const badge = b.querySelector('.badge');
+    return {reminded: b.dataset.reminded === 'true', marked: b.dataset.marked === 'true',
+            flag: !b.querySelector('.flag').hidden, dot: !badge.hidden && badge.classList.contains('dot')};";
+
+/// The read mark of `user` in `group`, from the admin API.
+fn read_mark(server: &Server, group: &str, user: &str) -> u64 {
+    server.member(group, user)["read"].as_u64().unwrap_or(0)
+}
+
+/// Waits until the stored read mark of `user` in `group` is `seq`.
+async fn wait_read_mark(server: &Server, group: &str, user: &str, seq: u64) {
+    let started = Instant::now();
+    loop {
+        let read = read_mark(server, group, user);
+        if read == seq {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{user}'s read mark in {group} stayed {read}, not {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `user`'s delivery mark in `group` reaches `seq` (the page got the messages).
+async fn wait_delivered(server: &Server, group: &str, user: &str, seq: u64) {
+    let started = Instant::now();
+    while server.member(group, user)["delivered"]
+        .as_u64()
+        .unwrap_or(0)
+        < seq
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "{user} never acknowledged {seq} in {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Longer than the page's read batching (300 ms) and the receipt tick (100 ms in these tests):
+/// a `read` the page was going to send would have arrived by then.
+const QUIET: Duration = Duration::from_millis(1500);
 
 const MESSAGES_JS: &str = "return [...document.querySelectorAll('#message-list li.msg[data-seq]')]
     .map(li => [Number(li.dataset.seq), li.dataset.from, li.querySelector('.body').textContent]);";
@@ -485,23 +569,27 @@ async fn two_users_chat_and_the_sender_sees_who_has_read() {
 
     // Bob's page marked it read: Alice's count climbs.
     let receipt = alice
-        .wait_receipt(text, "Read by 1 of 3", |r| r["read"] == 1)
+        .wait_receipt(text, "Seen by 1 of 3", |r| r["read"] == 1)
         .await;
     assert!(
         receipt["text"]
             .as_str()
-            .is_some_and(|t| t.starts_with("Read by 1 of 3")),
+            .is_some_and(|t| t.starts_with("Seen by 1 of 3")),
         "{receipt}"
     );
     // Carol's client acknowledges delivery: delivered climbs, read does not.
     carol
         .send_json(json!({"type": "ack", "group": "team", "seq": seq}))
         .await;
-    alice
+    let receipt = alice
         .wait_receipt(text, "delivered to 2", |r| {
             r["delivered"] == 2 && r["read"] == 1
         })
         .await;
+    assert_eq!(
+        receipt["text"], "Seen by 1 of 3 \u{b7} delivered to 1 more",
+        "the words add up: one seen, one more has it, one has not"
+    );
 
     // The lists: Bob read it, Carol received it, Dave has not received it.
     alice
@@ -511,13 +599,9 @@ async fn two_users_chat_and_the_sender_sees_who_has_read() {
         .wait_until("the readers lists", READERS_JS, vec![], |v| !v.is_null())
         .await;
     assert_eq!(lists, json!([["bob"], ["carol"], ["dave"]]));
-    let png = alice.browser.screenshot().await.expect("a screenshot");
-    let shot = artifacts_dir().join("receipts.png");
-    std::fs::write(&shot, &png).expect("saving the screenshot");
-    if std::env::var_os("ROLLCALL_UPDATE_SCREENSHOT").is_some() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png");
-        std::fs::write(docs, &png).expect("updating docs/screenshot.png");
-    }
+    alice
+        .screenshot("receipts.png", Some("screenshot.png"))
+        .await;
     alice.click("#readers-close").await;
 
     // Bob answers with the keyboard (Enter sends); Alice sees it arrive, announced.
@@ -725,11 +809,12 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
     let messages = alice.messages().await;
     assert_eq!(messages.last().map(|m| m.0), Some(8));
 
-    // A long conversation opens at its latest page and scrolls back through history.
+    // A long conversation without unread messages (her own notes) opens at its latest page
+    // and scrolls back through history.
     server.create_group("archive", &["alice", "bob"]);
     let bodies: Vec<String> = (1..=60).map(|i| format!("note {i}")).collect();
     for body in &bodies {
-        server.post("archive", "bob", body);
+        server.post("archive", "alice", body);
     }
     alice.open_conversation("archive").await;
     let latest: Vec<&str> = bodies[10..].iter().map(String::as_str).collect();
@@ -745,5 +830,508 @@ async fn after_a_server_restart_the_page_shows_no_duplicate_and_no_gap() {
         .await;
     let every: Vec<&str> = bodies.iter().map(String::as_str).collect();
     alice.wait_messages(&every).await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn a_backlog_opens_at_the_first_unread_and_only_what_was_on_screen_is_read() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    setup(&server, "team", &TEAM[..3]);
+    let bodies: Vec<String> = (1..=40)
+        .map(|i| format!("Backlog item {i}: a status line to catch up on."))
+        .collect();
+    for body in &bodies {
+        server.post("team", "bob", body);
+    }
+    let mut driver = Driver::start();
+    let bob = driver.open_as(&server, "bob").await;
+    let alice = driver.open_as(&server, "alice").await;
+    alice
+        .browser
+        .set_window_size(900, 560)
+        .await
+        .expect("resizing");
+    alice.wait_connection("online").await;
+    alice.wait_badge("team", 40).await;
+    alice.open_conversation("team").await;
+    let every: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    alice.wait_messages(&every).await;
+
+    // It opens at the first unread message, under "New messages", with "Jump to latest".
+    let first = alice
+        .wait_until(
+            "the New messages line above message 1",
+            "const s = document.querySelector('#message-list .separator');
+             return s && s.nextElementSibling ? Number(s.nextElementSibling.dataset.seq) : null;",
+            vec![],
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(first, 1, "the line goes above the first unread message");
+    let jump = alice
+        .js("return !document.getElementById('jump').hidden;", vec![])
+        .await;
+    assert_eq!(jump, true, "no Jump to latest");
+
+    // Only what was on screen is read: the stored mark is the newest message shown.
+    let started = Instant::now();
+    let mut read = read_mark(&server, "team", "alice");
+    while read == 0 {
+        assert!(started.elapsed() < WAIT, "nothing on screen was read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        read = read_mark(&server, "team", "alice");
+    }
+    tokio::time::sleep(QUIET).await;
+    let read = read_mark(&server, "team", "alice");
+    let shown = alice.on_screen().await;
+    assert_eq!(
+        shown.first(),
+        Some(&1),
+        "the page scrolled away from message 1"
+    );
+    assert_eq!(
+        Some(&read),
+        shown.last(),
+        "the read mark is the newest message on screen"
+    );
+    assert!(read < 20, "read {read} of 40 in a small window");
+    alice.wait_badge("team", 40 - read).await;
+    alice
+        .screenshot("new-messages.png", Some("new-messages.png"))
+        .await;
+
+    // The sender's page says so: seen where it was shown, delivered (not seen) beyond.
+    bob.wait_connection("online").await;
+    bob.open_conversation("team").await;
+    let early = bob
+        .wait_receipt(&bodies[0], "message 1 seen", |r| r["read"] == 1)
+        .await;
+    assert_eq!(early["text"], "Seen by 1 of 2", "{early}");
+    let late = bob
+        .wait_receipt(&bodies[39], "message 40 delivered", |r| r["delivered"] == 1)
+        .await;
+    assert_eq!(late["read"], 0, "message 40 was never on screen: {late}");
+    assert_eq!(late["text"], "Delivered to 1 of 2", "{late}");
+
+    // Jump to latest: everything up to 40 has been on screen now.
+    alice.click("#jump").await;
+    wait_read_mark(&server, "team", "alice", 40).await;
+    alice.wait_badge("team", 0).await;
+    bob.wait_receipt(&bodies[39], "message 40 seen", |r| r["read"] == 1)
+        .await;
+
+    // Mark as unread: the conversation is left, its badge shows a dot, the server keeps the
+    // flag; opening it again clears it.
+    alice.click("#mark-unread").await;
+    alice
+        .wait_until(
+            "the conversation left, with a dot",
+            CONVERSATION_JS,
+            vec![json!("team")],
+            |v| v["marked"] == true && v["dot"] == true,
+        )
+        .await;
+    let title = alice
+        .js(
+            "return document.getElementById('pane-title').textContent;",
+            vec![],
+        )
+        .await;
+    assert_eq!(title, "Pick a conversation");
+    wait_marked_unread(&server, "team", "alice", true).await;
+    assert_eq!(read_mark(&server, "team", "alice"), 40, "no cursor moved");
+    alice.open_conversation("team").await;
+    alice
+        .wait_until("the dot gone", CONVERSATION_JS, vec![json!("team")], |v| {
+            v["marked"] == false && v["dot"] == false
+        })
+        .await;
+    wait_marked_unread(&server, "team", "alice", false).await;
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Waits until a fresh session of `user` is welcomed with `marked_unread` = `marked` in `group`.
+async fn wait_marked_unread(server: &Server, group: &str, user: &str, marked: bool) {
+    let started = Instant::now();
+    loop {
+        let client = server.connect(user).await;
+        let flag = client
+            .welcome_group(group)
+            .map(|g| g["marked_unread"] == true);
+        client.close().await;
+        if flag == Some(marked) {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{user}'s welcome never said marked_unread = {marked} in {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unfocused_page_or_a_background_tab_reads_nothing() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    setup(&server, "team", &TEAM[..2]);
+    server.post("team", "bob", "Before lunch.");
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    alice.wait_messages(&["Before lunch."]).await;
+    wait_read_mark(&server, "team", "alice", 1).await;
+
+    // The window loses the focus (another application is in front): visible, not focused.
+    alice
+        .js(
+            "document.hasFocus = () => false; window.dispatchEvent(new Event('blur'));",
+            vec![],
+        )
+        .await;
+    server.post("team", "bob", "One.");
+    let seq = server.post("team", "bob", "Two.");
+    alice
+        .wait_messages(&["Before lunch.", "One.", "Two."])
+        .await;
+    wait_delivered(&server, "team", "alice", seq).await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        read_mark(&server, "team", "alice"),
+        1,
+        "an unfocused page moved the read mark"
+    );
+    assert_eq!(
+        alice.on_screen().await,
+        [1, 2, 3],
+        "the messages were on screen all along"
+    );
+    // The focus comes back: what is on screen is read now.
+    alice
+        .js(
+            "delete document.hasFocus; window.dispatchEvent(new Event('focus'));",
+            vec![],
+        )
+        .await;
+    wait_read_mark(&server, "team", "alice", seq).await;
+
+    // Another tab in front: the page is hidden.
+    let first_tab = alice.browser.window().await.expect("the first tab");
+    let tab = alice.browser.new_window(true).await.expect("opening a tab");
+    alice
+        .browser
+        .switch_to_window(tab.handle)
+        .await
+        .expect("switching tabs");
+    alice.goto(&server.url("/healthz")).await;
+    server.post("team", "bob", "Three.");
+    let seq = server.post("team", "bob", "Four.");
+    wait_delivered(&server, "team", "alice", seq).await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        read_mark(&server, "team", "alice"),
+        seq - 2,
+        "a background tab moved the read mark"
+    );
+    // Back in front: read.
+    alice
+        .browser
+        .switch_to_window(first_tab)
+        .await
+        .expect("switching tabs");
+    alice
+        .wait_messages(&["Before lunch.", "One.", "Two.", "Three.", "Four."])
+        .await;
+    wait_read_mark(&server, "team", "alice", seq).await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn a_reminder_from_the_receipts_dialog_reaches_the_other_page() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    setup(&server, "team", &TEAM[..3]);
+    server.post("team", "bob", "Morning!");
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    let bob = driver.open_as(&server, "bob").await;
+    alice.wait_connection("online").await;
+    bob.wait_connection("online").await;
+
+    alice.open_conversation("team").await;
+    let text = "Please sign off the release notes by 3 pm.";
+    alice.type_into("#composer-input", text).await;
+    alice.click("#send").await;
+    let receipt = alice
+        .wait_receipt(text, "delivered to Bob", |r| {
+            r["recipients"] == 2 && r["delivered"] == 1
+        })
+        .await;
+    assert_eq!(receipt["text"], "Delivered to 1 of 2", "{receipt}");
+    let seq = receipt["seq"].as_u64().expect("a seq");
+
+    // The dialog quotes the message and lists who has it and who does not.
+    alice
+        .click(&format!("#message-list li[data-seq=\"{seq}\"] .receipt"))
+        .await;
+    let lists = alice
+        .wait_until("the receipts lists", READERS_JS, vec![], |v| !v.is_null())
+        .await;
+    assert_eq!(lists, json!([[], ["bob"], ["carol"]]));
+    let dialog = alice
+        .js(
+            "return [document.getElementById('readers-quote').textContent,
+                     [...document.querySelectorAll('#readers-body h3')].map(h => h.textContent),
+                     document.getElementById('remind').textContent];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        dialog,
+        json!([
+            text,
+            [
+                "Seen (0)",
+                "Delivered, not seen (1)",
+                "Not delivered yet (1)"
+            ],
+            "Remind the 2 who haven\u{2019}t seen it"
+        ])
+    );
+    alice.click("#remind").await;
+    alice
+        .wait_until(
+            "the reminded result",
+            "return document.getElementById('remind-status').textContent;",
+            vec![],
+            |v| v == "Reminded Bob, Carol.",
+        )
+        .await;
+
+    // Bob's page (another conversation's list) flags the group.
+    bob.wait_until(
+        "the reminder flag",
+        CONVERSATION_JS,
+        vec![json!("team")],
+        |v| v["reminded"] == true && v["flag"] == true,
+    )
+    .await;
+    bob.screenshot("reminder-list.png", None).await;
+    // Opening it shows the message highlighted; once seen, the flag goes. (For the picture,
+    // the window first loses the focus, so the flag stays while the message is on screen.)
+    bob.js("document.hasFocus = () => false;", vec![]).await;
+    bob.open_conversation("team").await;
+    bob.wait_until(
+        "the highlighted message",
+        "const li = document.querySelector('#message-list li.msg.reminded');
+         return li ? [Number(li.dataset.seq), li.querySelector('.reminder-note').textContent] : null;",
+        vec![],
+        |v| !v.is_null(),
+    )
+    .await;
+    let note = bob
+        .js(
+            "return document.querySelector('#message-list li.msg.reminded .reminder-note').textContent;",
+            vec![],
+        )
+        .await;
+    assert_eq!(note, " Alice reminded you");
+    let flag = bob.js(CONVERSATION_JS, vec![json!("team")]).await;
+    assert_eq!(flag["flag"], true, "not seen yet while unfocused: {flag}");
+    bob.screenshot("reminder.png", Some("reminder.png")).await;
+    bob.js(
+        "delete document.hasFocus; window.dispatchEvent(new Event('focus'));",
+        vec![],
+    )
+    .await;
+    wait_read_mark(&server, "team", "bob", seq).await;
+    bob.wait_until("the flag gone", CONVERSATION_JS, vec![json!("team")], |v| {
+        v["reminded"] == false
+    })
+    .await;
+
+    // Alice's dialog follows; reminding again so soon is refused, in words.
+    alice
+        .wait_until("Bob in Seen", READERS_JS, vec![], |v| {
+            *v == json!([["bob"], [], ["carol"]])
+        })
+        .await;
+    alice.click("#remind").await;
+    alice
+        .wait_until(
+            "the refusal",
+            "return document.getElementById('remind-status').textContent;",
+            vec![],
+            |v| {
+                v.as_str()
+                    .is_some_and(|t| t.starts_with("Already reminded"))
+            },
+        )
+        .await;
+    bob.close().await;
+
+    // Carol was offline: her page learns of the reminder from `welcome`.
+    let carol = driver.open_as(&server, "carol").await;
+    carol
+        .wait_until(
+            "the reminder flag from welcome",
+            CONVERSATION_JS,
+            vec![json!("team")],
+            |v| v["reminded"] == true,
+        )
+        .await;
+    carol.close().await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn under_counts_the_dialog_shows_numbers_only_and_policy_changes_apply_live() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start_with(&["--receipt-interval-ms", "100"]);
+    for (id, name) in &TEAM[..3] {
+        server.admin_expect(
+            "POST",
+            "/api/users",
+            Some(json!({"id": id, "name": name})),
+            201,
+        );
+    }
+    server.admin_expect(
+        "POST",
+        "/api/groups",
+        Some(
+            json!({"id": "team", "name": "Release team", "members": ["alice", "bob", "carol"],
+                    "receipts": "counts"}),
+        ),
+        201,
+    );
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    let text = "Counts only in this group.";
+    alice.type_into("#composer-input", text).await;
+    alice.click("#send").await;
+    let seq = alice
+        .wait_receipt(text, "the receipt", |r| r["recipients"] == 2)
+        .await["seq"]
+        .as_u64()
+        .expect("a seq");
+    let mut bob = server.connect("bob").await;
+    bob.send_json(json!({"type": "read", "group": "team", "seq": seq}))
+        .await;
+    let receipt = alice
+        .wait_receipt(text, "seen by Bob", |r| r["read"] == 1)
+        .await;
+    assert_eq!(receipt["text"], "Seen by 1 of 2");
+
+    // "Remind non-readers after 10 min" goes out with the next send (and only that one).
+    alice
+        .js(
+            "const send = WebSocket.prototype.send;
+             window.sentFrames = [];
+             WebSocket.prototype.send = function (data) {
+               window.sentFrames.push(JSON.parse(data));
+               return send.call(this, data);
+             };",
+            vec![],
+        )
+        .await;
+    alice
+        .browser
+        .find(Locator::Css("#remind-after"))
+        .await
+        .expect("the remind select")
+        .select_by_value("600")
+        .await
+        .expect("choosing 10 min");
+    let later = "Remind them if they have not seen this in ten minutes.";
+    alice.type_into("#composer-input", later).await;
+    alice.click("#send").await;
+    alice
+        .wait_receipt(later, "the scheduled message sent", |r| {
+            r["recipients"] == 2
+        })
+        .await;
+    let sends = alice
+        .js(
+            "return window.sentFrames.filter(f => f.type === 'send')
+               .map(f => [f.body, f.remind_after_secs ?? null]);",
+            vec![],
+        )
+        .await;
+    assert_eq!(sends, json!([[later, 600]]));
+    let reset = alice
+        .js(
+            "return document.getElementById('remind-after').value;",
+            vec![],
+        )
+        .await;
+    assert_eq!(reset, "", "the choice is for one send");
+
+    // The dialog: numbers, no names, and no `readers` asked.
+    alice
+        .click(&format!("#message-list li[data-seq=\"{seq}\"] .receipt"))
+        .await;
+    let counts = alice
+        .wait_until(
+            "the counts",
+            "const b = document.getElementById('readers-body');
+             if (!document.getElementById('readers-dialog').open || b.dataset.mode !== 'counts') return null;
+             return [[...b.querySelectorAll('section')].map(s => Number(s.dataset.count)),
+                     b.querySelectorAll('li').length];",
+            vec![],
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(counts, json!([[1, 0, 1], 0]), "counts, and no list items");
+    assert_eq!(
+        server.metric("rollcall_frames_in_total{type=\"readers\"}"),
+        0,
+        "the page asked for readers under counts"
+    );
+    alice.click("#remind").await;
+    alice
+        .wait_until(
+            "the reminded count",
+            "return document.getElementById('remind-status').textContent;",
+            vec![],
+            |v| v == "Reminded 1 person.",
+        )
+        .await;
+
+    // The admin turns receipts off and renames the group: the page follows at once.
+    server.admin_expect(
+        "PUT",
+        "/api/groups/team",
+        Some(json!({"receipts": "off", "name": "Launch"})),
+        200,
+    );
+    let state = alice
+        .wait_until(
+            "receipts off",
+            "const r = document.querySelector('#message-list li.msg.mine .receipt');
+             return [document.getElementById('pane-title').textContent, r.textContent, r.disabled,
+                     document.getElementById('readers-dialog').open,
+                     document.getElementById('remind-after').disabled];",
+            vec![],
+            |v| v[0] == "Launch",
+        )
+        .await;
+    assert_eq!(state, json!(["Launch", "Sent", true, false, true]));
+    // And back to full: the counts return (pulled again).
+    server.admin_expect(
+        "PUT",
+        "/api/groups/team",
+        Some(json!({"receipts": "full"})),
+        200,
+    );
+    alice
+        .wait_receipt(text, "counts again", |r| r["read"] == 1)
+        .await;
+    bob.close().await;
     alice.close().await;
 }

@@ -4,11 +4,15 @@
 // - sends carry a client_id and stay in the model's outbox until `sent`; after a reconnect the
 //   outbox is sent again and the server's dedupe by client_id makes the resend harmless;
 // - delivery (`ack`) and reading (`read`) are cumulative marks sent at most a few times a second;
+//   `read` only moves to what view.js reports as seen (readUpTo), never on arrival;
+// - a conversation with unread messages is first loaded around its read mark (so the page can
+//   show the first unread one), then filled up to the head with `sync`;
 // - after any disconnect it reconnects with exponential backoff, then fills every gap with `sync`.
 
 import * as model from './model.js';
 
 const PAGE = 50;
+const CONTEXT = 10; // messages above the first unread one in the first page
 const SYNC_PAGE = 500;
 const ACK_DELAY_MS = 200;
 const READ_DELAY_MS = 300;
@@ -17,7 +21,8 @@ const BACKOFF_MAX_MS = 8000;
 
 // What the page does about the connection's news (main.js wires it to view.js):
 // status(kind, text), welcome(user), users(list), render(options), announce(message, group),
-// receipts(group id, items), open(group id), refused().
+// receipts(group id, items), open(group id), reminder(frame), reminded(frame),
+// groupUpdated(group), refused().
 let ui = null;
 
 let token = null;
@@ -165,6 +170,9 @@ function onFrame(frame) {
     case 'read_sync': return onReadSync(frame);
     case 'joined': return onJoined(frame);
     case 'left': return onLeft(frame);
+    case 'group_updated': return onGroupUpdated(frame);
+    case 'reminder': return onReminder(frame);
+    case 'reminded': ui.reminded(frame); return undefined; // a scheduled reminder fired
     case 'error': console.warn('rollcall:', frame.code, frame.message); return undefined;
     default: return undefined; // unknown frame types are ignored (PROTOCOL.md)
   }
@@ -222,7 +230,22 @@ function onReadSync(frame) {
   const g = model.group(frame.group);
   if (!g) return;
   model.readElsewhere(g, frame.seq);
+  if (frame.marked_unread !== undefined) model.setMarkedUnread(g, frame.marked_unread);
   recountUnread(g);
+  ui.render();
+}
+
+function onGroupUpdated(frame) {
+  const g = model.updateGroup(frame);
+  if (!g) return;
+  if (g.loaded) pullReceipts(g, model.ownSeqs([...g.msgs.values()]));
+  ui.groupUpdated(g);
+  ui.render();
+}
+
+function onReminder(frame) {
+  if (!model.addReminder(frame)) return;
+  ui.reminder(frame);
   ui.render();
 }
 
@@ -239,21 +262,25 @@ function onLeft(frame) {
 
 // ---- fetching messages ---------------------------------------------------------------------
 
-// A group is shown: its latest page the first time, what it misses since afterwards.
+// A group is shown: its first page the first time, what it misses since afterwards.
 export function refresh(g) {
-  if (!g.loaded) loadLatest(g); else catchUp(g);
+  if (!g.loaded) loadFirst(g); else catchUp(g);
 }
 
-// Opens the latest page of a group the first time it is shown.
-function loadLatest(g) {
+// Loads a group the first time it is shown: the page that holds the first unread message
+// (with a few read ones above it) when there are unread messages, else the latest page.
+function loadFirst(g) {
   if (g.loaded || g.syncing) return;
-  g.syncing = request({ type: 'history', group: g.id, limit: PAGE }, (page) => {
+  const frame = { type: 'history', group: g.id, limit: PAGE };
+  const latest = !(g.unread > 0 && g.read + 1 + PAGE - CONTEXT <= g.lastSeq);
+  if (!latest) frame.before = g.read + 1 + PAGE - CONTEXT;
+  g.syncing = request(frame, (page) => {
     g.syncing = false;
     if (page.type !== 'messages') return;
-    model.takeLatestPage(g, page);
+    model.takeFirstPage(g, page, latest);
     afterPage(g, page.messages);
     if (g.high < g.lastSeq) catchUp(g);
-    ui.render({ scrollToEnd: true });
+    ui.render({ opened: model.activeId() === g.id });
   });
 }
 
@@ -290,6 +317,7 @@ function afterPage(g, messages) {
 }
 
 function pullReceipts(g, seqs) {
+  if (g.policy === 'off') return; // refused with receipts_off: there are none to show
   for (let i = 0; i < seqs.length; i += 1000) {
     const chunk = seqs.slice(i, i + 1000);
     request({ type: 'receipts', group: g.id, seqs: chunk }, (reply) => {
@@ -333,12 +361,31 @@ function scheduleAck(g, seq) {
   }, ACK_DELAY_MS);
 }
 
+// Mark as unread: what was seen is read first (the server keeps the order of a session's
+// frames), then the flag is set; nothing is read here again until the user opens it.
+export function markUnread(g) {
+  clearTimeout(g.readTimer);
+  g.readTimer = null;
+  if (g.read > g.readSent && sendFrame({ type: 'read', group: g.id, seq: g.read })) {
+    g.readSent = g.read;
+  }
+  if (sendFrame({ type: 'mark_unread', group: g.id })) model.setMarkedUnread(g, true);
+}
+
+// The user opened a conversation marked unread: any `read` clears the flag, also one at the
+// mark it already has.
+export function clearMarkedUnread(g) {
+  if (!g.markedUnread) return;
+  if (sendFrame({ type: 'read', group: g.id, seq: g.read })) model.setMarkedUnread(g, false);
+}
+
 function scheduleRead(g) {
   if (g.readTimer) return;
   g.readTimer = setTimeout(() => {
     g.readTimer = null;
     if (g.read > g.readSent && sendFrame({ type: 'read', group: g.id, seq: g.read })) {
       g.readSent = g.read;
+      model.setMarkedUnread(g, false); // any `read` clears the flag
     }
   }, READ_DELAY_MS);
 }
@@ -352,8 +399,9 @@ function randomId() {
 }
 
 function transmit(entry) {
-  request({ type: 'send', group: entry.group, client_id: entry.client_id, body: entry.body },
-    (reply) => onSendReply(entry, reply));
+  const frame = { type: 'send', group: entry.group, client_id: entry.client_id, body: entry.body };
+  if (entry.remind_after_secs) frame.remind_after_secs = entry.remind_after_secs;
+  request(frame, (reply) => onSendReply(entry, reply));
 }
 
 function onSendReply(entry, reply) {
@@ -375,11 +423,12 @@ function onSendReply(entry, reply) {
   ui.render();
 }
 
-// Sends `body` to the open conversation (queued in the outbox first).
-export function sendMessage(body) {
+// Sends `body` to the open conversation (queued in the outbox first); `remindAfter`: remind
+// those who have not seen it after that many seconds (null: never).
+export function sendMessage(body, remindAfter) {
   const group = model.activeId();
   if (!group || body.trim() === '') return;
-  const entry = model.queue(group, randomId(), body);
+  const entry = model.queue(group, randomId(), body, remindAfter);
   transmit(entry); // when offline, the welcome after the reconnect sends it
   ui.render({ scrollToEnd: true });
 }

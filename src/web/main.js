@@ -39,6 +39,9 @@ connection.init({
   announce: view.announce,
   receipts: view.receiptsChanged,
   open: view.openGroup,
+  reminder: view.reminder,
+  reminded: view.reminded,
+  groupUpdated: view.groupUpdated,
   refused: () => signOut('The server refused this token (expired or invalid). Paste another one.'),
 });
 view.wire({ signIn, signOut: () => signOut() });

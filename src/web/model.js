@@ -1,19 +1,23 @@
 // The web client's state, and nothing else: no DOM, no WebSocket.
 //
 // It owns the signed-in user, the conversations (one record per group: cursors, unread count,
-// messages, receipts), the open conversation, the people's display names and the outbox. Other
+// messages, receipts, receipt policy, reminders, the "marked unread" flag), the open
+// conversation, the people's display names and the outbox. Other
 // modules read it through the functions below and change it only through them, except for a
 // group record's connection bookkeeping (see newGroup), which connection.js keeps.
 // - messages are kept per group in a Map keyed by seq, so a message is never stored twice
 //   (a push, a sync page and a history page may all carry it);
 // - the outbox holds sends not yet answered by `sent`, also in sessionStorage so a reload of
-//   the tab keeps them.
+//   the tab keeps them;
+// - a reminder is kept until the read mark reaches its seq (the server drops it then too), and
+//   the words under one's own message come from receiptText() so they add up the same way
+//   everywhere.
 
 const OUTBOX_KEY = 'rollcall.outbox';
 
 let user = null; // the signed-in user's id, from `welcome`
 let active = null; // the open group id
-let outbox = []; // {group, client_id, body, failed?}: sends not yet answered by `sent`
+let outbox = []; // {group, client_id, body, remind_after_secs?, failed?}: not yet `sent`
 let openWhenJoined = null; // a direct conversation asked for, waiting for its `joined`
 const groups = new Map(); // group id -> group (see newGroup)
 const names = new Map(); // user id -> display name
@@ -33,6 +37,9 @@ function newGroup(summary) {
     high: 0,
     moreBefore: false,
     receipts: new Map(), // seq -> {recipients, delivered, read}
+    policy: summary.receipts || 'full', // the receipt policy: 'full' | 'counts' | 'off'
+    markedUnread: Boolean(summary.marked_unread),
+    reminders: new Map(), // seq -> reminder frame: someone asked us to read that message
     othersSeen: new Set(), // seqs from others pushed while not loaded (for unread counts)
     ackSent: summary.delivered, // the delivery mark the server has (from here or welcome)
     readSent: summary.read, // the read mark the server has (from here, welcome or read_sync)
@@ -112,6 +119,8 @@ export function welcome(frame) {
       continue;
     }
     g.name = summary.name;
+    g.policy = summary.receipts || 'full';
+    g.markedUnread = Boolean(summary.marked_unread);
     g.lastSeq = Math.max(g.lastSeq, summary.last_seq);
     g.delivered = Math.max(g.delivered, summary.delivered);
     g.ackSent = summary.delivered;
@@ -128,6 +137,9 @@ export function welcome(frame) {
     if (!seen.has(id)) groups.delete(id);
   }
   if (active && !groups.has(active)) active = null;
+  // The pending reminders are the server's list (older servers send none).
+  for (const g of groups.values()) g.reminders.clear();
+  for (const reminder of frame.reminders || []) addReminder(reminder);
   return readAhead;
 }
 
@@ -138,6 +150,28 @@ export function setNames(users) {
 // A `joined`: the group is added unless known.
 export function addGroup(summary) {
   if (!groups.has(summary.group)) groups.set(summary.group, newGroup(summary));
+}
+
+// A `group_updated`: the name and the receipt policy, live.
+export function updateGroup(frame) {
+  const g = groups.get(frame.group);
+  if (!g) return null;
+  g.name = frame.name;
+  g.policy = frame.receipts || 'full';
+  return g;
+}
+
+// A `reminder` (pushed, or listed in `welcome`): its group, or null when it is already read.
+export function addReminder(reminder) {
+  const g = groups.get(reminder.group);
+  if (!g || reminder.seq <= g.read) return null;
+  g.reminders.set(reminder.seq, reminder);
+  return g;
+}
+
+// The "marked unread" flag (ours, or from `read_sync`).
+export function setMarkedUnread(g, marked) {
+  g.markedUnread = marked;
 }
 
 // A `left`.
@@ -183,16 +217,27 @@ export function receive(g, m) {
   return false;
 }
 
-// The latest page of a group (`history` without `before`): the group is loaded from now on.
-export function takeLatestPage(g, page) {
+// The first page of a group (`history`): the group is loaded from now on. `latest` when it
+// was asked without `before` (it ends at the head); otherwise it ends where the page ends, and
+// `sync` fills the rest.
+export function takeFirstPage(g, page, latest) {
   g.loaded = true;
   g.moreBefore = page.more;
   g.high = page.messages.length ? page.messages[0].seq - 1 : page.last_seq;
   g.low = page.messages.length ? page.messages[0].seq : page.last_seq + 1;
   insertMessages(g, page.messages);
-  g.high = Math.max(g.high, page.last_seq);
+  if (latest) g.high = Math.max(g.high, page.last_seq);
   g.lastSeq = Math.max(g.lastSeq, page.last_seq);
   g.othersSeen.clear();
+}
+
+// The first message from someone else after `after` among those held, or null.
+export function firstUnreadSeq(g, after) {
+  let first = null;
+  for (const m of g.msgs.values()) {
+    if (m.seq > after && m.from !== user && (first === null || m.seq < first)) first = m.seq;
+  }
+  return first;
 }
 
 // A `sync` page of what follows `high`.
@@ -223,6 +268,34 @@ export function setReceipts(g, items) {
   for (const item of items) g.receipts.set(item.seq, item);
 }
 
+// The words under one's own message. They add up: "Seen by 3 of 5 · delivered to 1 more" says
+// that one of the five has neither. A direct conversation says "Sent / Delivered / Seen";
+// under the policy `off` there are no counts, only "Sent".
+export function receiptText(g, seq) {
+  const r = g.receipts.get(seq);
+  if (g.policy === 'off' || !r || r.recipients === 0) return 'Sent';
+  if (g.kind === 'direct') {
+    if (r.read > 0) return 'Seen';
+    return r.delivered > 0 ? 'Delivered' : 'Sent';
+  }
+  const n = r.recipients;
+  if (r.read > 0) {
+    const seen = r.read === n && n > 1 ? `Seen by all ${n}` : `Seen by ${r.read} of ${n}`;
+    return r.delivered > r.read ? `${seen} \u00b7 delivered to ${r.delivered - r.read} more` : seen;
+  }
+  if (r.delivered > 0) {
+    return r.delivered === n && n > 1 ? `Delivered to all ${n}` : `Delivered to ${r.delivered} of ${n}`;
+  }
+  return 'Sent';
+}
+
+// What a `reminded` says, in words: who (under `full`) or how many (under `counts`).
+export function remindedText(reply) {
+  if (reply.count === 0) return 'Nobody to remind: everyone has seen it.';
+  if (reply.users) return `Reminded ${reply.users.map(displayName).join(', ')}.`;
+  return reply.count === 1 ? 'Reminded 1 person.' : `Reminded ${reply.count} people.`;
+}
+
 // ---- cursors and unread counts -------------------------------------------------------------
 
 // Read up to `seq` here (on screen). False when the mark does not move.
@@ -230,7 +303,13 @@ export function markRead(g, seq) {
   if (seq <= g.read) return false;
   g.read = seq;
   g.delivered = Math.max(g.delivered, seq);
+  dropSeenReminders(g);
   return true;
+}
+
+// Reminders end once the read mark reaches them.
+function dropSeenReminders(g) {
+  for (const seq of [...g.reminders.keys()]) if (seq <= g.read) g.reminders.delete(seq);
 }
 
 // A `read_sync`: read up to `seq` in another tab or client.
@@ -238,6 +317,7 @@ export function readElsewhere(g, seq) {
   if (seq > g.read) {
     g.read = seq;
     g.readSent = Math.max(g.readSent, seq);
+    dropSeenReminders(g);
   }
   g.delivered = Math.max(g.delivered, seq);
 }
@@ -295,8 +375,10 @@ export function isQueued(entry) {
   return outbox.includes(entry);
 }
 
-export function queue(group, clientId, body) {
+// `remindAfter`: seconds after which the non-readers are reminded (null: never).
+export function queue(group, clientId, body, remindAfter) {
   const entry = { group, client_id: clientId, body };
+  if (remindAfter) entry.remind_after_secs = remindAfter;
   outbox.push(entry);
   saveOutbox();
   return entry;

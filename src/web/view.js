@@ -1,8 +1,13 @@
 // The page: DOM rendering and the wiring of its controls. It draws what model.js holds and
 // turns clicks and key presses into calls of connection.js (and, for signing in and out, of
 // the actions main.js hands to wire()). It keeps only DOM state: the nodes it drew, which
-// messages are on screen, and which message the receipts dialog shows.
-// - a message counts as read once it is visible on screen while the tab is visible;
+// messages are on screen, where the "New messages" line goes, and what the receipts dialog shows.
+// - read means seen: a message counts as read once at least half of it (or half the pane, for a
+//   tall one) has been on screen while the page is visible AND focused; a hidden tab or another
+//   focused window never moves the read mark. An IntersectionObserver (threshold 0.5) notices
+//   layout changes; scrolling, focus and visibility changes measure again;
+// - a conversation with unread messages opens at the first of them, under a "New messages"
+//   line, with "Jump to latest" at hand; one without opens at the bottom;
 // - lists are updated in place, so a re-render never swallows a click or loses focus.
 
 import * as model from './model.js';
@@ -14,6 +19,13 @@ const conversationNodes = new Map(); // group id -> <li> of the conversation lis
 const nodes = new Map(); // seq -> <li> of the open group
 const pendingNodes = new Map(); // client_id -> <li> of an outbox entry
 let readersOpen = null; // {group, seq} shown in the receipts dialog
+let newSince = 0; // the read mark when the open group was opened: "New messages" goes after it
+let clearMarkFor = null; // a group the user opened while marked unread: its next look clears it
+const highlighted = new Set(); // seqs of the open group shown as reminded during this visit
+const separator = document.createElement('li');
+separator.className = 'separator';
+separator.setAttribute('role', 'separator');
+separator.textContent = 'New messages';
 
 // ---- small helpers -------------------------------------------------------------------------
 
@@ -30,6 +42,18 @@ function formatTime(ts) {
   return today
     ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
     : date.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
+// A bell, drawn inline (index.html's template: no icon font or image to load, and emoji
+// fonts are not everywhere).
+function bell() {
+  return $('bell-icon').content.firstElementChild.cloneNode(true);
+}
+
+function say(text) {
+  const live = $('live');
+  live.append(textElement('p', text));
+  while (live.childElementCount > 5) live.firstElementChild.remove();
 }
 
 // ---- what the connection reports -----------------------------------------------------------
@@ -57,12 +81,40 @@ export function listUsers(users) {
   }
 }
 
-// A new message from someone else, for screen readers.
+// A new message from someone else, for screen readers. In the open conversation, "New
+// messages" moves above it when nobody is looking (unless the line still marks unread ones),
+// and is not drawn for it when someone is (it arrives in front of their eyes).
 export function announce(m, g) {
-  const live = $('live');
-  live.append(textElement('p',
-    `New message from ${model.displayName(m.from)} in ${model.groupTitle(g)}: ${m.body}`));
-  while (live.childElementCount > 5) live.firstElementChild.remove();
+  say(`New message from ${model.displayName(m.from)} in ${model.groupTitle(g)}: ${m.body}`);
+  if (g.id !== model.activeId()) return;
+  const first = model.firstUnreadSeq(g, newSince);
+  if (!attentive()) {
+    if (first === null || first <= g.read) newSince = g.read;
+  } else if (first === m.seq) {
+    newSince = m.seq;
+  }
+}
+
+// Someone asks us to read a message (a `reminder` frame).
+export function reminder(frame) {
+  const g = model.group(frame.group);
+  say(`${model.displayName(frame.by)} reminds you of a message in ${g ? model.groupTitle(g) : frame.group}: ${frame.message.body}`);
+}
+
+// A reminder we scheduled with a send has fired.
+export function reminded(frame) {
+  const g = model.group(frame.group);
+  say(`${model.remindedText(frame)} (your message in ${g ? model.groupTitle(g) : frame.group})`);
+  if (readersOpen && readersOpen.group === frame.group && readersOpen.seq === frame.seq) {
+    $('remind-status').textContent = model.remindedText(frame);
+  }
+}
+
+// A group's name or receipt policy changed: the dialog follows (and closes under `off`).
+export function groupUpdated(g) {
+  if (!readersOpen || readersOpen.group !== g.id) return;
+  if (g.policy === 'off') $('readers-dialog').close();
+  else showReaders(g.id, readersOpen.seq);
 }
 
 // New receipt counts: the dialog is refreshed when it shows one of them.
@@ -73,60 +125,157 @@ export function receiptsChanged(group, items) {
   }
 }
 
-// ---- reading: what is on screen counts as read ---------------------------------------------
+// ---- reading: what has been seen counts as read --------------------------------------------
 
-const visible = new Set(); // seqs of the open group's messages now on screen
+// Someone can be looking: the page is visible and has the focus.
+function attentive() {
+  return document.visibilityState === 'visible' && document.hasFocus();
+}
+
+const shown = new Set(); // seqs of the open group's messages now on screen (half or more)
+
+function isShown(visibleHeight, height, rootHeight) {
+  return visibleHeight > 0 && (visibleHeight >= height / 2 || visibleHeight >= rootHeight / 2);
+}
+
 const observer = new IntersectionObserver((entries) => {
   for (const entry of entries) {
     const seq = Number(entry.target.dataset.seq);
-    const root = entry.rootBounds;
-    const shown = entry.isIntersecting && (entry.intersectionRatio >= 0.5
-      || (root && entry.intersectionRect.height >= root.height / 2));
-    if (shown) visible.add(seq); else visible.delete(seq);
+    const rootHeight = entry.rootBounds ? entry.rootBounds.height : Infinity;
+    if (entry.isIntersecting && isShown(entry.intersectionRect.height,
+      entry.boundingClientRect.height, rootHeight)) shown.add(seq);
+    else shown.delete(seq);
   }
-  markVisibleRead();
-}, { root: $('messages'), threshold: [0, 0.5, 1] });
+  markSeen();
+}, { root: $('messages'), threshold: 0.5 });
 
-function markVisibleRead() {
+// Measures again what is on screen (after a scroll, or when the page gets attention back).
+let measureQueued = false;
+function measure() {
+  if (measureQueued) return;
+  measureQueued = true;
+  requestAnimationFrame(() => {
+    measureQueued = false;
+    const root = $('messages').getBoundingClientRect();
+    for (const [seq, li] of nodes) {
+      const r = li.getBoundingClientRect();
+      const h = Math.min(r.bottom, root.bottom) - Math.max(r.top, root.top);
+      if (isShown(h, r.height, root.height)) shown.add(seq); else shown.delete(seq);
+    }
+    markSeen();
+    showJump();
+  });
+}
+
+function markSeen() {
   const g = model.activeGroup();
-  if (!g || !g.loaded || document.visibilityState !== 'visible' || visible.size === 0) return;
-  if (connection.readUpTo(g, Math.max(...visible))) renderConversations();
+  if (!g || !g.loaded || !attentive()) return;
+  if (clearMarkFor === g.id) {
+    clearMarkFor = null;
+    connection.clearMarkedUnread(g);
+    renderConversations();
+  }
+  if (shown.size === 0) return;
+  if (connection.readUpTo(g, Math.max(...shown))) renderConversations();
+}
+
+// "Jump to latest" while the newest message is not in view.
+function showJump() {
+  const pane = $('messages');
+  const g = model.activeGroup();
+  const atEnd = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+  $('jump').hidden = !g || !g.loaded || (atEnd && g.high >= g.lastSeq);
 }
 
 // ---- receipts dialog -----------------------------------------------------------------------
 
+function openReceipts(group, seq) {
+  if (!readersOpen || readersOpen.group !== group || readersOpen.seq !== seq) {
+    $('remind-status').textContent = '';
+  }
+  showReaders(group, seq);
+  const dialog = $('readers-dialog');
+  if (!dialog.open) dialog.showModal();
+}
+
+// The dialog: the message quoted, then who has seen it, who has it and who does not yet. Under
+// the policy `counts` only the numbers (`readers` would be refused: it is not even asked).
 function showReaders(group, seq) {
   readersOpen = { group, seq };
+  const g = model.group(group);
+  const m = g && g.msgs.get(seq);
+  if (!g || !m) return;
+  $('readers-quote').textContent = m.body;
+  $('readers-when').textContent = `Your message, ${formatTime(m.ts)}`;
+  const r = g.receipts.get(seq);
+  if (g.policy === 'counts') {
+    drawReaders(g, [['read', r ? r.read : 0], ['delivered', r ? r.delivered - r.read : 0],
+      ['unread', r ? r.recipients - r.delivered : 0]], 'counts');
+    return;
+  }
   connection.request({ type: 'readers', group, seq }, (reply) => {
-    const body = $('readers-body');
-    body.replaceChildren();
+    if (!readersOpen || readersOpen.group !== group || readersOpen.seq !== seq) return;
     if (reply.type !== 'readers') {
-      body.append(textElement('p', reply.message || 'Could not load the receipts.'));
+      $('readers-body').replaceChildren(textElement('p', reply.message || 'Could not load the receipts.'));
+      $('remind').hidden = true;
       return;
     }
-    $('readers-title').textContent = `Receipts for message #${seq}`;
-    const sections = [
-      ['read', 'Read', reply.read],
-      ['delivered', 'Received, not read yet', reply.delivered],
-      ['unread', 'Not received yet', reply.unread],
-    ];
-    for (const [kind, title, users] of sections) {
-      const section = document.createElement('section');
-      section.className = `readers-${kind}`;
-      section.append(textElement('h3', `${title} (${users.length})`));
+    drawReaders(g, [['read', reply.read], ['delivered', reply.delivered],
+      ['unread', reply.unread]], 'full');
+  });
+}
+
+const SECTION_TITLES = { read: 'Seen', delivered: 'Delivered, not seen', unread: 'Not delivered yet' };
+
+// `sections`: [kind, users or a count] for read, delivered (not read), unread.
+function drawReaders(g, sections, mode) {
+  const body = $('readers-body');
+  body.replaceChildren();
+  body.dataset.mode = mode;
+  for (const [kind, who] of sections) {
+    const n = Array.isArray(who) ? who.length : who;
+    const section = document.createElement('section');
+    section.className = `readers-${kind}`;
+    section.dataset.count = String(n);
+    section.append(textElement('h3', `${SECTION_TITLES[kind]} (${n})`));
+    if (Array.isArray(who)) {
       const list = document.createElement('ul');
-      for (const user of users) {
+      for (const user of who) {
         const item = textElement('li', model.displayName(user));
         item.dataset.user = user;
         list.append(item);
       }
-      if (!users.length) list.append(textElement('li', 'nobody', 'nobody'));
+      if (!who.length) list.append(textElement('li', 'nobody', 'nobody'));
       section.append(list);
-      body.append(section);
+    }
+    body.append(section);
+  }
+  if (mode === 'counts') body.append(textElement('p', 'This group shows counts only.', 'note'));
+  const size = (who) => (Array.isArray(who) ? who.length : who);
+  const n = size(sections[1][1]) + size(sections[2][1]); // recipients minus those who saw it
+  const remind = $('remind');
+  remind.hidden = n === 0;
+  remind.dataset.count = String(n);
+  remind.textContent = `Remind the ${n} who ${n === 1 ? 'hasn\u2019t' : 'haven\u2019t'} seen it`;
+}
+
+function remind() {
+  const open = readersOpen;
+  if (!open) return;
+  const status = $('remind-status');
+  status.textContent = 'Reminding\u2026';
+  const sent = connection.request({ type: 'remind', group: open.group, seq: open.seq }, (reply) => {
+    if (!readersOpen || readersOpen.group !== open.group || readersOpen.seq !== open.seq) return;
+    if (reply.type === 'reminded') {
+      status.textContent = model.remindedText(reply);
+    } else if (reply.code === 'rate_limited') {
+      const minutes = Math.max(1, Math.ceil((reply.retry_after_ms || 0) / 60000));
+      status.textContent = `Already reminded a moment ago. You can remind them again in ${minutes} min.`;
+    } else {
+      status.textContent = `Could not remind: ${reply.message || reply.code}`;
     }
   });
-  const dialog = $('readers-dialog');
-  if (!dialog.open) dialog.showModal();
+  if (!sent) status.textContent = 'Offline: try again once connected.';
 }
 
 // ---- rendering -----------------------------------------------------------------------------
@@ -151,10 +300,17 @@ function renderConversations() {
       button.dataset.group = g.id;
       button.append(textElement('span', '', 'title'));
       if (g.kind === 'direct') button.append(textElement('span', 'direct', 'kind'));
+      const flag = textElement('span', '', 'flag');
+      flag.title = 'Reminder: someone asks you to read a message here';
+      flag.append(bell(), textElement('span', 'Reminder', 'visually-hidden'));
+      button.append(flag);
       const badge = textElement('span', '', 'badge');
-      badge.append(textElement('span', '', 'count'), textElement('span', ' unread', 'visually-hidden'));
+      badge.append(textElement('span', '', 'count'), textElement('span', '', 'visually-hidden'));
       button.append(badge);
-      button.addEventListener('click', () => openGroup(g.id));
+      button.addEventListener('click', () => {
+        if (model.group(g.id)?.markedUnread) clearMarkFor = g.id;
+        openGroup(g.id);
+      });
       item.append(button);
       conversationNodes.set(g.id, item);
     }
@@ -165,9 +321,14 @@ function renderConversations() {
     }
     if (g.id === model.activeId()) button.setAttribute('aria-current', 'true');
     else button.removeAttribute('aria-current');
+    button.querySelector('.flag').hidden = g.reminders.size === 0;
+    button.dataset.reminded = String(g.reminders.size > 0);
+    button.dataset.marked = String(g.markedUnread);
     const badge = button.querySelector('.badge');
-    badge.hidden = !(g.unread > 0);
+    badge.hidden = !(g.unread > 0 || g.markedUnread);
+    badge.classList.toggle('dot', !(g.unread > 0) && g.markedUnread);
     badge.querySelector('.count').textContent = g.unread > 0 ? String(g.unread) : '';
+    badge.querySelector('.visually-hidden').textContent = g.unread > 0 ? ' unread' : 'marked unread';
     wanted.push(item);
   }
   for (const id of [...conversationNodes.keys()]) {
@@ -179,16 +340,21 @@ function renderConversations() {
   }
 }
 
-function renderPane({ scrollToEnd = false, keepScroll = false } = {}) {
+// `opened`: just opened (or its first page arrived): at the first unread message, else the
+// end. `scrollToEnd`: after one's own send. `keepScroll`: an older page went in above.
+function renderPane({ scrollToEnd = false, keepScroll = false, opened = false } = {}) {
   const g = model.activeGroup();
   const pane = $('messages');
   const input = $('composer-input');
   $('send').disabled = !g;
   input.disabled = !g;
+  $('mark-unread').hidden = !g;
+  $('remind-after').disabled = !g || g.policy === 'off';
   if (!g) {
     $('pane-title').textContent = 'Pick a conversation';
     $('message-list').replaceChildren();
     $('older').hidden = true;
+    $('jump').hidden = true;
     nodes.clear();
     return;
   }
@@ -200,6 +366,7 @@ function renderPane({ scrollToEnd = false, keepScroll = false } = {}) {
 
   const list = $('message-list');
   const wanted = [];
+  const firstNew = model.firstUnreadSeq(g, newSince);
   const seqs = [...g.msgs.keys()].sort((a, b) => a - b);
   for (const seq of seqs) {
     let li = nodes.get(seq);
@@ -208,7 +375,8 @@ function renderPane({ scrollToEnd = false, keepScroll = false } = {}) {
       nodes.set(seq, li);
       observer.observe(li);
     }
-    updateReceipt(g, li, g.msgs.get(seq));
+    updateMessage(g, li, g.msgs.get(seq));
+    if (seq === firstNew) wanted.push(separator);
     wanted.push(li);
   }
   const outbox = model.outboxEntries();
@@ -228,11 +396,14 @@ function renderPane({ scrollToEnd = false, keepScroll = false } = {}) {
     }
     list.replaceChildren(...wanted);
   }
-  if (keepScroll) {
+  if (opened && firstNew !== null) {
+    pane.scrollTop = Math.max(0, separator.offsetTop - 8);
+  } else if (keepScroll) {
     pane.scrollTop = oldTop + (pane.scrollHeight - oldHeight);
-  } else if (scrollToEnd || (nearEnd && !same)) {
+  } else if (opened || scrollToEnd || (nearEnd && !same && attentive())) {
     pane.scrollTop = pane.scrollHeight;
   }
+  measure();
 }
 
 function messageElement(m) {
@@ -253,25 +424,38 @@ function messageElement(m) {
     const receipt = document.createElement('button');
     receipt.type = 'button';
     receipt.className = 'receipt';
-    receipt.setAttribute('aria-haspopup', 'dialog');
-    receipt.addEventListener('click', () => showReaders(m.group, m.seq));
+    receipt.addEventListener('click', () => openReceipts(m.group, m.seq));
     li.append(receipt);
   }
   return li;
 }
 
-function updateReceipt(g, li, m) {
+// The receipt line of one's own message; the reminder highlight of another's.
+function updateMessage(g, li, m) {
+  const reminder = g.reminders.get(m.seq);
+  if (reminder && !highlighted.has(m.seq)) {
+    highlighted.add(m.seq);
+    li.classList.add('reminded');
+    const note = textElement('p', ` ${model.displayName(reminder.by)} reminded you`, 'reminder-note');
+    note.prepend(bell());
+    li.append(note);
+  }
   const button = li.querySelector('.receipt');
   if (!button) return;
-  const r = g.receipts.get(m.seq);
-  const text = r
-    ? `Read by ${r.read} of ${r.recipients} \u00b7 delivered to ${r.delivered}`
-    : 'Sent';
+  const text = model.receiptText(g, m.seq);
   if (button.textContent !== text) button.textContent = text;
-  if (r) {
+  const r = g.receipts.get(m.seq);
+  const off = g.policy === 'off';
+  button.disabled = off;
+  if (off) button.removeAttribute('aria-haspopup'); else button.setAttribute('aria-haspopup', 'dialog');
+  if (r && !off) {
     button.dataset.read = String(r.read);
     button.dataset.delivered = String(r.delivered);
     button.dataset.recipients = String(r.recipients);
+  } else {
+    delete button.dataset.read;
+    delete button.dataset.delivered;
+    delete button.dataset.recipients;
   }
 }
 
@@ -305,16 +489,31 @@ function pendingElement(entry) {
 export function openGroup(id) {
   const g = model.group(id);
   if (!g) return;
-  if (model.activeId() !== id) {
+  const switching = model.activeId() !== id;
+  if (switching) {
     model.setActive(id);
     nodes.clear();
-    visible.clear();
+    shown.clear();
+    highlighted.clear();
     observer.disconnect();
     $('message-list').replaceChildren();
+    newSince = g.read;
   }
   document.body.classList.add('show-pane');
   connection.refresh(g);
-  render({ scrollToEnd: true });
+  render({ opened: switching });
+}
+
+// "Mark as unread": the conversation is left, so nothing in it is read until it is opened again.
+function markUnread() {
+  const g = model.activeGroup();
+  if (!g) return;
+  connection.markUnread(g);
+  model.setActive(null);
+  document.body.classList.remove('show-pane');
+  render();
+  const button = document.querySelector(`.conversation[data-group="${CSS.escape(g.id)}"]`);
+  if (button) button.focus();
 }
 
 // ---- signed in, signed out -----------------------------------------------------------------
@@ -351,10 +550,12 @@ export function showSignedOut(message) {
 
 // Wires the controls; `actions.signIn(token)` and `actions.signOut()` are main.js's.
 export function wire(actions) {
-  document.addEventListener('visibilitychange', markVisibleRead);
+  document.addEventListener('visibilitychange', measure);
+  window.addEventListener('focus', measure);
 
   $('readers-close').addEventListener('click', () => $('readers-dialog').close());
   $('readers-dialog').addEventListener('close', () => { readersOpen = null; });
+  $('remind').addEventListener('click', remind);
 
   $('signin-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -369,8 +570,10 @@ export function wire(actions) {
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();
     const input = $('composer-input');
-    connection.sendMessage(input.value);
+    const after = $('remind-after');
+    connection.sendMessage(input.value, after.disabled ? null : Number(after.value) || null);
     input.value = '';
+    after.value = '';
     input.focus();
   });
 
@@ -406,7 +609,14 @@ export function wire(actions) {
   $('messages').addEventListener('scroll', () => {
     const g = model.activeGroup();
     if (g && $('messages').scrollTop < 40) connection.loadOlder(g);
+    measure();
   });
+  $('jump').addEventListener('click', () => {
+    const pane = $('messages');
+    pane.scrollTop = pane.scrollHeight;
+    measure();
+  });
+  $('mark-unread').addEventListener('click', markUnread);
 
   $('back').addEventListener('click', () => {
     document.body.classList.remove('show-pane');
