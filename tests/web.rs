@@ -24,6 +24,7 @@ fn the_page_and_its_files_are_served_from_the_binary_with_cache_headers() {
         ("/connection.js", "text/javascript", "new WebSocket("),
         ("/model.js", "text/javascript", "export function"),
         ("/view.js", "text/javascript", "getElementById"),
+        ("/dialog.js", "text/javascript", "type: 'remind'"),
         ("/app.css", "text/css", ".message-list"),
     ] {
         let response = get(&server, path, None);

@@ -3,7 +3,7 @@
 //!
 //! The files live in `src/web/` and are plain HTML, CSS and dependency-free JavaScript modules:
 //! the page loads `/main.js` (`<script type="module">`), which imports `./model.js`,
-//! `./connection.js` and `./view.js` by relative path; the script speaks the WebSocket protocol
+//! `./connection.js` and `./view.js` (which imports `./dialog.js`) by relative path; the script speaks the WebSocket protocol
 //! of docs/PROTOCOL.md like any other client. This module only names the files, with their
 //! content types and an ETag computed at compile time, so a browser revalidates cheaply
 //! (`Cache-Control: no-cache` + `If-None-Match`) and never runs a stale script after an
@@ -33,7 +33,7 @@ macro_rules! embed {
 
 /// The page, at `/` (and `/index.html`).
 pub const INDEX: Asset = embed!(HTML, "../web/index.html");
-/// The entry module, at `/main.js`: sign-in and token, wires the other three.
+/// The entry module, at `/main.js`: sign-in and token, wires the others.
 pub const MAIN_JS: Asset = embed!(JAVASCRIPT, "../web/main.js");
 /// The WebSocket protocol client, at `/connection.js`.
 pub const CONNECTION_JS: Asset = embed!(JAVASCRIPT, "../web/connection.js");
@@ -41,17 +41,20 @@ pub const CONNECTION_JS: Asset = embed!(JAVASCRIPT, "../web/connection.js");
 pub const MODEL_JS: Asset = embed!(JAVASCRIPT, "../web/model.js");
 /// DOM rendering and the page's controls, at `/view.js`.
 pub const VIEW_JS: Asset = embed!(JAVASCRIPT, "../web/view.js");
+/// The receipts dialog (who has seen a message; remind the others), at `/dialog.js`.
+pub const DIALOG_JS: Asset = embed!(JAVASCRIPT, "../web/dialog.js");
 /// The style sheet, at `/app.css`.
 pub const APP_CSS: Asset = embed!(CSS, "../web/app.css");
 
 /// Every HTTP path with an asset, with its asset: what [`asset_at`] answers.
-const ASSETS: [(&str, &Asset); 7] = [
+const ASSETS: [(&str, &Asset); 8] = [
     ("/", &INDEX),
     ("/index.html", &INDEX),
     ("/main.js", &MAIN_JS),
     ("/connection.js", &CONNECTION_JS),
     ("/model.js", &MODEL_JS),
     ("/view.js", &VIEW_JS),
+    ("/dialog.js", &DIALOG_JS),
     ("/app.css", &APP_CSS),
 ];
 
@@ -114,12 +117,13 @@ const fn etag(body: &str) -> [u8; 18] {
 mod tests {
     use super::*;
 
-    const ALL: [&Asset; 6] = [
+    const ALL: [&Asset; 7] = [
         &INDEX,
         &MAIN_JS,
         &CONNECTION_JS,
         &MODEL_JS,
         &VIEW_JS,
+        &DIALOG_JS,
         &APP_CSS,
     ];
 
@@ -148,6 +152,7 @@ mod tests {
                 "/connection.js",
                 "/model.js",
                 "/view.js",
+                "/dialog.js",
                 "/app.css"
             ]
         );
@@ -237,7 +242,7 @@ mod tests {
 
     #[test]
     fn every_module_opens_with_a_comment_saying_what_it_owns() {
-        for asset in [&MAIN_JS, &CONNECTION_JS, &MODEL_JS, &VIEW_JS] {
+        for asset in [&MAIN_JS, &CONNECTION_JS, &MODEL_JS, &VIEW_JS, &DIALOG_JS] {
             assert!(asset.body.starts_with("// "), "{}", &asset.body[..40]);
         }
     }

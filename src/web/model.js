@@ -404,3 +404,12 @@ export function clear() {
   outbox = [];
   sessionStorage.removeItem(OUTBOX_KEY);
 }
+
+// A message time: the clock today, with the date on other days.
+export function formatTime(ts) {
+  const date = new Date(ts);
+  const today = new Date().toDateString() === date.toDateString();
+  return today
+    ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : date.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}

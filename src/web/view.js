@@ -1,7 +1,7 @@
 // The page: DOM rendering and the wiring of its controls. It draws what model.js holds and
 // turns clicks and key presses into calls of connection.js (and, for signing in and out, of
 // the actions main.js hands to wire()). It keeps only DOM state: the nodes it drew, which
-// messages are on screen, where the "New messages" line goes, and what the receipts dialog shows.
+// messages are on screen, where the "New messages" line goes (the receipts dialog is dialog.js).
 // - read means seen: a message counts as read once at least half of it (or half the pane, for a
 //   tall one) has been on screen while the page is visible AND focused; a hidden tab or another
 //   focused window never moves the read mark. An IntersectionObserver (threshold 0.5) notices
@@ -12,13 +12,13 @@
 
 import * as model from './model.js';
 import * as connection from './connection.js';
+import * as dialog from './dialog.js';
 
 const $ = (id) => document.getElementById(id);
 
 const conversationNodes = new Map(); // group id -> <li> of the conversation list
 const nodes = new Map(); // seq -> <li> of the open group
 const pendingNodes = new Map(); // client_id -> <li> of an outbox entry
-let readersOpen = null; // {group, seq} shown in the receipts dialog
 let newSince = 0; // the read mark when the open group was opened: "New messages" goes after it
 let clearMarkFor = null; // a group the user opened while marked unread: its next look clears it
 const highlighted = new Set(); // seqs of the open group shown as reminded during this visit
@@ -36,13 +36,7 @@ function textElement(tag, text, className) {
   return el;
 }
 
-function formatTime(ts) {
-  const date = new Date(ts);
-  const today = new Date().toDateString() === date.toDateString();
-  return today
-    ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
-    : date.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-}
+const formatTime = model.formatTime;
 
 // A bell, drawn inline (index.html's template: no icon font or image to load, and emoji
 // fonts are not everywhere).
@@ -105,24 +99,17 @@ export function reminder(frame) {
 export function reminded(frame) {
   const g = model.group(frame.group);
   say(`${model.remindedText(frame)} (your message in ${g ? model.groupTitle(g) : frame.group})`);
-  if (readersOpen && readersOpen.group === frame.group && readersOpen.seq === frame.seq) {
-    $('remind-status').textContent = model.remindedText(frame);
-  }
+  dialog.reminded(frame);
 }
 
-// A group's name or receipt policy changed: the dialog follows (and closes under `off`).
+// A group's name or receipt policy changed: the receipts dialog follows.
 export function groupUpdated(g) {
-  if (!readersOpen || readersOpen.group !== g.id) return;
-  if (g.policy === 'off') $('readers-dialog').close();
-  else showReaders(g.id, readersOpen.seq);
+  dialog.groupUpdated(g);
 }
 
-// New receipt counts: the dialog is refreshed when it shows one of them.
+// New receipt counts: the receipts dialog is refreshed when it shows one of them.
 export function receiptsChanged(group, items) {
-  const open = readersOpen;
-  if (open && open.group === group && items.some((i) => i.seq === open.seq)) {
-    showReaders(open.group, open.seq);
-  }
+  dialog.receiptsChanged(group, items);
 }
 
 // ---- reading: what has been seen counts as read --------------------------------------------
@@ -185,97 +172,6 @@ function showJump() {
   const g = model.activeGroup();
   const atEnd = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
   $('jump').hidden = !g || !g.loaded || (atEnd && g.high >= g.lastSeq);
-}
-
-// ---- receipts dialog -----------------------------------------------------------------------
-
-function openReceipts(group, seq) {
-  if (!readersOpen || readersOpen.group !== group || readersOpen.seq !== seq) {
-    $('remind-status').textContent = '';
-  }
-  showReaders(group, seq);
-  const dialog = $('readers-dialog');
-  if (!dialog.open) dialog.showModal();
-}
-
-// The dialog: the message quoted, then who has seen it, who has it and who does not yet. Under
-// the policy `counts` only the numbers (`readers` would be refused: it is not even asked).
-function showReaders(group, seq) {
-  readersOpen = { group, seq };
-  const g = model.group(group);
-  const m = g && g.msgs.get(seq);
-  if (!g || !m) return;
-  $('readers-quote').textContent = m.body;
-  $('readers-when').textContent = `Your message, ${formatTime(m.ts)}`;
-  const r = g.receipts.get(seq);
-  if (g.policy === 'counts') {
-    drawReaders(g, [['read', r ? r.read : 0], ['delivered', r ? r.delivered - r.read : 0],
-      ['unread', r ? r.recipients - r.delivered : 0]], 'counts');
-    return;
-  }
-  connection.request({ type: 'readers', group, seq }, (reply) => {
-    if (!readersOpen || readersOpen.group !== group || readersOpen.seq !== seq) return;
-    if (reply.type !== 'readers') {
-      $('readers-body').replaceChildren(textElement('p', reply.message || 'Could not load the receipts.'));
-      $('remind').hidden = true;
-      return;
-    }
-    drawReaders(g, [['read', reply.read], ['delivered', reply.delivered],
-      ['unread', reply.unread]], 'full');
-  });
-}
-
-const SECTION_TITLES = { read: 'Seen', delivered: 'Delivered, not seen', unread: 'Not delivered yet' };
-
-// `sections`: [kind, users or a count] for read, delivered (not read), unread.
-function drawReaders(g, sections, mode) {
-  const body = $('readers-body');
-  body.replaceChildren();
-  body.dataset.mode = mode;
-  for (const [kind, who] of sections) {
-    const n = Array.isArray(who) ? who.length : who;
-    const section = document.createElement('section');
-    section.className = `readers-${kind}`;
-    section.dataset.count = String(n);
-    section.append(textElement('h3', `${SECTION_TITLES[kind]} (${n})`));
-    if (Array.isArray(who)) {
-      const list = document.createElement('ul');
-      for (const user of who) {
-        const item = textElement('li', model.displayName(user));
-        item.dataset.user = user;
-        list.append(item);
-      }
-      if (!who.length) list.append(textElement('li', 'nobody', 'nobody'));
-      section.append(list);
-    }
-    body.append(section);
-  }
-  if (mode === 'counts') body.append(textElement('p', 'This group shows counts only.', 'note'));
-  const size = (who) => (Array.isArray(who) ? who.length : who);
-  const n = size(sections[1][1]) + size(sections[2][1]); // recipients minus those who saw it
-  const remind = $('remind');
-  remind.hidden = n === 0;
-  remind.dataset.count = String(n);
-  remind.textContent = `Remind the ${n} who ${n === 1 ? 'hasn\u2019t' : 'haven\u2019t'} seen it`;
-}
-
-function remind() {
-  const open = readersOpen;
-  if (!open) return;
-  const status = $('remind-status');
-  status.textContent = 'Reminding\u2026';
-  const sent = connection.request({ type: 'remind', group: open.group, seq: open.seq }, (reply) => {
-    if (!readersOpen || readersOpen.group !== open.group || readersOpen.seq !== open.seq) return;
-    if (reply.type === 'reminded') {
-      status.textContent = model.remindedText(reply);
-    } else if (reply.code === 'rate_limited') {
-      const minutes = Math.max(1, Math.ceil((reply.retry_after_ms || 0) / 60000));
-      status.textContent = `Already reminded a moment ago. You can remind them again in ${minutes} min.`;
-    } else {
-      status.textContent = `Could not remind: ${reply.message || reply.code}`;
-    }
-  });
-  if (!sent) status.textContent = 'Offline: try again once connected.';
 }
 
 // ---- rendering -----------------------------------------------------------------------------
@@ -424,7 +320,7 @@ function messageElement(m) {
     const receipt = document.createElement('button');
     receipt.type = 'button';
     receipt.className = 'receipt';
-    receipt.addEventListener('click', () => openReceipts(m.group, m.seq));
+    receipt.addEventListener('click', () => dialog.open(m.group, m.seq));
     li.append(receipt);
   }
   return li;
@@ -553,9 +449,7 @@ export function wire(actions) {
   document.addEventListener('visibilitychange', measure);
   window.addEventListener('focus', measure);
 
-  $('readers-close').addEventListener('click', () => $('readers-dialog').close());
-  $('readers-dialog').addEventListener('close', () => { readersOpen = null; });
-  $('remind').addEventListener('click', remind);
+  dialog.wire();
 
   $('signin-form').addEventListener('submit', (event) => {
     event.preventDefault();
