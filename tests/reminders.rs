@@ -530,3 +530,24 @@ async fn a_scheduled_reminder_is_dropped_when_receipts_are_off_by_then() {
     let bob2 = server.connect("bob").await;
     assert_eq!(welcome_reminders(&bob2), vec![("clock".to_string(), 1)]);
 }
+
+/// A remind that reaches nobody (every recipient has read the message) does not start the
+/// interval: the next one is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remind_that_reached_nobody_does_not_start_the_interval() {
+    let server = Server::start_with(&["--remind-interval-secs", "600"]);
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let sent = alice.send_msg("team", "c1", "all read").await;
+    let seq = sent["seq"].as_u64().expect("a seq");
+    bob.read_to("team", seq).await;
+    for _ in 0..2 {
+        let reply = alice.remind("team", seq).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["count"].as_u64()),
+            (Some("reminded"), Some(0)),
+            "{reply}"
+        );
+    }
+}

@@ -150,7 +150,10 @@ impl GroupActor {
     ) {
         match self.write_reminders(seq, &by) {
             Ok((to, frame, outcome)) => {
-                self.reminders.last_sent.insert(seq, Instant::now());
+                // A remind that reached nobody (all have seen it) does not start the interval.
+                if !to.is_empty() {
+                    self.reminders.last_sent.insert(seq, Instant::now());
+                }
                 let sent = RemindersSent {
                     seq,
                     to,
