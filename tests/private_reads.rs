@@ -9,27 +9,15 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::controls::{names, user_list};
+use common::controls::{items, names, user_list};
 use common::{http_error_code, Client, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 
 type Counts = (u64, u64, u64, u64);
 type Lists = (Vec<String>, Vec<String>, Vec<String>);
 
 fn start() -> Server {
     Server::start_with(&["--receipt-interval-ms", "100"])
-}
-
-fn items(frame: &Value) -> Vec<Counts> {
-    frame["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no items in {frame}"))
-        .iter()
-        .map(|i| {
-            let n = |f: &str| i[f].as_u64().unwrap_or_else(|| panic!("no {f} in {i}"));
-            (n("seq"), n("recipients"), n("delivered"), n("read"))
-        })
-        .collect()
 }
 
 /// Gathers `receipt` pushes of `group` until every item of `expected` was shown with these counts

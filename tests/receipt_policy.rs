@@ -9,9 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::controls::{names, user_list};
+use common::controls::{items, names, user_list};
 use common::{http_error_code, Client, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// One tick of the servers below is 100 ms; "a few ticks" for asserting an absence.
 const TICKS: Duration = Duration::from_millis(400);
@@ -23,19 +23,6 @@ fn start() -> Server {
         "--remind-interval-secs",
         "1",
     ])
-}
-
-/// `(seq, recipients, delivered, read)` of each item of a `receipt` / `receipts` frame.
-fn items(frame: &Value) -> Vec<(u64, u64, u64, u64)> {
-    frame["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no items in {frame}"))
-        .iter()
-        .map(|i| {
-            let n = |f: &str| i[f].as_u64().unwrap_or_else(|| panic!("no {f} in {i}"));
-            (n("seq"), n("recipients"), n("delivered"), n("read"))
-        })
-        .collect()
 }
 
 /// The admin receipts route for one message: (read, delivered, unread).

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::controls::user_list as names;
 use common::{Client, Server};
 use serde_json::{json, Value};
 
@@ -38,15 +39,6 @@ fn items(frame: &Value) -> Vec<Counts> {
         .unwrap_or_else(|| panic!("no items in {frame}"))
         .iter()
         .map(counts)
-        .collect()
-}
-
-fn names(value: &Value, field: &str) -> Vec<String> {
-    value[field]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {field} list in {value}"))
-        .iter()
-        .map(|u| u.as_str().expect("user ids are strings").to_string())
         .collect()
 }
 

@@ -138,6 +138,19 @@ impl Client {
     }
 }
 
+/// `(seq, recipients, delivered, read)` of each item of a `receipt` / `receipts` frame.
+pub fn items(frame: &Value) -> Vec<(u64, u64, u64, u64)> {
+    frame["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {frame}"))
+        .iter()
+        .map(|i| {
+            let n = |f: &str| i[f].as_u64().unwrap_or_else(|| panic!("no {f} in {i}"));
+            (n("seq"), n("recipients"), n("delivered"), n("read"))
+        })
+        .collect()
+}
+
 /// The string list `field` of a frame (user ids), in order.
 pub fn user_list(value: &Value, field: &str) -> Vec<String> {
     value[field]
