@@ -10,40 +10,12 @@ use std::time::Duration;
 
 use common::{Server, TIMEOUT};
 use rollcall::client::{
-    Client, ClientConfig, ClientError, ErrorCode, Event, Message, Readers, ReceiptItem, Sent,
+    Client, ClientError, ErrorCode, Event, Message, Readers, ReceiptItem, Sent,
 };
 use serde_json::json;
 use tokio::time::{timeout, Instant};
 
-/// A client configuration for `user` that reconnects quickly (tests kill and drop connections).
-fn config(server: &Server, user: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(server.ws_url(), common::token(user));
-    config.reconnect_delay = Duration::from_millis(50);
-    config.connect_timeout = Duration::from_secs(2);
-    config
-}
-
-/// Connects and takes the first event, which must be `Connected`.
-async fn connect(config: ClientConfig) -> Client {
-    let client = timeout(TIMEOUT, Client::connect(config))
-        .await
-        .expect("connecting took too long")
-        .expect("connecting failed");
-    match next_event(&client).await {
-        Event::Connected { user, .. } => assert_eq!(user, client.user()),
-        other => panic!("the first event should be Connected, got {other:?}"),
-    }
-    client
-}
-
-/// The next event, within `TIMEOUT`.
-async fn next_event(client: &Client) -> Event {
-    match timeout(TIMEOUT, client.next_event()).await {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("[{}] the client closed", client.user()),
-        Err(_) => panic!("[{}] no event within {TIMEOUT:?}", client.user()),
-    }
-}
+use common::rust_client::{config, connect, next_event};
 
 /// What a client saw besides messages while messages were collected.
 #[derive(Default, Debug)]

@@ -4,34 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Server, TIMEOUT};
-use rollcall::client::{Client, ClientConfig, ClientError, ErrorCode, Event, ReceiptPolicy};
+use common::rust_client::{self, next_event};
+use common::Server;
+use rollcall::client::{Client, ClientError, ErrorCode, Event, ReceiptPolicy};
 use serde_json::json;
-use tokio::time::timeout;
-
-fn config(server: &Server, user: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(server.ws_url(), common::token(user));
-    config.reconnect_delay = Duration::from_millis(50);
-    config
-}
 
 async fn connect(server: &Server, user: &str) -> Client {
-    let client = timeout(TIMEOUT, Client::connect(config(server, user)))
-        .await
-        .expect("connecting took too long")
-        .expect("connecting failed");
-    assert!(matches!(next_event(&client).await, Event::Connected { .. }));
-    client
-}
-
-async fn next_event(client: &Client) -> Event {
-    match timeout(TIMEOUT, client.next_event()).await {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("[{}] the client closed", client.user()),
-        Err(_) => panic!("[{}] no event within {TIMEOUT:?}", client.user()),
-    }
+    rust_client::connect(rust_client::config(server, user)).await
 }
 
 /// The next event that `pick` accepts (others are skipped).

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod auth;
 pub mod controls;
 pub mod http;
+pub mod rust_client;
 pub mod server;
 pub mod ws;
 
