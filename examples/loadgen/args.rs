@@ -36,6 +36,28 @@ pub enum Scenario {
     Relay,
 }
 
+/// A group's receipt policy (docs/PROTOCOL.md §4.1), as the storm creates its group with it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Receipts {
+    /// Receipt pushes, pulls and `readers` (the server's default).
+    Full,
+    /// Counts only: no `readers`, `reminded` without `users`.
+    Counts,
+    /// No receipt frames at all.
+    Off,
+}
+
+impl Receipts {
+    /// The policy's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receipts::Full => "full",
+            Receipts::Counts => "counts",
+            Receipts::Off => "off",
+        }
+    }
+}
+
 /// What the `groups` scenario runs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
@@ -151,6 +173,15 @@ pub struct Args {
     /// Groups: parallel admin requests while creating the groups.
     #[arg(long, default_value_t = 8)]
     pub create_threads: usize,
+    /// Storm family: the group's receipt policy, set when it is created (default:
+    /// the server's, `full`). With `off` the storm checks that no `receipt` frame was sent.
+    #[arg(long, value_enum)]
+    pub receipts: Option<Receipts>,
+    /// Storm family: this many of the online readers do not share reads (`share_reads: false`
+    /// through the admin API before the run); the storm checks that the sender's read counts
+    /// leave them out exactly.
+    #[arg(long, default_value_t = 0)]
+    pub private_readers: usize,
 }
 
 /// What every scenario resolves its optional arguments to.
@@ -175,6 +206,32 @@ pub struct Plan {
     /// Against the bare relay (`ceiling`): no `sent`, no receipts; echoed `send` frames count
     /// as both the sender's answer and the members' `msg`.
     pub relay: bool,
+    /// Storm family: the group's receipt policy (`None`: the server's default, `full`).
+    pub receipts: Option<Receipts>,
+    /// Storm family: online readers that do not share reads (the last ones of the online).
+    pub private_readers: usize,
+}
+
+impl Plan {
+    /// The online readers (members that connect and read, senders excluded).
+    pub fn n_readers(&self) -> usize {
+        match self.scenario {
+            Scenario::Receipts => self.online.saturating_sub(1),
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => {
+                self.online.saturating_sub(self.senders)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The readers a sender's read counts must reach: the online readers who share reads (none
+    /// against the relay or with receipts `off`, where the senders wait for no receipt).
+    pub fn n_sharing_readers(&self) -> u64 {
+        if self.relay || self.receipts == Some(Receipts::Off) {
+            return 0;
+        }
+        u64::try_from(self.n_readers().saturating_sub(self.private_readers)).unwrap_or(u64::MAX)
+    }
 }
 
 impl Args {
@@ -252,13 +309,23 @@ impl Args {
             )
             .into());
         }
-        if messages == 0 || self.window == 0 || every == 0 {
-            return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
-        }
         let storm_like = matches!(
             scenario,
             Scenario::Storm | Scenario::Ceiling | Scenario::Fanout
         );
+        if self.private_readers > 0
+            && !(storm_like && self.private_readers <= online.saturating_sub(senders))
+        {
+            return Err(format!(
+                "--private-readers ({}) is for the storm family, at most the online readers ({})",
+                self.private_readers,
+                online.saturating_sub(senders)
+            )
+            .into());
+        }
+        if messages == 0 || self.window == 0 || every == 0 {
+            return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
+        }
         Ok(Plan {
             scenario,
             members,
@@ -279,6 +346,8 @@ impl Args {
             body: "x".repeat(self.body_bytes.unwrap_or(64)).into(),
             nodelay: !self.client_nagle,
             relay: false,
+            receipts: if storm_like { self.receipts } else { None },
+            private_readers: self.private_readers,
         })
     }
 }

@@ -15,7 +15,10 @@
 //!   sends, or open-loop at `--rate` msgs/s; every reader reads every message, sending a
 //!   cumulative `read` every `--read-batch` (5) messages or after `--read-ms` (20) ms without
 //!   one. Reports posted msgs/s, deliveries/s, send→sent, send→received-by-all and send→read
-//!   count (receipt) latencies, frames per message from `/metrics`, CPU and peak RSS.
+//!   count (receipt) latencies, frames per message from `/metrics`, CPU and peak RSS. The storm
+//!   family (storm, ceiling, fanout) takes the group's receipt policy (`--receipts
+//!   full|counts|off`) and `--private-readers N` (readers with `share_reads` off), and checks
+//!   the receipts that result (`policy.rs`): none with `off`, exact read counts otherwise.
 //! - `ceiling`: the storm against Rollcall, then the same clients against a bare relay (this
 //!   program run as `loadgen relay`, a separate process), then the disk's fsyncs per second.
 //! - `groups`: a sweep over the number of groups (`--sweep`, default 1,10,100,1000), the same
@@ -57,6 +60,7 @@ mod groups;
 mod idle;
 mod member;
 mod older;
+mod policy;
 mod report;
 mod server;
 mod storm;
