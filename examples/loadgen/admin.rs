@@ -47,6 +47,16 @@ impl Admin {
         Ok(response.into_json()?)
     }
 
+    /// `POST` with a longer timeout than the usual 10 s (creating a group of thousands).
+    pub fn post_slow(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, Error> {
+        let response = ureq::post(&format!("{}{path}", self.base))
+            .timeout(timeout)
+            .set("Authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        Ok(response.into_json()?)
+    }
+
     pub fn put(&self, path: &str, body: Value) -> Result<Value, Error> {
         let response = ureq::put(&format!("{}{path}", self.base))
             .timeout(Duration::from_secs(10))

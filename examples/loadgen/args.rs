@@ -27,6 +27,9 @@ pub enum Scenario {
     Fanout,
     /// The storm against Rollcall and against a bare WebSocket relay, and the disk's fsyncs/s.
     Ceiling,
+    /// One message to a large group that nobody reads, then `remind`: time until every online
+    /// non-reader got its `reminder`, and the server's CPU for it.
+    Remind,
     /// Older scenario: one group, every member online, several closed-loop senders.
     Throughput,
     /// Older scenario: the receipt-traffic count with a paced sender (see `storm --rate`).
@@ -56,6 +59,15 @@ impl Receipts {
             Receipts::Off => "off",
         }
     }
+}
+
+/// How the `remind` scenario puts its members into the group.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MembersVia {
+    /// One `POST /api/groups` with every member.
+    Post,
+    /// `POST /api/groups` with the sender, then one `PUT …/members/{uid}` per member, in parallel.
+    Put,
 }
 
 /// What the `groups` scenario runs.
@@ -170,10 +182,11 @@ pub struct Args {
     /// Groups: the server's process id, to report its VmRSS and VmHWM (from /proc/PID/status).
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Groups: parallel admin requests while creating the groups.
+    /// Groups and remind: parallel admin requests while creating the groups (remind: adding
+    /// the members).
     #[arg(long, default_value_t = 8)]
     pub create_threads: usize,
-    /// Storm family: the group's receipt policy, set when it is created (default:
+    /// Storm family and remind: the group's receipt policy, set when it is created (default:
     /// the server's, `full`). With `off` the storm checks that no `receipt` frame was sent.
     #[arg(long, value_enum)]
     pub receipts: Option<Receipts>,
@@ -182,6 +195,13 @@ pub struct Args {
     /// leave them out exactly.
     #[arg(long, default_value_t = 0)]
     pub private_readers: usize,
+    /// Remind: how the members are put into the group (`post`: all in the group's `POST`;
+    /// `put`: one `PUT` each, from --create-threads threads).
+    #[arg(long, value_enum, default_value_t = MembersVia::Put)]
+    pub members_via: MembersVia,
+    /// Set when loadgen started the server itself (it can then mint tokens offline).
+    #[arg(skip)]
+    pub own_server: bool,
 }
 
 /// What every scenario resolves its optional arguments to.

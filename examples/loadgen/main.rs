@@ -32,6 +32,9 @@
 //! - `cold`: `--messages` (1,000,000) in `--groups` (1,000) groups, then a restart: time until
 //!   `/healthz` answers and until the first `sync` returns.
 //! - `fanout`: the storm at `--sweep` (10,100,1000,5000) members with 20% online.
+//! - `remind`: one unread message in a group of `--members` (5,000) with `--online` (1,000)
+//!   connected, then `remind`: time until every online non-reader got its `reminder`, the
+//!   `count` in `reminded`, the server's CPU and memory for it.
 //! - `throughput`, `receipts`: the older scenarios (`--scenario NAME` still works).
 //!
 //! Counters come from the server's `/metrics`, so run against a server nobody else is using.
@@ -61,6 +64,7 @@ mod idle;
 mod member;
 mod older;
 mod policy;
+mod remind;
 mod report;
 mod server;
 mod storm;
@@ -92,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Scenario::Cold => cold::cold(args),
         Scenario::Fanout => fanout::fanout(args),
         Scenario::Ceiling => ceiling::ceiling(args),
+        Scenario::Remind => remind::remind(args),
         _ => storm::run(args),
     });
     let code = match result {
