@@ -11,7 +11,8 @@
 //! but the server adds its members one after another, each after its own flush (5,000
 //! flushes). The default, `--members-via put`, posts the group with the sender only and adds
 //! the others with `PUT /api/groups/{gid}/members/{uid}` from `--create-threads` threads, whose
-//! flushes the group shares: about 3× faster here (BENCHMARKS.md). Tokens are minted offline
+//! flushes the group shares (about 1,500 flushes): faster by a factor that follows the disk's
+//! fsync cost (1.3× in the interleaved runs of BENCHMARKS.md). Tokens are minted offline
 //! when loadgen started the server (its JWT secret is known), else through the admin API.
 //! The non-readers' clients are plain tasks on this program's runtime, connecting at most 256 at
 //! a time; each only reads.

@@ -212,6 +212,8 @@ pub fn report(
         fig_f("frames_in_per_msg", per(in_total, stored));
         fig_f("frames_out_per_msg", per(out_total, stored));
         fig_f("receipt_frames_per_msg", per(receipts, stored));
+        // Per message it is far below the JSON's three decimals: the count too.
+        fig_f("receipt_frames", receipts);
         fig_f("msgs_per_flush", per(stored, flushes));
         fig_f(
             "body_bytes_stored_per_msg",
