@@ -1,6 +1,6 @@
 //! The server's HTTP side as the load generator uses it (blocking, ureq, loopback only): the
-//! admin API (groups, user tokens), `/metrics` snapshots and their deltas, and the run ids the
-//! users and groups it creates are named after.
+//! admin API (groups, users' settings, user tokens, receipts), `/metrics` snapshots and their
+//! deltas, and the run ids the users and groups it creates are named after.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::ToSocketAddrs;
@@ -44,6 +44,34 @@ impl Admin {
             .set("Authorization", &self.auth())
             .send_json(body)
             .map_err(|e| format!("POST {path}: {e}"))?;
+        Ok(response.into_json()?)
+    }
+
+    /// `POST` with a longer timeout than the usual 10 s (creating a group of thousands).
+    pub fn post_slow(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, Error> {
+        let response = ureq::post(&format!("{}{path}", self.base))
+            .timeout(timeout)
+            .set("Authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        Ok(response.into_json()?)
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> Result<Value, Error> {
+        let response = ureq::put(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| format!("PUT {path}: {e}"))?;
+        Ok(response.into_json()?)
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, Error> {
+        let response = ureq::get(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &self.auth())
+            .call()
+            .map_err(|e| format!("GET {path}: {e}"))?;
         Ok(response.into_json()?)
     }
 

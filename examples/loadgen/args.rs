@@ -27,6 +27,9 @@ pub enum Scenario {
     Fanout,
     /// The storm against Rollcall and against a bare WebSocket relay, and the disk's fsyncs/s.
     Ceiling,
+    /// One message to a large group that nobody reads, then `remind`: time until every online
+    /// non-reader got its `reminder`, and the server's CPU for it.
+    Remind,
     /// Older scenario: one group, every member online, several closed-loop senders.
     Throughput,
     /// Older scenario: the receipt-traffic count with a paced sender (see `storm --rate`).
@@ -34,6 +37,37 @@ pub enum Scenario {
     /// Internal: serve the bare relay (`ceiling` starts this as a separate process).
     #[value(hide = true)]
     Relay,
+}
+
+/// A group's receipt policy (docs/PROTOCOL.md §4.1), as the storm creates its group with it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Receipts {
+    /// Receipt pushes, pulls and `readers` (the server's default).
+    Full,
+    /// Counts only: no `readers`, `reminded` without `users`.
+    Counts,
+    /// No receipt frames at all.
+    Off,
+}
+
+impl Receipts {
+    /// The policy's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receipts::Full => "full",
+            Receipts::Counts => "counts",
+            Receipts::Off => "off",
+        }
+    }
+}
+
+/// How the `remind` scenario puts its members into the group.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MembersVia {
+    /// One `POST /api/groups` with every member.
+    Post,
+    /// `POST /api/groups` with the sender, then one `PUT …/members/{uid}` per member, in parallel.
+    Put,
 }
 
 /// What the `groups` scenario runs.
@@ -148,9 +182,26 @@ pub struct Args {
     /// Groups: the server's process id, to report its VmRSS and VmHWM (from /proc/PID/status).
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Groups: parallel admin requests while creating the groups.
+    /// Groups and remind: parallel admin requests while creating the groups (remind: adding
+    /// the members).
     #[arg(long, default_value_t = 8)]
     pub create_threads: usize,
+    /// Storm family and remind: the group's receipt policy, set when it is created (default:
+    /// the server's, `full`). With `off` the storm checks that no `receipt` frame was sent.
+    #[arg(long, value_enum)]
+    pub receipts: Option<Receipts>,
+    /// Storm family: this many of the online readers do not share reads (`share_reads: false`
+    /// through the admin API before the run); the storm checks that the sender's read counts
+    /// leave them out exactly.
+    #[arg(long, default_value_t = 0)]
+    pub private_readers: usize,
+    /// Remind: how the members are put into the group (`post`: all in the group's `POST`;
+    /// `put`: one `PUT` each, from --create-threads threads).
+    #[arg(long, value_enum, default_value_t = MembersVia::Put)]
+    pub members_via: MembersVia,
+    /// Set when loadgen started the server itself (it can then mint tokens offline).
+    #[arg(skip)]
+    pub own_server: bool,
 }
 
 /// What every scenario resolves its optional arguments to.
@@ -175,6 +226,32 @@ pub struct Plan {
     /// Against the bare relay (`ceiling`): no `sent`, no receipts; echoed `send` frames count
     /// as both the sender's answer and the members' `msg`.
     pub relay: bool,
+    /// Storm family: the group's receipt policy (`None`: the server's default, `full`).
+    pub receipts: Option<Receipts>,
+    /// Storm family: online readers that do not share reads (the last ones of the online).
+    pub private_readers: usize,
+}
+
+impl Plan {
+    /// The online readers (members that connect and read, senders excluded).
+    pub fn n_readers(&self) -> usize {
+        match self.scenario {
+            Scenario::Receipts => self.online.saturating_sub(1),
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => {
+                self.online.saturating_sub(self.senders)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The readers a sender's read counts must reach: the online readers who share reads (none
+    /// against the relay or with receipts `off`, where the senders wait for no receipt).
+    pub fn n_sharing_readers(&self) -> u64 {
+        if self.relay || self.receipts == Some(Receipts::Off) {
+            return 0;
+        }
+        u64::try_from(self.n_readers().saturating_sub(self.private_readers)).unwrap_or(u64::MAX)
+    }
 }
 
 impl Args {
@@ -252,13 +329,23 @@ impl Args {
             )
             .into());
         }
-        if messages == 0 || self.window == 0 || every == 0 {
-            return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
-        }
         let storm_like = matches!(
             scenario,
             Scenario::Storm | Scenario::Ceiling | Scenario::Fanout
         );
+        if self.private_readers > 0
+            && !(storm_like && self.private_readers <= online.saturating_sub(senders))
+        {
+            return Err(format!(
+                "--private-readers ({}) is for the storm family, at most the online readers ({})",
+                self.private_readers,
+                online.saturating_sub(senders)
+            )
+            .into());
+        }
+        if messages == 0 || self.window == 0 || every == 0 {
+            return Err("--messages, --window, --ack-every and --read-batch must be > 0".into());
+        }
         Ok(Plan {
             scenario,
             members,
@@ -279,6 +366,8 @@ impl Args {
             body: "x".repeat(self.body_bytes.unwrap_or(64)).into(),
             nodelay: !self.client_nagle,
             relay: false,
+            receipts: if storm_like { self.receipts } else { None },
+            private_readers: self.private_readers,
         })
     }
 }

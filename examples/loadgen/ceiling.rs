@@ -68,7 +68,7 @@ pub fn ceiling(args: &Args) -> Result<bool, Error> {
         Some(pid),
         deadline,
     )?;
-    let ok_relay = report(&relay_plan, &shared, measured, None, None);
+    let ok_relay = report(&relay_plan, &shared, measured, None, None, None);
     let _ = relay.kill();
     let _ = relay.wait();
     let relay_rate = figure("relay.deliveries_per_s");

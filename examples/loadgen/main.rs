@@ -15,7 +15,10 @@
 //!   sends, or open-loop at `--rate` msgs/s; every reader reads every message, sending a
 //!   cumulative `read` every `--read-batch` (5) messages or after `--read-ms` (20) ms without
 //!   one. Reports posted msgs/s, deliveries/s, send→sent, send→received-by-all and send→read
-//!   count (receipt) latencies, frames per message from `/metrics`, CPU and peak RSS.
+//!   count (receipt) latencies, frames per message from `/metrics`, CPU and peak RSS. The storm
+//!   family (storm, ceiling, fanout) takes the group's receipt policy (`--receipts
+//!   full|counts|off`) and `--private-readers N` (readers with `share_reads` off), and checks
+//!   the receipts that result (`policy.rs`): none with `off`, exact read counts otherwise.
 //! - `ceiling`: the storm against Rollcall, then the same clients against a bare relay (this
 //!   program run as `loadgen relay`, a separate process), then the disk's fsyncs per second.
 //! - `groups`: a sweep over the number of groups (`--sweep`, default 1,10,100,1000), the same
@@ -29,6 +32,9 @@
 //! - `cold`: `--messages` (1,000,000) in `--groups` (1,000) groups, then a restart: time until
 //!   `/healthz` answers and until the first `sync` returns.
 //! - `fanout`: the storm at `--sweep` (10,100,1000,5000) members with 20% online.
+//! - `remind`: one unread message in a group of `--members` (5,000) with `--online` (1,000)
+//!   connected, then `remind`: time until every online non-reader got its `reminder`, the
+//!   `count` in `reminded`, the server's CPU and memory for it.
 //! - `throughput`, `receipts`: the older scenarios (`--scenario NAME` still works).
 //!
 //! Counters come from the server's `/metrics`, so run against a server nobody else is using.
@@ -57,6 +63,8 @@ mod groups;
 mod idle;
 mod member;
 mod older;
+mod policy;
+mod remind;
 mod report;
 mod server;
 mod storm;
@@ -88,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Scenario::Cold => cold::cold(args),
         Scenario::Fanout => fanout::fanout(args),
         Scenario::Ceiling => ceiling::ceiling(args),
+        Scenario::Remind => remind::remind(args),
         _ => storm::run(args),
     });
     let code = match result {

@@ -71,6 +71,12 @@ pub struct Outcome {
     pub receipt_frames: u64,
     /// Receipts sender: per message, send → first receipt showing all readers read it (µs).
     pub all_read_latency_us: Vec<u64>,
+    /// The highest `read` count in any `receipt` item this member got.
+    pub receipt_max_read: u64,
+    /// The highest seq in any `receipt` item, and its `read` count in the latest item for it.
+    pub receipt_last: Option<(u64, u64)>,
+    /// The highest seq of this member's own messages (from `sent`).
+    pub my_last_seq: Option<u64>,
     pub errors: BTreeMap<String, u64>,
     pub first_error: Option<String>,
     pub duplicates: u64,
@@ -303,6 +309,10 @@ pub async fn run_member(
                 out.receipt_frames += 1;
                 let now = shared.now_us();
                 for item in f.items.unwrap_or_default() {
+                    out.receipt_max_read = out.receipt_max_read.max(item.read);
+                    if out.receipt_last.is_none_or(|(seq, _)| item.seq >= seq) {
+                        out.receipt_last = Some((item.seq, item.read));
+                    }
                     if shared.readers > 0 && item.read >= shared.readers {
                         if let Some(sent_us) = sent_us_by_seq.remove(&item.seq) {
                             out.all_read_latency_us.push(now.saturating_sub(sent_us));
@@ -324,6 +334,7 @@ pub async fn run_member(
         }
     }
     let _ = sink.send(Message::Close(None)).await;
+    out.my_last_seq = my_last_seq;
     if !out.done {
         out.lost
             .get_or_insert("deadline reached before done".into());

@@ -250,6 +250,7 @@ pub fn attach(args: &mut Args, server: &Server) {
     args.admin_token = Some(ADMIN_TOKEN.to_string());
     args.server_pid = Some(server.pid);
     args.data_dir = Some(server.data.clone());
+    args.own_server = true;
 }
 
 /// Stops a started server and reports its log.

@@ -1,7 +1,9 @@
 //! The single-group run: one group, its members created over the admin API, `--online` of them
 //! connected, every one started together and measured between two `/metrics` snapshots. This is
 //! `storm` and the older `throughput` and `receipts`; `fanout` and `ceiling` run their storms
-//! through `run_plan` and `drive_plan` (the latter against the bare relay too).
+//! through `run_plan` and `drive_plan` (the latter against the bare relay too). The group's
+//! receipt policy and private readers (`--receipts`, `--private-readers`) are set up and
+//! checked by `policy.rs`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use crate::admin::{blocking_metrics, run_id, Admin, Metrics};
 use crate::args::{Args, Plan, Scenario};
 use crate::crowd::Crowd;
 use crate::member::{run_member, Outcome, Role, Shared};
+use crate::policy;
 use crate::server::{self, dir_bytes};
 use crate::storm_report::report;
 use crate::Error;
@@ -23,19 +26,26 @@ pub fn run(args: &Args) -> Result<bool, Error> {
     run_plan(args, &plan)
 }
 
-/// Creates the group and the users' tokens; returns the group id and one URL per online member.
-fn setup_group(
-    admin: &Admin,
-    plan: &Plan,
-    deadline_std: Instant,
-) -> Result<(String, Vec<String>), Error> {
+/// The group a single-group run created, and its online members' URLs.
+struct Setup {
+    group: String,
+    /// Every member, in order: the senders first, then the online readers, then the offline.
+    users: Vec<String>,
+    urls: Vec<String>,
+}
+
+/// Creates the group (with the plan's receipt policy), makes the plan's private readers stop
+/// sharing reads and mints the online members' tokens.
+fn setup_group(admin: &Admin, plan: &Plan, deadline_std: Instant) -> Result<Setup, Error> {
     let id = run_id();
     let users: Vec<String> = (0..plan.members).map(|i| format!("{id}-u{i}")).collect();
     let group = format!("{id}-g");
-    admin.post(
-        "/api/groups",
-        json!({"id": group, "name": "loadgen", "members": users}),
-    )?;
+    let mut body = json!({"id": group, "name": "loadgen", "members": users});
+    if let Some(receipts) = plan.receipts {
+        body["receipts"] = receipts.as_str().into();
+    }
+    admin.post("/api/groups", body)?;
+    policy::make_private(admin, policy::private_readers(plan, &users))?;
     let mut urls = Vec::with_capacity(plan.online);
     for user in users.iter().take(plan.online) {
         if Instant::now() > deadline_std {
@@ -43,27 +53,38 @@ fn setup_group(
         }
         urls.push(admin.user_ws_url(user)?);
     }
-    Ok((group, urls))
+    Ok(Setup { group, users, urls })
 }
 
-/// Creates the group, runs `plan` against the server in `args` and prints its result block;
-/// returns whether it was clean.
+/// Creates the group, runs `plan` against the server in `args`, checks the receipt counts and
+/// prints its result block; returns whether it was clean (an error if the receipts were wrong).
 pub fn run_plan(args: &Args, plan: &Plan) -> Result<bool, Error> {
     let admin = args.admin()?;
     let started = Instant::now();
     let deadline_std = started + Duration::from_secs(args.deadline_secs);
-    let (group, urls) = setup_group(&admin, plan, deadline_std)?;
+    let setup = setup_group(&admin, plan, deadline_std)?;
     let data_before = args.data_dir.as_deref().map(dir_bytes);
     let (shared, measured) = drive_plan(
         plan,
         Some(&admin),
-        group,
-        urls,
+        setup.group.clone(),
+        setup.urls,
         args.server_pid,
         deadline_std,
     )?;
     let data_after = args.data_dir.as_deref().map(dir_bytes);
-    let ok = report(plan, &shared, measured, data_before, data_after);
+    let check = policy::check(&admin, plan, &setup.group, &setup.users, &measured);
+    let ok = report(
+        plan,
+        &shared,
+        measured,
+        data_before,
+        data_after,
+        Some(&check),
+    );
+    if !check.ok {
+        return Err("the receipt check failed (see the lines above)".into());
+    }
     Ok(ok)
 }
 
@@ -85,9 +106,7 @@ pub fn drive_plan(
         readers: match plan.scenario {
             _ if plan.relay => 0,
             Scenario::Receipts => (plan.online - 1) as u64,
-            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => {
-                (plan.online - plan.senders) as u64
-            }
+            Scenario::Storm | Scenario::Ceiling | Scenario::Fanout => plan.n_sharing_readers(),
             _ => 0,
         },
     });

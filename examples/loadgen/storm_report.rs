@@ -1,14 +1,15 @@
 //! The result of a single-group run (storm, throughput, receipts; the storms of fanout and
 //! ceiling, the bare relay's included): the lines every such run prints, the figures it
-//! records, the storm's result block, and whether the run was clean. The older scenarios'
-//! result blocks are in `older.rs`.
+//! records, the storm's result block, and whether the run was clean (the receipt check of
+//! `policy.rs` included). The older scenarios' result blocks are in `older.rs`.
 
 use std::sync::atomic::Ordering;
 
 use crate::admin::Metrics;
-use crate::args::{Plan, Scenario};
+use crate::args::{Plan, Receipts, Scenario};
 use crate::member::{Outcome, Shared};
 use crate::older;
+use crate::policy::Check;
 use crate::report::{fig, fig_f, fmt_ms, per, percentile, sorted_all, sum_errors};
 use crate::storm::Measured;
 
@@ -55,6 +56,7 @@ pub fn report(
     m: Measured,
     data_before: Option<u64>,
     data_after: Option<u64>,
+    check: Option<&Check>,
 ) -> bool {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -116,6 +118,14 @@ pub fn report(
         plan.cursor_every,
         plan.body.len()
     );
+    if plan.receipts.is_some() || plan.private_readers > 0 {
+        println!(
+            "receipts    : policy {}, {} of {} online readers private (share_reads off)",
+            plan.receipts.map_or("full", |r| r.as_str()),
+            plan.private_readers,
+            plan.n_readers()
+        );
+    }
     println!(
         "run         : active={:.2}s (go → all members done), timed_out={}",
         m.active.as_secs_f64(),
@@ -202,6 +212,8 @@ pub fn report(
         fig_f("frames_in_per_msg", per(in_total, stored));
         fig_f("frames_out_per_msg", per(out_total, stored));
         fig_f("receipt_frames_per_msg", per(receipts, stored));
+        // Per message it is far below the JSON's three decimals: the count too.
+        fig_f("receipt_frames", receipts);
         fig_f("msgs_per_flush", per(stored, flushes));
         fig_f(
             "body_bytes_stored_per_msg",
@@ -278,8 +290,20 @@ pub fn report(
             println!("  {l}");
         }
     }
-    let clean = !m.timed_out && lost.is_empty() && errors.is_empty() && answered == plan.messages;
-    println!("status      : {}", if clean { "ok" } else { "INCOMPLETE" });
+    for line in check.map_or(&[][..], |c| &c.lines[..]) {
+        println!("{line}");
+    }
+    let clean = !m.timed_out
+        && lost.is_empty()
+        && errors.is_empty()
+        && answered == plan.messages
+        && check.is_none_or(|c| c.ok);
+    let status = match (check.is_none_or(|c| c.ok), clean) {
+        (false, _) => "FAILED (receipt check)",
+        (true, true) => "ok",
+        (true, false) => "INCOMPLETE",
+    };
+    println!("status      : {status}");
     fig("clean", clean);
     clean
 }
@@ -320,14 +344,18 @@ fn storm_result(t: &Tally) {
         fmt_ms(percentile(all_delivered, 1.0))
     );
     if !plan.relay {
-        println!(
-            "send→read count {}        : p50 {} / p99 {} ms ({} messages; receipt tick {} ms)",
-            t.readers,
-            fmt_ms(percentile(all_read, 0.5)),
-            fmt_ms(percentile(all_read, 0.99)),
-            all_read.len(),
-            plan.settle.as_millis().saturating_sub(200) / 2
-        );
+        if plan.receipts == Some(Receipts::Off) {
+            println!("send→read count           : none (receipts off: no receipt frames)");
+        } else {
+            println!(
+                "send→read count {}        : p50 {} / p99 {} ms ({} messages; receipt tick {} ms)",
+                t.readers,
+                fmt_ms(percentile(all_read, 0.5)),
+                fmt_ms(percentile(all_read, 0.99)),
+                all_read.len(),
+                plan.settle.as_millis().saturating_sub(200) / 2
+            );
+        }
         println!(
             "server frames per message : out {:.2}, in {:.2}, receipt {:.4}; messages/flush {:.1}",
             per(out_total, stored),
