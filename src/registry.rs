@@ -244,9 +244,21 @@ impl Registry {
         let addr = self
             .group(id)?
             .ok_or_else(|| GroupError::Storage(format!("group {id} vanished")))?;
+        // Every add is queued before any answer is awaited, so one flush covers them all (not
+        // one flush per member).
+        let mut answers = Vec::with_capacity(members.len());
         for user in members {
             self.ensure_user(user)?;
-            add_member(&addr, user.clone()).await?;
+            let (reply, answer) = reply_channel();
+            addr.send(AddMember {
+                user: user.clone(),
+                reply,
+            })
+            .await?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            answer.wait().await?;
         }
         Ok(Some(addr))
     }
