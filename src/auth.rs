@@ -20,6 +20,8 @@ pub const JWT_SECRET_FILE: &str = "jwt-secret";
 
 /// Default lifetime of a user token handed out by the admin API.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// The longest a token minted by `rollcall token` may be valid: a year.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -94,14 +96,34 @@ impl Auth {
     }
 
     /// A token for `user` signed with the data directory's (or the given) secret, without
-    /// touching the admin token (for `rollcall token`).
+    /// touching the admin token (for `rollcall token`). Refuses a directory without a secret
+    /// (never generates one) and a `ttl_secs` of 0 or above [`MAX_TOKEN_TTL_SECS`].
     pub fn mint_offline(
         data_dir: &Path,
         jwt_secret: Option<String>,
         user: &UserId,
         ttl_secs: u64,
     ) -> io::Result<String> {
-        let (secret, _) = load_secret(jwt_secret, &data_dir.join(JWT_SECRET_FILE))?;
+        if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--ttl-secs must be 1-{MAX_TOKEN_TTL_SECS} (a year), not {ttl_secs}"),
+            ));
+        }
+        let file = data_dir.join(JWT_SECRET_FILE);
+        let given = jwt_secret.filter(|s| !s.is_empty());
+        if given.is_none() && !file.exists() {
+            // Generating one here would print a token the server refuses (a typo in --data).
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} holds no {JWT_SECRET_FILE}: is it the server's data directory? Start \
+                     the server there once, or pass --jwt-secret (ROLLCALL_JWT_SECRET)",
+                    data_dir.display()
+                ),
+            ));
+        }
+        let (secret, _) = load_secret(given, &file)?;
         let auth = Auth {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),

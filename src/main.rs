@@ -179,7 +179,6 @@ fn print_token(
 ) -> std::io::Result<()> {
     let user = UserId::parse(user)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    std::fs::create_dir_all(data)?;
     println!("{}", Auth::mint_offline(data, secret, &user, ttl_secs)?);
     Ok(())
 }

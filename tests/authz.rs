@@ -648,7 +648,8 @@ async fn generated_secrets_are_owner_only_files() {
     );
     drop(server);
 
-    // `rollcall token` on a fresh data dir generates the secret with the same mode.
+    // `rollcall token` on a directory without a secret (a typo in --data) refuses, in words,
+    // rather than generate a secret and print a token the server would refuse.
     let fresh = dir.path().join("fresh");
     let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .args(["token", "alice", "--data"])
@@ -656,12 +657,25 @@ async fn generated_secrets_are_owner_only_files() {
         .env_remove("ROLLCALL_JWT_SECRET")
         .output()
         .expect("rollcall token");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        mode(&fresh.join("jwt-secret")),
-        0o600,
-        "jwt-secret from `rollcall token`"
-    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds no jwt-secret"), "{stderr}");
+    assert!(out.stdout.is_empty(), "printed a token: {out:?}");
+    assert!(!fresh.exists(), "created the directory");
+    // A ttl of 0 is a token that is already expired: refused too.
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args([
+            "token",
+            "alice",
+            "--ttl-secs",
+            "0",
+            "--jwt-secret",
+            "s3cret",
+        ])
+        .output()
+        .expect("rollcall token");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl-secs must be"));
 }
 
 /// Runs logins, requests, pushes and refusals against a server logging at `level`; returns its
