@@ -243,6 +243,10 @@ async fn membership_changes_take_effect_at_once() {
     let (status, body) = server.admin("DELETE", "/api/groups/team/members/bob", None);
     assert_eq!(status, 404, "{body}");
     assert_eq!(http_error_code(&body), "not_member");
+    assert_eq!(
+        body["error"]["message"], "bob is not a member of team",
+        "the admin is told about the user named, not \"you\""
+    );
     let (status, body) = server.admin("PUT", "/api/groups/nosuch/members/bob", None);
     assert_eq!(status, 404, "{body}");
     assert_eq!(http_error_code(&body), "no_such_group");

@@ -275,15 +275,24 @@ async fn delete_member(
     state: State,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
+    let (gid, _) = path.as_ref().clone();
     let (addr, user) = member_target(&state, path)?;
     let (reply, answer) = reply_channel();
-    addr.send(RemoveMember { user, reply }).await?;
+    addr.send(RemoveMember {
+        user: user.clone(),
+        reply,
+    })
+    .await?;
     match answer.wait().await {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),
-        // The member resource does not exist: 404, with the protocol's `not_member` code.
+        // The member resource does not exist: 404, with the protocol's `not_member` code, in
+        // words about the user named (the WebSocket's "you are not a member" would mislead).
         Err(GroupError::NotMember) => Err(ApiError {
             status: Some(StatusCode::NOT_FOUND),
-            ..ApiError::from(GroupError::NotMember)
+            ..ApiError::new(
+                ErrorCode::NotMember,
+                format!("{user} is not a member of {gid}"),
+            )
         }),
         Err(e) => Err(e.into()),
     }
