@@ -5,15 +5,19 @@
 //! cargo run --example chat -- --url ws://127.0.0.1:7600/ws --token "$TOKEN" --group eng
 //! ```
 //!
-//! Incoming messages print as `[seq] from: body`, and every displayed message is marked read.
+//! On start it prints the group's last 20 messages (a `history` query), then every new one as it
+//! arrives, each as `[seq] from: body`; every displayed message is marked read. Refusals are said
+//! in words: a token the server does not accept (HTTP 401), a send to a group you are not a
+//! member of, or one that does not exist.
 //! Standard input is read by a plain thread that forwards lines over a channel, because tokio's
 //! `io-std` feature is not enabled in this crate (and a blocking read inside the runtime would
 //! stall event printing). End with Ctrl-D.
 
 use std::io::BufRead;
+use std::process::ExitCode;
 
 use clap::Parser;
-use rollcall::client::{Client, ClientConfig, Event};
+use rollcall::client::{Client, ClientConfig, ClientError, ErrorCode, Event, Message};
 use tokio::sync::mpsc;
 
 /// Command-line arguments.
@@ -23,7 +27,7 @@ struct Args {
     /// The server's WebSocket URL.
     #[arg(long, default_value = "ws://127.0.0.1:7600/ws")]
     url: String,
-    /// The user token (a JWT minted by the server's admin API).
+    /// The user token (a JWT from `rollcall token <user>` or the server's admin API).
     #[arg(long, env = "ROLLCALL_TOKEN", hide_env_values = true)]
     token: String,
     /// The group to chat in.
@@ -31,11 +35,45 @@ struct Args {
     group: String,
 }
 
+/// How many earlier messages are shown on start.
+const HISTORY_ON_START: usize = 20;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
-    let client = Client::connect(ClientConfig::new(&args.url, &args.token)).await?;
+    let client = match Client::connect(ClientConfig::new(&args.url, &args.token)).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("! {}", explain_connect(&args.url, &e));
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // The first event is `Connected`, with the `welcome` data: shown before the history.
+    if let Some(event) = client.next_event().await {
+        show(&client, &args.group, event);
+    }
+
+    // The client syncs only what this user has not yet received, so the recent past comes from
+    // a `history` query. Messages up to `shown` are on screen; a live one at or below it (the
+    // client's own sync can overlap the history page) is not printed again.
+    let mut shown = 0;
+    match client.history(&args.group, None, HISTORY_ON_START).await {
+        Ok(page) => {
+            if page.more {
+                eprintln!("* earlier messages are not shown");
+            }
+            for message in &page.messages {
+                print_message(message);
+            }
+            if let Some(last) = page.messages.last() {
+                shown = last.seq;
+                mark_read(&client, &args.group, shown);
+            }
+        }
+        Err(e) => eprintln!("! cannot show {}: {}", args.group, explain(&args.group, &e)),
+    }
 
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -51,6 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             event = client.next_event() => match event {
+                Some(Event::Message(m)) if m.group == args.group && m.seq <= shown => {}
                 Some(event) => show(&client, &args.group, event),
                 None => break,
             },
@@ -63,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let group = args.group.clone();
                     tokio::spawn(async move {
                         if let Err(e) = client.send(&group, &line).await {
-                            eprintln!("! not sent: {e}");
+                            eprintln!("! not sent: {}", explain(&group, &e));
                         }
                     });
                 }
@@ -72,7 +111,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     client.close().await;
-    Ok(())
+    ExitCode::SUCCESS
+}
+
+/// Why the first connection failed, in words.
+fn explain_connect(url: &str, error: &ClientError) -> String {
+    match error {
+        ClientError::Rejected { status: 401 } => "the server refused the token (HTTP 401): mint a \
+            new one with `rollcall token <user>` or the admin API"
+            .to_owned(),
+        ClientError::Rejected { status: 429 } => "the server refused the connection (HTTP 429): \
+            this user has as many sessions open as the server allows"
+            .to_owned(),
+        ClientError::Rejected { status } => {
+            format!("the server refused the connection (HTTP {status}); is {url} Rollcall's /ws?")
+        }
+        ClientError::Connect(reason) => format!("cannot connect to {url}: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+/// Why a request about `group` failed, in words.
+fn explain(group: &str, error: &ClientError) -> String {
+    match error {
+        ClientError::Server {
+            code: ErrorCode::NotMember,
+            ..
+        } => format!(
+            "you are not a member of {group}; an admin can add you \
+             (PUT /api/groups/{group}/members/<you>)"
+        ),
+        ClientError::Server {
+            code: ErrorCode::NoSuchGroup,
+            ..
+        } => format!("there is no group {group}; check its id (--group)"),
+        ClientError::Server {
+            code: ErrorCode::TooLarge,
+            ..
+        } => "the message is longer than the server allows".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints one message of the group.
+fn print_message(message: &Message) {
+    println!("[{}] {}: {}", message.seq, message.from, message.body);
+}
+
+/// Marks the group read up to `seq`.
+fn mark_read(client: &Client, group: &str, seq: u64) {
+    if let Err(e) = client.read(group, seq) {
+        eprintln!("! cannot mark read: {e}");
+    }
 }
 
 /// Prints one event and marks displayed messages read.
@@ -86,10 +176,8 @@ fn show(client: &Client, group: &str, event: Event) {
             None => eprintln!("* connected as {user}; not (yet) a member of {group}"),
         },
         Event::Message(message) if message.group == group => {
-            println!("[{}] {}: {}", message.seq, message.from, message.body);
-            if let Err(e) = client.read(group, message.seq) {
-                eprintln!("! cannot mark read: {e}");
-            }
+            print_message(&message);
+            mark_read(client, group, message.seq);
         }
         Event::Message(_) => {}
         Event::Receipt { group: g, items } if g == group => {

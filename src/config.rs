@@ -56,9 +56,10 @@ pub struct Config {
     /// The largest WebSocket frame a client may send, in bytes; larger ones are dropped and
     /// answered with `too_large`.
     pub max_frame_bytes: usize,
-    /// Sends per second each session may sustain (token bucket refill); 0 turns the limit off.
+    /// Writes (sends, new direct conversations) per second each user may sustain, over all of the
+    /// user's sessions (token bucket refill); 0 turns the limit off.
     pub send_rate: u32,
-    /// Sends a session may make in a burst (token bucket size).
+    /// Writes a user may make in a burst (token bucket size).
     pub send_burst: u32,
     /// Open WebSocket sessions per user; 0: no limit.
     pub max_sessions_per_user: usize,

@@ -30,12 +30,15 @@ enum Command {
     Token {
         /// The user id the token is for.
         user: String,
-        /// The data directory holding the secret (unless ROLLCALL_JWT_SECRET is set).
+        /// The data directory holding the secret `jwt-secret` (refused if it has none), unless a
+        /// secret is given with --jwt-secret or ROLLCALL_JWT_SECRET.
         #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
         data: PathBuf,
-        /// How long the token is valid, in seconds.
+        /// How long the token is valid, in seconds (1 to a year).
         #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
         ttl_secs: u64,
+        /// Sign with this HS256 secret instead of the data directory's: the one the server was
+        /// started with, when it runs with ROLLCALL_JWT_SECRET.
         #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
     },
@@ -43,16 +46,20 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on; 0.0.0.0:7600 for every interface (port 0 picks a free port,
+    /// printed on start).
     #[arg(long, default_value = config::DEFAULT_ADDR)]
     addr: SocketAddr,
-    /// Data directory (sled database and generated secrets).
+    /// Data directory: the sled database `db/` and the generated secrets `admin-token` and
+    /// `jwt-secret`.
     #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
-    /// Admin bearer token; generated into the data directory when unset.
+    /// Admin bearer token for `/api/*` and `/metrics`; when unset, generated into
+    /// `<data>/admin-token` and printed once.
     #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// HS256 secret for user tokens; generated into the data directory when unset.
+    /// HS256 secret of user tokens (set it to mint tokens from your own backend); when unset,
+    /// generated into `<data>/jwt-secret`.
     #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Period of the aggregated receipt push, in milliseconds.
@@ -67,26 +74,30 @@ struct ServeArgs {
     /// Largest message body, in bytes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
-    /// Largest WebSocket frame a client may send, in bytes (larger: `too_large`).
+    /// Largest WebSocket frame a client may send, in bytes (larger: skipped unbuffered,
+    /// `too_large`).
     #[arg(long, default_value_t = config::DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
-    /// Sends per second per session, sustained (token bucket); 0 turns the limit off.
+    /// Writes (sends and new direct conversations) per second per user, sustained: a token
+    /// bucket shared by the user's sessions (over it: `rate_limited`); 0 turns the limit off.
     #[arg(long, default_value_t = config::DEFAULT_SEND_RATE)]
     send_rate: u32,
-    /// Sends per session in a burst (token bucket size).
+    /// Writes per user in a burst (the size of the user's token bucket).
     #[arg(long, default_value_t = config::DEFAULT_SEND_BURST)]
     send_burst: u32,
-    /// Open WebSocket sessions per user (0: no limit).
+    /// Open WebSocket sessions per user (one more: HTTP 429 `too_many_sessions`); 0: no limit.
     #[arg(long, default_value_t = config::DEFAULT_MAX_SESSIONS_PER_USER)]
     max_sessions_per_user: usize,
     /// Refuse writes (`storage`) while the data directory's disk has less free space, in MiB
     /// (0: never).
     #[arg(long, default_value_t = config::DEFAULT_MIN_FREE_MB)]
     min_free_mb: u64,
-    /// Outbound queue per session, in frames; a full queue evicts the session.
+    /// Outbound queue per session, in frames (a full queue evicts the session); also the most
+    /// sends one session may have waiting for `sent`.
     #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE)]
     session_queue: usize,
-    /// Messages per group remembered for idempotent resends.
+    /// Messages per group remembered for idempotent resends (about 100 bytes each per loaded
+    /// group).
     #[arg(long, default_value_t = config::DEFAULT_DEDUP_WINDOW)]
     dedup_window: usize,
     /// `power`: a message is fsynced before `sent` (survives power loss); `process`: only
@@ -102,8 +113,9 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Demo mode: into a data directory without users yet, create a few users, a group and some history;
-    /// print a login link per demo user for the web client at `/`.
+    /// Demo mode: into a data directory without users yet, create users alice, bob, carol and
+    /// dave, a group `team` and a direct conversation with some history; on every start print a
+    /// login link per demo user for the web client at `/`.
     #[arg(long)]
     demo: bool,
 }

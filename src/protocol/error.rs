@@ -19,7 +19,7 @@ pub enum ErrorCode {
     GroupExists,
     NotFound,
     Busy,
-    /// A send beyond the session's rate limit (token bucket).
+    /// A write beyond the user's budget (token bucket), or a reminder too soon again.
     RateLimited,
     /// The user already has as many sessions open as allowed.
     TooManySessions,
