@@ -215,3 +215,92 @@ fn demo_seeds_nothing_into_a_data_dir_in_use() {
     );
     assert_eq!(server.group("ops")["members"][0]["user"], "erin");
 }
+
+/// What a new user does first: a fresh `git clone`, then the README's first command. The test
+/// runs the binary this build made in place of `cargo run --release --`, in the clone, so it
+/// sees what the clone holds (`./data` with its tracked README), not a temp data dir.
+#[test]
+fn the_readmes_first_command_seeds_a_fresh_clone() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("README.md");
+    let first = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Quick start"))
+        .find(|l| l.starts_with("cargo "))
+        .expect("a command in the README's quick start");
+    let args = first
+        .strip_prefix("cargo run --release -- ")
+        .unwrap_or_else(|| {
+            panic!("the first command is no longer `cargo run --release --`: {first}")
+        });
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let clone = dir.path().join("rollcall");
+    let cloned = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(repo)
+        .arg(&clone)
+        .status()
+        .expect("git clone");
+    assert!(cloned.success(), "git clone failed");
+    assert!(
+        clone.join("data").exists(),
+        "a clone has its data/ directory"
+    );
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(args.split_whitespace())
+        // Port 0 instead of 7600, so the test runs beside anything else.
+        .args(["--addr", "127.0.0.1:0"])
+        .current_dir(&clone)
+        .env_remove("ROLLCALL_ADMIN_TOKEN")
+        .env_remove("ROLLCALL_JWT_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting rollcall");
+    let stdout = server.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while seen
+        .iter()
+        .filter(|l: &&String| l.contains("demo login for"))
+        .count()
+        < 4
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("rollcall: demo data created")),
+        "the quick start seeded nothing in a fresh clone: {seen:#?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| l.contains("demo login for")).count(),
+        4,
+        "{seen:#?}"
+    );
+    assert!(
+        clone.join("data/db").exists(),
+        "the data went elsewhere than ./data"
+    );
+}
