@@ -148,7 +148,15 @@ impl GroupActor {
             ts,
             body: msg.body,
         };
-        if let Err(e) = self.deps.store.put_message(&self.id, Seq(seq), &record) {
+        // A message with a schedule is two writes: refuse up front while writes are refused, so
+        // a `sent` does not come without its schedule.
+        let writable = match msg.remind_after {
+            Some(_) => self.deps.store.writable(),
+            None => Ok(()),
+        };
+        if let Err(e) =
+            writable.and_then(|()| self.deps.store.put_message(&self.id, Seq(seq), &record))
+        {
             if matches!(e, StoreError::Unwritable(_)) {
                 log::debug!("group {}: message from {from} refused: {e}", self.id);
             } else {
