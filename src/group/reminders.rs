@@ -86,7 +86,9 @@ impl Reminders {
 pub(super) struct RemindersSent {
     seq: u64,
     /// The users who have not read `seq`: they get the frame.
-    to: Vec<(UserId, ReminderRecord)>,
+    to: Vec<UserId>,
+    /// The one record written for each of them.
+    record: ReminderRecord,
     frame: Arc<str>,
     outcome: Reminded,
     /// The `remind` waiting for its answer; `None` for a scheduled reminder, whose sender's
@@ -148,20 +150,13 @@ impl GroupActor {
         reply: Option<Reply<Reminded>>,
         ctx: &mut Context<Self>,
     ) {
-        match self.write_reminders(seq, &by) {
-            Ok((to, frame, outcome)) => {
+        match self.write_reminders(seq, by) {
+            Ok(mut sent) => {
                 // A remind that reached nobody (all have seen it) does not start the interval.
-                if !to.is_empty() {
+                if !sent.to.is_empty() {
                     self.reminders.last_sent.insert(seq, Instant::now());
                 }
-                let sent = RemindersSent {
-                    seq,
-                    to,
-                    frame,
-                    outcome,
-                    reply,
-                    by,
-                };
+                sent.reply = reply;
                 self.after_flush(AfterFlush::RemindersSent(Box::new(sent)), ctx);
             }
             Err(e) => {
@@ -173,12 +168,8 @@ impl GroupActor {
         }
     }
 
-    #[allow(clippy::type_complexity)] // the three parts of one answer
-    fn write_reminders(
-        &mut self,
-        seq: u64,
-        by: &UserId,
-    ) -> Result<(Vec<(UserId, ReminderRecord)>, Arc<str>, Reminded), GroupError> {
+    /// Writes the reminders of `seq` from `by`; what to do once they are durable (no reply yet).
+    fn write_reminders(&mut self, seq: u64, by: UserId) -> Result<RemindersSent, GroupError> {
         self.deps.store.writable()?;
         let message = self
             .deps
@@ -194,7 +185,7 @@ impl GroupActor {
         let mut recipients: Vec<(&UserId, u64)> = self
             .members
             .iter()
-            .filter(|(user, m)| *user != by && m.joined_seq < seq)
+            .filter(|(user, m)| **user != by && m.joined_seq < seq)
             .map(|(user, m)| (user, m.read))
             .collect();
         recipients.sort_unstable();
@@ -203,13 +194,13 @@ impl GroupActor {
                 listed.push(user.clone());
             }
             if read < seq {
-                to.push((user.clone(), record.clone()));
+                to.push(user.clone());
             }
         }
-        for (user, record) in &to {
+        for user in &to {
             self.deps
                 .store
-                .put_reminder(&self.id, Seq(seq), user, record)?;
+                .put_reminder(&self.id, Seq(seq), user, &record)?;
             self.queue.wrote();
         }
         let view = self.reminder_view(seq, &record, message);
@@ -220,17 +211,35 @@ impl GroupActor {
             count: u64::try_from(listed.len()).unwrap_or(u64::MAX),
             users: (self.settings.receipts == ReceiptPolicyRecord::Full).then_some(listed),
         };
-        Ok((to, frame, outcome))
+        Ok(RemindersSent {
+            seq,
+            to,
+            record,
+            frame,
+            outcome,
+            reply: None,
+            by,
+        })
     }
 
     /// The reminders of a `RemindersSent` are durable: keep, push and answer them.
     pub(super) fn reminders_durable(&mut self, sent: RemindersSent) {
-        for (user, record) in sent.to {
-            // Read meanwhile: its record is deleted on the next read or load, nothing is pushed.
+        for user in sent.to {
             if self.members.get(&user).is_some_and(|m| m.read < sent.seq) {
-                self.reminders.add(user.clone(), sent.seq, record);
+                self.reminders
+                    .add(user.clone(), sent.seq, sent.record.clone());
                 self.fanout
                     .send_to_user(&user, "reminder", &sent.frame, None);
+            } else if let Err(e) = self
+                .deps
+                .store
+                .remove_reminder(&self.id, Seq(sent.seq), &user)
+            {
+                // Read (or left) before the flush: nothing is pushed, and the record goes now
+                // (or, if refused, when the group next loads).
+                log::debug!("group {}: deleting a reminder read meanwhile: {e}", self.id);
+            } else {
+                self.queue.wrote();
             }
         }
         match sent.reply {
