@@ -250,7 +250,6 @@ fn member_target(
 ) -> Result<(Addr<GroupActor>, UserId), ApiError> {
     let (gid, uid) = path.into_inner();
     let (id, user) = (group_id(&gid)?, user_id(&uid)?);
-    let addr = group_actor(state, &id)?;
     // A direct conversation is its two people's: nobody joins or leaves it.
     if let Some(record) = state.registry.store().group(&id)? {
         if record.kind == GroupKindRecord::Direct {
@@ -260,7 +259,7 @@ fn member_target(
             ));
         }
     }
-    Ok((addr, user))
+    Ok((group_actor(state, &id)?, user))
 }
 
 async fn put_member(_admin: Admin, state: State, path: web::Path<(String, String)>) -> ApiResult {
