@@ -7,7 +7,11 @@
 //   `read` only moves to what view.js reports as seen (readUpTo), never on arrival;
 // - a conversation with unread messages is first loaded around its read mark (so the page can
 //   show the first unread one), then filled up to the head with `sync`;
-// - after any disconnect it reconnects with exponential backoff, then fills every gap with `sync`.
+// - after any disconnect it reconnects with exponential backoff, then fills every gap with `sync`;
+//   except after close code 4001 (`unauthorized`: token revoked, password changed, account
+//   deactivated), after which the same token is never tried again: it reconnects only with the
+//   new token replaceToken() gives it (a password change here), else the page signs out;
+// - the people (`users`) are fetched page by page after every welcome.
 
 import * as model from './model.js';
 
@@ -22,7 +26,7 @@ const BACKOFF_MAX_MS = 8000;
 // What the page does about the connection's news (main.js wires it to view.js):
 // status(kind, text), welcome(user), users(list), render(options), announce(message, group),
 // receipts(group id, items), open(group id), reminder(frame), reminded(frame),
-// groupUpdated(group), refused().
+// groupUpdated(group), joined(group), left(frame, group), refused(), unauthorized(reason).
 let ui = null;
 
 let token = null;
@@ -32,6 +36,7 @@ let attempt = 0; // reconnect attempts since the last welcome
 let welcomedEver = false; // this token was accepted at least once
 let refusals = 0; // failed connects while /healthz answered (see checkToken)
 let reconnectTimer = null;
+let awaitingToken = false; // closed with 4001 while a new token is on its way (replaceToken)
 let nextRequestId = 1;
 const requests = new Map(); // request id -> callback(reply frame)
 
@@ -46,12 +51,36 @@ export function isOnline() {
 // Connects with this token (and keeps reconnecting until stop()).
 export function start(userToken) {
   token = userToken;
+  awaitingToken = false;
   connect();
+}
+
+// The token to use from now on (a password change answered it). The open socket, which the
+// server is about to close with 4001, stays until then; if it is already closed, this connects.
+export function replaceToken(userToken) {
+  token = userToken;
+  if (awaitingToken) {
+    awaitingToken = false;
+    attempt = 0;
+    connect();
+  }
+}
+
+// A password change is under way: a 4001 close is then expected, and waits for replaceToken()
+// (or for giveUpToken(), when the change failed) instead of signing out.
+let expectingNewToken = false;
+export function expectNewToken(expecting) {
+  expectingNewToken = expecting;
+  if (!expecting && awaitingToken) {
+    awaitingToken = false;
+    ui.unauthorized('');
+  }
 }
 
 // Signing out: no more reconnects; the socket is closed without the usual reconnect.
 export function stop() {
   token = null;
+  awaitingToken = false;
   clearTimeout(reconnectTimer);
   if (ws) {
     const closing = ws;
@@ -77,6 +106,7 @@ function connect() {
     return;
   }
   ws = socket;
+  const used = token; // the token this socket was opened with
   let welcomed = false;
   socket.onmessage = (event) => {
     let frame;
@@ -88,15 +118,34 @@ function connect() {
     if (frame.type === 'welcome') welcomed = true;
     onFrame(frame);
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     if (ws !== socket) return;
     ws = null;
     online = false;
     requests.clear();
     for (const g of model.allGroups()) g.syncing = false;
-    scheduleReconnect(welcomed);
+    if (event.code === 4001) {
+      onUnauthorized(used, event.reason);
+    } else {
+      scheduleReconnect(welcomed);
+    }
     ui.render();
   };
+}
+
+// Closed with 4001: this token is refused from now on. A newer token (a password change) is
+// used at once; one on its way is waited for; otherwise the page signs out, saying why.
+function onUnauthorized(used, reason) {
+  if (!token) return;
+  if (token !== used) {
+    attempt = 0;
+    connect();
+  } else if (expectingNewToken) {
+    awaitingToken = true;
+    ui.status('connecting', 'Password changed \u2014 reconnecting\u2026');
+  } else {
+    ui.unauthorized(reason || '');
+  }
 }
 
 function scheduleReconnect(wasWelcomed) {
@@ -173,6 +222,7 @@ function onFrame(frame) {
     case 'group_updated': return onGroupUpdated(frame);
     case 'reminder': return onReminder(frame);
     case 'reminded': ui.reminded(frame); return undefined; // a scheduled reminder fired
+    case 'members': return onMembers(frame);
     case 'error': console.warn('rollcall:', frame.code, frame.message); return undefined;
     default: return undefined; // unknown frame types are ignored (PROTOCOL.md)
   }
@@ -187,7 +237,7 @@ function onWelcome(frame) {
   ui.welcome(frame.user);
   // A read mark the server has not seen yet (lost with the connection) is sent again.
   for (const g of model.welcome(frame)) scheduleRead(g);
-  request({ type: 'users', limit: 1000 }, onUsers);
+  fetchUsers(null, []);
   for (const g of model.allGroups()) {
     if (g.loaded) {
       catchUp(g);
@@ -201,11 +251,21 @@ function onWelcome(frame) {
   ui.render();
 }
 
-function onUsers(frame) {
-  if (frame.type !== 'users') return;
-  model.setNames(frame.users);
-  ui.users(frame.users);
-  ui.render();
+// The people, page by page (the `users` frame pages by id).
+function fetchUsers(after, soFar) {
+  const frame = { type: 'users', limit: 1000 };
+  if (after !== null) frame.after = after;
+  request(frame, (reply) => {
+    if (reply.type !== 'users') return;
+    const all = soFar.concat(reply.users);
+    if (reply.more && reply.users.length) {
+      fetchUsers(reply.users[reply.users.length - 1].id, all);
+      return;
+    }
+    model.setUsers(all);
+    ui.users(all);
+    ui.render();
+  });
 }
 
 function onMsg(m) {
@@ -251,13 +311,57 @@ function onReminder(frame) {
 
 function onJoined(summary) {
   model.addGroup(summary);
+  ui.joined(model.group(summary.group));
   if (model.takeOpenWhenJoined(summary.group)) ui.open(summary.group);
   ui.render();
 }
 
+// Left, removed, or the group deleted: the conversation goes (the page says why).
 function onLeft(frame) {
+  const g = model.group(frame.group);
+  if (!g) return;
+  ui.left(frame, g); // before it goes: the page says why where it was open
   model.removeGroup(frame.group);
   ui.render();
+}
+
+// A `members` list (the reply to members, add_member, remove_member or set_role): our own role
+// is taken from it.
+function onMembers(frame) {
+  model.setMembers(frame.group, frame.members);
+}
+
+// Renames a group; the `group_updated` reply renames it here like the push does.
+export function renameGroup(group, name, onReply) {
+  return request({ type: 'rename_group', group, name }, (reply) => {
+    if (reply.type === 'group_updated') onGroupUpdated(reply);
+    onReply(reply);
+  });
+}
+
+// Leaves a group; the `left` reply removes it here like the push does.
+export function leaveGroup(group, onReply) {
+  return request({ type: 'leave', group }, (reply) => {
+    if (reply.type === 'left') onLeft(reply);
+    onReply(reply);
+  });
+}
+
+// Asks for a group's members; `onReply` gets the reply (a `members` frame or an error).
+export function members(group, onReply) {
+  return request({ type: 'members', group }, (reply) => {
+    if (reply.type === 'members') onMembers(reply);
+    onReply(reply);
+  });
+}
+
+// A request about a group's membership (add_member, remove_member, set_role): its `members`
+// reply updates our role like any other.
+export function changeMembers(frame, onReply) {
+  return request(frame, (reply) => {
+    if (reply.type === 'members') onMembers(reply);
+    onReply(reply);
+  });
 }
 
 // ---- fetching messages ---------------------------------------------------------------------

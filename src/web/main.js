@@ -1,39 +1,131 @@
 // Rollcall's built-in web client: plain JavaScript modules, no dependencies, no build step.
 //
-// This is its entry point (index.html loads it as a module). It owns the user token (from a
-// login link or the sign-in form, kept for the tab in sessionStorage) and wires the three
-// other modules together:
+// This is its entry point (index.html loads it as a module). It owns the user token and wires
+// the other modules together:
 // - model.js: the state (conversations, messages, cursors, receipts, outbox), no DOM;
 // - connection.js: the WebSocket protocol client (docs/PROTOCOL.md), no DOM;
-// - view.js: the DOM, rendering and the page's controls.
+// - view.js: the DOM, rendering and the page's controls (with dialog.js and groups.js);
+// - account.js: the sign-in form, "Change password" and "Sign out"; api.js: HTTP calls.
+//
+// The token comes from the sign-in form (POST /api/login), a token link (`/?token=`), a one-time
+// sign-in link (`/?link=`, exchanged with POST /api/login {"link"}) or a pasted token. It is
+// kept in localStorage, so other tabs and the next visit stay signed in until "Sign out"
+// forgets it; a token in the address bar is removed from it at once (history.replaceState), so
+// it does not end up in bookmarks, the history or screenshots. (Rejected: sessionStorage,
+// which signs every new tab out, and loses a one-time link's session with its tab.)
 
 import * as model from './model.js';
 import * as connection from './connection.js';
 import * as view from './view.js';
+import * as account from './account.js';
+import * as api from './api.js';
 
 const TOKEN_KEY = 'rollcall.token';
 
-function start(token) {
+let token = null; // the token in use, or null while signed out
+let user = null; // the signed-in user, from `welcome` or the login answer
+let pastedToken = false; // the token in use was pasted into the form (refusals say so there)
+let changing = false; // a password change is in flight
+
+function storeToken(value) {
+  try {
+    if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
+  } catch (e) { /* storage disabled: the token lives for this page only */ }
+}
+
+function storedToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY);
+  } catch (e) {
+    return null;
+  }
+}
+
+function start(value) {
+  token = value;
+  storeToken(value);
   model.loadOutbox();
+  account.hideSignIn();
   view.showApp();
-  connection.start(token);
+  connection.start(value);
 }
 
-function signIn(token) {
-  sessionStorage.setItem(TOKEN_KEY, token);
-  start(token);
-}
-
-function signOut(message) {
+// Back to the sign-in form; `message` says why (none: the user signed out). A refused token is
+// forgotten only if it is still the stored one (another tab may have stored a newer one).
+function signOut(message, options) {
+  const dropped = token;
+  token = null;
+  user = null;
   connection.stop();
   model.clear();
-  sessionStorage.removeItem(TOKEN_KEY);
-  view.showSignedOut(message);
+  if (!message || storedToken() === dropped) storeToken(null);
+  view.clearApp();
+  account.showSignIn(message, options);
+}
+
+async function login(name, password) {
+  const reply = await api.call('POST', '/api/login', { body: { user: name, password } });
+  if (!reply.ok || !reply.body || !reply.body.token) return reply;
+  user = reply.body.user;
+  start(reply.body.token);
+  return null;
+}
+
+// The server closes this user's sockets with 4001 once the password changed: the connection
+// waits for the new token instead of signing out (connection.expectNewToken).
+async function changePassword(old, fresh) {
+  const body = { new: fresh };
+  if (old) body.old = old;
+  connection.expectNewToken(true);
+  changing = true;
+  const reply = await api.call('POST', '/api/me/password', { token, body });
+  changing = false;
+  if (!reply.ok || !reply.body || !reply.body.token) {
+    connection.expectNewToken(false);
+    return reply;
+  }
+  token = reply.body.token;
+  storeToken(token);
+  connection.replaceToken(token);
+  connection.expectNewToken(false);
+  return null;
+}
+
+// A one-time sign-in link: exchanged for a token once; a second use is refused.
+async function exchangeLink(link) {
+  const reply = await api.call('POST', '/api/login', { body: { link } });
+  if (reply.ok && reply.body && reply.body.token) {
+    user = reply.body.user;
+    start(reply.body.token);
+  } else if (reply.status === 0) {
+    account.showSignIn('The server cannot be reached to use this sign-in link. Open the link again later.');
+  } else {
+    account.showSignIn('This sign-in link was already used, has expired or was revoked. Ask your administrator for a new one, or sign in with your password.');
+  }
+}
+
+// Closed with 4001, or the upgrade refused (401): the reason, in words.
+function unauthorizedText(reason) {
+  const why = (reason || '').toLowerCase();
+  if (why.includes('deactivat')) {
+    return 'Your account was deactivated by an administrator, so you were signed out.';
+  }
+  if (why.includes('password')) {
+    return 'Your password was changed (in another window or by an administrator), so you were signed out. Sign in with the new password.';
+  }
+  if (why.includes('revok')) {
+    return 'An administrator ended your sessions (revoked), so you were signed out. Sign in again.';
+  }
+  return 'The server ended this session: your sessions were revoked, your password changed or your account deactivated. Sign in again.';
 }
 
 connection.init({
   status: view.setConnection,
-  welcome: view.showUser,
+  welcome: (id) => {
+    user = id;
+    view.showUser(id);
+    view.welcomed();
+  },
   users: view.listUsers,
   render: view.render,
   announce: view.announce,
@@ -42,20 +134,55 @@ connection.init({
   reminder: view.reminder,
   reminded: view.reminded,
   groupUpdated: view.groupUpdated,
-  refused: () => signOut('The server refused this token (expired or invalid). Paste another one.'),
+  joined: view.joined,
+  left: view.left,
+  refused: () => {
+    const pasted = pastedToken;
+    signOut('The server refused this token: it expired or is invalid, the sessions were revoked, or the account was deactivated. Sign in again.', { tokenForm: pasted });
+  },
+  unauthorized: (reason) => {
+    // Another tab of this browser may have changed the password and stored the new token.
+    const stored = storedToken();
+    if (stored && stored !== token) {
+      start(stored);
+      return;
+    }
+    signOut(unauthorizedText(reason));
+  },
 });
-view.wire({ signIn, signOut: () => signOut() });
 
-// A token in the URL (a login link) is remembered for this tab and removed from the address
-// bar, so it does not end up in bookmarks or screenshots.
-const fromUrl = new URLSearchParams(location.search).get('token');
-if (fromUrl) {
-  sessionStorage.setItem(TOKEN_KEY, fromUrl);
-  history.replaceState(null, '', location.pathname);
-}
-const token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
-if (token) {
-  start(token);
+view.wire();
+account.wire({
+  login: (name, password) => {
+    pastedToken = false;
+    return login(name, password);
+  },
+  changePassword,
+  signInWithToken: (value) => {
+    pastedToken = true;
+    start(value);
+  },
+  signOut: () => signOut(),
+  me: () => user,
+});
+
+// Other tabs: a sign-in there (or a new token after a password change) signs this signed-out
+// tab in; a sign-out there signs this one out.
+window.addEventListener('storage', (event) => {
+  if (event.key !== TOKEN_KEY) return;
+  if (event.newValue && !token) start(event.newValue);
+  else if (!event.newValue && token && !changing) signOut();
+});
+
+const params = new URLSearchParams(location.search);
+const fromUrl = params.get('token');
+const link = params.get('link');
+if (fromUrl || link) history.replaceState(null, '', location.pathname);
+if (link) {
+  exchangeLink(link);
+} else if (fromUrl || storedToken()) {
+  start(fromUrl || storedToken());
 } else {
-  view.askForToken();
+  account.showSignIn('');
+  view.setConnection('offline', 'Signed out');
 }

@@ -1,8 +1,9 @@
 // The web client's state, and nothing else: no DOM, no WebSocket.
 //
 // It owns the signed-in user, the conversations (one record per group: cursors, unread count,
-// messages, receipts, receipt policy, reminders, the "marked unread" flag), the open
-// conversation, the people's display names and the outbox. Other
+// messages, receipts, receipt policy, reminders, the "marked unread" flag, one's role and the
+// last member list seen), the open conversation, the people (ids and display names) and the
+// outbox. Other
 // modules read it through the functions below and change it only through them, except for a
 // group record's connection bookkeeping (see newGroup), which connection.js keeps.
 // - messages are kept per group in a Map keyed by seq, so a message is never stored twice
@@ -21,6 +22,7 @@ let outbox = []; // {group, client_id, body, remind_after_secs?, failed?}: not y
 let openWhenJoined = null; // a direct conversation asked for, waiting for its `joined`
 const groups = new Map(); // group id -> group (see newGroup)
 const names = new Map(); // user id -> display name
+let people = []; // [{id, name}] from the `users` pages, in id order (deactivated users excluded)
 
 function newGroup(summary) {
   return {
@@ -38,6 +40,8 @@ function newGroup(summary) {
     moreBefore: false,
     receipts: new Map(), // seq -> {recipients, delivered, read}
     policy: summary.receipts || 'full', // the receipt policy: 'full' | 'counts' | 'off'
+    role: summary.role || 'member', // ours: 'owner' | 'admin' | 'member'
+    members: null, // [{user, name, role, joined_seq}] from the last `members` frame, or null
     markedUnread: Boolean(summary.marked_unread),
     reminders: new Map(), // seq -> reminder frame: someone asked us to read that message
     othersSeen: new Set(), // seqs from others pushed while not loaded (for unread counts)
@@ -120,6 +124,7 @@ export function welcome(frame) {
     }
     g.name = summary.name;
     g.policy = summary.receipts || 'full';
+    g.role = summary.role || 'member';
     g.markedUnread = Boolean(summary.marked_unread);
     g.lastSeq = Math.max(g.lastSeq, summary.last_seq);
     g.delivered = Math.max(g.delivered, summary.delivered);
@@ -143,8 +148,30 @@ export function welcome(frame) {
   return readAhead;
 }
 
-export function setNames(users) {
+// The people (every page of `users`).
+export function setUsers(users) {
+  people = users;
   for (const u of users) names.set(u.id, u.name);
+}
+
+export function users() {
+  return people;
+}
+
+// Whether we may manage the group (rename, members, roles): owners and admins.
+export function canManage(g) {
+  return g.kind === 'group' && (g.role === 'owner' || g.role === 'admin');
+}
+
+// A `members` frame: the list, its names, and our own role in it.
+export function setMembers(id, members) {
+  const g = groups.get(id);
+  if (!g) return;
+  g.members = members;
+  for (const m of members) {
+    if (m.name) names.set(m.user, m.name);
+    if (m.user === user) g.role = m.role;
+  }
 }
 
 // A `joined`: the group is added unless known.

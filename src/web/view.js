@@ -1,24 +1,29 @@
 // The page: DOM rendering and the wiring of its controls. It draws what model.js holds and
 // turns clicks and key presses into calls of connection.js (and, for signing in and out, of
 // the actions main.js hands to wire()). It keeps only DOM state: the nodes it drew, which
-// messages are on screen, where the "New messages" line goes (the receipts dialog is dialog.js).
+// messages are on screen, where the "New messages" line goes (the receipts dialog is dialog.js,
+// the new-group and group settings dialogs groups.js).
 // - read means seen: a message counts as read once at least half of it (or half the pane, for a
 //   tall one) has been on screen while the page is visible AND focused; a hidden tab or another
 //   focused window never moves the read mark. An IntersectionObserver (threshold 0.5) notices
 //   layout changes; scrolling, focus and visibility changes measure again;
 // - a conversation with unread messages opens at the first of them, under a "New messages"
 //   line, with "Jump to latest" at hand; one without opens at the bottom;
+// - a conversation that goes while open (we left, were removed, or it was deleted) leaves the
+//   pane saying so, instead of blank;
 // - lists are updated in place, so a re-render never swallows a click or loses focus.
 
 import * as model from './model.js';
 import * as connection from './connection.js';
 import * as dialog from './dialog.js';
+import * as groups from './groups.js';
 
 const $ = (id) => document.getElementById(id);
 
 const conversationNodes = new Map(); // group id -> <li> of the conversation list
 const nodes = new Map(); // seq -> <li> of the open group
 const pendingNodes = new Map(); // client_id -> <li> of an outbox entry
+let notice = null; // {title, text, reason}: why the open conversation went (see left())
 let newSince = 0; // the read mark when the open group was opened: "New messages" goes after it
 let clearMarkFor = null; // a group the user opened while marked unread: its next look clears it
 const highlighted = new Set(); // seqs of the open group shown as reminded during this visit
@@ -62,8 +67,9 @@ export function showUser(user) {
   $('me').textContent = `Signed in as ${user}`;
 }
 
-// The people one can open a direct conversation with.
+// The people one can open a direct conversation with (and pick for a group).
 export function listUsers(users) {
+  groups.usersChanged();
   const list = $('user-list');
   list.replaceChildren();
   for (const user of users) {
@@ -102,9 +108,42 @@ export function reminded(frame) {
   dialog.reminded(frame);
 }
 
-// A group's name or receipt policy changed: the receipts dialog follows.
+// A group's name or receipt policy changed: the dialogs follow.
 export function groupUpdated(g) {
   dialog.groupUpdated(g);
+  groups.groupUpdated(g);
+}
+
+// We were added to a group (or created one).
+export function joined(g) {
+  if (g.kind === 'group') say(`You are now a member of ${model.groupTitle(g)}.`);
+  groups.membersChanged(g.id);
+}
+
+const LEFT_WORDS = {
+  removed: (title) => `You were removed from ${title}.`,
+  deleted: (title) => `${title} was deleted.`,
+  left: (title) => `You left ${title}.`,
+};
+
+// A `left` (called before the conversation goes): when it was open, the pane says why.
+export function left(frame, g) {
+  const title = model.groupTitle(g);
+  const words = LEFT_WORDS[frame.reason] || LEFT_WORDS.removed;
+  const text = words(title);
+  groups.gone(g.id);
+  if (readersOpenIn(g.id)) $('readers-dialog').close();
+  say(text);
+  if (model.activeId() === g.id) notice = { title, text, reason: frame.reason || 'removed' };
+}
+
+function readersOpenIn(id) {
+  return $('readers-dialog').open && model.activeId() === id;
+}
+
+// After a (re)connect's `welcome`.
+export function welcomed() {
+  groups.welcomed();
 }
 
 // New receipt counts: the receipts dialog is refreshed when it shows one of them.
@@ -246,8 +285,20 @@ function renderPane({ scrollToEnd = false, keepScroll = false, opened = false } 
   input.disabled = !g;
   $('mark-unread').hidden = !g;
   $('remind-after').disabled = !g || g.policy === 'off';
+  const settings = $('group-settings');
+  settings.hidden = !g || g.kind !== 'group';
+  if (g) {
+    const manage = model.canManage(g);
+    settings.textContent = manage ? 'Settings' : 'Members';
+    settings.dataset.manage = String(manage);
+    notice = null;
+  }
+  const paneNotice = $('pane-notice');
+  paneNotice.hidden = !notice;
+  paneNotice.textContent = notice ? notice.text : '';
+  if (notice) paneNotice.dataset.reason = notice.reason; else delete paneNotice.dataset.reason;
   if (!g) {
-    $('pane-title').textContent = 'Pick a conversation';
+    $('pane-title').textContent = notice ? notice.title : 'Pick a conversation';
     $('message-list').replaceChildren();
     $('older').hidden = true;
     $('jump').hidden = true;
@@ -387,6 +438,7 @@ export function openGroup(id) {
   if (!g) return;
   const switching = model.activeId() !== id;
   if (switching) {
+    notice = null;
     model.setActive(id);
     nodes.clear();
     shown.clear();
@@ -418,48 +470,41 @@ export function showApp() {
   $('signin').hidden = true;
   $('app').hidden = false;
   $('sign-out').hidden = false;
+  $('change-password').hidden = false;
 }
 
-// The sign-in form on a first visit without a token.
-export function askForToken() {
-  $('signin').hidden = false;
-  setConnection('offline', 'Signed out');
-}
-
-// After signing out (or a refused token, with `message`): the sign-in form, nothing else.
-export function showSignedOut(message) {
+// After signing out: nothing of the conversations stays on the page (the sign-in form is
+// account.js's).
+export function clearApp() {
   conversationNodes.clear();
   nodes.clear();
+  notice = null;
+  for (const id of ['readers-dialog', 'settings-dialog', 'new-group-dialog']) {
+    if ($(id).open) $(id).close();
+  }
   $('conversations').replaceChildren();
   $('message-list').replaceChildren();
+  $('pane-notice').hidden = true;
   setConnection('offline', 'Signed out');
   $('me').textContent = '';
   $('app').hidden = true;
   $('sign-out').hidden = true;
-  $('signin').hidden = false;
-  $('signin-error').textContent = message || '';
-  $('token-input').value = '';
-  $('token-input').focus();
+  $('change-password').hidden = true;
 }
 
 // ---- the page's controls -------------------------------------------------------------------
 
-// Wires the controls; `actions.signIn(token)` and `actions.signOut()` are main.js's.
-export function wire(actions) {
+// Wires the controls of the conversations (signing in and out is account.js's).
+export function wire() {
   document.addEventListener('visibilitychange', measure);
   window.addEventListener('focus', measure);
 
   dialog.wire();
-
-  $('signin-form').addEventListener('submit', (event) => {
-    event.preventDefault();
-    const token = $('token-input').value.trim();
-    if (!token) return;
-    $('signin-error').textContent = '';
-    actions.signIn(token);
+  groups.wire({ open: openGroup });
+  $('group-settings').addEventListener('click', () => {
+    const g = model.activeGroup();
+    if (g) groups.openSettings(g.id);
   });
-
-  $('sign-out').addEventListener('click', () => actions.signOut());
 
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();
