@@ -46,10 +46,10 @@ async fn users_are_created_once_and_get_a_working_token() {
 
     let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "has space"})));
     assert_eq!(status, 400, "{body}");
-    assert_eq!(http_error_code(&body), "bad_frame");
+    assert_eq!(http_error_code(&body), "bad_request");
     let (status, body) = server.admin("POST", "/api/users", Some(json!({"name": "no id"})));
     assert_eq!(status, 400, "{body}");
-    assert_eq!(http_error_code(&body), "bad_frame");
+    assert_eq!(http_error_code(&body), "bad_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +91,7 @@ async fn tokens_route_issues_working_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_created_with_or_without_an_id() {
     let server = Server::start();
+    server.ensure_users(&["alice", "carol"]);
     let eng = server.admin_expect(
         "POST",
         "/api/groups",
@@ -102,20 +103,31 @@ async fn groups_are_created_with_or_without_an_id() {
         json!({
             "id": "eng", "name": "Engineering", "kind": "group", "receipts": "full", "last_seq": 0,
             "members": [
-                {"user": "alice", "joined_seq": 0, "delivered": 0, "read": 0},
-                {"user": "carol", "joined_seq": 0, "delivered": 0, "read": 0},
+                {"user": "alice", "name": "alice", "role": "member", "joined_seq": 0, "delivered": 0, "read": 0},
+                {"user": "carol", "name": "carol", "role": "owner", "joined_seq": 0, "delivered": 0, "read": 0},
             ]
         })
     );
     assert_eq!(server.group("eng"), eng);
-    // Members the server had not seen are users now.
-    let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "carol"})));
-    assert_eq!(
-        (status, http_error_code(&body).as_str()),
-        (409, "user_exists")
+    // Nobody is created because a group names them: an unknown member is refused, and
+    // nothing is created.
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "typo", "members": ["alice", "alcie"]})),
     );
+    assert_eq!((status, http_error_code(&body).as_str()), (404, "no_such_user"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("alcie"), "{body}");
+    let (status, _) = server.admin("GET", "/api/groups/typo", None);
+    assert_eq!(status, 404);
+    let (status, _) = server.admin("GET", "/api/users/alcie", None);
+    assert_eq!(status, 404);
 
-    let (status, body) = server.admin("POST", "/api/groups", Some(json!({"id": "eng"})));
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "eng", "members": ["alice"]})),
+    );
     assert_eq!(status, 409, "{body}");
     assert_eq!(http_error_code(&body), "group_exists");
 
@@ -151,7 +163,7 @@ async fn groups_are_created_with_or_without_an_id() {
     for bad in [json!({"id": "no spaces"}), json!({"id": "dm:alice:bob"})] {
         let (status, body) = server.admin("POST", "/api/groups", Some(bad.clone()));
         assert_eq!(status, 400, "{bad} → {body}");
-        assert_eq!(http_error_code(&body), "bad_frame", "{bad}");
+        assert_eq!(http_error_code(&body), "bad_request", "{bad}");
     }
 }
 
@@ -174,7 +186,7 @@ async fn membership_changes_take_effect_at_once() {
     let member = server.admin_expect("PUT", "/api/groups/team/members/carol", None, 200);
     assert_eq!(
         member,
-        json!({"user": "carol", "joined_seq": 3, "delivered": 3, "read": 3})
+        json!({"user": "carol", "name": "carol", "role": "member", "joined_seq": 3, "delivered": 3, "read": 3})
     );
     let again = server.admin_expect("PUT", "/api/groups/team/members/carol", None, 200);
     assert_eq!(
@@ -188,7 +200,7 @@ async fn membership_changes_take_effect_at_once() {
         json!({
             "type": "joined", "group": "team", "name": "team", "kind": "group",
             "last_seq": 3, "delivered": 3, "read": 3, "unread": 0,
-            "receipts": "full", "marked_unread": false
+            "receipts": "full", "marked_unread": false, "role": "member"
         })
     );
     alice.send_msg("team", "c4", "welcome carol").await;
@@ -313,8 +325,15 @@ async fn bot_sends_are_durable_pushed_and_idempotent() {
 
     for (body, status, code) in [
         (json!({"from": "carol", "body": "hi"}), 403, "not_member"),
-        (json!({"from": "alice"}), 400, "bad_frame"),
-        (json!({"body": "from nobody"}), 400, "bad_frame"),
+        (json!({"from": "alice"}), 400, "bad_request"),
+        (json!({"body": "from nobody"}), 400, "bad_request"),
+        (json!({"from": "alice", "body": ""}), 400, "bad_request"),
+        (json!({"from": "alice", "body": "  \n "}), 400, "bad_request"),
+        (
+            json!({"from": "alice", "body": "x", "admin": true}),
+            400,
+            "bad_request",
+        ),
     ] {
         let (got, reply) = server.admin("POST", "/api/groups/team/messages", Some(body.clone()));
         assert_eq!(got, status, "{body} → {reply}");
@@ -383,13 +402,20 @@ async fn messages_route_pages_like_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_users_and_empty_groups_survive_a_crash() {
+async fn created_users_and_quiet_groups_survive_a_crash() {
     let mut server = Server::start();
     server.admin_expect("POST", "/api/users", Some(json!({"id": "zed"})), 201);
+    // A group needs a member.
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "nobody", "members": []})),
+    );
+    assert_eq!((status, http_error_code(&body).as_str()), (400, "bad_request"));
     server.admin_expect(
         "POST",
         "/api/groups",
-        Some(json!({"id": "empty", "members": []})),
+        Some(json!({"id": "empty", "members": ["zed"]})),
         201,
     );
     server.restart(); // SIGKILL right after the 201s
