@@ -116,8 +116,15 @@ async fn groups_are_created_with_or_without_an_id() {
         "/api/groups",
         Some(json!({"id": "typo", "members": ["alice", "alcie"]})),
     );
-    assert_eq!((status, http_error_code(&body).as_str()), (404, "no_such_user"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("alcie"), "{body}");
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (404, "no_such_user"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("alcie"),
+        "{body}"
+    );
     let (status, _) = server.admin("GET", "/api/groups/typo", None);
     assert_eq!(status, 404);
     let (status, _) = server.admin("GET", "/api/users/alcie", None);
@@ -328,7 +335,11 @@ async fn bot_sends_are_durable_pushed_and_idempotent() {
         (json!({"from": "alice"}), 400, "bad_request"),
         (json!({"body": "from nobody"}), 400, "bad_request"),
         (json!({"from": "alice", "body": ""}), 400, "bad_request"),
-        (json!({"from": "alice", "body": "  \n "}), 400, "bad_request"),
+        (
+            json!({"from": "alice", "body": "  \n "}),
+            400,
+            "bad_request",
+        ),
         (
             json!({"from": "alice", "body": "x", "admin": true}),
             400,
@@ -411,7 +422,10 @@ async fn created_users_and_quiet_groups_survive_a_crash() {
         "/api/groups",
         Some(json!({"id": "nobody", "members": []})),
     );
-    assert_eq!((status, http_error_code(&body).as_str()), (400, "bad_request"));
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (400, "bad_request")
+    );
     server.admin_expect(
         "POST",
         "/api/groups",
