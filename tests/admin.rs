@@ -543,3 +543,89 @@ async fn admin_api_requires_the_admin_token() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(http_error_code(&body), "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_listed_and_paged_by_id() {
+    let server = Server::start();
+    server.create_group("b-team", &["alice", "bob"]);
+    server.create_group("a-team", &["alice"]);
+    server.create_group("c-team", &["carol"]);
+    server.post("b-team", "alice", "one");
+    server.post("b-team", "bob", "two");
+    server.admin_expect(
+        "PUT",
+        "/api/groups/c-team",
+        Some(json!({"name": "Team C", "receipts": "counts"})),
+        200,
+    );
+    let mut alice = server.connect("alice").await;
+    alice
+        .request(json!({"type": "direct", "with": "bob"}))
+        .await;
+
+    let page = server.admin_expect("GET", "/api/groups?limit=2", None, 200);
+    let ids = |page: &Value| -> Vec<String> {
+        page["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| g["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(&page), ["a-team", "b-team"]);
+    assert_eq!(page["more"], true);
+    let b = &page["groups"][1];
+    assert_eq!(
+        (
+            b["name"].as_str(),
+            b["kind"].as_str(),
+            b["receipts"].as_str()
+        ),
+        (Some("b-team"), Some("group"), Some("full"))
+    );
+    assert_eq!(
+        (b["last_seq"].as_u64(), b["members"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(b["created_ms"].as_u64().is_some_and(|ms| ms > 0), "{b}");
+    let rest = server.admin_expect("GET", "/api/groups?after=b-team", None, 200);
+    assert_eq!(ids(&rest), ["c-team", "dm:alice:bob"]);
+    assert_eq!(rest["more"], false);
+    assert_eq!(
+        (
+            rest["groups"][0]["name"].as_str(),
+            rest["groups"][0]["receipts"].as_str()
+        ),
+        (Some("Team C"), Some("counts"))
+    );
+    assert_eq!(rest["groups"][1]["kind"], "direct");
+    for bad in ["/api/groups?after=no%20spaces", "/api/groups?sort=name"] {
+        let (status, body) = server.admin("GET", bad, None);
+        assert_eq!(
+            (status, http_error_code(&body).as_str()),
+            (400, "bad_request"),
+            "{bad}"
+        );
+    }
+    // Unknown fields in a body are refused, and nothing changes.
+    let (status, body) = server.admin(
+        "PUT",
+        "/api/groups/c-team",
+        Some(json!({"name": "Hijacked", "admin": true})),
+    );
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (400, "bad_request")
+    );
+    assert_eq!(server.group("c-team")["name"], "Team C");
+    // A direct conversation has no name of its own to change.
+    let (status, body) = server.admin(
+        "PUT",
+        "/api/groups/dm:alice:bob",
+        Some(json!({"name": "x"})),
+    );
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (403, "not_allowed")
+    );
+}
