@@ -213,6 +213,9 @@ fn show(client: &Client, group: &str, event: Event) {
             receipts,
         } => eprintln!("* {g} is now \"{name}\", receipts {receipts:?}"),
         Event::MarkedUnread { .. } => {}
+        Event::Unauthorized { reason } => eprintln!(
+            "! the server no longer accepts this token ({reason}): sign in again for a new one"
+        ),
         Event::Disconnected => eprintln!("* disconnected; reconnecting..."),
     }
 }

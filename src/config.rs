@@ -77,6 +77,8 @@ pub struct Config {
     pub cache_bytes: u64,
     /// How many HTTP worker threads (0: one per core).
     pub workers: usize,
+    /// Whether users may create groups (`create_group`); otherwise only the admin does.
+    pub user_groups: bool,
     /// `serve --demo`: seed demo data into a data directory without users and print login links.
     pub demo: bool,
 }
@@ -104,6 +106,7 @@ impl Config {
             cache_bytes: DEFAULT_CACHE_MB << 20,
             remind_interval: Duration::from_secs(DEFAULT_REMIND_INTERVAL_SECS),
             workers: 0,
+            user_groups: true,
             demo: false,
         }
     }

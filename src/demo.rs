@@ -1,6 +1,7 @@
 //! `rollcall serve --demo`: a newcomer's first run. Into a data directory without users it seeds a few
-//! users, a group and a direct conversation with some history and read marks; on every demo
-//! start it prints one login link per demo user for the built-in web client.
+//! users (each with the password [`PASSWORD`]), a group owned by alice and a direct
+//! conversation with some history and read marks; on every demo start it prints one login link
+//! per demo user for the built-in web client.
 //!
 //! Seeding goes through the same registry and group-actor commands as the admin HTTP API
 //! (`create_user`, `create_group`, `PostMessage`, `AdvanceCursor`), so the seeded messages get
@@ -11,11 +12,15 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
+use crate::accounts::Accounts;
+use crate::auth::DEFAULT_TOKEN_TTL_SECS;
 use crate::group::{reply_channel, AdvanceCursor, Cursor, GroupError, PostMessage};
 use crate::ids::{GroupId, UserId};
 use crate::registry::Registry;
-use crate::store::GroupKindRecord;
+use crate::store::{GroupKindRecord, GroupSettingsRecord};
+
+/// Every demo user's password (for the sign-in form; printed with the links).
+pub const PASSWORD: &str = "rollcall-demo";
 
 /// The demo users: (id, display name).
 pub const USERS: &[(&str, &str)] = &[
@@ -77,17 +82,29 @@ const DIRECT: &[(&str, &str)] = &[
 ];
 
 /// Seeds the demo users, group and direct conversation, each step answered once durable.
-pub async fn seed(registry: &Arc<Registry>) -> Result<(), GroupError> {
+pub async fn seed(registry: &Arc<Registry>, accounts: &Accounts) -> Result<(), GroupError> {
     let mut users = Vec::new();
     for (id, name) in USERS {
         let user = parse_user(id)?;
-        registry.create_user(&user, name).await?;
+        accounts
+            .create_user(&user, name, Some(PASSWORD.to_owned()))
+            .await
+            .map_err(|e| GroupError::Storage(e.to_string()))?;
         users.push(user);
     }
     let group = GroupId::parse_plain(GROUP)
         .map_err(|e| GroupError::Storage(format!("demo group id: {e}")))?;
+    let settings = GroupSettingsRecord::default();
+    let owner = users.first().cloned();
     let addr = registry
-        .create_group(&group, "Team Rollcall", GroupKindRecord::Group, &users)
+        .create_group_with(
+            &group,
+            "Team Rollcall",
+            GroupKindRecord::Group,
+            &users,
+            settings,
+            owner.as_ref(),
+        )
         .await?
         .ok_or_else(|| GroupError::Storage(format!("group {group} exists already")))?;
     for (i, (from, body)) in HISTORY.iter().enumerate() {
@@ -122,7 +139,7 @@ pub async fn seed(registry: &Arc<Registry>) -> Result<(), GroupError> {
 /// One login link per demo user that exists, for a server listening on `listening`.
 pub fn login_links(
     registry: &Registry,
-    auth: &Auth,
+    accounts: &Accounts,
     listening: SocketAddr,
 ) -> Result<Vec<(String, String)>, GroupError> {
     let base = page_url(listening);
@@ -132,8 +149,8 @@ pub fn login_links(
         if registry.store().user(&user)?.is_none() {
             continue;
         }
-        let token = auth
-            .mint(&user, DEFAULT_TOKEN_TTL_SECS)
+        let token = accounts
+            .token(&user, DEFAULT_TOKEN_TTL_SECS)
             .map_err(|e| GroupError::Storage(format!("signing a token: {e}")))?;
         links.push((user.to_string(), format!("{base}?token={token}")));
     }

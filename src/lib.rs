@@ -44,6 +44,7 @@ pub mod registry;
 #[doc(hidden)]
 pub mod store;
 
+mod accounts;
 mod demo;
 mod http;
 mod session;

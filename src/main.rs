@@ -113,6 +113,10 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Whether users may create groups themselves (`create_group`); with `false` only the admin
+    /// API creates groups.
+    #[arg(long, env = "ROLLCALL_USER_GROUPS", default_value_t = true, action = clap::ArgAction::Set)]
+    user_groups: bool,
     /// Demo mode: into a data directory without users yet, create users alice, bob, carol and
     /// dave, a group `team` and a direct conversation with some history; on every start print a
     /// login link per demo user for the web client at `/`.
@@ -150,6 +154,7 @@ impl ServeArgs {
         config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
         config.remind_interval = Duration::from_secs(self.remind_interval_secs);
         config.workers = self.workers;
+        config.user_groups = self.user_groups;
         config.demo = self.demo;
         config
     }

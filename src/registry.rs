@@ -23,14 +23,16 @@ use actix::prelude::*;
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::group::{
-    reply_channel, AddMember, GroupActor, GroupDeps, GroupError, PersistCursors, SetShareReads,
+    reply_channel, AddMember, By, DeleteGroup, GroupActor, GroupDeps, GroupError, MemberView,
+    PersistCursors, SetShareReads,
 };
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::protocol::{MemberEntry, UserEntry};
 use crate::store::{
-    now_ms, GroupKindRecord, GroupRecord, GroupSettingsRecord, MemberRecord, Store, StoreError,
-    UserRecord, UserSettingsRecord,
+    now_ms, GroupKindRecord, GroupRecord, GroupSettingsRecord, MemberRecord, RoleRecord, Store,
+    StoreError, UserRecord, UserSettingsRecord,
 };
 
 /// Shared server state: storage, the group actors, who is online.
@@ -158,25 +160,94 @@ impl Registry {
         self.arbiters.get(at)
     }
 
-    /// Creates a user unless it exists, answering once durable; returns whether it was created.
-    pub async fn create_user(&self, id: &UserId, name: &str) -> Result<bool, GroupError> {
-        let created = self.store.create_user(
-            id,
-            &UserRecord {
-                name: name.to_owned(),
-                created_ms: now_ms(),
-            },
-        )?;
-        if created {
-            self.flush().await?;
-            log::info!("user {id} created");
+    /// Fails with `no_such_user` unless every one of `users` exists and is active: nobody is
+    /// created because someone else named them.
+    pub fn check_users(&self, users: &[UserId]) -> Result<(), GroupError> {
+        for user in users {
+            if self.store.user(user)?.is_none() {
+                return Err(GroupError::NoSuchUser(format!("no user {user}")));
+            }
+            if self.store.account(user)?.is_some_and(|a| a.deactivated) {
+                return Err(GroupError::NoSuchUser(format!("{user} is deactivated")));
+            }
         }
-        Ok(created)
+        Ok(())
     }
 
-    /// Makes sure a user record exists (name = id when new). Not flushed by itself: a user
-    /// created implicitly (first connect, a member or a `direct` peer) is flushed with the
-    /// membership that needs it, or created again on next use.
+    /// Users by id, for a listing; deactivated users are left out.
+    pub fn user_entries(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<(Vec<UserEntry>, bool), StoreError> {
+        let mut entries = Vec::new();
+        let mut after = after.cloned();
+        // Pages of the store until `limit` active users (or the end) are found.
+        loop {
+            let page = self.store.users(after.as_ref(), limit + 1)?;
+            let exhausted = page.len() <= limit;
+            for (id, record) in page {
+                after = Some(id.clone());
+                if self.store.account(&id)?.is_some_and(|a| a.deactivated) {
+                    continue;
+                }
+                if entries.len() == limit {
+                    return Ok((entries, true));
+                }
+                entries.push(UserEntry {
+                    id: id.to_string(),
+                    name: record.name,
+                });
+            }
+            if exhausted {
+                return Ok((entries, false));
+            }
+        }
+    }
+
+    /// Members as a `members` reply shows them, with their names.
+    pub fn member_entries(
+        &self,
+        members: &[(UserId, MemberView)],
+    ) -> Result<Vec<MemberEntry>, StoreError> {
+        members
+            .iter()
+            .map(|(user, view)| {
+                Ok(MemberEntry {
+                    user: user.to_string(),
+                    name: self.display_name(user)?,
+                    role: view.role.into(),
+                    joined_seq: view.record.joined_seq,
+                })
+            })
+            .collect()
+    }
+
+    /// A user's name (their id when the record is missing).
+    pub fn display_name(&self, user: &UserId) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .user(user)?
+            .map_or_else(|| user.to_string(), |r| r.name))
+    }
+
+    /// Deletes a group for good: its members hear `left` (`deleted`), and its id is never
+    /// handed out again. Answers once durable.
+    pub async fn delete_group(&self, id: &GroupId) -> Result<(), GroupError> {
+        let addr = self
+            .group(id)?
+            .ok_or_else(|| GroupError::Storage(format!("group {id} vanished")))?;
+        let (reply, answer) = reply_channel();
+        addr.send(DeleteGroup { reply }).await?;
+        answer.wait().await?;
+        // The actor stops by itself; the next lookup finds no record.
+        lock(&self.groups).remove(id);
+        Ok(())
+    }
+
+    /// Makes sure a user record exists (name = id when new): a user with a valid token, on
+    /// their first connect. Not flushed by itself: a user created so is created again on
+    /// next use if a crash loses it.
     pub fn ensure_user(&self, id: &UserId) -> Result<(), StoreError> {
         if self.store.user(id)?.is_none() {
             let record = UserRecord {
@@ -209,12 +280,13 @@ impl Registry {
         members: &[UserId],
     ) -> Result<Option<Addr<GroupActor>>, GroupError> {
         let settings = GroupSettingsRecord::default();
-        self.create_group_with(id, name, kind, members, settings)
+        self.create_group_with(id, name, kind, members, settings, None)
             .await
     }
 
     /// [`Registry::create_group`] with the given settings (stored before the group's actor
-    /// first starts, so it never runs with others).
+    /// first starts, so it never runs with others) and `owner` (one of `members`) as its
+    /// owner. The members must exist ([`Registry::check_users`]).
     pub async fn create_group_with(
         &self,
         id: &GroupId,
@@ -222,6 +294,7 @@ impl Registry {
         kind: GroupKindRecord,
         members: &[UserId],
         settings: GroupSettingsRecord,
+        owner: Option<&UserId>,
     ) -> Result<Option<Addr<GroupActor>>, GroupError> {
         let record = GroupRecord {
             name: name.to_owned(),
@@ -248,10 +321,16 @@ impl Registry {
         // one flush per member).
         let mut answers = Vec::with_capacity(members.len());
         for user in members {
-            self.ensure_user(user)?;
+            let role = if Some(user) == owner {
+                RoleRecord::Owner
+            } else {
+                RoleRecord::Member
+            };
             let (reply, answer) = reply_channel();
             addr.send(AddMember {
                 user: user.clone(),
+                role,
+                by: By::Admin,
                 reply,
             })
             .await?;
@@ -263,13 +342,15 @@ impl Registry {
         Ok(Some(addr))
     }
 
-    /// The direct conversation of two users, created on first use.
+    /// The direct conversation of two users, created on first use. The other user must exist
+    /// and be active.
     pub async fn open_direct(&self, me: &UserId, other: &UserId) -> Result<GroupId, GroupError> {
+        self.check_users(std::slice::from_ref(other))?;
         let id = GroupId::direct(me, other);
         if let Some(addr) = self.group(&id)? {
             // Both stay members of a direct conversation; re-adding is a no-op.
-            add_member(&addr, me.clone()).await?;
-            add_member(&addr, other.clone()).await?;
+            add_member(&addr, me.clone(), By::Admin).await?;
+            add_member(&addr, other.clone(), By::Admin).await?;
             return Ok(id);
         }
         let name = format!("{me}, {other}");
@@ -281,8 +362,8 @@ impl Registry {
         {
             // Created concurrently by the other side: make sure both are in.
             if let Some(addr) = self.group(&id)? {
-                add_member(&addr, me.clone()).await?;
-                add_member(&addr, other.clone()).await?;
+                add_member(&addr, me.clone(), By::Admin).await?;
+                add_member(&addr, other.clone(), By::Admin).await?;
             }
         }
         Ok(id)
@@ -344,9 +425,19 @@ impl Registry {
     }
 }
 
-/// Adds a member through its group actor, waiting until it is durable.
-pub async fn add_member(addr: &Addr<GroupActor>, user: UserId) -> Result<MemberRecord, GroupError> {
+/// Adds a member (as `member`) through its group actor, waiting until it is durable.
+pub async fn add_member(
+    addr: &Addr<GroupActor>,
+    user: UserId,
+    by: By,
+) -> Result<MemberRecord, GroupError> {
     let (reply, answer) = reply_channel();
-    addr.send(AddMember { user, reply }).await?;
+    addr.send(AddMember {
+        user,
+        role: RoleRecord::Member,
+        by,
+        reply,
+    })
+    .await?;
     answer.wait().await
 }

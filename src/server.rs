@@ -18,6 +18,7 @@ use std::time::Duration;
 use actix::Arbiter;
 use actix_web::{web, App, HttpServer};
 
+use crate::accounts::Accounts;
 use crate::auth::Auth;
 use crate::commit::Committer;
 use crate::config::Config;
@@ -71,9 +72,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         Ok(n) => log::info!("started {n} groups with scheduled reminders"),
         Err(e) => log::error!("starting the groups with scheduled reminders: {e}"),
     }
+    crate::auth::password::warm_up();
     let state = web::Data::new(AppState {
         registry: Arc::clone(&registry),
-        auth,
+        accounts: Accounts::new(auth, Arc::clone(&registry)),
     });
     let app_state = state.clone();
     let mut server =
@@ -109,7 +111,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     if config.demo {
         // The listener is bound (early browsers wait in its backlog); seed before serving so
         // the printed links open a page with history.
-        demo(&registry, &state.auth, &server.addrs(), seed_demo).await?;
+        demo(&registry, &state.accounts, &server.addrs(), seed_demo).await?;
     }
     let running = server.run();
     let handle = running.handle();
@@ -186,30 +188,31 @@ async fn storage_failed(store: Arc<dyn Store>) {
 /// `serve --demo`: seeds a data directory without users, then prints one login link per demo user.
 async fn demo(
     registry: &Arc<Registry>,
-    auth: &Auth,
+    accounts: &Accounts,
     listening: &[std::net::SocketAddr],
     seed: bool,
 ) -> io::Result<()> {
     if seed {
-        crate::demo::seed(registry)
+        crate::demo::seed(registry, accounts)
             .await
             .map_err(|e| io::Error::other(format!("seeding demo data: {e:?}")))?;
     }
     let Some(&addr) = listening.first() else {
         return Ok(());
     };
-    let links = crate::demo::login_links(registry, auth, addr)
+    let links = crate::demo::login_links(registry, accounts, addr)
         .map_err(|e| io::Error::other(format!("demo login links: {e:?}")))?;
     let mut out = io::stdout().lock();
     if seed {
         writeln!(
             out,
-            "rollcall: demo data created (users {}; group \"{}\")",
+            "rollcall: demo data created (users {}, each with the password {:?}; group \"{}\")",
             crate::demo::USERS
                 .iter()
                 .map(|(id, _)| *id)
                 .collect::<Vec<_>>()
                 .join(", "),
+            crate::demo::PASSWORD,
             crate::demo::GROUP
         )?;
     } else if links.is_empty() {

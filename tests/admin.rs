@@ -46,10 +46,10 @@ async fn users_are_created_once_and_get_a_working_token() {
 
     let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "has space"})));
     assert_eq!(status, 400, "{body}");
-    assert_eq!(http_error_code(&body), "bad_frame");
+    assert_eq!(http_error_code(&body), "bad_request");
     let (status, body) = server.admin("POST", "/api/users", Some(json!({"name": "no id"})));
     assert_eq!(status, 400, "{body}");
-    assert_eq!(http_error_code(&body), "bad_frame");
+    assert_eq!(http_error_code(&body), "bad_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +91,7 @@ async fn tokens_route_issues_working_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_created_with_or_without_an_id() {
     let server = Server::start();
+    server.ensure_users(&["alice", "carol"]);
     let eng = server.admin_expect(
         "POST",
         "/api/groups",
@@ -102,20 +103,38 @@ async fn groups_are_created_with_or_without_an_id() {
         json!({
             "id": "eng", "name": "Engineering", "kind": "group", "receipts": "full", "last_seq": 0,
             "members": [
-                {"user": "alice", "joined_seq": 0, "delivered": 0, "read": 0},
-                {"user": "carol", "joined_seq": 0, "delivered": 0, "read": 0},
+                {"user": "alice", "name": "alice", "role": "member", "joined_seq": 0, "delivered": 0, "read": 0},
+                {"user": "carol", "name": "carol", "role": "owner", "joined_seq": 0, "delivered": 0, "read": 0},
             ]
         })
     );
     assert_eq!(server.group("eng"), eng);
-    // Members the server had not seen are users now.
-    let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "carol"})));
+    // Nobody is created because a group names them: an unknown member is refused, and
+    // nothing is created.
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "typo", "members": ["alice", "alcie"]})),
+    );
     assert_eq!(
         (status, http_error_code(&body).as_str()),
-        (409, "user_exists")
+        (404, "no_such_user"),
+        "{body}"
     );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("alcie"),
+        "{body}"
+    );
+    let (status, _) = server.admin("GET", "/api/groups/typo", None);
+    assert_eq!(status, 404);
+    let (status, _) = server.admin("GET", "/api/users/alcie", None);
+    assert_eq!(status, 404);
 
-    let (status, body) = server.admin("POST", "/api/groups", Some(json!({"id": "eng"})));
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "eng", "members": ["alice"]})),
+    );
     assert_eq!(status, 409, "{body}");
     assert_eq!(http_error_code(&body), "group_exists");
 
@@ -151,7 +170,7 @@ async fn groups_are_created_with_or_without_an_id() {
     for bad in [json!({"id": "no spaces"}), json!({"id": "dm:alice:bob"})] {
         let (status, body) = server.admin("POST", "/api/groups", Some(bad.clone()));
         assert_eq!(status, 400, "{bad} → {body}");
-        assert_eq!(http_error_code(&body), "bad_frame", "{bad}");
+        assert_eq!(http_error_code(&body), "bad_request", "{bad}");
     }
 }
 
@@ -174,7 +193,7 @@ async fn membership_changes_take_effect_at_once() {
     let member = server.admin_expect("PUT", "/api/groups/team/members/carol", None, 200);
     assert_eq!(
         member,
-        json!({"user": "carol", "joined_seq": 3, "delivered": 3, "read": 3})
+        json!({"user": "carol", "name": "carol", "role": "member", "joined_seq": 3, "delivered": 3, "read": 3})
     );
     let again = server.admin_expect("PUT", "/api/groups/team/members/carol", None, 200);
     assert_eq!(
@@ -188,7 +207,7 @@ async fn membership_changes_take_effect_at_once() {
         json!({
             "type": "joined", "group": "team", "name": "team", "kind": "group",
             "last_seq": 3, "delivered": 3, "read": 3, "unread": 0,
-            "receipts": "full", "marked_unread": false
+            "receipts": "full", "marked_unread": false, "role": "member"
         })
     );
     alice.send_msg("team", "c4", "welcome carol").await;
@@ -313,8 +332,19 @@ async fn bot_sends_are_durable_pushed_and_idempotent() {
 
     for (body, status, code) in [
         (json!({"from": "carol", "body": "hi"}), 403, "not_member"),
-        (json!({"from": "alice"}), 400, "bad_frame"),
-        (json!({"body": "from nobody"}), 400, "bad_frame"),
+        (json!({"from": "alice"}), 400, "bad_request"),
+        (json!({"body": "from nobody"}), 400, "bad_request"),
+        (json!({"from": "alice", "body": ""}), 400, "bad_request"),
+        (
+            json!({"from": "alice", "body": "  \n "}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"from": "alice", "body": "x", "admin": true}),
+            400,
+            "bad_request",
+        ),
     ] {
         let (got, reply) = server.admin("POST", "/api/groups/team/messages", Some(body.clone()));
         assert_eq!(got, status, "{body} → {reply}");
@@ -383,13 +413,23 @@ async fn messages_route_pages_like_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_users_and_empty_groups_survive_a_crash() {
+async fn created_users_and_quiet_groups_survive_a_crash() {
     let mut server = Server::start();
     server.admin_expect("POST", "/api/users", Some(json!({"id": "zed"})), 201);
+    // A group needs a member.
+    let (status, body) = server.admin(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": "nobody", "members": []})),
+    );
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (400, "bad_request")
+    );
     server.admin_expect(
         "POST",
         "/api/groups",
-        Some(json!({"id": "empty", "members": []})),
+        Some(json!({"id": "empty", "members": ["zed"]})),
         201,
     );
     server.restart(); // SIGKILL right after the 201s
@@ -502,4 +542,90 @@ async fn admin_api_requires_the_admin_token() {
     let (status, body) = server.admin("GET", "/api/no/such/route", None);
     assert_eq!(status, 404, "{body}");
     assert_eq!(http_error_code(&body), "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_listed_and_paged_by_id() {
+    let server = Server::start();
+    server.create_group("b-team", &["alice", "bob"]);
+    server.create_group("a-team", &["alice"]);
+    server.create_group("c-team", &["carol"]);
+    server.post("b-team", "alice", "one");
+    server.post("b-team", "bob", "two");
+    server.admin_expect(
+        "PUT",
+        "/api/groups/c-team",
+        Some(json!({"name": "Team C", "receipts": "counts"})),
+        200,
+    );
+    let mut alice = server.connect("alice").await;
+    alice
+        .request(json!({"type": "direct", "with": "bob"}))
+        .await;
+
+    let page = server.admin_expect("GET", "/api/groups?limit=2", None, 200);
+    let ids = |page: &Value| -> Vec<String> {
+        page["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| g["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(&page), ["a-team", "b-team"]);
+    assert_eq!(page["more"], true);
+    let b = &page["groups"][1];
+    assert_eq!(
+        (
+            b["name"].as_str(),
+            b["kind"].as_str(),
+            b["receipts"].as_str()
+        ),
+        (Some("b-team"), Some("group"), Some("full"))
+    );
+    assert_eq!(
+        (b["last_seq"].as_u64(), b["members"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(b["created_ms"].as_u64().is_some_and(|ms| ms > 0), "{b}");
+    let rest = server.admin_expect("GET", "/api/groups?after=b-team", None, 200);
+    assert_eq!(ids(&rest), ["c-team", "dm:alice:bob"]);
+    assert_eq!(rest["more"], false);
+    assert_eq!(
+        (
+            rest["groups"][0]["name"].as_str(),
+            rest["groups"][0]["receipts"].as_str()
+        ),
+        (Some("Team C"), Some("counts"))
+    );
+    assert_eq!(rest["groups"][1]["kind"], "direct");
+    for bad in ["/api/groups?after=no%20spaces", "/api/groups?sort=name"] {
+        let (status, body) = server.admin("GET", bad, None);
+        assert_eq!(
+            (status, http_error_code(&body).as_str()),
+            (400, "bad_request"),
+            "{bad}"
+        );
+    }
+    // Unknown fields in a body are refused, and nothing changes.
+    let (status, body) = server.admin(
+        "PUT",
+        "/api/groups/c-team",
+        Some(json!({"name": "Hijacked", "admin": true})),
+    );
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (400, "bad_request")
+    );
+    assert_eq!(server.group("c-team")["name"], "Team C");
+    // A direct conversation has no name of its own to change.
+    let (status, body) = server.admin(
+        "PUT",
+        "/api/groups/dm:alice:bob",
+        Some(json!({"name": "x"})),
+    );
+    assert_eq!(
+        (status, http_error_code(&body).as_str()),
+        (403, "not_allowed")
+    );
 }

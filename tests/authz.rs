@@ -453,7 +453,10 @@ async fn a_removed_members_sessions_all_stop_at_once() {
     // Both sessions are told, before anything else of the group.
     for bob in [&mut bob1, &mut bob2] {
         let left = bob.recv_type("left").await;
-        assert_eq!(left, json!({"type": "left", "group": "team"}));
+        assert_eq!(
+            left,
+            json!({"type": "left", "group": "team", "reason": "removed"})
+        );
         bob.assert_no_msg("team");
     }
     for n in 2..=4 {
@@ -709,6 +712,7 @@ async fn exercise(level: &str) -> (String, Vec<String>, Vec<String>) {
     );
     assert_eq!(status, 200, "{minted}");
     let minted = minted["token"].as_str().expect("token").to_string();
+    server.ensure_users(&["bob"]);
     let (status, _) = server.http(
         "POST",
         "/api/groups",

@@ -141,6 +141,7 @@ async fn direct_with_yourself_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_joins_or_leaves_a_direct_conversation() {
     let server = Server::start();
+    server.ensure_users(&["bob", "carol"]);
     let mut alice = server.connect("alice").await;
     let reply = alice
         .request(json!({"type": "direct", "with": "bob"}))

@@ -180,6 +180,7 @@ async fn users_groups_members_and_messages_survive_a_crash() {
         201,
     );
     let dora_token = created["token"].as_str().expect("token").to_string();
+    server.ensure_users(&["alice"]);
     server.admin_expect(
         "POST",
         "/api/groups",
@@ -192,6 +193,7 @@ async fn users_groups_members_and_messages_survive_a_crash() {
         Some(json!({"from": "alice", "body": "from the bot", "client_id": "bot-1"})),
         200,
     );
+    server.ensure_users(&["erin"]);
     server.admin_expect("PUT", "/api/groups/eng/members/erin", None, 200);
     let before = server.group("eng");
 

@@ -67,6 +67,9 @@ fn an_embedded_server_stops_on_its_shutdown_future_and_keeps_what_it_acknowledge
     let port = free_port();
     let (stop, server) = start(dir.path(), port);
     wait_until_up(port);
+    for user in ["alice", "bob"] {
+        admin(port, "POST", "/api/users", Some(json!({"id": user}))).expect("create a user");
+    }
     admin(
         port,
         "POST",

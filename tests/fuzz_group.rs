@@ -37,7 +37,7 @@ use proptest::test_runner::Config as ProptestConfig;
 use rollcall::commit::Committer;
 use rollcall::config::{Config, Durability};
 use rollcall::group::{
-    reply_channel, AddMember, AdvanceCursor, Answer as Waiting, AttachSession, Cursor,
+    reply_channel, AddMember, AdvanceCursor, Answer as Waiting, AttachSession, By, Cursor,
     DescribeGroup, FetchMessages, GroupError, ListReaders, ListReceipts, Page, PostMessage, Posted,
     ReceiptQuery, RemoveMember,
 };
@@ -437,6 +437,7 @@ impl Model {
             unread: u64::try_from(unread).expect("few"),
             receipts: Default::default(),
             marked_unread: false,
+            role: Default::default(),
         })
     }
 }
@@ -463,6 +464,7 @@ impl Handler<Outbound> for Recorder {
             Outbound::Frame { kind, text } => (kind.to_string(), text.to_string()),
             Outbound::Evict => ("evict".to_string(), String::new()),
             Outbound::GoingAway => ("going_away".to_string(), String::new()),
+            Outbound::Unauthorized(why) => ("unauthorized".to_string(), why.to_string()),
         };
         self.frames.lock().expect("frames").push(frame);
     }
@@ -654,6 +656,8 @@ async fn run_actor(
                             let (reply, answer) = reply_channel();
                             addr.do_send(AddMember {
                                 user: uid(user),
+                                role: Default::default(),
+                                by: By::Admin,
                                 reply,
                             });
                             Answer::Add(answer)
@@ -662,6 +666,7 @@ async fn run_actor(
                             let (reply, answer) = reply_channel();
                             addr.do_send(RemoveMember {
                                 user: uid(user),
+                                by: By::Admin,
                                 reply,
                             });
                             Answer::Remove(answer)
@@ -850,7 +855,7 @@ async fn check_state(
     let members: Vec<(String, MemberRecord)> = view
         .members
         .iter()
-        .map(|(u, m)| (u.to_string(), *m))
+        .map(|(u, m)| (u.to_string(), m.record))
         .collect();
     let expected: Vec<(String, MemberRecord)> = model
         .members
@@ -945,7 +950,7 @@ fn check_pushes(
                 prop_assert_eq!(m.ts, want.ts);
                 got.push(Push::Msg(m.seq));
             }
-            ServerFrame::Left { group } => {
+            ServerFrame::Left { group, .. } => {
                 prop_assert_eq!(group, GROUP);
                 got.push(Push::Left);
             }

@@ -34,6 +34,7 @@ const WS_CODES: &[&str] = &[
     "unknown_type",
     "no_such_group",
     "not_member",
+    "no_such_user",
     "invalid_seq",
     "too_large",
 ];

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("demo", 8),
     ("http", 8),
     ("session", 7),
+    ("accounts", 7),
     ("registry", 6),
     ("group", 5),
     ("presence", 4),

@@ -162,7 +162,7 @@ async fn settings_and_the_admin_user_route_read_and_change_share_reads() {
             "/api/users/alice",
             Some(json!({"share_reads": "no"})),
             400,
-            "bad_frame",
+            "bad_request",
         ),
     ] {
         let (got, answer) = server.admin(method, path, body);

@@ -88,7 +88,7 @@ async fn the_policy_is_set_at_creation_and_shown_everywhere() {
         );
         assert_eq!(
             (status, http_error_code(&body)),
-            (400, "bad_frame".into()),
+            (400, "bad_request".into()),
             "{bad}"
         );
     }
@@ -110,6 +110,7 @@ async fn the_policy_is_set_at_creation_and_shown_everywhere() {
 
     // joined, for a member added while online, shows it too.
     let mut carol = server.connect("carol").await;
+    server.ensure_users(&["carol"]);
     server.admin_expect("PUT", "/api/groups/g-counts/members/carol", None, 200);
     let joined = carol.recv_type("joined").await;
     assert_eq!(joined["group"], "g-counts", "{joined}");
@@ -186,20 +187,20 @@ async fn a_put_changes_the_policy_durably_and_pushes_group_updated_once() {
             "/api/groups/g",
             json!({"receipts": "some"}),
             400,
-            "bad_frame",
+            "bad_request",
         ),
         (
             "/api/groups/g",
             json!({"receipts": null, "name": 5}),
             400,
-            "bad_frame",
+            "bad_request",
         ),
-        ("/api/groups/g", json!({"name": "   "}), 400, "bad_frame"),
+        ("/api/groups/g", json!({"name": "   "}), 400, "bad_request"),
         (
             "/api/groups/g",
             json!({"name": "x".repeat(101)}),
             400,
-            "bad_frame",
+            "bad_request",
         ),
         (
             "/api/groups/nope",

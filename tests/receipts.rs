@@ -199,6 +199,7 @@ async fn counts_and_readers_follow_joins_leaves_and_cursors() {
     expect_readers(&server, &mut dave, 1, "dave", "", "bob carol").await;
 
     // Erin joins late: a recipient of later messages only.
+    server.ensure_users(&["erin"]);
     let erin = server.admin_expect("PUT", "/api/groups/g/members/erin", None, 200);
     assert_eq!(erin["joined_seq"], 3, "{erin}");
     assert_eq!(server.post("g", "alice", "m4"), 4);
@@ -565,6 +566,7 @@ async fn welcome_unread_counts_others_messages_after_the_read_mark() {
     assert_eq!(unread(&bob), 0, "only bob's own 6 is after his mark");
 
     // A late joiner has nothing unread from before joining.
+    server.ensure_users(&["carol"]);
     server.admin_expect("PUT", "/api/groups/g/members/carol", None, 200);
     let carol = server.connect("carol").await;
     assert_eq!(unread(&carol), 0);

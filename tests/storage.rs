@@ -72,6 +72,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     let data = tempfile::TempDir::new_in(&disk.path).expect("data dir on the small disk");
     let mut server = Server::start_in(data, &["--min-free-mb", "16"]);
     server.create_group("team", &["alice", "bob"]);
+    server.ensure_users(&["dave"]);
     let mut alice = server.connect("alice").await;
     let mut bob = server.connect("bob").await;
     for n in 1..=3 {
@@ -104,9 +105,9 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     assert_eq!(common::http_error_code(&body), "storage");
     let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "carol"})));
     assert_eq!(status, 503, "{body}");
-    // Opening a conversation with someone not seen yet writes a user: `storage` too.
+    // Opening a new conversation writes a group and its members: `storage` too.
     let err = alice
-        .request(json!({"type": "direct", "id": "d", "with": "nobody-yet"}))
+        .request(json!({"type": "direct", "id": "d", "with": "dave"}))
         .await;
     assert_eq!(
         (err["type"].as_str(), err["code"].as_str()),

@@ -219,6 +219,11 @@ impl Engine {
     }
 
     /// The session ends: every caller still waiting gets [`ClientError::Closed`].
+    /// The token was refused for good: tells the application.
+    pub(crate) fn on_unauthorized(&mut self, reason: String) {
+        self.emit(Event::Unauthorized { reason });
+    }
+
     pub(crate) fn shutdown(&mut self) {
         self.connected = false;
         lock(&self.snapshot).connected = false;

@@ -188,6 +188,9 @@ pub enum Event {
     MarkedUnread { group: String, marked_unread: bool },
     /// The connection dropped; the client is reconnecting.
     Disconnected,
+    /// The server refused the token for good (closed with 4001, or a reconnect answered 401:
+    /// revoked, password changed, or deactivated). The client stops; sign in again.
+    Unauthorized { reason: String },
 }
 
 /// The answer to [`Client::remind`].

@@ -42,6 +42,8 @@ pub(crate) struct Connection {
 enum Ending {
     /// The socket failed, closed, went silent, or a test asked to drop it.
     Dropped,
+    /// The server closed with 4001: the token is no longer good; reconnecting is pointless.
+    Unauthorized(String),
     /// The client was closed, or every handle is gone.
     Shutdown,
 }
@@ -114,6 +116,9 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
     }
 }
 
+/// The close code of a session whose token is no longer good (docs/PROTOCOL.md §3.4).
+const UNAUTHORIZED_CLOSE: u16 = 4001;
+
 /// The worker task: serves connections until the client is closed, reconnecting after drops.
 pub(crate) async fn run(
     config: ClientConfig,
@@ -150,6 +155,11 @@ pub(crate) async fn run(
                 }
                 break;
             }
+            Ending::Unauthorized(reason) => {
+                log::error!("client: the server refused the token ({reason}); stopping");
+                engine.on_unauthorized(reason);
+                break;
+            }
         }
     }
     engine.shutdown();
@@ -183,6 +193,11 @@ async fn serve(
                         Ok(frame) => engine.on_frame(frame),
                         Err(e) => engine.on_unparsed(raw_id(&text), e.to_string()),
                     },
+                    Some(Ok(WsMessage::Close(Some(close))))
+                        if u16::from(close.code) == UNAUTHORIZED_CLOSE =>
+                    {
+                        return Ending::Unauthorized(close.reason.to_string());
+                    }
                     Some(Ok(WsMessage::Close(close))) => {
                         log::warn!("client: server closed the connection: {close:?}");
                         return Ending::Dropped;
@@ -257,6 +272,11 @@ async fn reconnect(
         };
         match result {
             Ok(connection) => return Some(connection),
+            Err(ClientError::Rejected { status: 401 }) => {
+                log::error!("client: the server refuses the token now (401); stopping");
+                engine.on_unauthorized("the token was refused (401)".into());
+                return None;
+            }
             Err(e) => log::warn!("client: reconnect to {} failed: {e}", config.url),
         }
     }

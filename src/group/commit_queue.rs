@@ -67,7 +67,12 @@ pub(super) enum AfterFlush {
         record: MemberRecord,
         reply: oneshot::Sender<Result<MemberRecord, GroupError>>,
     },
-    MemberRemoved {
+    /// Answer a command that has nothing to say but "done" (remove, set a role, leave).
+    Done {
+        reply: oneshot::Sender<Result<(), GroupError>>,
+    },
+    /// Answer a `DeleteGroup`; the actor stops after.
+    Deleted {
         reply: oneshot::Sender<Result<(), GroupError>>,
     },
     /// Frames to users' sessions that describe durable state: receipt counts computed on a
@@ -91,7 +96,9 @@ impl AfterFlush {
         match self {
             AfterFlush::Posted { reply, .. } => drop(reply.send(Err(error))),
             AfterFlush::MemberAdded { reply, .. } => drop(reply.send(Err(error))),
-            AfterFlush::MemberRemoved { reply } => drop(reply.send(Err(error))),
+            AfterFlush::Done { reply } | AfterFlush::Deleted { reply } => {
+                drop(reply.send(Err(error)))
+            }
             AfterFlush::GroupUpdated { reply, .. } => drop(reply.send(Err(error))),
             AfterFlush::RemindersSent(sent) => sent.fail(error),
             AfterFlush::AttachNewMember { .. } | AfterFlush::Notify { .. } => {}
@@ -239,7 +246,7 @@ impl GroupActor {
             AfterFlush::MemberAdded { record, reply } => {
                 let _ = reply.send(Ok(record));
             }
-            AfterFlush::MemberRemoved { reply } => {
+            AfterFlush::Done { reply } | AfterFlush::Deleted { reply } => {
                 let _ = reply.send(Ok(()));
             }
             AfterFlush::Notify { kind, frames } => {
@@ -261,6 +268,8 @@ impl GroupActor {
             self.release();
             if self.queue.n_pending() > 0 {
                 self.request_flush(ctx);
+            } else if self.deleted {
+                ctx.stop();
             }
             return;
         }

@@ -17,6 +17,7 @@ use crate::protocol::ServerFrame;
 use crate::store::{GroupRecord, GroupSettingsRecord, MemberFlagsRecord, ReceiptPolicyRecord};
 
 use super::commit_queue::AfterFlush;
+use super::membership::Change;
 use super::{Cursor, GroupActor, GroupError, MarkUnread, UpdateGroup};
 
 impl GroupActor {
@@ -35,6 +36,10 @@ impl GroupActor {
     }
 
     pub(super) fn update_group(&mut self, msg: UpdateGroup, ctx: &mut Context<Self>) {
+        if let Err(e) = self.check_allowed(&msg.by, Change::Manage) {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
         let name = msg.name.filter(|name| *name != self.record.name);
         let receipts = msg.receipts.filter(|r| *r != self.settings.receipts);
         if name.is_none() && receipts.is_none() {
@@ -79,6 +84,7 @@ impl GroupActor {
                 group: self.id.to_string(),
                 name: self.record.name.clone(),
                 receipts: self.settings.receipts.into(),
+                role: None,
             }
             .to_text(),
         );

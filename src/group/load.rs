@@ -1,5 +1,5 @@
 //! Loading a group actor's memory from the store when it starts (lazily, on first use): its
-//! record and settings, members (with who shares reads) and the receipt index, the unread flags,
+//! record and settings, members (with who shares reads and their roles) and the receipt index, the unread flags,
 //! pending reminders and schedules, each sender's seqs, and the `(sender, client_id) → seq`
 //! resend map of the last `--dedup-window` messages.
 //!
@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::ids::{GroupId, Seq, UserId};
-use crate::store::{Direction, StoreError};
+use crate::store::{Direction, RoleRecord, StoreError};
 
 use super::commit_queue::CommitQueue;
 use super::fanout::Fanout;
@@ -44,6 +44,12 @@ impl GroupActor {
             .into_iter()
             .filter(|(user, flags)| flags.marked_unread && members.contains_key(user))
             .map(|(user, _)| user)
+            .collect();
+        let roles: HashMap<UserId, RoleRecord> = deps
+            .store
+            .member_roles(&id)?
+            .into_iter()
+            .filter(|(user, _)| members.contains_key(user))
             .collect();
         let mut reminders = Reminders::default();
         for (seq, user, record) in deps.store.reminders(&id)? {
@@ -114,6 +120,9 @@ impl GroupActor {
             fanout,
             moved: HashMap::new(),
             unwritten_cursors: HashSet::new(),
+            roles,
+            pending_notices: Vec::new(),
+            deleted: false,
         }))
     }
 }

@@ -15,9 +15,9 @@ use crate::ids::{GroupId, UserId};
 use crate::presence::SessionHandle;
 use crate::protocol::{
     ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, Refusal,
-    RemindedMessage, Reminder,
+    RemindedMessage, Reminder, Role,
 };
-use crate::store::{GroupKindRecord, MemberRecord, ReceiptPolicyRecord, StoreError};
+use crate::store::{GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RoleRecord, StoreError};
 
 /// Why a group refused a command. Each maps to one protocol error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub enum GroupError {
         message: String,
         wait: Duration,
     },
+    /// A user named in the request does not exist (or is deactivated).
+    NoSuchUser(String),
+    /// The group was deleted.
+    Deleted,
 }
 
 impl GroupError {
@@ -51,6 +55,8 @@ impl GroupError {
             GroupError::ReceiptsOff => ErrorCode::ReceiptsOff,
             GroupError::NotAllowed(_) => ErrorCode::NotAllowed,
             GroupError::RateLimited { .. } => ErrorCode::RateLimited,
+            GroupError::NoSuchUser(_) => ErrorCode::NoSuchUser,
+            GroupError::Deleted => ErrorCode::NoSuchGroup,
         }
     }
 
@@ -66,7 +72,10 @@ impl GroupError {
                 "this group shows receipt counts only, not who read".into()
             }
             GroupError::ReceiptsOff => "receipts are off in this group".into(),
-            GroupError::NotAllowed(m) | GroupError::RateLimited { message: m, .. } => m.clone(),
+            GroupError::NotAllowed(m)
+            | GroupError::RateLimited { message: m, .. }
+            | GroupError::NoSuchUser(m) => m.clone(),
+            GroupError::Deleted => "the group was deleted".into(),
         }
     }
 }
@@ -204,20 +213,73 @@ pub struct MessagesPage {
     pub last_seq: u64,
 }
 
-/// Adds a member (idempotent), answering once durable.
+/// Who asks for a change of a group: the server's admin (the HTTP API, or the server itself
+/// when it creates a group), who may do everything, or a user, whose role decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum By {
+    Admin,
+    User(UserId),
+}
+
+/// Adds a member with `role` (idempotent: an existing member keeps its role), answering once
+/// durable.
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub struct AddMember {
     pub user: UserId,
+    pub role: RoleRecord,
+    pub by: By,
     pub reply: Reply<MemberRecord>,
 }
 
-/// Removes a member, answering once durable; its sessions stop receiving pushes at once.
+/// Removes a member, answering once durable; its sessions get `left` (`removed`) and stop
+/// receiving pushes at once.
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub struct RemoveMember {
     pub user: UserId,
+    pub by: By,
     pub reply: Reply<()>,
+}
+
+/// Changes a member's role, answering once durable.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct SetRole {
+    pub user: UserId,
+    pub role: RoleRecord,
+    pub by: By,
+    pub reply: Reply<()>,
+}
+
+/// The member leaves; a last owner hands ownership on first. Answers once durable.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub user: UserId,
+    pub reply: Reply<()>,
+}
+
+/// Deletes the group: members get `left` (`deleted`), everything stored goes, and the actor
+/// stops once that is durable.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct DeleteGroup {
+    pub reply: Reply<()>,
+}
+
+/// The members with their roles; `user: None` is the admin (otherwise a member must ask).
+#[derive(ActixMessage)]
+#[rtype(result = "Result<Vec<(UserId, MemberView)>, GroupError>")]
+pub struct ListMembers {
+    pub user: Option<UserId>,
+}
+
+/// One member with its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberView {
+    pub record: MemberRecord,
+    pub role: RoleRecord,
 }
 
 /// Writes the cursor moves not yet written (the receipt tick does this too).
@@ -238,7 +300,7 @@ pub struct GroupView {
     pub receipts: ReceiptPolicyRecord,
     pub last_seq: u64,
     /// Sorted by user id.
-    pub members: Vec<(UserId, MemberRecord)>,
+    pub members: Vec<(UserId, MemberView)>,
 }
 
 /// Which receipts [`ListReceipts`] wants.
@@ -286,6 +348,7 @@ pub struct Summary {
     pub unread: u64,
     pub receipts: ReceiptPolicyRecord,
     pub marked_unread: bool,
+    pub role: RoleRecord,
 }
 
 /// One durable message of a group.
@@ -339,6 +402,7 @@ impl From<Summary> for GroupSummary {
             unread: s.unread,
             receipts: s.receipts.into(),
             marked_unread: s.marked_unread,
+            role: s.role.into(),
         }
     }
 }
@@ -380,13 +444,15 @@ impl From<ReaderLists> for Readers {
     }
 }
 
-/// Changes a group's name and/or receipt policy (admin), answering once durable with the new
-/// view; online members get `group_updated` when something changed.
+/// Changes a group's name and/or receipt policy (the admin, or an owner or admin of the
+/// group), answering once durable with the new view; online members get `group_updated` when
+/// something changed.
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub struct UpdateGroup {
     pub name: Option<String>,
     pub receipts: Option<ReceiptPolicyRecord>,
+    pub by: By,
     pub reply: Reply<GroupView>,
 }
 
@@ -456,6 +522,26 @@ impl From<ReceiptPolicy> for ReceiptPolicyRecord {
             ReceiptPolicy::Full => ReceiptPolicyRecord::Full,
             ReceiptPolicy::Counts => ReceiptPolicyRecord::Counts,
             ReceiptPolicy::Off => ReceiptPolicyRecord::Off,
+        }
+    }
+}
+
+impl From<RoleRecord> for Role {
+    fn from(role: RoleRecord) -> Role {
+        match role {
+            RoleRecord::Owner => Role::Owner,
+            RoleRecord::Admin => Role::Admin,
+            RoleRecord::Member => Role::Member,
+        }
+    }
+}
+
+impl From<Role> for RoleRecord {
+    fn from(role: Role) -> RoleRecord {
+        match role {
+            Role::Owner => RoleRecord::Owner,
+            Role::Admin => RoleRecord::Admin,
+            Role::Member => RoleRecord::Member,
         }
     }
 }

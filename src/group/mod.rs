@@ -12,6 +12,7 @@
 //! - `queries.rs`: summaries, pages of messages, receipts, readers;
 //! - `receipts.rs`: the receipt index, counts in O(log members) (pure, property-tested);
 //! - `controls.rs`: name and receipt policy, private reads, "marked unread";
+//! - `membership.rs`: members, roles and who may change them, leaving, deleting the group;
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
 //!
@@ -23,6 +24,7 @@ mod commit_queue;
 mod controls;
 mod fanout;
 mod load;
+mod membership;
 mod messages;
 mod queries;
 pub mod receipts;
@@ -41,11 +43,11 @@ use crate::commit::Committer;
 use crate::config::Config;
 use crate::ids::{GroupId, Seq, UserId};
 use crate::metrics::Metrics;
-use crate::presence::{Outbound, Presence};
+use crate::presence::Presence;
 use crate::protocol::{Message, ServerFrame};
 use crate::store::{
     now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, ReceiptPolicyRecord,
-    Store, StoreError,
+    RoleRecord, Store, StoreError,
 };
 
 use commit_queue::{AfterFlush, CommitQueue, Flushed};
@@ -90,6 +92,13 @@ pub struct GroupActor {
     moved: HashMap<UserId, Moved>,
     /// Members whose cursors moved since they were last written.
     unwritten_cursors: HashSet<UserId>,
+    /// Members whose role is not `member`.
+    roles: HashMap<UserId, RoleRecord>,
+    /// Role changes written and not yet queued to their members (see `membership.rs`).
+    pending_notices: Vec<Vec<(UserId, Arc<str>)>>,
+    /// The group was deleted: nothing is written any more, and the actor stops once the
+    /// deletion is durable.
+    deleted: bool,
 }
 
 impl GroupActor {
@@ -251,92 +260,6 @@ impl GroupActor {
         }
         Ok(())
     }
-
-    /// Adds a member; returns its record and whether it is new.
-    fn add_member(&mut self, user: UserId) -> Result<(MemberRecord, bool), GroupError> {
-        if let Some(existing) = self.members.get(&user) {
-            return Ok((*existing, false));
-        }
-        let last_seq = self.queue.last_seq();
-        let record = MemberRecord {
-            joined_seq: last_seq,
-            delivered: last_seq,
-            read: last_seq,
-        };
-        let shares = self
-            .deps
-            .store
-            .user_settings(&user)?
-            .unwrap_or_default()
-            .share_reads;
-        self.deps.store.add_member(&self.id, &user, &record)?;
-        self.queue.wrote();
-        self.index.insert(&record, shares);
-        if !shares {
-            self.private_readers.insert(user.clone());
-        }
-        self.members.insert(user.clone(), record);
-        log::info!("group {}: added member {user}", self.id);
-        Ok((record, true))
-    }
-
-    /// Attaches the online sessions of a member added by a write that is now durable, and
-    /// tells them with `joined`. Done after the flush, not at the add: messages sent before the
-    /// member joined are still being released then and must not reach them, and by now
-    /// `durable_seq >= joined_seq`, so the summary is consistent. (The member's index entry was
-    /// written before this lookup: a session that registers later finds the group itself.)
-    fn attach_new_member(&mut self, user: &UserId, joined_seq: u64) {
-        let Some(record) = self.members.get(user).copied() else {
-            return; // removed again meanwhile
-        };
-        if record.joined_seq != joined_seq {
-            // Removed and added again meanwhile: that later add attaches, after the messages
-            // up to its own join point.
-            return;
-        }
-        // Every message after the join point is pushed after this, whatever is durable by now.
-        let summary = self.summary(user, &record, record.joined_seq).into();
-        let text: Arc<str> = Arc::from(ServerFrame::Joined { summary }.to_text());
-        for session in self.deps.presence.sessions_of(user) {
-            if self.fanout.is_attached(user, session.id) {
-                continue; // attached by its own welcome meanwhile
-            }
-            let joined = Outbound::Frame {
-                kind: "joined",
-                text: Arc::clone(&text),
-            };
-            if session.outbox.try_send(joined).is_ok() {
-                self.fanout.attach(session);
-            }
-        }
-    }
-
-    fn remove_member(&mut self, user: &UserId) -> Result<(), GroupError> {
-        let record = *self.check_member(user)?;
-        self.deps.store.remove_member(&self.id, user)?;
-        self.queue.wrote();
-        self.index.remove(&record, self.shares_reads(user));
-        self.private_readers.remove(user);
-        self.members.remove(user);
-        self.moved.remove(user);
-        self.unwritten_cursors.remove(user);
-        // Their flag and reminders go with them (a later add starts clean).
-        if self.clear_marked_unread(user) {
-            log::debug!("group {}: unread flag of {user} cleared", self.id);
-        }
-        self.drop_read_reminders(user, u64::MAX);
-        // Stop pushing at once, and tell the user's sessions.
-        let text: Arc<str> = Arc::from(
-            ServerFrame::Left {
-                group: self.id.to_string(),
-            }
-            .to_text(),
-        );
-        self.fanout.send_to_user(user, "left", &text, None);
-        self.fanout.detach_user(user);
-        log::info!("group {}: removed member {user}", self.id);
-        Ok(())
-    }
 }
 
 impl Actor for GroupActor {
@@ -416,44 +339,6 @@ impl Handler<FetchMessages> for GroupActor {
 
     fn handle(&mut self, msg: FetchMessages, _ctx: &mut Context<Self>) -> Self::Result {
         self.fetch(msg)
-    }
-}
-
-impl Handler<AddMember> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
-        match self.add_member(msg.user.clone()) {
-            Ok((record, new)) => {
-                if new {
-                    let (user, joined_seq) = (msg.user, record.joined_seq);
-                    self.after_flush(AfterFlush::AttachNewMember { user, joined_seq }, ctx);
-                }
-                self.after_flush(
-                    AfterFlush::MemberAdded {
-                        record,
-                        reply: msg.reply,
-                    },
-                    ctx,
-                );
-            }
-            Err(e) => {
-                let _ = msg.reply.send(Err(e));
-            }
-        }
-    }
-}
-
-impl Handler<RemoveMember> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) {
-        match self.remove_member(&msg.user) {
-            Ok(()) => self.after_flush(AfterFlush::MemberRemoved { reply: msg.reply }, ctx),
-            Err(e) => {
-                let _ = msg.reply.send(Err(e));
-            }
-        }
     }
 }
 

@@ -38,6 +38,7 @@ impl GroupActor {
             unread,
             receipts: self.settings.receipts,
             marked_unread: self.marked_unread.contains(user),
+            role: self.role_of(user),
         }
     }
 
@@ -181,9 +182,7 @@ impl GroupActor {
     }
 
     pub(super) fn describe(&self) -> GroupView {
-        let mut members: Vec<(UserId, MemberRecord)> =
-            self.members.iter().map(|(u, m)| (u.clone(), *m)).collect();
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let members = self.member_views();
         GroupView {
             name: self.record.name.clone(),
             kind: self.record.kind,

@@ -5,32 +5,46 @@ use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::auth::{random_hex, DEFAULT_TOKEN_TTL_SECS};
+use crate::auth::{
+    password, random_hex, DEFAULT_LINK_TTL_SECS, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
+};
 use crate::group::{
-    reply_channel, DescribeGroup, FetchMessages, GroupActor, GroupError, ListReaders, Page,
-    PostMessage, RemoveMember, UpdateGroup as UpdateGroupCommand,
+    reply_channel, By, DescribeGroup, FetchMessages, GroupActor, GroupError, ListMembers,
+    ListReaders, MemberView, Page, PostMessage, RemoveMember, SetRole,
+    UpdateGroup as UpdateGroupCommand,
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
-    check_send, page_limit, CreatedUser, ErrorCode, GroupInfo, MemberInfo, MessagesQuery,
-    MessagesReply, NewGroup, NewMessage, NewUser, PostedMessage, Readers, TokenReply, TokenRequest,
-    UpdateGroup, UpdateUser, UserInfo,
+    check_name, check_send, page_limit, CreatedUser, ErrorCode, GroupEntry, GroupInfo, GroupList,
+    ListQuery, LoginLink, MemberInfo, MemberUpdate, MessagesQuery, MessagesReply, NewGroup,
+    NewMessage, NewUser, PostedMessage, Readers, TokenReply, TokenRequest, UpdateGroup, UpdateUser,
+    UserInfo, UserList,
 };
 use crate::registry::add_member;
-use crate::store::{GroupKindRecord, GroupSettingsRecord, MemberRecord};
+use crate::store::{now_ms, GroupKindRecord, GroupSettingsRecord, UserRecord};
 
 use super::{json_response, Admin, ApiError, ApiResult, Body, JsonBody, State};
 
 /// The `/api` scope.
 pub(super) fn scope() -> actix_web::Scope {
     web::scope("/api")
+        .route("/login", web::post().to(super::account::login))
+        .route(
+            "/me/password",
+            web::post().to(super::account::change_password),
+        )
         .route("/users", web::post().to(create_user))
+        .route("/users", web::get().to(list_users))
         .route("/users/{uid}/tokens", web::post().to(create_token))
+        .route("/users/{uid}/login-link", web::post().to(create_login_link))
+        .route("/users/{uid}/revoke", web::post().to(revoke))
         .route("/users/{uid}", web::get().to(get_user))
         .route("/users/{uid}", web::put().to(put_user))
         .route("/groups", web::post().to(create_group))
+        .route("/groups", web::get().to(list_groups))
         .route("/groups/{gid}", web::get().to(get_group))
         .route("/groups/{gid}", web::put().to(put_group))
+        .route("/groups/{gid}", web::delete().to(delete_group))
         .route("/groups/{gid}/members/{uid}", web::put().to(put_member))
         .route(
             "/groups/{gid}/members/{uid}",
@@ -46,11 +60,11 @@ pub(super) fn scope() -> actix_web::Scope {
 }
 
 fn user_id(s: &str) -> Result<UserId, ApiError> {
-    UserId::parse(s).map_err(|e| ApiError::new(ErrorCode::BadFrame, e.to_string()))
+    UserId::parse(s).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
 fn group_id(s: &str) -> Result<GroupId, ApiError> {
-    GroupId::parse(s).map_err(|e| ApiError::new(ErrorCode::BadFrame, e.to_string()))
+    GroupId::parse(s).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
 fn group_actor(state: &State, gid: &GroupId) -> Result<Addr<GroupActor>, ApiError> {
@@ -60,20 +74,43 @@ fn group_actor(state: &State, gid: &GroupId) -> Result<Addr<GroupActor>, ApiErro
         .ok_or_else(|| ApiError::new(ErrorCode::NoSuchGroup, format!("no group {gid}")))
 }
 
-fn member_info(user: &UserId, m: &MemberRecord) -> MemberInfo {
-    MemberInfo {
+fn member_info(state: &State, user: &UserId, m: &MemberView) -> Result<MemberInfo, ApiError> {
+    Ok(MemberInfo {
         user: user.to_string(),
-        joined_seq: m.joined_seq,
-        delivered: m.delivered,
-        read: m.read,
+        name: state.registry.display_name(user)?,
+        role: m.role.into(),
+        joined_seq: m.record.joined_seq,
+        delivered: m.record.delivered,
+        read: m.record.read,
+    })
+}
+
+/// A query string parsed as `T`; unknown or malformed parameters are `bad_request`.
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))
+}
+
+/// A body that may be empty (then `T::default()`).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Body) -> Result<T, ApiError> {
+    if body.is_blank() {
+        Ok(T::default())
+    } else {
+        body.parse()
     }
 }
 
-fn mint(state: &State, id: &UserId, ttl: u64) -> Result<String, ApiError> {
-    state.auth.mint(id, ttl).map_err(|e| {
-        log::error!("signing a token failed: {e}");
-        ApiError::new(ErrorCode::Internal, "cannot sign a token")
-    })
+/// A token lifetime: 1 s to [`MAX_TOKEN_TTL_SECS`] (a year), `default` when absent.
+fn checked_ttl(ttl_secs: Option<u64>, default: u64) -> Result<u64, ApiError> {
+    match ttl_secs {
+        None => Ok(default),
+        Some(ttl) if (1..=MAX_TOKEN_TTL_SECS).contains(&ttl) => Ok(ttl),
+        Some(ttl) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("ttl_secs must be 1-{MAX_TOKEN_TTL_SECS} (a year), not {ttl}"),
+        )),
+    }
 }
 
 /// Unknown paths under `/api/` are admin-only too: no token, no information.
@@ -83,20 +120,49 @@ async fn api_not_found(_admin: Admin) -> ApiResult {
 
 async fn create_user(_admin: Admin, state: State, JsonBody(new): JsonBody<NewUser>) -> ApiResult {
     let id = user_id(&new.id)?;
-    let name = new.name.unwrap_or_else(|| id.to_string());
-    if !state.registry.create_user(&id, &name).await? {
+    let name = match new.name {
+        Some(name) => check_name(&name)?,
+        None => id.to_string(),
+    };
+    if let Some(why) = new.password.as_deref().and_then(password::check_new) {
+        return Err(ApiError::new(ErrorCode::BadRequest, why));
+    }
+    if !state.accounts.create_user(&id, &name, new.password).await? {
         return Err(ApiError::new(
             ErrorCode::UserExists,
             format!("user {id} exists"),
         ));
     }
-    let token = mint(&state, &id, DEFAULT_TOKEN_TTL_SECS)?;
+    let token = state.accounts.token(&id, DEFAULT_TOKEN_TTL_SECS)?;
     let created = CreatedUser {
         id: id.to_string(),
         name,
         token,
     };
     Ok(json_response(StatusCode::CREATED, &created))
+}
+
+async fn list_users(_admin: Admin, req: HttpRequest, state: State) -> ApiResult {
+    let q: ListQuery = query(&req)?;
+    let after = q.after.as_deref().map(user_id).transpose()?;
+    let limit = page_limit(q.limit);
+    let mut page = state.registry.store().users(after.as_ref(), limit + 1)?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let users = page
+        .iter()
+        .map(|(id, record)| user_info_of(&state, id, record.clone()))
+        .collect::<Result<_, _>>()?;
+    Ok(json_response(StatusCode::OK, &UserList { users, more }))
+}
+
+/// The existing user `id` (else `404 no_such_user`).
+fn existing_user(state: &State, id: &UserId) -> Result<UserRecord, ApiError> {
+    state
+        .registry
+        .store()
+        .user(id)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NoSuchUser, format!("no user {id}")))
 }
 
 async fn create_token(
@@ -106,51 +172,127 @@ async fn create_token(
     body: Body,
 ) -> ApiResult {
     let id = user_id(&path)?;
-    let request: TokenRequest = if body.is_blank() {
-        TokenRequest::default()
-    } else {
-        body.parse()?
-    };
-    if state.registry.store().user(&id)?.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::NoSuchUser,
-            format!("no user {id}"),
-        ));
-    }
-    let ttl = request.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
-    let token = mint(&state, &id, ttl)?;
+    let request: TokenRequest = optional_body(&body)?;
+    let ttl = checked_ttl(request.ttl_secs, DEFAULT_TOKEN_TTL_SECS)?;
+    existing_user(&state, &id)?;
+    let token = state.accounts.token(&id, ttl)?;
     Ok(json_response(StatusCode::OK, &TokenReply { token }))
+}
+
+async fn create_login_link(
+    _admin: Admin,
+    state: State,
+    path: web::Path<String>,
+    body: Body,
+) -> ApiResult {
+    let id = user_id(&path)?;
+    let request: TokenRequest = optional_body(&body)?;
+    let ttl = checked_ttl(request.ttl_secs, DEFAULT_LINK_TTL_SECS)?;
+    let link = state.accounts.mint_link(&id, ttl).await?;
+    let reply = LoginLink {
+        path: format!("/?link={link}"),
+        link,
+        expires_ms: now_ms().saturating_add(ttl.saturating_mul(1000)),
+    };
+    Ok(json_response(StatusCode::OK, &reply))
+}
+
+async fn revoke(_admin: Admin, state: State, path: web::Path<String>) -> ApiResult {
+    let id = user_id(&path)?;
+    state.accounts.revoke(&id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn create_group(_admin: Admin, state: State, JsonBody(new): JsonBody<NewGroup>) -> ApiResult {
     let id = match &new.id {
         Some(id) => GroupId::parse_plain(id)
-            .map_err(|e| ApiError::new(ErrorCode::BadFrame, e.to_string()))?,
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?,
         None => GroupId::generate(),
     };
-    let members = new
-        .members
-        .iter()
-        .map(|m| user_id(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let name = new.name.unwrap_or_else(|| id.to_string());
+    let mut members = Vec::with_capacity(new.members.len());
+    for member in &new.members {
+        let member = user_id(member)?;
+        if !members.contains(&member) {
+            members.push(member);
+        }
+    }
+    if members.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "a group needs at least one member",
+        ));
+    }
+    let owner = match &new.owner {
+        Some(owner) => {
+            let owner = user_id(owner)?;
+            if !members.contains(&owner) {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("the owner {owner} must be one of the members"),
+                ));
+            }
+            owner
+        }
+        None => members[0].clone(),
+    };
+    let name = match new.name {
+        Some(name) => check_name(&name)?,
+        None => id.to_string(),
+    };
+    state.registry.check_users(&members)?;
     let settings = GroupSettingsRecord {
         receipts: new.receipts.map(Into::into).unwrap_or_default(),
     };
     let Some(addr) = state
         .registry
-        .create_group_with(&id, &name, GroupKindRecord::Group, &members, settings)
+        .create_group_with(
+            &id,
+            &name,
+            GroupKindRecord::Group,
+            &members,
+            settings,
+            Some(&owner),
+        )
         .await?
     else {
         return Err(ApiError::new(
             ErrorCode::GroupExists,
-            format!("group {id} exists"),
+            format!("group {id} exists (or existed: a deleted group's id is not reused)"),
         ));
     };
-    describe(&id, &addr, StatusCode::CREATED).await
+    describe(&state, &id, &addr, StatusCode::CREATED).await
 }
 
-async fn describe(id: &GroupId, addr: &Addr<GroupActor>, status: StatusCode) -> ApiResult {
+async fn list_groups(_admin: Admin, req: HttpRequest, state: State) -> ApiResult {
+    let q: ListQuery = query(&req)?;
+    let after = q.after.as_deref().map(group_id).transpose()?;
+    let limit = page_limit(q.limit);
+    let store = state.registry.store();
+    let mut page = store.groups(after.as_ref(), limit + 1)?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let mut groups = Vec::with_capacity(page.len());
+    for (id, record) in page {
+        let settings = store.group_settings(&id)?.unwrap_or_default();
+        groups.push(GroupEntry {
+            id: id.to_string(),
+            name: record.name,
+            kind: record.kind.into(),
+            receipts: settings.receipts.into(),
+            created_ms: record.created_ms,
+            last_seq: store.last_seq(&id)?.0,
+            members: u64::try_from(store.members(&id)?.len()).unwrap_or(u64::MAX),
+        });
+    }
+    Ok(json_response(StatusCode::OK, &GroupList { groups, more }))
+}
+
+async fn describe(
+    state: &State,
+    id: &GroupId,
+    addr: &Addr<GroupActor>,
+    status: StatusCode,
+) -> ApiResult {
     let view = addr.send(DescribeGroup).await?;
     let info = GroupInfo {
         id: id.to_string(),
@@ -161,8 +303,8 @@ async fn describe(id: &GroupId, addr: &Addr<GroupActor>, status: StatusCode) -> 
         members: view
             .members
             .iter()
-            .map(|(u, m)| member_info(u, m))
-            .collect(),
+            .map(|(u, m)| member_info(state, u, m))
+            .collect::<Result<_, _>>()?,
     };
     Ok(json_response(status, &info))
 }
@@ -170,7 +312,18 @@ async fn describe(id: &GroupId, addr: &Addr<GroupActor>, status: StatusCode) -> 
 async fn get_group(_admin: Admin, state: State, path: web::Path<String>) -> ApiResult {
     let id = group_id(&path)?;
     let addr = group_actor(&state, &id)?;
-    describe(&id, &addr, StatusCode::OK).await
+    describe(&state, &id, &addr, StatusCode::OK).await
+}
+
+/// Refuses changing a direct conversation's members, name or existence.
+fn refuse_direct(state: &State, id: &GroupId, what: &str) -> Result<(), ApiError> {
+    match state.registry.store().group(id)? {
+        Some(record) if record.kind == GroupKindRecord::Direct => Err(ApiError::new(
+            ErrorCode::NotAllowed,
+            format!("{id} is a direct conversation: {what}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Renames a group and/or changes its receipt policy; answers the group once durable.
@@ -181,46 +334,48 @@ async fn put_group(
     JsonBody(update): JsonBody<UpdateGroup>,
 ) -> ApiResult {
     let id = group_id(&path)?;
-    let name = update.name.map(|name| checked_name(&name)).transpose()?;
+    let name = update.name.map(|name| check_name(&name)).transpose()?;
+    if name.is_some() {
+        refuse_direct(&state, &id, "it has no name of its own to change")?;
+    }
     let addr = group_actor(&state, &id)?;
     let (reply, answer) = reply_channel();
     addr.send(UpdateGroupCommand {
         name,
         receipts: update.receipts.map(Into::into),
+        by: By::Admin,
         reply,
     })
     .await?;
     answer.wait().await?;
-    describe(&id, &addr, StatusCode::OK).await
+    describe(&state, &id, &addr, StatusCode::OK).await
 }
 
-/// A group name: 1-100 characters after trimming.
-fn checked_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    let n_chars = name.chars().count();
-    if (1..=100).contains(&n_chars) {
-        Ok(name.to_owned())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::BadFrame,
-            format!("a name has 1-100 characters, not {n_chars}"),
-        ))
-    }
+/// Deletes a group for good (204); a direct conversation cannot be deleted (its id is its two
+/// people's, and a deleted id is never handed out again).
+async fn delete_group(_admin: Admin, state: State, path: web::Path<String>) -> ApiResult {
+    let id = group_id(&path)?;
+    refuse_direct(&state, &id, "it cannot be deleted")?;
+    group_actor(&state, &id)?;
+    state.registry.delete_group(&id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
-fn user_info(state: &State, id: &UserId) -> Result<UserInfo, ApiError> {
-    let Some(record) = state.registry.store().user(id)? else {
-        return Err(ApiError::new(
-            ErrorCode::NoSuchUser,
-            format!("no user {id}"),
-        ));
-    };
+fn user_info_of(state: &State, id: &UserId, record: UserRecord) -> Result<UserInfo, ApiError> {
+    let account = state.accounts.account(id)?;
     Ok(UserInfo {
         id: id.to_string(),
         name: record.name,
         created_ms: record.created_ms,
+        deactivated: account.deactivated,
         share_reads: state.registry.share_reads(id)?,
+        has_password: account.password.is_some(),
     })
+}
+
+fn user_info(state: &State, id: &UserId) -> Result<UserInfo, ApiError> {
+    let record = existing_user(state, id)?;
+    user_info_of(state, id, record)
 }
 
 async fn get_user(_admin: Admin, state: State, path: web::Path<String>) -> ApiResult {
@@ -228,7 +383,7 @@ async fn get_user(_admin: Admin, state: State, path: web::Path<String>) -> ApiRe
     Ok(json_response(StatusCode::OK, &user_info(&state, &id)?))
 }
 
-/// Changes a user's settings; answers the user once durable.
+/// Changes a user's name, password, deactivation or settings; answers the user once durable.
 async fn put_user(
     _admin: Admin,
     state: State,
@@ -236,7 +391,17 @@ async fn put_user(
     JsonBody(update): JsonBody<UpdateUser>,
 ) -> ApiResult {
     let id = user_id(&path)?;
-    user_info(&state, &id)?;
+    let name = update.name.map(|name| check_name(&name)).transpose()?;
+    if let Some(why) = update.password.as_deref().and_then(password::check_new) {
+        return Err(ApiError::new(ErrorCode::BadRequest, why));
+    }
+    existing_user(&state, &id)?;
+    if name.is_some() || update.password.is_some() || update.deactivated.is_some() {
+        state
+            .accounts
+            .update(&id, name, update.password, update.deactivated)
+            .await?;
+    }
     if let Some(share_reads) = update.share_reads {
         state.registry.set_share_reads(&id, share_reads).await?;
     }
@@ -247,26 +412,51 @@ async fn put_user(
 fn member_target(
     state: &State,
     path: web::Path<(String, String)>,
-) -> Result<(Addr<GroupActor>, UserId), ApiError> {
+) -> Result<(GroupId, Addr<GroupActor>, UserId), ApiError> {
     let (gid, uid) = path.into_inner();
     let (id, user) = (group_id(&gid)?, user_id(&uid)?);
     // A direct conversation is its two people's: nobody joins or leaves it.
-    if let Some(record) = state.registry.store().group(&id)? {
-        if record.kind == GroupKindRecord::Direct {
-            return Err(ApiError::new(
-                ErrorCode::NotAllowed,
-                format!("{id} is a direct conversation: its members cannot change"),
-            ));
-        }
-    }
-    Ok((group_actor(state, &id)?, user))
+    refuse_direct(state, &id, "its members cannot change")?;
+    let addr = group_actor(state, &id)?;
+    Ok((id, addr, user))
 }
 
-async fn put_member(_admin: Admin, state: State, path: web::Path<(String, String)>) -> ApiResult {
-    let (addr, user) = member_target(&state, path)?;
-    state.registry.ensure_user(&user)?;
-    let record = add_member(&addr, user.clone()).await?;
-    Ok(json_response(StatusCode::OK, &member_info(&user, &record)))
+/// Adds a member (idempotent) and/or sets its role (`{"role"}`).
+async fn put_member(
+    _admin: Admin,
+    state: State,
+    path: web::Path<(String, String)>,
+    body: Body,
+) -> ApiResult {
+    let update: MemberUpdate = optional_body(&body)?;
+    let (id, addr, user) = member_target(&state, path)?;
+    state.registry.check_users(std::slice::from_ref(&user))?;
+    add_member(&addr, user.clone(), By::Admin).await?;
+    if let Some(role) = update.role {
+        let (reply, answer) = reply_channel();
+        addr.send(SetRole {
+            user: user.clone(),
+            role: role.into(),
+            by: By::Admin,
+            reply,
+        })
+        .await?;
+        answer.wait().await?;
+    }
+    let members = addr.send(ListMembers { user: None }).await??;
+    let view = members
+        .into_iter()
+        .find_map(|(u, view)| (u == user).then_some(view))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotMember,
+                format!("{user} was removed from {id} meanwhile"),
+            )
+        })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &member_info(&state, &user, &view)?,
+    ))
 }
 
 async fn delete_member(
@@ -274,11 +464,11 @@ async fn delete_member(
     state: State,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    let (gid, _) = path.as_ref().clone();
-    let (addr, user) = member_target(&state, path)?;
+    let (id, addr, user) = member_target(&state, path)?;
     let (reply, answer) = reply_channel();
     addr.send(RemoveMember {
         user: user.clone(),
+        by: By::Admin,
         reply,
     })
     .await?;
@@ -290,7 +480,7 @@ async fn delete_member(
             status: Some(StatusCode::NOT_FOUND),
             ..ApiError::new(
                 ErrorCode::NotMember,
-                format!("{user} is not a member of {gid}"),
+                format!("{user} is not a member of {id}"),
             )
         }),
         Err(e) => Err(e.into()),
@@ -340,8 +530,7 @@ async fn get_messages(
     path: web::Path<String>,
 ) -> ApiResult {
     let id = group_id(&path)?;
-    let query = web::Query::<MessagesQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::new(ErrorCode::BadFrame, format!("bad query: {e}")))?;
+    let query: MessagesQuery = query(&req)?;
     let addr = group_actor(&state, &id)?;
     let page = addr
         .send(FetchMessages {

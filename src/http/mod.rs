@@ -7,6 +7,7 @@
 //! `embedded.rs` embeds from `src/web/`). Bodies are
 //! typed in `protocol::admin`; nothing here builds JSON by hand.
 
+mod account;
 mod admin;
 mod assets;
 mod embedded;
@@ -21,7 +22,8 @@ use actix_web::{guard, web, FromRequest, HttpRequest, HttpResponse, ResponseErro
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::auth::Auth;
+use crate::accounts::Accounts;
+use crate::auth::Credential;
 use crate::group::GroupError;
 use crate::protocol::{
     from_json, to_json, ErrorCode, Health, HttpError, HttpErrorBody, Refusal, TokenQuery,
@@ -32,7 +34,7 @@ use crate::store::StoreError;
 /// What every handler shares.
 pub(crate) struct AppState {
     pub registry: Arc<Registry>,
-    pub auth: Auth,
+    pub accounts: Accounts,
 }
 
 type State = web::Data<AppState>;
@@ -52,7 +54,12 @@ impl ApiError {
 }
 
 impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> ApiError {
+    /// HTTP says `bad_request` where the WebSocket says `bad_frame` (a shared check, such as
+    /// a message body's, refuses with the WebSocket's code).
+    fn from(mut refusal: Refusal) -> ApiError {
+        if refusal.code == ErrorCode::BadFrame {
+            refusal.code = ErrorCode::BadRequest;
+        }
         ApiError {
             refusal,
             status: None,
@@ -160,11 +167,29 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         ready(state(req).and_then(|state| match bearer(req) {
-            Some(token) if state.auth.is_admin(token) => Ok(Admin),
+            Some(token) if state.accounts.auth().is_admin(token) => Ok(Admin),
             _ => Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "admin token required",
             )),
+        }))
+    }
+}
+
+/// Extracting this admits only requests with a user's bearer token that is good now (see
+/// [`Accounts::authenticate`]).
+pub(crate) struct User(pub Credential);
+
+impl FromRequest for User {
+    type Error = ApiError;
+    type Future = Ready<Result<User, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(state(req).and_then(|state| {
+            let token = bearer(req).ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "a user's bearer token is required")
+            })?;
+            Ok(User(state.accounts.authenticate(token)?))
         }))
     }
 }
@@ -193,7 +218,7 @@ impl FromRequest for Body {
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| {
-                    ApiError::new(ErrorCode::BadFrame, format!("reading the body: {e}"))
+                    ApiError::new(ErrorCode::BadRequest, format!("reading the body: {e}"))
                 })?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::new(
@@ -214,7 +239,7 @@ impl Body {
     }
 
     fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        from_json(&self.0).map_err(|message| ApiError::new(ErrorCode::BadFrame, message))
+        from_json(&self.0).map_err(|message| ApiError::new(ErrorCode::BadRequest, message))
     }
 }
 
@@ -257,12 +282,18 @@ async fn websocket(
         .ok()
         .and_then(|q| q.into_inner().token);
     let token = bearer(&req).map(str::to_owned).or(from_query);
-    let Some(user) = token.as_deref().and_then(|t| state.auth.verify(t)) else {
-        return Ok(
-            ApiError::new(ErrorCode::Unauthorized, "a valid user token is required")
-                .error_response(),
-        );
+    let credential = match token.as_deref().map(|t| state.accounts.authenticate(t)) {
+        Some(Ok(credential)) => credential,
+        Some(Err(refusal)) => return Ok(ApiError::from(refusal).error_response()),
+        None => {
+            return Ok(
+                ApiError::new(ErrorCode::Unauthorized, "a valid user token is required")
+                    .error_response(),
+            )
+        }
     };
+    let user = credential.user.clone();
+    // A token signed with the secret (the team's backend) creates its user on first connect.
     if let Err(e) = state.registry.ensure_user(&user) {
         return Ok(ApiError::from(e).error_response());
     }
@@ -274,5 +305,11 @@ async fn websocket(
         )
         .error_response());
     };
-    crate::session::upgrade(&req, stream, user, permit, Arc::clone(&state.registry))
+    crate::session::upgrade(
+        &req,
+        stream,
+        credential,
+        permit,
+        Arc::clone(&state.registry),
+    )
 }

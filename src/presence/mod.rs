@@ -34,6 +34,9 @@ pub enum Outbound {
     Evict,
     /// The server is shutting down: close with 1001 (`going away`).
     GoingAway,
+    /// The user's tokens were revoked or the account deactivated: close with 4001
+    /// (`unauthorized`), saying why.
+    Unauthorized(&'static str),
 }
 
 /// How a group reaches one online session.
@@ -121,6 +124,17 @@ impl Presence {
             n_sessions += 1;
         }
         n_sessions
+    }
+
+    /// Tells every online session of `user` to close with 4001 (`unauthorized`, `why`).
+    /// Returns how many were told. A session registering concurrently checks its token again
+    /// after registering, so none stays open with a token refused before.
+    pub fn close_user(&self, user: &UserId, why: &'static str) -> usize {
+        let sessions = self.sessions_of(user);
+        for handle in &sessions {
+            handle.outbox.do_send(Outbound::Unauthorized(why));
+        }
+        sessions.len()
     }
 
     /// The online sessions of a user.

@@ -1,19 +1,107 @@
 //! The admin HTTP API's bodies (docs/PROTOCOL.md §6): what each route reads and answers.
 //!
 //! Typed both ways, so the JSON shape of every route is written down once, here, and the HTTP
-//! handlers never build JSON by hand. Request bodies keep serde's default of ignoring unknown
-//! fields (the documented behaviour today).
+//! handlers never build JSON by hand. Request bodies refuse unknown fields (`400 bad_request`):
+//! a misspelt field silently ignored would do something else than asked.
 
 use serde::{Deserialize, Serialize};
 
-use super::{GroupKind, Message, ReceiptPolicy};
+use super::{GroupKind, Message, ReceiptPolicy, Role};
 
 /// `POST /api/users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// At least 8 characters; without one the user signs in with tokens or links only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// `POST /api/login`: a user and password, or a sign-in link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// The answer to `POST /api/login`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedIn {
+    pub user: String,
+    pub token: String,
+}
+
+/// `POST /api/me/password`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// Not needed while the user has no password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    pub new: String,
+}
+
+/// The answer to `POST /api/users/{uid}/login-link`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginLink {
+    /// The link token (exchanged with `POST /api/login {"link"}`).
+    pub link: String,
+    /// The web client's page that signs in with it: `/?link=<token>`.
+    pub path: String,
+    pub expires_ms: u64,
+}
+
+/// The query of the listing routes (`GET /api/users`, `GET /api/groups`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The answer to `GET /api/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+    pub more: bool,
+}
+
+/// One group in `GET /api/groups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    pub id: String,
+    pub name: String,
+    pub kind: GroupKind,
+    pub receipts: ReceiptPolicy,
+    pub created_ms: u64,
+    pub last_seq: u64,
+    /// How many members.
+    pub members: u64,
+}
+
+/// The answer to `GET /api/groups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupEntry>,
+    pub more: bool,
+}
+
+/// `PUT /api/groups/{gid}/members/{uid}` (the body may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 /// The answer to `POST /api/users`: the user and a first token.
@@ -24,8 +112,9 @@ pub struct CreatedUser {
     pub token: String,
 }
 
-/// `POST /api/users/{uid}/tokens` (the body may be empty).
+/// `POST /api/users/{uid}/tokens` and `/login-link` (the body may be empty).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
@@ -39,6 +128,7 @@ pub struct TokenReply {
 
 /// `POST /api/groups`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -49,10 +139,14 @@ pub struct NewGroup {
     /// The receipt policy (default `full`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipts: Option<ReceiptPolicy>,
+    /// The member who owns the group (default: the first listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `PUT /api/groups/{gid}`: what to change (absent fields stay).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -66,12 +160,22 @@ pub struct UserInfo {
     pub id: String,
     pub name: String,
     pub created_ms: u64,
+    pub deactivated: bool,
     pub share_reads: bool,
+    pub has_password: bool,
 }
 
 /// `PUT /api/users/{uid}`: what to change (absent fields stay).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A new password (earlier tokens are refused, sessions closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_reads: Option<bool>,
 }
@@ -92,6 +196,8 @@ pub struct GroupInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     pub user: String,
+    pub name: String,
+    pub role: Role,
     pub joined_seq: u64,
     pub delivered: u64,
     pub read: u64,
@@ -99,6 +205,7 @@ pub struct MemberInfo {
 
 /// `POST /api/groups/{gid}/messages`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewMessage {
     pub from: String,
     pub body: String,

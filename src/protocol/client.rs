@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{to_json, ErrorCode, RequestId, MAX_ID_CHARS};
+use super::{to_json, ErrorCode, ReceiptPolicy, RequestId, Role, MAX_ID_CHARS};
 
 /// A frame sent by a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +109,62 @@ pub enum ClientFrame {
         id: Option<RequestId>,
         group: String,
     },
+    /// Creates a group; the sender is its owner.
+    CreateGroup {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        name: String,
+        #[serde(default)]
+        members: Vec<String>,
+    },
+    /// Adds a member (owners and admins).
+    AddMember {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        user: String,
+    },
+    /// Removes a member (owners and admins; an admin cannot remove an owner).
+    RemoveMember {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        user: String,
+    },
+    /// Changes a member's role (owners and admins; only owners make or unmake owners).
+    SetRole {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        user: String,
+        role: Role,
+    },
+    /// Renames a group (owners and admins).
+    RenameGroup {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        name: String,
+    },
+    /// Changes a group's receipt policy (owners and admins).
+    SetReceipts {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        receipts: ReceiptPolicy,
+    },
+    /// Leaves a group.
+    Leave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+    },
+    /// Lists a group's members with their roles.
+    Members {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+    },
 }
 
 /// The `id` field of any client frame (`&` or `&mut`, as the frame is borrowed).
@@ -127,7 +183,15 @@ macro_rules! id_field {
             | ClientFrame::Ping { id }
             | ClientFrame::Settings { id, .. }
             | ClientFrame::Remind { id, .. }
-            | ClientFrame::MarkUnread { id, .. } => id,
+            | ClientFrame::MarkUnread { id, .. }
+            | ClientFrame::CreateGroup { id, .. }
+            | ClientFrame::AddMember { id, .. }
+            | ClientFrame::RemoveMember { id, .. }
+            | ClientFrame::SetRole { id, .. }
+            | ClientFrame::RenameGroup { id, .. }
+            | ClientFrame::SetReceipts { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Members { id, .. } => id,
         }
     };
 }
@@ -147,6 +211,14 @@ const CLIENT_TYPES: &[&str] = &[
     "settings",
     "remind",
     "mark_unread",
+    "create_group",
+    "add_member",
+    "remove_member",
+    "set_role",
+    "rename_group",
+    "set_receipts",
+    "leave",
+    "members",
 ];
 
 /// Why a client frame could not be parsed. Carries the frame's `id` when one could be read.
@@ -247,6 +319,14 @@ impl ClientFrame {
             ClientFrame::Settings { .. } => "settings",
             ClientFrame::Remind { .. } => "remind",
             ClientFrame::MarkUnread { .. } => "mark_unread",
+            ClientFrame::CreateGroup { .. } => "create_group",
+            ClientFrame::AddMember { .. } => "add_member",
+            ClientFrame::RemoveMember { .. } => "remove_member",
+            ClientFrame::SetRole { .. } => "set_role",
+            ClientFrame::RenameGroup { .. } => "rename_group",
+            ClientFrame::SetReceipts { .. } => "set_receipts",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::Members { .. } => "members",
         }
     }
 }

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadFrame,
+    /// An HTTP request that is not valid (the WebSocket's `bad_frame`).
+    BadRequest,
+    /// A wrong user or password (or a used sign-in link).
+    BadCredentials,
     UnknownType,
     Unauthorized,
     NoSuchGroup,
@@ -42,6 +46,8 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadCredentials => "bad_credentials",
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NoSuchGroup => "no_such_group",
@@ -67,8 +73,11 @@ impl ErrorCode {
     /// The HTTP status the admin API answers with for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::InvalidSeq => 400,
-            ErrorCode::Unauthorized => 401,
+            ErrorCode::BadFrame
+            | ErrorCode::BadRequest
+            | ErrorCode::UnknownType
+            | ErrorCode::InvalidSeq => 400,
+            ErrorCode::Unauthorized | ErrorCode::BadCredentials => 401,
             ErrorCode::NotMember
             | ErrorCode::NotAllowed
             | ErrorCode::ReceiptsHidden

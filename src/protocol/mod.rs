@@ -19,8 +19,8 @@ pub use admin::*;
 pub use client::{ClientFrame, FrameError};
 pub use error::{ErrorCode, HttpError, HttpErrorBody, Refusal};
 pub use server::{
-    GroupKind, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, RemindedMessage,
-    Reminder, ServerFrame, UserEntry,
+    GroupKind, GroupSummary, LeftReason, MemberEntry, Message, Readers, ReceiptItem, ReceiptPolicy,
+    RemindedMessage, Reminder, Role, ServerFrame, UserEntry,
 };
 
 use serde::de::DeserializeOwned;
@@ -41,12 +41,35 @@ pub const MAX_ID_CHARS: usize = 128;
 /// message), so a page stays well under common client frame limits.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
 
+/// The most characters a user's or group's name may have (after trimming).
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// A user's or group's name, trimmed: 1-[`MAX_NAME_CHARS`] characters.
+pub fn check_name(name: &str) -> Result<String, Refusal> {
+    let name = name.trim();
+    let n_chars = name.chars().count();
+    if (1..=MAX_NAME_CHARS).contains(&n_chars) {
+        Ok(name.to_owned())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::BadFrame,
+            format!("a name has 1-{MAX_NAME_CHARS} characters after trimming, not {n_chars}"),
+        ))
+    }
+}
+
 /// Checks a send's `client_id` and `body` against the protocol's limits (WebSocket and HTTP alike).
 pub fn check_send(client_id: &str, body: &str, max_body_bytes: usize) -> Result<(), Refusal> {
     if client_id.is_empty() || client_id.chars().count() > MAX_CLIENT_ID_CHARS {
         return Err(Refusal::new(
             ErrorCode::BadFrame,
             format!("client_id must have 1-{MAX_CLIENT_ID_CHARS} characters"),
+        ));
+    }
+    if body.trim().is_empty() {
+        return Err(Refusal::new(
+            ErrorCode::BadFrame,
+            "a message body must not be empty",
         ));
     }
     if body.len() > max_body_bytes {
@@ -202,6 +225,7 @@ mod tests {
                 unread: 0,
                 receipts: ReceiptPolicy::Counts,
                 marked_unread: true,
+                role: Default::default(),
             },
         };
         let text = joined.to_text();

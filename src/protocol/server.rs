@@ -76,9 +76,27 @@ pub enum ServerFrame {
         #[serde(flatten)]
         summary: GroupSummary,
     },
-    /// The user was removed from a group while online.
+    /// The user is no longer a member of a group (removed, left, or the group was deleted);
+    /// with `id`, the answer to `leave`.
     Left {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         group: String,
+        #[serde(default)]
+        reason: LeftReason,
+    },
+    /// Reply to `create_group`.
+    GroupCreated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+    },
+    /// A group's members (reply to `members`, `add_member`, `remove_member`, `set_role`).
+    Members {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        members: Vec<MemberEntry>,
     },
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,13 +121,16 @@ pub enum ServerFrame {
     },
     /// Someone reminds this user of a message they have not read.
     Reminder(Reminder),
-    /// A group's name or receipt policy changed.
+    /// A group's name or receipt policy changed, or (with `role`, to that member only) the
+    /// receiving user's role.
     GroupUpdated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         group: String,
         name: String,
         receipts: ReceiptPolicy,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
     },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +167,8 @@ impl ServerFrame {
             ServerFrame::Users { .. } => "users",
             ServerFrame::Joined { .. } => "joined",
             ServerFrame::Left { .. } => "left",
+            ServerFrame::GroupCreated { .. } => "group_created",
+            ServerFrame::Members { .. } => "members",
             ServerFrame::Unknown => "unknown",
             ServerFrame::Pong { .. } => "pong",
             ServerFrame::Settings { .. } => "settings",
@@ -192,6 +215,43 @@ pub struct GroupSummary {
     /// The user marked the conversation unread (cleared by their next `read`).
     #[serde(default)]
     pub marked_unread: bool,
+    /// The user's role in the group.
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages the group; only owners make or unmake owners.
+    Owner,
+    /// Manages members and the name, except owners.
+    Admin,
+    #[default]
+    Member,
+}
+
+/// Why a user is no longer a member of a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftReason {
+    /// An owner, an admin or the server's admin removed them.
+    #[default]
+    Removed,
+    /// They left.
+    Left,
+    /// The group was deleted.
+    Deleted,
+}
+
+/// One member in a `members` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_seq: u64,
 }
 
 /// Who sees receipts in a group.

@@ -26,6 +26,7 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
+use crate::auth::Credential;
 use crate::group::{AttachSession, Attached, DetachSession, GroupActor, GroupError};
 use crate::ids::{GroupId, UserId};
 use crate::presence::{Outbound, SessionHandle, SessionPermit};
@@ -36,7 +37,7 @@ use crate::registry::Registry;
 pub(crate) fn upgrade(
     req: &HttpRequest,
     stream: web::Payload,
-    user: UserId,
+    credential: Credential,
     permit: SessionPermit,
     registry: Arc<Registry>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -44,7 +45,8 @@ pub(crate) fn upgrade(
     let transport_failed = TransportFailed::default();
     let session = Session {
         id: registry.presence().next_session_id(),
-        user,
+        user: credential.user.clone(),
+        credential,
         registry,
         last_heard: Instant::now(),
         attached: Vec::new(),
@@ -67,6 +69,8 @@ pub(crate) fn upgrade(
 pub(crate) struct Session {
     id: u64,
     user: UserId,
+    /// The token it was admitted with (checked again once registered, see `welcome`).
+    credential: Credential,
     registry: Arc<Registry>,
     last_heard: Instant,
     /// The groups this session attached to (for detaching on close).
@@ -121,8 +125,8 @@ impl Session {
             Err(e) => {
                 log::error!("loading group {id} for {} failed: {e}", self.user);
                 Err(Refusal::new(
-                    ErrorCode::Internal,
-                    "storage failure; retry later",
+                    ErrorCode::Storage,
+                    "the group could not be read; retry later",
                 ))
             }
         }
@@ -135,6 +139,23 @@ impl Session {
         if !self.registry.presence().register(handle.clone()) {
             going_away(ctx);
             return;
+        }
+        // A revoke that raced with this connect raised the generation before telling the
+        // sessions it found: read it again now that this one is findable.
+        match self.registry.store().account(&self.user) {
+            Ok(account)
+                if self
+                    .credential
+                    .is_current(&account.clone().unwrap_or_default()) => {}
+            Ok(_) => {
+                unauthorized(ctx, "tokens revoked");
+                return;
+            }
+            Err(e) => {
+                log::error!("reading the account of {} failed: {e}", self.user);
+                going_away(ctx);
+                return;
+            }
         }
         let registry = Arc::clone(&self.registry);
         let user = self.user.clone();
@@ -272,8 +293,21 @@ impl Handler<Outbound> for Session {
                 ctx.stop();
             }
             Outbound::GoingAway => going_away(ctx),
+            Outbound::Unauthorized(why) => {
+                log::info!("session {} of {}: closing ({why})", self.id, self.user);
+                unauthorized(ctx, why);
+            }
         }
     }
+}
+
+/// Closes a session whose token is no longer good: 4001 (`unauthorized`), saying why.
+fn unauthorized(ctx: &mut Ctx, why: &str) {
+    ctx.close(Some(ws::CloseReason {
+        code: ws::CloseCode::Other(4001),
+        description: Some(why.to_owned()),
+    }));
+    ctx.stop();
 }
 
 /// Closes a session because the server is shutting down.

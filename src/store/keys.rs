@@ -3,7 +3,8 @@
 //! Inside a group's own tree, a message key is `m` + seq as big-endian u64 (so sled's byte order is
 //! seq order and the last `m` key is the head) and a member key is `u` + user id. Beside them:
 //! `c` (the group's settings), `f` + user id (a member's flags), `r` + seq + user id (a pending
-//! reminder) and `s` + seq (a scheduled reminder). Every kind has its own first byte, so a
+//! reminder), `s` + seq (a scheduled reminder) and `o` + user id (a member's role, when not
+//! `Member`). Every kind has its own first byte, so a
 //! prefix scan reads one kind. In the shared
 //! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
 //! group id, so a prefix scan for one user never matches another id that merely starts with the
@@ -35,6 +36,8 @@ pub const FLAGS: u8 = b'f';
 pub const REMINDER: u8 = b'r';
 /// The first byte of every schedule key in a group's tree.
 pub const SCHEDULE: u8 = b's';
+/// The first byte of every role key in a group's tree.
+pub const ROLE: u8 = b'o';
 
 /// `tag` + user id.
 pub fn tagged(tag: u8, user: &str) -> Vec<u8> {
@@ -114,7 +117,13 @@ mod tests {
             Some((Seq(3), ""))
         );
         // No other kind of key falls in the message range the head is read from.
-        for other in [SETTINGS.to_vec(), tagged(FLAGS, "a"), reminder, member("a")] {
+        for other in [
+            SETTINGS.to_vec(),
+            tagged(FLAGS, "a"),
+            tagged(ROLE, "a"),
+            reminder,
+            member("a"),
+        ] {
             assert!(!other.starts_with(&[MESSAGE]));
         }
     }

@@ -32,6 +32,34 @@ pub struct UserRecord {
     pub created_ms: u64,
 }
 
+/// A user's account: password, token generation, deactivation. Absent: no password, generation
+/// 0, active (the state of every user created before accounts existed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The Argon2id hash in the PHC string format; `None`: no password (token or link only).
+    pub password: Option<String>,
+    /// Tokens carry the generation they were issued in; a revoke (or a password change) raises
+    /// it, refusing every earlier token.
+    pub token_gen: u64,
+    /// When the generation was last raised (seconds): a backend's token without a generation
+    /// is accepted only if issued after that second.
+    pub revoked_at_secs: u64,
+    pub deactivated: bool,
+    /// The number of the last sign-in link minted, and of the last one used: a link is good
+    /// once, and only if no later link has been used.
+    pub links_minted: u64,
+    pub links_used: u64,
+}
+
+/// A member's role in a group. Absent: `Member`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RoleRecord {
+    #[default]
+    Member,
+    Admin,
+    Owner,
+}
+
 /// What kind of conversation a group is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupKindRecord {
@@ -172,6 +200,11 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError>;
     /// Creates the user unless it exists; returns whether it was created.
     fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError>;
+    /// Replaces a user's record (a rename).
+    fn put_user(&self, user: &UserId, record: &UserRecord) -> Result<(), StoreError>;
+    /// A user's account; `None` when never written (the defaults apply).
+    fn account(&self, user: &UserId) -> Result<Option<AccountRecord>, StoreError>;
+    fn put_account(&self, user: &UserId, account: &AccountRecord) -> Result<(), StoreError>;
     /// Up to `limit` users with ids above `after` (all when `None`), ascending by id.
     fn users(
         &self,
@@ -180,8 +213,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(UserId, UserRecord)>, StoreError>;
 
     fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError>;
-    /// Creates the group unless it exists; returns whether it was created.
+    /// Creates the group unless it exists or existed (a deleted id is never handed out
+    /// again); returns whether it was created.
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError>;
+    /// Up to `limit` groups with ids above `after` (all when `None`), ascending by id.
+    fn groups(
+        &self,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<(GroupId, GroupRecord)>, StoreError>;
+    /// Deletes a group: its record, messages, members and everything else of it; its id stays
+    /// taken for good.
+    fn delete_group(&self, group: &GroupId) -> Result<(), StoreError>;
 
     /// Replaces a group's record (a rename).
     fn put_group(&self, group: &GroupId, record: &GroupRecord) -> Result<(), StoreError>;
@@ -208,6 +251,15 @@ pub trait Store: Send + Sync + 'static {
         group: &GroupId,
         user: &UserId,
         flags: &MemberFlagsRecord,
+    ) -> Result<(), StoreError>;
+    /// The members whose role is not `Member`.
+    fn member_roles(&self, group: &GroupId) -> Result<Vec<(UserId, RoleRecord)>, StoreError>;
+    /// Sets a member's role (`Member` removes the entry).
+    fn put_member_role(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        role: RoleRecord,
     ) -> Result<(), StoreError>;
     /// Every pending reminder of a group, by seq then user.
     fn reminders(&self, group: &GroupId) -> Result<Vec<(Seq, UserId, ReminderRecord)>, StoreError>;
@@ -248,7 +300,7 @@ pub trait Store: Send + Sync + 'static {
         user: &UserId,
         record: &MemberRecord,
     ) -> Result<(), StoreError>;
-    /// Removes a member and its index entry.
+    /// Removes a member, its role and its index entry.
     fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError>;
     /// The groups a user may be a member of. A superset: the member records are the truth.
     fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError>;

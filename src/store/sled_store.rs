@@ -12,6 +12,8 @@
 //! | `user_groups` | `[len][user][group]` | empty (index for `welcome`) |
 //! | `group:<id>` | `m` + seq (big-endian u64) | [`MessageRecord`] |
 //! | `group:<id>` | `u` + user id | [`MemberRecord`] |
+//! | `accounts` | user id | [`AccountRecord`] (absent: the defaults) |
+//! | `deleted_groups` | group id | empty (a deleted id, never handed out again) |
 //!
 //! No transactions and no batches: sled takes a process-wide lock for them. Membership writes the
 //! index entry before the member record and removes it after, so the index is always a superset.
@@ -29,9 +31,9 @@ use std::sync::Arc;
 use super::codec::{decode, encode};
 use super::keys;
 use super::{
-    Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
-    MessageRecord, ReminderRecord, ScheduleRecord, Store, StoreError, UserRecord,
-    UserSettingsRecord,
+    AccountRecord, Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord,
+    MemberRecord, MessageRecord, ReminderRecord, RoleRecord, ScheduleRecord, Store, StoreError,
+    UserRecord, UserSettingsRecord,
 };
 use crate::config::Durability;
 use crate::ids::{GroupId, Seq, UserId};
@@ -47,6 +49,9 @@ pub struct SledStore {
     user_groups: sled::Tree,
     /// Group ids with a scheduled reminder (a key each, no value).
     scheduled_groups: sled::Tree,
+    accounts: sled::Tree,
+    /// Ids of deleted groups (a key each, no value).
+    deleted_groups: sled::Tree,
     guard: Arc<DiskGuard>,
     dir: PathBuf,
 }
@@ -107,6 +112,8 @@ impl SledStore {
             groups: db.open_tree("groups")?,
             user_groups: db.open_tree("user_groups")?,
             scheduled_groups: db.open_tree("scheduled_groups")?,
+            accounts: db.open_tree("accounts")?,
+            deleted_groups: db.open_tree("deleted_groups")?,
             db,
             guard: Arc::default(),
             dir: dir.to_path_buf(),
@@ -195,6 +202,34 @@ impl SledStore {
     }
 }
 
+/// Up to `limit` records of `tree` with keys above `after`, ascending, with keys parsed by
+/// `parse_key`.
+fn page<K, T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    after: Option<&str>,
+    limit: usize,
+    parse_key: impl Fn(&str) -> Option<K>,
+) -> Result<Vec<(K, T)>, StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(after) => Bound::Excluded(after.as_bytes().to_vec()),
+        None => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for entry in tree
+        .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        .take(limit)
+    {
+        let (key, value) = entry?;
+        let id = std::str::from_utf8(&key)
+            .ok()
+            .and_then(&parse_key)
+            .ok_or_else(|| StoreError::Corrupt("record key".into()))?;
+        out.push((id, decode(&value)?));
+    }
+    Ok(out)
+}
+
 /// The record under `key` in `tree`, decoded.
 fn read<T: serde::de::DeserializeOwned>(
     tree: &sled::Tree,
@@ -212,30 +247,26 @@ impl Store for SledStore {
         self.insert_new(&self.users, user.as_str().as_bytes(), encode(record)?)
     }
 
+    fn put_user(&self, user: &UserId, record: &UserRecord) -> Result<(), StoreError> {
+        self.put(Ok(self.users.clone()), user.as_str().as_bytes(), record)
+    }
+
+    fn account(&self, user: &UserId) -> Result<Option<AccountRecord>, StoreError> {
+        read(&self.accounts, user.as_str())
+    }
+
+    fn put_account(&self, user: &UserId, account: &AccountRecord) -> Result<(), StoreError> {
+        self.put(Ok(self.accounts.clone()), user.as_str().as_bytes(), account)
+    }
+
     fn users(
         &self,
         after: Option<&UserId>,
         limit: usize,
     ) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(after) => Bound::Excluded(after.as_str().as_bytes().to_vec()),
-            None => Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for entry in self
-            .users
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            let user = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|s| UserId::parse(s).ok())
-                .ok_or_else(|| StoreError::Corrupt("user key".into()))?;
-            out.push((user, decode(&value)?));
-        }
-        Ok(out)
+        page(&self.users, after.map(UserId::as_str), limit, |s| {
+            UserId::parse(s).ok()
+        })
     }
 
     fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
@@ -243,7 +274,49 @@ impl Store for SledStore {
     }
 
     fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError> {
-        self.insert_new(&self.groups, group.as_str().as_bytes(), encode(record)?)
+        let key = group.as_str().as_bytes();
+        if self.deleted_groups.contains_key(key)? {
+            return Ok(false);
+        }
+        if !self.insert_new(&self.groups, key, encode(record)?)? {
+            return Ok(false);
+        }
+        // A delete that wrote its tombstone after the check above and removed the record
+        // before the insert: the id stays deleted.
+        if self.deleted_groups.contains_key(key)? {
+            self.delete(Ok(self.groups.clone()), key)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn groups(
+        &self,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<(GroupId, GroupRecord)>, StoreError> {
+        page(&self.groups, after.map(GroupId::as_str), limit, |s| {
+            GroupId::parse(s).ok()
+        })
+    }
+
+    fn delete_group(&self, group: &GroupId) -> Result<(), StoreError> {
+        let key = group.as_str().as_bytes();
+        // The tombstone first: from here on the id is never created again.
+        self.put(Ok(self.deleted_groups.clone()), key, &())?;
+        for (user, _) in self.members(group)? {
+            self.remove_member(group, &user)?;
+        }
+        self.delete(Ok(self.scheduled_groups.clone()), key)?;
+        self.delete(Ok(self.groups.clone()), key)?;
+        self.guard.check()?;
+        // Messages, cursors, settings, flags, reminders: the whole tree goes.
+        self.checked(
+            self.db
+                .drop_tree(format!("group:{group}"))
+                .map(drop)
+                .map_err(StoreError::from),
+        )
     }
 
     fn put_group(&self, group: &GroupId, record: &GroupRecord) -> Result<(), StoreError> {
@@ -300,6 +373,30 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         let key = keys::tagged(keys::FLAGS, user.as_str());
         self.put(self.tree(group), &key, flags)
+    }
+
+    fn member_roles(&self, group: &GroupId) -> Result<Vec<(UserId, RoleRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, role) in self.scan(group, keys::ROLE)? {
+            let user = keys::second_of(&key, 1)
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("role key in group {group}")))?;
+            out.push((user, role));
+        }
+        Ok(out)
+    }
+
+    fn put_member_role(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        role: RoleRecord,
+    ) -> Result<(), StoreError> {
+        let key = keys::tagged(keys::ROLE, user.as_str());
+        match role {
+            RoleRecord::Member => self.delete(self.tree(group), &key),
+            role => self.put(self.tree(group), &key, &role),
+        }
     }
 
     fn reminders(&self, group: &GroupId) -> Result<Vec<(Seq, UserId, ReminderRecord)>, StoreError> {
@@ -421,6 +518,7 @@ impl Store for SledStore {
         self.guard.check()?;
         self.checked(self.tree(group).and_then(|tree| {
             tree.remove(keys::member(user.as_str()))?;
+            tree.remove(keys::tagged(keys::ROLE, user.as_str()))?;
             self.user_groups
                 .remove(keys::pair(user.as_str(), group.as_str()))?;
             Ok(())

@@ -13,6 +13,7 @@ use super::{Client, Server, TIMEOUT};
 impl Server {
     /// `POST /api/groups` with a receipt policy (`"full"`, `"counts"`, `"off"`); must answer 201.
     pub fn create_group_with_receipts(&self, id: &str, members: &[&str], receipts: &str) -> Value {
+        self.ensure_users(members);
         self.admin_expect(
             "POST",
             "/api/groups",

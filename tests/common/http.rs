@@ -91,8 +91,20 @@ impl Server {
         value
     }
 
-    /// Creates a group through the admin API (members are created as users).
+    /// Creates the users that do not exist yet (the admin API creates nobody implicitly).
+    pub fn ensure_users(&self, users: &[&str]) {
+        for user in users {
+            let (status, body) = self.admin("POST", "/api/users", Some(json!({"id": user})));
+            assert!(
+                status == 201 || status == 409,
+                "POST /api/users {user}: {status} {body}"
+            );
+        }
+    }
+
+    /// Creates a group through the admin API, creating its members as users first.
     pub fn create_group(&self, id: &str, members: &[&str]) -> Value {
+        self.ensure_users(members);
         self.admin_expect(
             "POST",
             "/api/groups",

@@ -119,6 +119,8 @@ impl Engine {
             | ServerFrame::Readers { ref id, .. }
             | ServerFrame::Users { ref id, .. }
             | ServerFrame::Settings { ref id, .. }
+            | ServerFrame::GroupCreated { ref id, .. }
+            | ServerFrame::Members { ref id, .. }
             | ServerFrame::Reminded {
                 id: ref id @ Some(_),
                 ..
@@ -138,15 +140,22 @@ impl Engine {
             }),
             ServerFrame::Reminder(reminder) => self.emit(Event::Reminder(reminder)),
             ServerFrame::GroupUpdated {
-                group,
-                name,
+                ref id,
+                ref group,
+                ref name,
                 receipts,
                 ..
-            } => self.emit(Event::GroupUpdated {
-                group,
-                name,
-                receipts,
-            }),
+            } => {
+                let event = Event::GroupUpdated {
+                    group: group.clone(),
+                    name: name.clone(),
+                    receipts,
+                };
+                if id.is_some() {
+                    self.answer(frame_id(id.as_ref()), frame.clone());
+                }
+                self.emit(event);
+            }
             ServerFrame::Receipt { group, items } => self.emit(Event::Receipt { group, items }),
             ServerFrame::ReadSync {
                 group,
@@ -165,7 +174,15 @@ impl Engine {
                 }
             }
             ServerFrame::Joined { summary } => self.on_joined(summary),
-            ServerFrame::Left { group } => self.on_left(group),
+            ServerFrame::Left {
+                ref id, ref group, ..
+            } => {
+                let group = group.clone();
+                if id.is_some() {
+                    self.answer(frame_id(id.as_ref()), frame.clone());
+                }
+                self.on_left(group);
+            }
             ServerFrame::Error {
                 id, code, message, ..
             } => self.on_error(frame_id(id.as_ref()), code, message),

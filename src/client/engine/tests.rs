@@ -76,6 +76,7 @@ fn summary(group: &str, last_seq: u64, delivered: u64, read: u64) -> GroupSummar
     GroupSummary {
         receipts: Default::default(),
         marked_unread: false,
+        role: Default::default(),
         group: group.into(),
         name: group.into(),
         kind: GroupKind::Group,

@@ -1,4 +1,4 @@
-//! `direct`: the direct conversation with another user, created on first use.
+//! `direct`: the direct conversation with another (existing, active) user, created on first use.
 
 use std::sync::Arc;
 
@@ -22,18 +22,14 @@ pub(super) fn direct(
             "a direct conversation needs another user",
         ));
     }
-    // Opening a new conversation writes (a user, a group, two members): it counts against the
-    // same budget as a send.
+    // Opening a new conversation writes (a group, two members): it counts against the same
+    // budget as a send. The other user must exist (`no_such_user`): nobody is created because
+    // someone else named them.
     if !super::take_write(session, ctx, &id) {
         return Ok(());
     }
     let registry = Arc::clone(&session.registry);
     session.reply_later(ctx, async move {
-        if let Err(e) = registry.ensure_user(&other) {
-            // A refused write (disk nearly full) is `storage`, like every other write.
-            log::debug!("creating user {other} failed: {e}");
-            return group_error(id, e.into());
-        }
         match registry.open_direct(&user, &other).await {
             Ok(group) => ServerFrame::Direct {
                 id,

@@ -9,6 +9,7 @@
 mod cursor;
 mod direct;
 mod fetch;
+mod membership;
 mod readers;
 mod receipts;
 mod remind;
@@ -84,6 +85,36 @@ pub(super) fn dispatch(
         }
         ClientFrame::Remind { id, group, seq } => remind::remind(session, ctx, id, &group, seq),
         ClientFrame::MarkUnread { id, group } => cursor::mark_unread(session, ctx, id, &group),
+        ClientFrame::CreateGroup { id, name, members } => {
+            membership::create_group(session, ctx, id, &name, &members)
+        }
+        ClientFrame::AddMember { id, group, user } => {
+            let change = membership::MemberChange::Add;
+            membership::change_member(session, ctx, id, &group, &user, change)
+        }
+        ClientFrame::RemoveMember { id, group, user } => {
+            let change = membership::MemberChange::Remove;
+            membership::change_member(session, ctx, id, &group, &user, change)
+        }
+        ClientFrame::SetRole {
+            id,
+            group,
+            user,
+            role,
+        } => {
+            let change = membership::MemberChange::SetRole(role);
+            membership::change_member(session, ctx, id, &group, &user, change)
+        }
+        ClientFrame::RenameGroup { id, group, name } => {
+            membership::update_group(session, ctx, id, &group, Some(&name), None)
+        }
+        ClientFrame::SetReceipts {
+            id,
+            group,
+            receipts,
+        } => membership::update_group(session, ctx, id, &group, None, Some(receipts)),
+        ClientFrame::Leave { id, group } => membership::leave(session, ctx, id, &group),
+        ClientFrame::Members { id, group } => membership::members(session, ctx, id, &group),
     }
 }
 

@@ -1,7 +1,8 @@
-//! `users`: a page of users in id order (to pick the other side of a `direct`).
+//! `users`: a page of active users in id order (to pick the other side of a `direct`, or
+//! members); deactivated users are left out.
 
 use crate::ids::UserId;
-use crate::protocol::{page_limit, ErrorCode, RequestId, ServerFrame, UserEntry};
+use crate::protocol::{page_limit, ErrorCode, RequestId, ServerFrame};
 
 use super::super::{Ctx, Refusal, Session};
 
@@ -17,26 +18,16 @@ pub(super) fn users(
         .transpose()
         .map_err(|e| Refusal::new(ErrorCode::BadFrame, e.to_string()))?;
     let limit = page_limit(limit);
-    // One more than asked tells whether another page exists.
-    let mut page = match session.registry.store().users(after.as_ref(), limit + 1) {
+    let (users, more) = match session.registry.user_entries(after.as_ref(), limit) {
         Ok(page) => page,
         Err(e) => {
             log::error!("listing users for {} failed: {e}", session.user);
             return Err(Refusal::new(
-                ErrorCode::Internal,
-                "storage failure; retry later",
+                ErrorCode::Storage,
+                "the users could not be read; retry later",
             ));
         }
     };
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let users = page
-        .into_iter()
-        .map(|(id, record)| UserEntry {
-            id: id.to_string(),
-            name: record.name,
-        })
-        .collect();
     session.send_frame(&ServerFrame::Users { id, users, more }, ctx);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Unit tests of the sled store.
 
 use super::*;
+use crate::store::GroupKindRecord;
 
 fn msg(body: &str) -> MessageRecord {
     MessageRecord {
@@ -195,4 +196,98 @@ fn settings_flags_reminders_and_schedules_round_trip_beside_the_messages() {
     // None of it is a message or a member.
     assert_eq!(store.last_seq(&g).unwrap(), Seq(0));
     assert!(store.members(&g).unwrap().is_empty());
+}
+
+#[test]
+fn a_deleted_group_is_gone_and_its_id_stays_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let (g, alice) = (
+        GroupId::parse("team").unwrap(),
+        UserId::parse("alice").unwrap(),
+    );
+    let record = GroupRecord {
+        name: "Team".into(),
+        kind: GroupKindRecord::Group,
+        created_ms: 1,
+    };
+    assert!(store.create_group(&g, &record).unwrap());
+    let member = MemberRecord {
+        joined_seq: 0,
+        delivered: 0,
+        read: 0,
+    };
+    store.add_member(&g, &alice, &member).unwrap();
+    store
+        .put_member_role(&g, &alice, RoleRecord::Owner)
+        .unwrap();
+    store.put_message(&g, Seq(1), &msg("hi")).unwrap();
+    let other = GroupId::parse("other").unwrap();
+    assert!(store.create_group(&other, &record).unwrap());
+    let listed: Vec<String> = store
+        .groups(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(g, _)| g.to_string())
+        .collect();
+    assert_eq!(listed, ["other", "team"]);
+    assert_eq!(store.groups(Some(&other), 10).unwrap().len(), 1);
+
+    store.delete_group(&g).unwrap();
+    assert_eq!(store.group(&g).unwrap(), None);
+    assert!(store.user_groups(&alice).unwrap().is_empty());
+    assert!(store.members(&g).unwrap().is_empty());
+    assert!(store.member_roles(&g).unwrap().is_empty());
+    assert_eq!(store.message(&g, Seq(1)).unwrap(), None);
+    assert_eq!(store.groups(None, 10).unwrap().len(), 1);
+    // Never handed out again, also after a restart.
+    assert!(!store.create_group(&g, &record).unwrap());
+    drop(store);
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    assert!(!store.create_group(&g, &record).unwrap());
+}
+
+#[test]
+fn roles_and_accounts_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let (g, alice, bob) = (
+        GroupId::parse("team").unwrap(),
+        UserId::parse("alice").unwrap(),
+        UserId::parse("bob").unwrap(),
+    );
+    store
+        .put_member_role(&g, &alice, RoleRecord::Owner)
+        .unwrap();
+    store.put_member_role(&g, &bob, RoleRecord::Admin).unwrap();
+    assert_eq!(
+        store.member_roles(&g).unwrap(),
+        [
+            (alice.clone(), RoleRecord::Owner),
+            (bob.clone(), RoleRecord::Admin)
+        ]
+    );
+    store.put_member_role(&g, &bob, RoleRecord::Member).unwrap();
+    assert_eq!(store.member_roles(&g).unwrap().len(), 1);
+    // Removing a member removes its role.
+    store.remove_member(&g, &alice).unwrap();
+    assert!(store.member_roles(&g).unwrap().is_empty());
+
+    assert_eq!(store.account(&alice).unwrap(), None);
+    let account = AccountRecord {
+        password: Some("$argon2id$...".into()),
+        token_gen: 3,
+        revoked_at_secs: 9,
+        deactivated: true,
+        links_minted: 2,
+        links_used: 1,
+    };
+    store.put_account(&alice, &account).unwrap();
+    assert_eq!(store.account(&alice).unwrap(), Some(account));
+    let renamed = UserRecord {
+        name: "Alice A.".into(),
+        created_ms: 5,
+    };
+    store.put_user(&alice, &renamed).unwrap();
+    assert_eq!(store.user(&alice).unwrap(), Some(renamed));
 }

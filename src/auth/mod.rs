@@ -1,4 +1,12 @@
-//! Authentication: the admin bearer token and the users' HS256 JWTs.
+//! Authentication: the admin bearer token, the users' HS256 JWTs, and passwords
+//! (`password.rs`).
+//!
+//! A user token carries the account's token generation (`gen`): raising it in the store (a
+//! revoke, a password change) refuses every token issued before, also one issued in the same
+//! second. A sign-in link is a token with a `link` number, good for one exchange into a user
+//! token and never accepted as one itself. Whether a token is still good is
+//! [`Auth::authenticate`]'s answer: signature and expiry, then the account (generation,
+//! deactivation) in the store.
 //!
 //! Both secrets come from the environment (`ROLLCALL_ADMIN_TOKEN`, `ROLLCALL_JWT_SECRET`) or are
 //! generated once into the data directory with mode 0600, so a restart keeps every issued token
@@ -13,6 +21,9 @@ use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
+use crate::store::{AccountRecord, Store, StoreError};
+
+pub mod password;
 
 /// The file names of the generated secrets inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -23,6 +34,9 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 /// The longest a token minted by `rollcall token` may be valid: a year.
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 
+/// The default lifetime of a sign-in link.
+pub const DEFAULT_LINK_TTL_SECS: u64 = 7 * 24 * 3600;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
@@ -30,6 +44,53 @@ struct Claims {
     /// Optional: tokens minted by a team's own backend need only `sub` and `exp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    /// The account's token generation when issued (absent in a backend's tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gen: Option<u64>,
+    /// Set in a sign-in link: its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<u64>,
+}
+
+/// What a well-signed, unexpired token says. Whether it is still good depends on the account:
+/// see [`Credential::is_current`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub user: UserId,
+    gen: Option<u64>,
+    iat: Option<u64>,
+    link: Option<u64>,
+}
+
+impl Credential {
+    /// Whether the account still accepts this token: active, and issued in the current
+    /// generation (a token without one, from a backend, only if issued after the second of the
+    /// last revoke).
+    pub fn is_current(&self, account: &AccountRecord) -> bool {
+        if account.deactivated {
+            return false;
+        }
+        match self.gen {
+            Some(gen) => gen == account.token_gen,
+            None => {
+                account.token_gen == 0 || self.iat.is_some_and(|iat| iat > account.revoked_at_secs)
+            }
+        }
+    }
+
+    /// The link number, when this is a sign-in link.
+    pub fn link(&self) -> Option<u64> {
+        self.link
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// Bad signature, expired, malformed, revoked, a link used as a token, or deactivated.
+    Invalid,
+    /// The account could not be read.
+    Storage(StoreError),
 }
 
 /// Verifies admin and user tokens and mints user tokens.
@@ -129,7 +190,10 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             admin_token: String::new(),
         };
-        auth.mint(user, ttl_secs).map_err(io::Error::other)
+        // The generation is the store's; this token carries none, so it is good until the
+        // user's tokens are next revoked (as a backend's token is).
+        auth.sign(user, ttl_secs, None, None)
+            .map_err(io::Error::other)
     }
 
     /// Whether `token` is the admin token (compared in constant time).
@@ -138,32 +202,81 @@ impl Auth {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
-    /// A signed token for `user`, valid for `ttl_secs`.
-    pub fn mint(
+    fn sign(
         &self,
         user: &UserId,
         ttl_secs: u64,
+        gen: Option<u64>,
+        link: Option<u64>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now_secs();
         let claims = Claims {
             sub: user.to_string(),
             exp: iat.saturating_add(ttl_secs),
             iat: Some(iat),
+            gen,
+            link,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
-    /// The user a token was issued to, if it is well signed, unexpired and names a valid id.
-    pub fn verify(&self, token: &str) -> Option<UserId> {
+    /// A user token for `user` in the account's current generation, valid for `ttl_secs`.
+    pub fn mint(
+        &self,
+        user: &UserId,
+        account: &AccountRecord,
+        ttl_secs: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign(user, ttl_secs, Some(account.token_gen), None)
+    }
+
+    /// A sign-in link numbered `number` (good once, see `accounts`), valid for `ttl_secs`.
+    pub fn mint_link(
+        &self,
+        user: &UserId,
+        account: &AccountRecord,
+        number: u64,
+        ttl_secs: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign(user, ttl_secs, Some(account.token_gen), Some(number))
+    }
+
+    /// What a token says, if it is well signed, unexpired and names a valid id (the account
+    /// is not consulted: see [`Auth::authenticate`]).
+    pub fn verify(&self, token: &str) -> Option<Credential> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
         match decode::<Claims>(token, &self.decoding, &validation) {
-            Ok(data) => UserId::parse(&data.claims.sub).ok(),
+            Ok(data) => Some(Credential {
+                user: UserId::parse(&data.claims.sub).ok()?,
+                gen: data.claims.gen,
+                iat: data.claims.iat,
+                link: data.claims.link,
+            }),
             Err(e) => {
                 log::debug!("refused a user token: {e}");
                 None
             }
+        }
+    }
+
+    /// The user token's credential, if it is good now: signed, unexpired, not a sign-in link,
+    /// of the account's current generation, and the account active.
+    pub fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Credential, Refused> {
+        let credential = self.verify(token).ok_or(Refused::Invalid)?;
+        if credential.link.is_some() {
+            return Err(Refused::Invalid);
+        }
+        let account = store
+            .account(&credential.user)
+            .map_err(Refused::Storage)?
+            .unwrap_or_default();
+        if credential.is_current(&account) {
+            Ok(credential)
+        } else {
+            log::debug!("refused a revoked token of {}", credential.user);
+            Err(Refused::Invalid)
         }
     }
 }
@@ -180,15 +293,36 @@ mod tests {
         assert!(auth.is_admin(&admin));
         assert!(!auth.is_admin("nope"));
         let alice = UserId::parse("alice").unwrap();
-        let token = auth.mint(&alice, 60).unwrap();
-        assert_eq!(auth.verify(&token), Some(alice.clone()));
+        let fresh = AccountRecord::default();
+        let token = auth.mint(&alice, &fresh, 60).unwrap();
+        let credential = auth.verify(&token).unwrap();
+        assert_eq!(credential.user, alice);
+        assert!(credential.is_current(&fresh));
         assert_eq!(auth.verify(&format!("{token}x")), None);
+        // A revoke (a new generation) refuses it, also within the same second.
+        let revoked = AccountRecord {
+            token_gen: 1,
+            revoked_at_secs: now_secs(),
+            ..AccountRecord::default()
+        };
+        assert!(!credential.is_current(&revoked));
+        assert!(auth
+            .verify(&auth.mint(&alice, &revoked, 60).unwrap())
+            .unwrap()
+            .is_current(&revoked));
+        let deactivated = AccountRecord {
+            deactivated: true,
+            ..AccountRecord::default()
+        };
+        assert!(!credential.is_current(&deactivated));
         let expired = encode(
             &Header::new(Algorithm::HS256),
             &Claims {
                 sub: "alice".into(),
                 exp: now_secs() - 10,
                 iat: None,
+                gen: None,
+                link: None,
             },
             &EncodingKey::from_secret(b"s3cret"),
         )
@@ -209,7 +343,11 @@ mod tests {
             &EncodingKey::from_secret(b"s3cret"),
         )
         .unwrap();
-        assert_eq!(auth.verify(&minimal), UserId::parse("bob").ok());
+        let backend = auth.verify(&minimal).unwrap();
+        assert_eq!(backend.user.as_str(), "bob");
+        // Good until the user's tokens are first revoked: it has no generation and no `iat`.
+        assert!(backend.is_current(&fresh));
+        assert!(!backend.is_current(&revoked));
         // A second start reads the stored admin token and does not print it again.
         let (again, generated) = Auth::load(dir.path(), None, Some("s3cret".into())).unwrap();
         assert!(generated.is_none());
