@@ -3,8 +3,9 @@
 //!
 //! The files live in `src/web/` and are plain HTML, CSS and dependency-free JavaScript modules:
 //! the page loads `/main.js` (`<script type="module">`), which imports `./model.js`,
-//! `./connection.js` and `./view.js` (which imports `./dialog.js`) by relative path; the script speaks the WebSocket protocol
-//! of docs/PROTOCOL.md like any other client. This module only names the files, with their
+//! `./connection.js`, `./view.js` (which imports `./dialog.js` and `./groups.js`), `./account.js`
+//! and `./api.js` by relative path; the script speaks the WebSocket protocol of docs/PROTOCOL.md
+//! like any other client. The admin page (`/admin`) loads `/admin.js`, which imports `./api.js`. This module only names the files, with their
 //! content types and an ETag computed at compile time, so a browser revalidates cheaply
 //! (`Cache-Control: no-cache` + `If-None-Match`) and never runs a stale script after an
 //! upgrade. Serving is `assets.rs` beside it, and the router registers [`ASSET_PATHS`]. (Rejected: long-lived
@@ -43,11 +44,21 @@ pub const MODEL_JS: Asset = embed!(JAVASCRIPT, "../web/model.js");
 pub const VIEW_JS: Asset = embed!(JAVASCRIPT, "../web/view.js");
 /// The receipts dialog (who has seen a message; remind the others), at `/dialog.js`.
 pub const DIALOG_JS: Asset = embed!(JAVASCRIPT, "../web/dialog.js");
-/// The style sheet, at `/app.css`.
+/// The new-group and group settings dialogs, at `/groups.js`.
+pub const GROUPS_JS: Asset = embed!(JAVASCRIPT, "../web/groups.js");
+/// The sign-in form, "Change password" and "Sign out", at `/account.js`.
+pub const ACCOUNT_JS: Asset = embed!(JAVASCRIPT, "../web/account.js");
+/// HTTP calls to the JSON API (sign-in, password, the admin page's), at `/api.js`.
+pub const API_JS: Asset = embed!(JAVASCRIPT, "../web/api.js");
+/// The admin page, at `/admin`.
+pub const ADMIN: Asset = embed!(HTML, "../web/admin.html");
+/// The admin page's module (users and groups through the admin API), at `/admin.js`.
+pub const ADMIN_JS: Asset = embed!(JAVASCRIPT, "../web/admin.js");
+/// The style sheet (of both pages), at `/app.css`.
 pub const APP_CSS: Asset = embed!(CSS, "../web/app.css");
 
 /// Every HTTP path with an asset, with its asset: what [`asset_at`] answers.
-const ASSETS: [(&str, &Asset); 8] = [
+const ASSETS: [(&str, &Asset); 13] = [
     ("/", &INDEX),
     ("/index.html", &INDEX),
     ("/main.js", &MAIN_JS),
@@ -55,6 +66,11 @@ const ASSETS: [(&str, &Asset); 8] = [
     ("/model.js", &MODEL_JS),
     ("/view.js", &VIEW_JS),
     ("/dialog.js", &DIALOG_JS),
+    ("/groups.js", &GROUPS_JS),
+    ("/account.js", &ACCOUNT_JS),
+    ("/api.js", &API_JS),
+    ("/admin", &ADMIN),
+    ("/admin.js", &ADMIN_JS),
     ("/app.css", &APP_CSS),
 ];
 
@@ -117,13 +133,18 @@ const fn etag(body: &str) -> [u8; 18] {
 mod tests {
     use super::*;
 
-    const ALL: [&Asset; 7] = [
+    const ALL: [&Asset; 12] = [
         &INDEX,
         &MAIN_JS,
         &CONNECTION_JS,
         &MODEL_JS,
         &VIEW_JS,
         &DIALOG_JS,
+        &GROUPS_JS,
+        &ACCOUNT_JS,
+        &API_JS,
+        &ADMIN,
+        &ADMIN_JS,
         &APP_CSS,
     ];
 
@@ -153,6 +174,11 @@ mod tests {
                 "/model.js",
                 "/view.js",
                 "/dialog.js",
+                "/groups.js",
+                "/account.js",
+                "/api.js",
+                "/admin",
+                "/admin.js",
                 "/app.css"
             ]
         );
@@ -194,15 +220,17 @@ mod tests {
     }
 
     #[test]
-    fn the_page_loads_only_embedded_files() {
-        assert!(INDEX
-            .body
-            .contains("<script type=\"module\" src=\"/main.js\"></script>"));
-        assert_eq!(INDEX.body.matches("<script").count(), 1);
-        assert!(INDEX.body.contains("href=\"/app.css\""));
-        // From /main.js, each `./x.js` import resolves to an embedded module at `/x.js`, and
-        // every embedded module is reached.
-        let mut reached = vec!["/main.js".to_string()];
+    fn the_pages_load_only_embedded_files() {
+        for (page, entry) in [(&INDEX, "/main.js"), (&ADMIN, "/admin.js")] {
+            assert!(page.body.contains(&format!(
+                "<script type=\"module\" src=\"{entry}\"></script>"
+            )));
+            assert_eq!(page.body.matches("<script").count(), 1);
+            assert!(page.body.contains("href=\"/app.css\""));
+        }
+        // From the pages' entry modules, each `./x.js` import resolves to an embedded module at
+        // `/x.js`, and every embedded module is reached.
+        let mut reached = vec!["/main.js".to_string(), "/admin.js".to_string()];
         let mut next = 0;
         while next < reached.len() {
             let path = reached[next].clone();
@@ -242,7 +270,17 @@ mod tests {
 
     #[test]
     fn every_module_opens_with_a_comment_saying_what_it_owns() {
-        for asset in [&MAIN_JS, &CONNECTION_JS, &MODEL_JS, &VIEW_JS, &DIALOG_JS] {
+        for asset in [
+            &MAIN_JS,
+            &CONNECTION_JS,
+            &MODEL_JS,
+            &VIEW_JS,
+            &DIALOG_JS,
+            &GROUPS_JS,
+            &ACCOUNT_JS,
+            &API_JS,
+            &ADMIN_JS,
+        ] {
             assert!(asset.body.starts_with("// "), "{}", &asset.body[..40]);
         }
     }

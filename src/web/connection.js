@@ -339,6 +339,14 @@ export function renameGroup(group, name, onReply) {
   });
 }
 
+// Sets a group's receipt policy; the `group_updated` reply applies it here like the push does.
+export function setReceipts(group, receipts, onReply) {
+  return request({ type: 'set_receipts', group, receipts }, (reply) => {
+    if (reply.type === 'group_updated') onGroupUpdated(reply);
+    onReply(reply);
+  });
+}
+
 // Leaves a group; the `left` reply removes it here like the push does.
 export function leaveGroup(group, onReply) {
   return request({ type: 'leave', group }, (reply) => {

@@ -1,8 +1,8 @@
 // Groups managed by their members: the "New group" dialog (a name, members picked from the
 // people the `users` pages list) and a group's settings dialog. Owners and admins rename the
 // group, add and remove members and set roles (rename_group, add_member, remove_member,
-// set_role); everyone sees the member list (`members`) read-only and may leave (`leave`).
-// The receipt policy is shown read-only: only the server's admin changes it (PUT /api/groups).
+// set_role) and set the receipt policy (set_receipts); everyone else sees the member list
+// (`members`) and the policy read-only. Anyone may leave (`leave`).
 // The server decides every rule (an admin cannot remove or demote an owner, ...); the controls
 // here only leave out what is sure to be refused, and a refusal is shown in words.
 
@@ -132,8 +132,9 @@ function drawSettings() {
     + (manage ? '' : ' Only owners and admins change the name and the members.');
   $('rename-form').hidden = !manage;
   $('add-member-form').hidden = !manage;
-  $('settings-receipts').textContent = `${POLICY_WORDS[g.policy] || `Receipts: ${g.policy}.`}`
-    + ' Only the server administrator changes this.';
+  $('receipts-form').hidden = !manage;
+  if (document.activeElement !== $('receipts-select')) $('receipts-select').value = g.policy;
+  $('settings-receipts').textContent = POLICY_WORDS[g.policy] || `Receipts: ${g.policy}.`;
   const list = $('settings-members');
   const members = g.members || [];
   $('settings-members-title').textContent = g.members ? `Members (${members.length})` : 'Members';
@@ -213,6 +214,20 @@ function rename(event) {
   if (!sent) offline('settings-error');
 }
 
+function setPolicy() {
+  const receipts = $('receipts-select').value;
+  const id = settingsFor;
+  $('settings-error').textContent = '';
+  if (!id) return;
+  const sent = connection.setReceipts(id, receipts, (reply) => {
+    if (reply.type !== 'group_updated') {
+      $('settings-error').textContent = reply.message || 'Could not change the receipts.';
+    }
+    if (settingsFor === id) drawSettings();
+  });
+  if (!sent) offline('settings-error');
+}
+
 function addMember(event) {
   event.preventDefault();
   const user = $('add-member-select').value;
@@ -267,6 +282,8 @@ export function wire(actions) {
   $('new-group-cancel').addEventListener('click', () => $('new-group-dialog').close());
   $('rename-form').addEventListener('submit', rename);
   $('add-member-form').addEventListener('submit', addMember);
+  $('receipts-select').addEventListener('change', setPolicy);
+  $('receipts-form').addEventListener('submit', (event) => event.preventDefault());
   $('leave-group').addEventListener('click', () => {
     $('leave-group').hidden = true;
     $('leave-confirm').hidden = false;

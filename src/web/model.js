@@ -179,12 +179,13 @@ export function addGroup(summary) {
   if (!groups.has(summary.group)) groups.set(summary.group, newGroup(summary));
 }
 
-// A `group_updated`: the name and the receipt policy, live.
+// A `group_updated`: the name, the receipt policy and (when it changed) our role, live.
 export function updateGroup(frame) {
   const g = groups.get(frame.group);
   if (!g) return null;
   g.name = frame.name;
   g.policy = frame.receipts || 'full';
+  if (frame.role) g.role = frame.role; // only to the member whose role changed
   return g;
 }
 
