@@ -535,8 +535,6 @@ async fn a_password_signs_in_a_wrong_one_is_refused_and_signing_out_forgets_the_
     .await;
     assert_eq!(page.stored_token().await, Value::Null);
     assert_eq!(page.wait_signed_out("still the form").await, "");
-    page.fill("#login-password", "").await;
-    page.type_into("#login-password", "\u{2022}").await;
     page.screenshot("sign-in.png", Some("sign-in.png")).await;
 
     // The right one: signed in, the token in localStorage and not in the address bar.
@@ -974,6 +972,11 @@ async fn owners_and_admins_manage_a_group_in_its_settings_and_the_others_see_it(
         })
         .await;
     alice
+        .browser
+        .set_window_size(1100, 860)
+        .await
+        .expect("resizing");
+    alice
         .screenshot("group-settings.png", Some("group-settings.png"))
         .await;
     bob.click("#group-settings").await;
@@ -1266,6 +1269,19 @@ async fn the_admin_page_manages_users_and_groups() {
     admin
         .click("#groups-body tr[data-group=\"team\"] button.members")
         .await;
+    // The picture: the last page of users (short), and the group's members below.
+    admin.click("#users-next").await;
+    admin
+        .wait_until("the last page", USERS_JS, vec![], |v| {
+            v.as_array().is_some_and(|rows| rows.len() == 4)
+        })
+        .await;
+    admin
+        .browser
+        .set_window_size(1100, 900)
+        .await
+        .expect("resizing");
+    admin.js("window.scrollTo(0, 0);", vec![]).await;
     admin.screenshot("admin.png", Some("admin.png")).await;
 
     admin
