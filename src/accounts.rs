@@ -2,7 +2,8 @@
 //! (docs/PROTOCOL.md §2.1).
 //!
 //! Every change to an account is a read-modify-write of its [`AccountRecord`], serialized by one
-//! lock and answered once durable; a change that refuses earlier tokens (a revoke, a new
+//! lock (held for the write in memory, not for the flush, so concurrent changes share a flush)
+//! and answered once durable; a change that refuses earlier tokens (a revoke, a new
 //! password, a deactivation) also closes the user's open sessions with 4001. Hashing runs on
 //! tokio's blocking pool, at most [`MAX_CONCURRENT_HASHES`] at a time, so a flood of logins
 //! neither stalls the actor threads nor takes a hash's 19 MiB per request. Repeated failed
@@ -131,12 +132,16 @@ impl Accounts {
             .unwrap_or(false)
     }
 
-    /// Writes an account, durably.
-    async fn put(&self, user: &UserId, account: &AccountRecord) -> Result<(), Refusal> {
+    /// Writes an account (in memory: durable with the next flush).
+    fn put(&self, user: &UserId, account: &AccountRecord) -> Result<(), Refusal> {
         self.registry
             .store()
             .put_account(user, account)
-            .map_err(storage)?;
+            .map_err(storage)
+    }
+
+    /// Waits for a flush covering every write so far.
+    async fn flush(&self) -> Result<(), Refusal> {
         self.registry.flush().await.map_err(Refusal::from)
     }
 
@@ -152,7 +157,7 @@ impl Accounts {
             Some(password) => Some(self.hash(password).await?),
             None => None,
         };
-        let _writing = self.writing.lock().await;
+        let writing = self.writing.lock().await;
         let record = UserRecord {
             name: name.to_owned(),
             created_ms: now_ms(),
@@ -166,7 +171,9 @@ impl Accounts {
             password: hashed,
             ..AccountRecord::default()
         };
-        self.put(user, &account).await?;
+        self.put(user, &account)?;
+        drop(writing);
+        self.flush().await?;
         log::info!("user {user} created");
         Ok(true)
     }
@@ -210,10 +217,12 @@ impl Accounts {
     /// A sign-in link for `user`: good for one exchange into a token, within `ttl_secs`, and
     /// only while no later link has been used. Returns the link token.
     pub async fn mint_link(&self, user: &UserId, ttl_secs: u64) -> Result<String, Refusal> {
-        let _writing = self.writing.lock().await;
+        let writing = self.writing.lock().await;
         let (_, mut account) = self.existing(user)?;
         account.links_minted += 1;
-        self.put(user, &account).await?;
+        self.put(user, &account)?;
+        drop(writing);
+        self.flush().await?;
         self.auth
             .mint_link(user, &account, account.links_minted, ttl_secs)
             .map_err(signing)
@@ -224,14 +233,16 @@ impl Accounts {
         let credential = self.auth.verify(link).ok_or_else(bad_credentials)?;
         let number = credential.link().ok_or_else(bad_credentials)?;
         let user = credential.user.clone();
-        let _writing = self.writing.lock().await;
+        let writing = self.writing.lock().await;
         let (_, mut account) = self.existing(&user).map_err(|_| bad_credentials())?;
         if !credential.is_current(&account) || number <= account.links_used {
             log::info!("a used, revoked or superseded sign-in link of {user} was refused");
             return Err(bad_credentials());
         }
         account.links_used = number;
-        self.put(&user, &account).await?;
+        self.put(&user, &account)?;
+        drop(writing);
+        self.flush().await?;
         let token = self
             .auth
             .mint(&user, &account, DEFAULT_TOKEN_TTL_SECS)
@@ -240,20 +251,19 @@ impl Accounts {
         Ok((user, token))
     }
 
-    /// Raises the token generation (every earlier token refused) and closes the user's
-    /// sessions; returns the new account.
-    async fn bump(
-        &self,
-        user: &UserId,
-        mut account: AccountRecord,
-        why: &'static str,
-    ) -> Result<AccountRecord, Refusal> {
+    /// Raises the token generation (every earlier token refused); returns the new account.
+    /// The caller flushes, then closes the user's sessions ([`Accounts::close_sessions`]).
+    fn bump(&self, user: &UserId, mut account: AccountRecord) -> Result<AccountRecord, Refusal> {
         account.token_gen += 1;
         account.revoked_at_secs = now_ms() / 1000;
-        self.put(user, &account).await?;
-        let n_closed = self.registry.presence().close_user(user, why);
-        log::info!("{user}: earlier tokens refused ({why}); {n_closed} sessions closed");
+        self.put(user, &account)?;
         Ok(account)
+    }
+
+    /// Closes the user's sessions (4001), once the change that refuses their token is durable.
+    fn close_sessions(&self, user: &UserId, why: &'static str) {
+        let n_closed = self.registry.presence().close_user(user, why);
+        log::info!("{user}: tokens refused ({why}); {n_closed} sessions closed");
     }
 
     /// `POST /api/me/password`: checks `old` (not needed while the user has no password),
@@ -283,7 +293,7 @@ impl Accounts {
             }
         }
         let hashed = self.hash(new).await?;
-        let _writing = self.writing.lock().await;
+        let writing = self.writing.lock().await;
         // Read again under the lock: a revoke may have come in meanwhile.
         let mut account = self.account(user)?;
         if !credential.is_current(&account) {
@@ -293,7 +303,10 @@ impl Accounts {
             ));
         }
         account.password = Some(hashed);
-        let account = self.bump(user, account, "password changed").await?;
+        let account = self.bump(user, account)?;
+        drop(writing);
+        self.flush().await?;
+        self.close_sessions(user, "password changed");
         self.auth
             .mint(user, &account, DEFAULT_TOKEN_TTL_SECS)
             .map_err(signing)
@@ -301,9 +314,13 @@ impl Accounts {
 
     /// `POST /api/users/{uid}/revoke`.
     pub async fn revoke(&self, user: &UserId) -> Result<(), Refusal> {
-        let _writing = self.writing.lock().await;
+        let writing = self.writing.lock().await;
         let (_, account) = self.existing(user)?;
-        self.bump(user, account, "tokens revoked").await.map(drop)
+        self.bump(user, account)?;
+        drop(writing);
+        self.flush().await?;
+        self.close_sessions(user, "tokens revoked");
+        Ok(())
     }
 
     /// `PUT /api/users/{uid}`'s account part: a new name, a new password (refusing earlier
@@ -323,7 +340,7 @@ impl Accounts {
             Some(password) => Some(self.hash(password).await?),
             None => None,
         };
-        let _writing = self.writing.lock().await;
+        let writing = self.writing.lock().await;
         let (mut record, mut account) = self.existing(user)?;
         if let Some(name) = name {
             record.name = name;
@@ -336,19 +353,20 @@ impl Accounts {
         if let Some(deactivated) = deactivated {
             account.deactivated = deactivated;
         }
+        let reset = hashed.is_some();
         match hashed {
             Some(hashed) => {
                 account.password = Some(hashed);
-                self.bump(user, account, "password reset").await?;
+                self.bump(user, account)?;
             }
-            None => self.put(user, &account).await?,
+            None => self.put(user, &account)?,
         }
+        drop(writing);
+        self.flush().await?;
         if was_active && deactivated == Some(true) {
-            let n_closed = self
-                .registry
-                .presence()
-                .close_user(user, "account deactivated");
-            log::info!("{user} deactivated; {n_closed} sessions closed");
+            self.close_sessions(user, "account deactivated");
+        } else if reset {
+            self.close_sessions(user, "password reset");
         } else if !was_active && deactivated == Some(false) {
             log::info!("{user} reactivated");
         }

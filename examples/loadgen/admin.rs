@@ -1,20 +1,85 @@
 //! The server's HTTP side as the load generator uses it (blocking, ureq, loopback only): the
-//! admin API (groups, users' settings, user tokens, receipts), `/metrics` snapshots and their
-//! deltas, and the run ids the users and groups it creates are named after.
+//! admin API (users, groups, users' settings, user tokens, receipts), `/metrics` snapshots and
+//! their deltas, and the run ids the users and groups it creates are named after.
+//!
+//! The server creates no user implicitly on the admin's behalf (a group member, an added member
+//! or a `direct` peer must exist), so every scenario creates its users with [`Admin::create_users`]
+//! before it makes groups of them. An error answer keeps the server's code ([`ApiError`]), so a
+//! caller matches on it (`user_exists` on a re-run) instead of reading the message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::ToSocketAddrs;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rollcall::protocol::{ErrorCode, HttpError, NewUser};
 use serde_json::{json, Value};
 
+use crate::report::fig_f;
 use crate::Error;
+
+/// The usual timeout of one admin request.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Admin {
     base: String,
     pub host_port: String,
     token: String,
+}
+
+/// A refused or failed admin request: what was asked, the HTTP status and the server's error
+/// code when it answered with one, and why in words.
+#[derive(Debug)]
+pub struct ApiError {
+    pub request: String,
+    pub status: Option<u16>,
+    pub code: Option<ErrorCode>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, self.code) {
+            (Some(status), Some(code)) => write!(
+                f,
+                "{}: HTTP {status} {}: {}",
+                self.request,
+                code.as_str(),
+                self.message
+            ),
+            (Some(status), None) => write!(f, "{}: HTTP {status}: {}", self.request, self.message),
+            _ => write!(f, "{}: {}", self.request, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// What [`Admin::create_users`] did.
+pub struct CreatedUsers {
+    pub created: usize,
+    /// Already there (`409 user_exists`): a re-run against the same server.
+    pub existed: usize,
+    pub took: Duration,
+    /// The server's flushes meanwhile (from `/metrics`).
+    pub flushes: f64,
+}
+
+impl CreatedUsers {
+    /// Prints the setup line and records the time as the figure `create_users_s`.
+    pub fn report(&self, threads: usize) {
+        let took = self.took.as_secs_f64();
+        println!(
+            "users       : {} created, {} existed already, in {took:.3} s, {} flushes (POST /api/users from {} threads)",
+            self.created,
+            self.existed,
+            self.flushes,
+            threads.max(1)
+        );
+        fig_f("create_users_s", took);
+        fig_f("create_users_flushes", self.flushes);
+    }
 }
 
 impl Admin {
@@ -38,46 +103,111 @@ impl Admin {
         format!("Bearer {}", self.token)
     }
 
+    /// One admin request; an error answer keeps the server's status and code.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, ApiError> {
+        let request = format!("{method} {path}");
+        let fail = |status: Option<u16>, code: Option<ErrorCode>, message: String| ApiError {
+            request: request.clone(),
+            status,
+            code,
+            message,
+        };
+        let call = ureq::request(method, &format!("{}{path}", self.base))
+            .timeout(timeout)
+            .set("Authorization", &self.auth());
+        let answer = match body {
+            Some(body) => call.send_json(body),
+            None => call.call(),
+        };
+        match answer {
+            Ok(response) => response
+                .into_json()
+                .map_err(|e| fail(None, None, format!("unreadable answer: {e}"))),
+            Err(ureq::Error::Status(status, response)) => {
+                let text = response.into_string().unwrap_or_default();
+                match serde_json::from_str::<HttpError>(&text) {
+                    Ok(e) => Err(fail(Some(status), Some(e.error.code), e.error.message)),
+                    Err(_) => Err(fail(Some(status), None, text)),
+                }
+            }
+            Err(e) => Err(fail(None, None, e.to_string())),
+        }
+    }
+
     pub fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
-        let response = ureq::post(&format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(10))
-            .set("Authorization", &self.auth())
-            .send_json(body)
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        Ok(response.into_json()?)
+        Ok(self.call("POST", path, Some(body), TIMEOUT)?)
     }
 
     /// `POST` with a longer timeout than the usual 10 s (creating a group of thousands).
     pub fn post_slow(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, Error> {
-        let response = ureq::post(&format!("{}{path}", self.base))
-            .timeout(timeout)
-            .set("Authorization", &self.auth())
-            .send_json(body)
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        Ok(response.into_json()?)
+        Ok(self.call("POST", path, Some(body), timeout)?)
     }
 
     pub fn put(&self, path: &str, body: Value) -> Result<Value, Error> {
-        let response = ureq::put(&format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(10))
-            .set("Authorization", &self.auth())
-            .send_json(body)
-            .map_err(|e| format!("PUT {path}: {e}"))?;
-        Ok(response.into_json()?)
+        Ok(self.call("PUT", path, Some(body), TIMEOUT)?)
     }
 
     pub fn get(&self, path: &str) -> Result<Value, Error> {
-        let response = ureq::get(&format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(10))
-            .set("Authorization", &self.auth())
-            .call()
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        Ok(response.into_json()?)
+        Ok(self.call("GET", path, None, TIMEOUT)?)
+    }
+
+    /// Creates user `id` (named after its id, no password): true when created, false when it
+    /// existed already (`409 user_exists`).
+    pub fn create_user(&self, id: &str) -> Result<bool, Error> {
+        let body = serde_json::to_value(NewUser {
+            id: id.to_string(),
+            name: None,
+            password: None,
+        })?;
+        match self.call("POST", "/api/users", Some(body), TIMEOUT) {
+            Ok(_) => Ok(true),
+            Err(ApiError {
+                code: Some(ErrorCode::UserExists),
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates every user in `users` from `threads` parallel connections (a user that exists
+    /// already is counted, not an error, so a run can be repeated against the same server).
+    /// The server answers each creation once it is durable, after a flush of its own (account
+    /// writes are serialized, so parallel creations share no flush: the threads overlap the
+    /// requests, 1,000 users cost 1,000 fsyncs). The first refusal stops the rest.
+    pub fn create_users(
+        &self,
+        users: &[String],
+        threads: usize,
+        deadline: Instant,
+    ) -> Result<CreatedUsers, Error> {
+        let before = self.metrics()?;
+        let t = Instant::now();
+        let created = AtomicUsize::new(0);
+        in_parallel(users, threads, deadline, "creating users", |user| {
+            if self.create_user(user)? {
+                created.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+        let took = t.elapsed();
+        let created = created.into_inner();
+        Ok(CreatedUsers {
+            created,
+            existed: users.len() - created,
+            took,
+            flushes: before.delta(&self.metrics()?, "rollcall_flushes_total"),
+        })
     }
 
     pub fn metrics(&self) -> Result<Metrics, Error> {
         let text = ureq::get(&format!("{}/metrics", self.base))
-            .timeout(Duration::from_secs(10))
+            .timeout(TIMEOUT)
             .set("Authorization", &self.auth())
             .call()
             .map_err(|e| format!("GET /metrics: {e}"))?
@@ -89,12 +219,57 @@ impl Admin {
         format!("ws://{}/ws?token={token}", self.host_port)
     }
 
-    /// Mints a token for `user` and returns its WebSocket URL.
+    /// Mints a token for the existing user `user` and returns its WebSocket URL.
     pub fn user_ws_url(&self, user: &str) -> Result<String, Error> {
         let answer = self.post(&format!("/api/users/{user}/tokens"), json!({}))?;
         let token = answer["token"].as_str().ok_or("no token in answer")?;
         Ok(self.ws_url(token))
     }
+}
+
+/// Runs `f` on every item from `threads` threads (each a blocking admin client, taking the
+/// next item until none is left); the first error, or the deadline, stops every thread and
+/// is returned (`doing` names the work in the deadline's error).
+pub fn in_parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    deadline: Instant,
+    doing: &str,
+    f: impl Fn(&T) -> Result<(), Error> + Sync,
+) -> Result<(), Error> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<(), Error> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return Ok(());
+                        };
+                        if Instant::now() > deadline {
+                            next.store(items.len(), Ordering::Relaxed);
+                            return Err(format!("deadline reached while {doing}").into());
+                        }
+                        if let Err(e) = f(item) {
+                            next.store(items.len(), Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for w in workers {
+            let r = w
+                .join()
+                .map_err(|_| format!("a thread panicked while {doing}"))?;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
 }
 
 /// One `/metrics` snapshot: `name{labels}` → value.

@@ -155,8 +155,9 @@ pub struct Args {
     /// The server's --receipt-interval-ms (how long "two receipt ticks" is).
     #[arg(long, default_value_t = 1000)]
     pub receipt_interval_ms: u64,
-    /// Message body size in bytes (default: 64; 200 for groups).
-    #[arg(long)]
+    /// Message body size in bytes, at least 1: the server refuses an empty body (default: 64;
+    /// 200 for groups).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub body_bytes: Option<usize>,
     /// The whole run (setup included) stops after this many seconds.
     #[arg(long, default_value_t = 300)]
@@ -182,8 +183,8 @@ pub struct Args {
     /// Groups: the server's process id, to report its VmRSS and VmHWM (from /proc/PID/status).
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Groups and remind: parallel admin requests while creating the groups (remind: adding
-    /// the members).
+    /// Parallel admin requests while creating the users (every scenario that makes groups), the
+    /// groups (groups) and adding the members (remind).
     #[arg(long, default_value_t = 8)]
     pub create_threads: usize,
     /// Storm family and remind: the group's receipt policy, set when it is created (default:

@@ -1,5 +1,6 @@
 //! The `catchup` scenario: one member offline while `--messages` are posted to its group, then
 //! it connects with the client module (`rollcall::client`) and syncs them in pages of `--page`.
+//! The group's `--members` users are created first (`--create-threads` parallel requests).
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,10 @@ pub fn catchup(args: &Args) -> Result<bool, Error> {
     let id = run_id();
     let users: Vec<String> = (0..members.max(2)).map(|i| format!("{id}-u{i}")).collect();
     let group = format!("{id}-g");
+    let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+    admin
+        .create_users(&users, args.create_threads, deadline)?
+        .report(args.create_threads);
     admin.post(
         "/api/groups",
         json!({"id": group, "name": "catchup", "members": users}),

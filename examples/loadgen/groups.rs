@@ -1,17 +1,19 @@
 //! The `groups` scenario: many groups of `--members` drawn from a pool of `--users`, a few
 //! pipelined senders posting `--messages` to each (`groups/load.rs`), then a reconnect storm of
-//! every user (`groups/welcome.rs`). `--phase` picks either or both; without `--sweep` and with
-//! `--http` it is one run against that server, otherwise a sweep over the number of groups with
-//! a fresh server per point. `cold` builds its data directory with the load phase.
+//! every user (`groups/welcome.rs`). The load phase creates the pool's users before the groups
+//! (`POST /api/users`, `--create-threads` at a time). `--phase` picks either or both; without
+//! `--sweep` and with `--http` it is one run against that server, otherwise a sweep over the
+//! number of groups with a fresh server per point. `cold` builds its data directory with the
+//! load phase. Group ids follow `--prefix`, so a second load phase against the same server
+//! needs a new prefix (the existing users are fine, an existing group is `group_exists`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::admin::Admin;
+use crate::admin::{in_parallel, Admin};
 use crate::args::{Args, Phase};
 use crate::report::{fig_f, set_fig_prefix};
 use crate::server::{self, attach, dir_bytes, finish_server, start_server};
@@ -109,49 +111,25 @@ fn print_disk(dir: Option<&Path>, label: &str) -> Option<u64> {
     Some(bytes)
 }
 
-/// Creates every group (with its members) from `threads` parallel admin connections.
+/// Creates every group (with its members, who exist) from `threads` parallel admin connections.
 fn create_groups(
     admin: &Admin,
     layout: &Layout,
     threads: usize,
     deadline: Instant,
 ) -> Result<(), Error> {
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<(), Error> {
-                    loop {
-                        let g = next.fetch_add(1, Ordering::Relaxed);
-                        if g >= layout.groups {
-                            return Ok(());
-                        }
-                        if Instant::now() > deadline {
-                            next.store(layout.groups, Ordering::Relaxed);
-                            return Err("deadline reached while creating groups".into());
-                        }
-                        let members: Vec<String> = layout
-                            .members_of(g)
-                            .into_iter()
-                            .map(|u| layout.user(u))
-                            .collect();
-                        let body = json!({"id": layout.group(g), "members": members});
-                        if let Err(e) = admin.post("/api/groups", body) {
-                            next.store(layout.groups, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                })
-            })
+    let groups: Vec<usize> = (0..layout.groups).collect();
+    in_parallel(&groups, threads, deadline, "creating groups", |&g| {
+        let members: Vec<String> = layout
+            .members_of(g)
+            .into_iter()
+            .map(|u| layout.user(u))
             .collect();
-        let mut result = Ok(());
-        for w in workers {
-            let r = w.join().map_err(|_| "a group-creating thread panicked")?;
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        admin.post(
+            "/api/groups",
+            json!({"id": layout.group(g), "members": members}),
+        )?;
+        Ok(())
     })
 }
 
@@ -248,6 +226,11 @@ pub fn run(args: &Args) -> Result<bool, Error> {
     if args.phase != Phase::Welcome {
         print_rss(pid, "at start");
         print_disk(data_dir, "at start");
+        // The pool's users first: the server makes no member a user implicitly.
+        let pool: Vec<String> = (0..layout.users).map(|u| layout.user(u)).collect();
+        admin
+            .create_users(&pool, args.create_threads, deadline_std)?
+            .report(args.create_threads);
         let t = Instant::now();
         create_groups(&admin, &layout, args.create_threads, deadline_std)?;
         let took = t.elapsed().as_secs_f64();

@@ -6,18 +6,19 @@
 //! `/proc`, ticks of 10 ms, less the idle rate of the connected sessions measured just before)
 //! and its memory. A second `remind` right after must be `rate_limited`.
 //!
-//! Creating the group is setup, timed apart. One `POST /api/groups` with the whole member list
-//! (`--members-via post`; unseen members are created as users) is the simplest documented way,
-//! but the server adds its members one after another, each after its own flush (5,000
-//! flushes). The default, `--members-via put`, posts the group with the sender only and adds
-//! the others with `PUT /api/groups/{gid}/members/{uid}` from `--create-threads` threads, whose
-//! flushes the group shares (about 1,500 flushes): faster by a factor that follows the disk's
-//! fsync cost (1.3× in the interleaved runs of BENCHMARKS.md). Tokens are minted offline
-//! when loadgen started the server (its JWT secret is known), else through the admin API.
+//! Creating the users and the group is setup, each timed apart. The server creates no user
+//! for the admin implicitly, so the `--members` users come first: `POST /api/users` from
+//! `--create-threads` threads (`user_exists` is fine: a re-run). One `POST /api/groups` with
+//! the whole member list (`--members-via post`) is the simplest documented way to fill the
+//! group. The default, `--members-via put`, posts the group with the sender only and adds the
+//! others with `PUT /api/groups/{gid}/members/{uid}` from `--create-threads` threads, whose
+//! flushes the group shares (about 1,500 flushes); before the server queued a `POST`'s adds
+//! together it was the faster way (1.3× in the interleaved runs of BENCHMARKS.md), and it stays
+//! the default so the figures stay comparable. Tokens are minted offline when loadgen started
+//! the server (its JWT secret is known), else through the admin API.
 //! The non-readers' clients are plain tasks on this program's runtime, connecting at most 256 at
 //! a time; each only reads.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::admin::{blocking_metrics, run_id, Admin};
+use crate::admin::{blocking_metrics, in_parallel, run_id, Admin};
 use crate::args::{Args, MembersVia, Receipts};
 use crate::report::{fig, fig_f, fmt_ms, percentile};
 use crate::server::{self, mint};
@@ -47,6 +48,7 @@ pub fn remind(args: &Args) -> Result<bool, Error> {
     let users: Vec<String> = (0..members).map(|i| format!("{id}-u{i}")).collect();
     let group = format!("{id}-g");
 
+    let created = admin.create_users(&users, args.create_threads, deadline_std)?;
     let flushes_before = admin.metrics()?;
     let t = Instant::now();
     create_group(&admin, args, &group, &users, policy, deadline_std)?;
@@ -85,6 +87,7 @@ pub fn remind(args: &Args) -> Result<bool, Error> {
         },
         if args.own_server { "minted offline" } else { "admin API" }
     );
+    created.report(args.create_threads);
     fig("members", members);
     fig("online", online);
     fig("receipts", policy.as_str());
@@ -112,10 +115,10 @@ pub fn remind(args: &Args) -> Result<bool, Error> {
     runtime.block_on(run.drive(urls, deadline))
 }
 
-/// Creates the group of `users` (the first is the sender) the way `--members-via` says: one
-/// `POST /api/groups` with every member, or a `POST` with the sender only and one `PUT
-/// /api/groups/{gid}/members/{uid}` per other member from `--create-threads` threads (the
-/// server answers each after a flush, and concurrent ones share their flushes).
+/// Creates the group of `users` (the first is the sender; every one exists) the way
+/// `--members-via` says: one `POST /api/groups` with every member, or a `POST` with the sender
+/// only and one `PUT /api/groups/{gid}/members/{uid}` per other member from `--create-threads`
+/// threads (the server answers each after a flush, and concurrent ones share their flushes).
 fn create_group(
     admin: &Admin,
     args: &Args,
@@ -133,38 +136,11 @@ fn create_group(
         json!({"id": group, "name": "remind", "members": first, "receipts": policy.as_str()});
     admin.post_slow("/api/groups", body, timeout)?;
     let rest = &users[first.len()..];
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..args.create_threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<(), Error> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(user) = rest.get(i) else {
-                            return Ok(());
-                        };
-                        if Instant::now() > deadline {
-                            next.store(rest.len(), Ordering::Relaxed);
-                            return Err("deadline reached while adding members".into());
-                        }
-                        let path = format!("/api/groups/{group}/members/{user}");
-                        if let Err(e) = admin.put(&path, json!({})) {
-                            next.store(rest.len(), Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut result = Ok(());
-        for w in workers {
-            let r = w.join().map_err(|_| "a member-adding thread panicked")?;
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
-    })
+    let add = |user: &String| -> Result<(), Error> {
+        admin.put(&format!("/api/groups/{group}/members/{user}"), json!({}))?;
+        Ok(())
+    };
+    in_parallel(rest, args.create_threads, deadline, "adding members", add)
 }
 
 /// What one run needs besides the connections.

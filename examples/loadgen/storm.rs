@@ -1,4 +1,5 @@
-//! The single-group run: one group, its members created over the admin API, `--online` of them
+//! The single-group run: one group, its members created over the admin API (the users first,
+//! from `--create-threads` threads, then the group with all of them), `--online` of them
 //! connected, every one started together and measured between two `/metrics` snapshots. This is
 //! `storm` and the older `throughput` and `receipts`; `fanout` and `ceiling` run their storms
 //! through `run_plan` and `drive_plan` (the latter against the bare relay too). The group's
@@ -34,12 +35,20 @@ struct Setup {
     urls: Vec<String>,
 }
 
-/// Creates the group (with the plan's receipt policy), makes the plan's private readers stop
-/// sharing reads and mints the online members' tokens.
-fn setup_group(admin: &Admin, plan: &Plan, deadline_std: Instant) -> Result<Setup, Error> {
+/// Creates the members and their group (with the plan's receipt policy), makes the plan's
+/// private readers stop sharing reads and mints the online members' tokens.
+fn setup_group(
+    admin: &Admin,
+    plan: &Plan,
+    threads: usize,
+    deadline_std: Instant,
+) -> Result<Setup, Error> {
     let id = run_id();
     let users: Vec<String> = (0..plan.members).map(|i| format!("{id}-u{i}")).collect();
     let group = format!("{id}-g");
+    admin
+        .create_users(&users, threads, deadline_std)?
+        .report(threads);
     let mut body = json!({"id": group, "name": "loadgen", "members": users});
     if let Some(receipts) = plan.receipts {
         body["receipts"] = receipts.as_str().into();
@@ -62,7 +71,7 @@ pub fn run_plan(args: &Args, plan: &Plan) -> Result<bool, Error> {
     let admin = args.admin()?;
     let started = Instant::now();
     let deadline_std = started + Duration::from_secs(args.deadline_secs);
-    let setup = setup_group(&admin, plan, deadline_std)?;
+    let setup = setup_group(&admin, plan, args.create_threads, deadline_std)?;
     let data_before = args.data_dir.as_deref().map(dir_bytes);
     let (shared, measured) = drive_plan(
         plan,
