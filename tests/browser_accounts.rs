@@ -731,10 +731,14 @@ async fn token_links_and_one_time_links_sign_in_and_leave_no_token_in_the_addres
     create_user(&server, "bob", "Bob", None);
     let mut driver = Driver::start();
 
-    let alice = driver.open_as(&server, "alice").await;
+    let alice_token = token("alice");
+    let alice = driver.page("alice").await;
+    alice
+        .goto(&server.url(&format!("/?token={alice_token}")))
+        .await;
     alice.wait_connection("online").await;
     assert_eq!(alice.url().await, server.url("/"));
-    assert_eq!(alice.stored_token().await, json!(token("alice")));
+    assert_eq!(alice.stored_token().await, json!(alice_token));
 
     let link = server.admin_expect("POST", "/api/users/bob/login-link", Some(json!({})), 200);
     let path = link["path"].as_str().expect("a path").to_string();
