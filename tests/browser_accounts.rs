@@ -762,6 +762,18 @@ async fn token_links_and_one_time_links_sign_in_and_leave_no_token_in_the_addres
     assert!(message.contains("already used"), "{message}");
     assert_eq!(again.url().await, server.url("/"));
     assert_eq!(again.stored_token().await, Value::Null);
+
+    // A kept token revoked while no page was open: the upgrade is answered 401, and the next
+    // visit lands on the sign-in form saying why, the token forgotten.
+    alice.goto(&server.url("/healthz")).await;
+    server.admin_expect("POST", "/api/users/alice/revoke", None, 204);
+    alice.goto(&server.url("/")).await;
+    let message = alice.wait_signed_out("the refused kept token").await;
+    assert!(
+        message.contains("refused") && message.contains("revoked"),
+        "{message}"
+    );
+    assert_eq!(alice.stored_token().await, Value::Null);
     alice.close().await;
     bob.close().await;
     again.close().await;

@@ -479,7 +479,7 @@ export function clearApp() {
   conversationNodes.clear();
   nodes.clear();
   notice = null;
-  for (const id of ['readers-dialog', 'settings-dialog', 'new-group-dialog']) {
+  for (const id of ['readers-dialog', 'settings-dialog', 'new-group-dialog', 'password-dialog']) {
     if ($(id).open) $(id).close();
   }
   $('conversations').replaceChildren();
