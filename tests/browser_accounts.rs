@@ -877,6 +877,7 @@ async fn owners_and_admins_manage_a_group_in_its_settings_and_the_others_see_it(
         ("bob", "Bob"),
         ("carol", "Carol"),
         ("dave", "Dave"),
+        ("erin", "Erin"),
     ] {
         create_user(&server, id, name, None);
     }

@@ -152,8 +152,10 @@ function drawSettings() {
     select.append(option);
   }
   if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
-  select.disabled = !select.options.length;
-  $('add-member-form').querySelector('button').disabled = !select.options.length;
+  const nobody = !select.options.length;
+  if (nobody) select.append(textElement('option', 'Everyone is a member already'));
+  select.disabled = nobody;
+  $('add-member-form').querySelector('button').disabled = nobody;
 }
 
 function memberItem(g, m, manage) {
