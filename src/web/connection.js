@@ -67,7 +67,7 @@ export function replaceToken(userToken) {
 }
 
 // A password change is under way: a 4001 close is then expected, and waits for replaceToken()
-// (or for giveUpToken(), when the change failed) instead of signing out.
+// (or for expectNewToken(false), when the change failed) instead of signing out.
 let expectingNewToken = false;
 export function expectNewToken(expecting) {
   expectingNewToken = expecting;
