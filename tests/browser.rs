@@ -657,7 +657,8 @@ async fn a_second_tab_of_the_same_user_clears_its_badge_when_the_first_reads() {
     let first = driver.open_as(&server, "bob").await;
     first.wait_connection("online").await;
 
-    // The second tab signs in with a pasted token (a new tab has its own sessionStorage).
+    // The second tab shares the first's localStorage: it is signed in as Bob at once. (A pasted
+    // token, and a refused one, are tested in tests/browser_accounts.rs.)
     let tab = first.browser.new_window(true).await.expect("opening a tab");
     let first_handle = first.browser.window().await.expect("the first tab");
     first
@@ -670,28 +671,6 @@ async fn a_second_tab_of_the_same_user_clears_its_badge_when_the_first_reads() {
         name: "bob (second tab)".into(),
     };
     second.goto(&server.url("/")).await;
-    second
-        .wait_until(
-            "the sign-in form",
-            "return !document.getElementById('signin').hidden;",
-            vec![],
-            |v| v == true,
-        )
-        .await;
-    // A refused token brings the form back with a message.
-    second.type_into("#token-input", "not-a-token").await;
-    second.click("#signin-form button[type=\"submit\"]").await;
-    second
-        .wait_until(
-            "the refusal",
-            "return document.getElementById('signin').hidden ? null
-                : document.getElementById('signin-error').textContent;",
-            vec![],
-            |v| v.as_str().is_some_and(|t| t.contains("refused")),
-        )
-        .await;
-    second.type_into("#token-input", &token("bob")).await;
-    second.click("#signin-form button[type=\"submit\"]").await;
     second.wait_connection("online").await;
 
     server.post("team", "alice", "Can someone review #42?");

@@ -144,7 +144,12 @@ async fn create_user(_admin: Admin, state: State, JsonBody(new): JsonBody<NewUse
 
 async fn list_users(_admin: Admin, req: HttpRequest, state: State) -> ApiResult {
     let q: ListQuery = query(&req)?;
-    let after = q.after.as_deref().map(user_id).transpose()?;
+    let after = q
+        .after
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(user_id)
+        .transpose()?;
     let limit = page_limit(q.limit);
     let mut page = state.registry.store().users(after.as_ref(), limit + 1)?;
     let more = page.len() > limit;
@@ -265,7 +270,12 @@ async fn create_group(_admin: Admin, state: State, JsonBody(new): JsonBody<NewGr
 
 async fn list_groups(_admin: Admin, req: HttpRequest, state: State) -> ApiResult {
     let q: ListQuery = query(&req)?;
-    let after = q.after.as_deref().map(group_id).transpose()?;
+    let after = q
+        .after
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(group_id)
+        .transpose()?;
     let limit = page_limit(q.limit);
     let store = state.registry.store();
     let mut page = store.groups(after.as_ref(), limit + 1)?;
