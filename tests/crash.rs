@@ -32,7 +32,20 @@
 //!   and `off` (sometimes right before the kill); after every restart it has the policy of the
 //!   last acknowledged `PUT`, and the other groups stay `full` in every `welcome`. In `g0` the
 //!   clients accept `receipts_off` for a `remind` and for a scheduled send (which they resend
-//!   unscheduled).
+//!   unscheduled);
+//! - membership and roles (§3.5): a manager holds one session per user `m0`..`m5` and, one
+//!   change at a time, changes the members and roles of the group `mg` with `add_member`,
+//!   `remove_member`, `set_role` and `leave` (allowed ones, and ones the rules refuse, from
+//!   owners, admins and members alike), the admin's `PUT`/`DELETE` of members, and sends that
+//!   move the join points. Each answer is checked against the rules (the roster in `members`,
+//!   the successor of a last owner who goes). After every kill, before the manager changes
+//!   anything, the stored roster (`GET /api/groups/mg`: members, roles, join points) is the
+//!   last answered one, or what the one change in flight makes (an unanswered change may or may
+//!   not have happened; a change made of two writes — a hand-over, then the removal; the
+//!   admin's add, then the role — may also stop half-way), and it has an owner. A push seen for
+//!   the change in flight (`joined`, `left`, `group_updated` with `role`) says it happened: the
+//!   restarted server must show it. The welcomes after each restart list `mg` with the stored
+//!   roles, and after the final restart the roster is exactly the last answered one.
 //!
 //! Sized for CI by default: 20 kills, 0.25–1 s of traffic before each, about 25 s on 2 cores in
 //! a debug build. `ROLLCALL_CRASH_KILLS=N` runs N kills; `ROLLCALL_CRASH_SEED=S` replays a seed
@@ -75,6 +88,11 @@ const SCHEDULE_P: f64 = 0.08;
 const SCHEDULE_SECS: u64 = 1;
 /// The share of acknowledged (unscheduled) sends that the sender reminds right away.
 const REMIND_P: f64 = 0.08;
+/// The group whose members and roles the manager changes under the kills; the harness's
+/// clients are not in it.
+const MANAGED_GROUP: &str = "mg";
+/// The users the manager moves in and out of `MANAGED_GROUP` (`m0`..), one session each.
+const N_MANAGED_USERS: usize = 6;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -152,6 +170,8 @@ struct Ledger {
     fired: HashMap<(String, u64), u32>,
     /// (user, group) → the highest `read` the user ever sent.
     max_sent_read: HashMap<(String, String), u64>,
+    /// `MANAGED_GROUP`'s roster as answered, and the change in flight.
+    managed: Managed,
     /// Broken promises, with enough context to debug them.
     violations: Vec<String>,
     /// Figures for the report.
@@ -245,6 +265,9 @@ struct Shared {
     n_drained: AtomicUsize,
     /// Sends written and not yet answered, over all clients (sampled at each kill).
     in_flight: AtomicU64,
+    /// The last kill after which the kill loop checked `MANAGED_GROUP`'s stored roster; the
+    /// manager changes nothing on a new server before that.
+    managed_checked: AtomicU64,
     ws_url: String,
 }
 
@@ -1116,6 +1139,827 @@ impl Client {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The manager: membership and role changes under the kills (docs/PROTOCOL.md §3.5).
+
+/// A user's place in `MANAGED_GROUP`: role and `joined_seq` (`None` where not known yet: a
+/// member whose add is in flight joins at whatever `last_seq` is then).
+type Roster = BTreeMap<String, (String, Option<u64>)>;
+
+/// A push about `MANAGED_GROUP` that a change makes to one of the manager's sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Push {
+    Joined,
+    /// `left` with this reason.
+    Left(String),
+    /// `group_updated` with this role.
+    Role(String),
+}
+
+/// What the kill loop and the manager know about `MANAGED_GROUP`'s roster (in the ledger).
+#[derive(Default)]
+struct Managed {
+    /// The roster as last answered (`None` while an answered change's exact roster is being
+    /// read back: the change is durable, so the old roster no longer counts).
+    answered: Option<Roster>,
+    /// What the roster may be after the change written and not yet answered: the whole change
+    /// first, then the first of its two writes for a change made of two (a hand-over before a
+    /// removal; an admin `PUT` of a new member with a role, which adds, then sets the role).
+    in_flight: Vec<Roster>,
+    /// The change in flight, in words.
+    what: String,
+    n_changes: u64,
+    n_refusals: u64,
+    n_hand_overs: u64,
+    n_admin_changes: u64,
+    n_sends: u64,
+    n_kills_in_flight: u64,
+    n_found_applied: u64,
+    n_found_not_applied: u64,
+    n_found_half_applied: u64,
+    /// Pushes seen while their change was still unanswered, and checked after the crash.
+    n_pushes_before_answer: u64,
+}
+
+impl Managed {
+    /// Every roster the group may have now: the answered one and the outcomes in flight.
+    fn allowed(&self) -> Vec<Roster> {
+        self.answered
+            .iter()
+            .cloned()
+            .chain(self.in_flight.iter().cloned())
+            .collect()
+    }
+}
+
+fn managed_user(i: usize) -> String {
+    format!("m{i}")
+}
+
+fn managed_users() -> Vec<String> {
+    (0..N_MANAGED_USERS).map(managed_user).collect()
+}
+
+/// The roster in a `members` reply or an admin group's `members`.
+fn roster_of(members: &Value) -> Roster {
+    members
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|m| {
+                    let user = m["user"].as_str().unwrap_or_default().to_string();
+                    let role = m["role"].as_str().unwrap_or_default().to_string();
+                    (user, (role, m["joined_seq"].as_u64()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `actual` (exact) is `expected`: the same members with the same roles, and the same
+/// join points where `expected` knows them.
+fn roster_fits(actual: &Roster, expected: &Roster) -> bool {
+    actual.len() == expected.len()
+        && actual.iter().all(|(user, (role, joined))| {
+            expected
+                .get(user)
+                .is_some_and(|(r, j)| r == role && (j.is_none() || j == joined))
+        })
+}
+
+fn n_owners(roster: &Roster) -> usize {
+    roster.values().filter(|(role, _)| role == "owner").count()
+}
+
+fn role_in<'a>(roster: &'a Roster, user: &str) -> &'a str {
+    roster.get(user).map(|(r, _)| r.as_str()).unwrap_or("")
+}
+
+/// §3.5: members may not; owners may; admins may unless an owner is made, unmade or removed.
+fn may_change(asker: &str, touches_owner: bool) -> bool {
+    match asker {
+        "owner" => true,
+        "admin" => !touches_owner,
+        _ => false,
+    }
+}
+
+/// §3.5: the longest-standing admin, else member (the earliest `joined_seq`; the lower id on
+/// a tie), other than `leaving`.
+fn successor(roster: &Roster, leaving: &str) -> Option<String> {
+    roster
+        .iter()
+        .filter(|(user, _)| *user != leaving)
+        .min_by_key(|(user, (role, joined))| {
+            (role != "admin", joined.unwrap_or(u64::MAX), (*user).clone())
+        })
+        .map(|(user, _)| user.clone())
+}
+
+/// `user` goes (leaves, or is removed by the admin): the roster after it, the half-way roster
+/// when the last owner's going hands ownership on first, and the pushes.
+fn without(
+    roster: &Roster,
+    user: &str,
+    reason: &str,
+) -> (Roster, Option<Roster>, Vec<(String, Push)>) {
+    let mut after = roster.clone();
+    let mut half = None;
+    let mut pushes = vec![(user.to_string(), Push::Left(reason.to_string()))];
+    if role_in(roster, user) == "owner" && n_owners(roster) == 1 {
+        if let Some(next) = successor(roster, user) {
+            if let Some(entry) = after.get_mut(&next) {
+                entry.0 = "owner".to_string();
+            }
+            half = Some(after.clone());
+            pushes.push((next, Push::Role("owner".to_string())));
+        }
+    }
+    after.remove(user);
+    (after, half, pushes)
+}
+
+/// How a planned change is answered.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// A `members` reply with the roster after the change.
+    Members,
+    /// `left {id, reason: "left"}`.
+    Left,
+    /// An `error` with this code; nothing changes.
+    Refused(&'static str),
+    /// An admin HTTP answer with this status.
+    Status(u16),
+    /// An admin HTTP refusal: status and code; nothing changes.
+    StatusRefused(u16, &'static str),
+    /// `sent` (a message in the group, so later members join at later seqs).
+    Sent,
+}
+
+/// One change the manager makes, and what it expects of it.
+struct Plan {
+    what: String,
+    /// The WebSocket frame and the session (user) that writes it; or an admin request.
+    frame: Option<(String, Value)>,
+    http: Option<(&'static str, String, Option<Value>)>,
+    expect: Expect,
+    /// The roster after it (`None` for a refusal or a send: unchanged), then a half-way one.
+    outcomes: Vec<Roster>,
+    /// Pushes it makes; a session may or may not get each (a crash may come first).
+    pushes: Vec<(String, Push)>,
+}
+
+/// A change the actor's role does not allow: refused with `not_allowed`, nothing changes.
+fn refused_plan(actor: &str, what: String, frame: Value) -> Plan {
+    Plan {
+        what,
+        frame: Some((actor.to_string(), frame)),
+        http: None,
+        expect: Expect::Refused("not_allowed"),
+        outcomes: Vec::new(),
+        pushes: Vec::new(),
+    }
+}
+
+/// How the manager's round with one server ended.
+enum Round {
+    Lost,
+    Finished,
+}
+
+/// The manager: one session per user of `MANAGED_USERS`, changing `MANAGED_GROUP`'s members
+/// and roles with the WebSocket frames (and now and then the admin API), one change at a time,
+/// checking each answer against the rules, and after each crash what the group became.
+struct Manager {
+    shared: Arc<Shared>,
+    rng: StdRng,
+    http_base: String,
+    next_request: u64,
+    /// Pushes that answered changes made and the sessions have not read yet.
+    owed: HashMap<(String, Push), u32>,
+    /// The pushes the change in flight makes, and those of them already seen (before its
+    /// answer: each one says the change happened).
+    in_flight_pushes: Vec<(String, Push)>,
+    seen_early: Vec<(String, Push)>,
+}
+
+type Sessions = BTreeMap<String, Ws>;
+
+impl Manager {
+    fn new(shared: Arc<Shared>, seed: u64) -> Manager {
+        let http_base = shared
+            .ws_url
+            .replacen("ws://", "http://", 1)
+            .trim_end_matches("/ws")
+            .to_string();
+        Manager {
+            shared,
+            rng: StdRng::seed_from_u64(seed ^ 0x6d67),
+            http_base,
+            next_request: 0,
+            owed: HashMap::new(),
+            in_flight_pushes: Vec::new(),
+            seen_early: Vec::new(),
+        }
+    }
+
+    fn violation(&self, what: String) {
+        self.shared.ledger().violation(format!("[manager] {what}"));
+    }
+
+    async fn run(mut self) {
+        loop {
+            // After a crash, the kill loop reads the stored roster first: nothing may change it
+            // before that.
+            loop {
+                let kills = self.shared.kills.load(Ordering::SeqCst);
+                if self.shared.managed_checked.load(Ordering::SeqCst) >= kills {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let Some((mut sessions, welcomes)) = self.connect_all().await else {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                continue;
+            };
+            let round = match self.resolve(&mut sessions, &welcomes).await {
+                Ok(()) => self.work(&mut sessions).await,
+                Err(()) => Round::Lost,
+            };
+            match round {
+                Round::Finished => {
+                    for (_, mut ws) in sessions {
+                        let _ = ws.close(None).await;
+                    }
+                    return;
+                }
+                Round::Lost => {
+                    // Read what the sessions got before the crash: a push seen for the change
+                    // in flight says it happened.
+                    for (user, ws) in sessions.iter_mut() {
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                        loop {
+                            let left =
+                                deadline.saturating_duration_since(tokio::time::Instant::now());
+                            match next_frame(ws, left).await {
+                                Ok(Some(frame)) => self.on_frame(user, &frame),
+                                Ok(None) | Err(()) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect_all(&mut self) -> Option<(Sessions, BTreeMap<String, Value>)> {
+        let mut sessions = Sessions::new();
+        let mut welcomes = BTreeMap::new();
+        for user in managed_users() {
+            let Some((ws, welcome)) = connect_ws(&self.shared.ws_url, &common::token(&user)).await
+            else {
+                for (_, mut ws) in sessions {
+                    let _ = ws.close(None).await;
+                }
+                return None;
+            };
+            sessions.insert(user.clone(), ws);
+            welcomes.insert(user, welcome);
+        }
+        Some((sessions, welcomes))
+    }
+
+    /// At the start of a round: reads the roster back (`members`), checks it against what may
+    /// be (the answered roster, or the change in flight, applied whole or half) and against
+    /// every push seen for the change in flight, and against each session's `welcome`.
+    async fn resolve(
+        &mut self,
+        sessions: &mut Sessions,
+        welcomes: &BTreeMap<String, Value>,
+    ) -> Result<(), ()> {
+        let listed: BTreeMap<String, String> = welcomes
+            .iter()
+            .filter_map(|(user, welcome)| {
+                let entry = welcome["groups"]
+                    .as_array()?
+                    .iter()
+                    .find(|g| g["group"] == MANAGED_GROUP)?;
+                Some((
+                    user.clone(),
+                    entry["role"].as_str().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect();
+        let Some(reader) = listed.keys().next().cloned() else {
+            self.violation(format!(
+                "no user's welcome lists {MANAGED_GROUP}: {welcomes:?}"
+            ));
+            return Err(());
+        };
+        let members = self.members_of(sessions, &reader).await?;
+        let now = roster_of(&members);
+        let by_welcome: BTreeMap<String, String> = now
+            .iter()
+            .map(|(u, (r, _))| (u.clone(), r.clone()))
+            .collect();
+        if by_welcome != listed {
+            self.violation(format!(
+                "the welcomes list {MANAGED_GROUP} with roles {listed:?}, members answers {now:?}"
+            ));
+        }
+        let (allowed, what) = {
+            let ledger = self.shared.ledger();
+            (ledger.managed.allowed(), ledger.managed.what.clone())
+        };
+        if !allowed.iter().any(|r| roster_fits(&now, r)) {
+            self.violation(format!(
+                "after a restart {MANAGED_GROUP} is {now:?}, which is neither the answered roster nor what the change in flight ({what}) may have made: {allowed:?}"
+            ));
+        }
+        for (user, push) in std::mem::take(&mut self.seen_early) {
+            let kept = match &push {
+                Push::Joined => now.contains_key(&user),
+                Push::Left(_) => !now.contains_key(&user),
+                Push::Role(role) => role_in(&now, &user) == role,
+            };
+            self.shared.ledger().managed.n_pushes_before_answer += 1;
+            if !kept {
+                self.violation(format!(
+                    "{user} was pushed {push:?} for the change in flight ({what}), but after the crash {MANAGED_GROUP} is {now:?}: the push came before the change was durable"
+                ));
+            }
+        }
+        self.settle(now);
+        self.owed.clear();
+        self.in_flight_pushes.clear();
+        Ok(())
+    }
+
+    /// Changes the roster until the connection is lost, or until the clients stop sending.
+    async fn work(&mut self, sessions: &mut Sessions) -> Round {
+        loop {
+            if self.shared.stop_sending.load(Ordering::SeqCst) {
+                return Round::Finished;
+            }
+            let roster = self.shared.ledger().managed.answered.clone();
+            let Some(roster) = roster else {
+                self.violation("no answered roster to plan from".into());
+                return Round::Finished;
+            };
+            let plan = self.plan(&roster);
+            if self.execute(sessions, &roster, plan).await.is_err() {
+                return Round::Lost;
+            }
+            for (user, ws) in sessions.iter_mut() {
+                loop {
+                    match next_frame(ws, Duration::ZERO).await {
+                        Ok(Some(frame)) => self.on_frame(user, &frame),
+                        Ok(None) => break,
+                        Err(()) => return Round::Lost,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A change drawn at random from what the roster allows and what it refuses.
+    fn plan(&mut self, roster: &Roster) -> Plan {
+        const ROLES: [&str; 3] = ["member", "admin", "owner"];
+        let members: Vec<String> = roster.keys().cloned().collect();
+        let outsiders: Vec<String> = managed_users()
+            .into_iter()
+            .filter(|u| !roster.contains_key(u))
+            .collect();
+        let pick = |rng: &mut StdRng, list: &[String]| list[rng.gen_range(0..list.len())].clone();
+        let group = MANAGED_GROUP;
+        loop {
+            let actor = pick(&mut self.rng, &members);
+            let asker = role_in(roster, &actor).to_string();
+            match self.rng.gen_range(0..16) {
+                0..=2 if !outsiders.is_empty() => {
+                    let user = pick(&mut self.rng, &outsiders);
+                    let frame = json!({"type": "add_member", "group": group, "user": user});
+                    let what = format!("{actor} ({asker}) adds {user}");
+                    if !may_change(&asker, false) {
+                        return refused_plan(&actor, what, frame);
+                    }
+                    let mut after = roster.clone();
+                    after.insert(user.clone(), ("member".into(), None));
+                    return Plan {
+                        what,
+                        frame: Some((actor, frame)),
+                        http: None,
+                        expect: Expect::Members,
+                        outcomes: vec![after],
+                        pushes: vec![(user, Push::Joined)],
+                    };
+                }
+                3..=4 if members.len() > 1 => {
+                    let others: Vec<String> =
+                        members.iter().filter(|u| **u != actor).cloned().collect();
+                    let user = pick(&mut self.rng, &others);
+                    let frame = json!({"type": "remove_member", "group": group, "user": user});
+                    let what = format!(
+                        "{actor} ({asker}) removes {user} ({})",
+                        role_in(roster, &user)
+                    );
+                    if !may_change(&asker, role_in(roster, &user) == "owner") {
+                        return refused_plan(&actor, what, frame);
+                    }
+                    if roster.len() <= 2 {
+                        continue;
+                    }
+                    let mut after = roster.clone();
+                    after.remove(&user);
+                    return Plan {
+                        what,
+                        frame: Some((actor, frame)),
+                        http: None,
+                        expect: Expect::Members,
+                        outcomes: vec![after],
+                        pushes: vec![(user, Push::Left("removed".into()))],
+                    };
+                }
+                5..=9 => {
+                    let user = pick(&mut self.rng, &members);
+                    let to = ROLES[self.rng.gen_range(0..ROLES.len())];
+                    let from = role_in(roster, &user).to_string();
+                    let frame =
+                        json!({"type": "set_role", "group": group, "user": user, "role": to});
+                    let what = format!("{actor} ({asker}) makes {user} ({from}) {to}");
+                    let touches_owner = from == "owner" || to == "owner";
+                    if !may_change(&asker, touches_owner)
+                        || (from != to && from == "owner" && n_owners(roster) == 1)
+                    {
+                        return refused_plan(&actor, what, frame);
+                    }
+                    let mut after = roster.clone();
+                    let mut pushes = Vec::new();
+                    if from != to {
+                        if let Some(entry) = after.get_mut(&user) {
+                            entry.0 = to.to_string();
+                        }
+                        pushes.push((user, Push::Role(to.to_string())));
+                    }
+                    return Plan {
+                        what,
+                        frame: Some((actor, frame)),
+                        http: None,
+                        expect: Expect::Members,
+                        outcomes: vec![after],
+                        pushes,
+                    };
+                }
+                10 if roster.len() > 2 => {
+                    let (after, half, pushes) = without(roster, &actor, "left");
+                    return Plan {
+                        what: format!("{actor} ({asker}) leaves"),
+                        frame: Some((actor, json!({"type": "leave", "group": group}))),
+                        http: None,
+                        expect: Expect::Left,
+                        outcomes: std::iter::once(after).chain(half).collect(),
+                        pushes,
+                    };
+                }
+                11 | 12 => {
+                    // The admin: PUT of any managed user with a role.
+                    let user = pick(&mut self.rng, &managed_users());
+                    let to = ROLES[self.rng.gen_range(0..ROLES.len())];
+                    let path = format!("/api/groups/{group}/members/{user}");
+                    let body = Some(json!({"role": to}));
+                    let what =
+                        format!("the admin puts {user} ({}) as {to}", role_in(roster, &user));
+                    let mut after = roster.clone();
+                    let mut outcomes = Vec::new();
+                    let mut pushes = Vec::new();
+                    let from = role_in(roster, &user).to_string();
+                    let expect = if from.is_empty() {
+                        after.insert(user.clone(), (to.to_string(), None));
+                        outcomes.push(after);
+                        pushes.push((user.clone(), Push::Joined));
+                        if to != "member" {
+                            let mut half = roster.clone();
+                            half.insert(user.clone(), ("member".into(), None));
+                            outcomes.push(half);
+                            pushes.push((user, Push::Role(to.to_string())));
+                        }
+                        Expect::Status(200)
+                    } else if from != to && from == "owner" && n_owners(roster) == 1 {
+                        Expect::StatusRefused(403, "not_allowed")
+                    } else {
+                        if from != to {
+                            if let Some(entry) = after.get_mut(&user) {
+                                entry.0 = to.to_string();
+                            }
+                            pushes.push((user, Push::Role(to.to_string())));
+                        }
+                        outcomes.push(after);
+                        Expect::Status(200)
+                    };
+                    return Plan {
+                        what,
+                        frame: None,
+                        http: Some(("PUT", path, body)),
+                        expect,
+                        outcomes,
+                        pushes,
+                    };
+                }
+                13 if roster.len() > 2 => {
+                    // The admin removes anyone, a last owner included (who hands over).
+                    let user = pick(&mut self.rng, &members);
+                    let (after, half, pushes) = without(roster, &user, "removed");
+                    return Plan {
+                        what: format!("the admin removes {user} ({})", role_in(roster, &user)),
+                        frame: None,
+                        http: Some((
+                            "DELETE",
+                            format!("/api/groups/{group}/members/{user}"),
+                            None,
+                        )),
+                        expect: Expect::Status(204),
+                        outcomes: std::iter::once(after).chain(half).collect(),
+                        pushes,
+                    };
+                }
+                14 => {
+                    self.next_request += 1;
+                    let client_id = format!("mg-{}", self.next_request);
+                    let frame = json!({"type": "send", "group": group, "client_id": client_id, "body": "roster"});
+                    return Plan {
+                        what: format!("{actor} sends {client_id}"),
+                        frame: Some((actor, frame)),
+                        http: None,
+                        expect: Expect::Sent,
+                        outcomes: Vec::new(),
+                        pushes: Vec::new(),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Makes one change and takes its answer; `Err` when the connection (or the server) is
+    /// lost meanwhile, the change then in flight.
+    async fn execute(
+        &mut self,
+        sessions: &mut Sessions,
+        roster: &Roster,
+        plan: Plan,
+    ) -> Result<(), ()> {
+        let changes = !matches!(plan.expect, Expect::Sent);
+        if changes {
+            let mut ledger = self.shared.ledger();
+            ledger.managed.n_changes += 1;
+            ledger.managed.in_flight = plan.outcomes.clone();
+            ledger.managed.what = plan.what.clone();
+        }
+        self.in_flight_pushes = plan.pushes.clone();
+        self.seen_early.clear();
+        let answer = if let Some((actor, mut frame)) = plan.frame.clone() {
+            self.next_request += 1;
+            let id = format!("mg-{}", self.next_request);
+            frame["id"] = json!(id);
+            self.request(sessions, &actor, frame).await?
+        } else if let Some((method, path, body)) = plan.http.clone() {
+            self.shared.ledger().managed.n_admin_changes += 1;
+            let url = format!("{}{path}", self.http_base);
+            let answered = tokio::task::spawn_blocking(move || admin_request(method, &url, body))
+                .await
+                .map_err(|_| ())?;
+            let (status, body) = answered?;
+            json!({"status": status, "body": body})
+        } else {
+            return Ok(());
+        };
+        let unchanged = || roster.clone();
+        let outcome = plan.outcomes.first().cloned().unwrap_or_else(unchanged);
+        match (&plan.expect, answer["type"].as_str()) {
+            (Expect::Members, Some("members")) => {
+                let now = roster_of(&answer["members"]);
+                if !roster_fits(&now, &outcome) {
+                    self.violation(format!(
+                        "{}: answered {now:?}, expected {outcome:?}",
+                        plan.what
+                    ));
+                }
+                self.settle(now);
+            }
+            (Expect::Left, Some("left")) if answer["reason"] == "left" => {
+                self.narrow(outcome.clone());
+                self.read_back(sessions, &outcome, &plan.what).await?;
+            }
+            (Expect::Refused(code), Some("error")) if answer["code"] == *code => {
+                self.shared.ledger().managed.n_refusals += 1;
+                self.settle(roster.clone());
+            }
+            (Expect::Sent, Some("sent")) => {
+                self.shared.ledger().managed.n_sends += 1;
+            }
+            (Expect::Status(status), None) if answer["status"] == *status => {
+                // A PUT answers the member, with the role it was given.
+                let role = plan.http.as_ref().and_then(|(_, _, body)| body.as_ref());
+                if role.is_some_and(|body| answer["body"]["role"] != body["role"]) {
+                    self.violation(format!("{}: answered {answer}", plan.what));
+                }
+                self.narrow(outcome.clone());
+                self.read_back(sessions, &outcome, &plan.what).await?;
+            }
+            (Expect::StatusRefused(status, code), None)
+                if answer["status"] == *status && answer["body"]["error"]["code"] == *code =>
+            {
+                self.shared.ledger().managed.n_refusals += 1;
+                self.settle(roster.clone());
+            }
+            _ => {
+                self.violation(format!(
+                    "{}: expected {:?}, answered {answer}",
+                    plan.what, plan.expect
+                ));
+                // Learn what the group is now, to go on from there.
+                let reader = roster.keys().next().cloned().unwrap_or_default();
+                let members = self.members_of(sessions, &reader).await?;
+                self.settle(roster_of(&members));
+            }
+        }
+        let hands_over =
+            matches!(plan.expect, Expect::Left | Expect::Status(204)) && plan.outcomes.len() == 2;
+        if hands_over {
+            self.shared.ledger().managed.n_hand_overs += 1;
+        }
+        // Its pushes not seen yet may still come.
+        for push in std::mem::take(&mut self.in_flight_pushes) {
+            if let Some(pos) = self.seen_early.iter().position(|p| *p == push) {
+                self.seen_early.remove(pos);
+            } else {
+                *self.owed.entry(push).or_default() += 1;
+            }
+        }
+        self.seen_early.clear();
+        Ok(())
+    }
+
+    /// After an answered `leave` or admin change: the exact roster, which must be `expected`.
+    async fn read_back(
+        &mut self,
+        sessions: &mut Sessions,
+        expected: &Roster,
+        what: &str,
+    ) -> Result<(), ()> {
+        let Some(reader) = expected.keys().next().cloned() else {
+            return Ok(());
+        };
+        let members = self.members_of(sessions, &reader).await?;
+        let now = roster_of(&members);
+        if !roster_fits(&now, expected) {
+            self.violation(format!(
+                "{what}: answered, then members says {now:?}, expected {expected:?}"
+            ));
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    async fn members_of(&mut self, sessions: &mut Sessions, user: &str) -> Result<Value, ()> {
+        self.next_request += 1;
+        let frame = json!({"type": "members", "id": format!("mg-{}", self.next_request), "group": MANAGED_GROUP});
+        let reply = self.request(sessions, user, frame).await?;
+        if reply["type"] != "members" {
+            self.violation(format!(
+                "members of {MANAGED_GROUP} as {user} answered {reply}"
+            ));
+            return Err(());
+        }
+        Ok(reply["members"].clone())
+    }
+
+    /// Writes `frame` on `user`'s session and reads until its reply; other frames are pushes.
+    async fn request(
+        &mut self,
+        sessions: &mut Sessions,
+        user: &str,
+        frame: Value,
+    ) -> Result<Value, ()> {
+        let id = frame["id"].clone();
+        let ws = sessions.get_mut(user).ok_or(())?;
+        ws.send(Message::text(frame.to_string()))
+            .await
+            .map_err(|_| ())?;
+        loop {
+            match next_frame(ws, TIMEOUT).await? {
+                Some(reply) if reply.get("id") == Some(&id) => return Ok(reply),
+                Some(push) => self.on_frame(user, &push),
+                None => {
+                    self.violation(format!("{frame} as {user}: no answer within {TIMEOUT:?}"));
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// A frame a session got besides a reply: a push about the group is owed by an answered
+    /// change, or comes from the change in flight (then it says that change happened).
+    fn on_frame(&mut self, user: &str, frame: &Value) {
+        if frame["group"] != MANAGED_GROUP {
+            return;
+        }
+        let push = match frame["type"].as_str().unwrap_or_default() {
+            "joined" => Push::Joined,
+            "left" if frame.get("id").is_none() => {
+                Push::Left(frame["reason"].as_str().unwrap_or_default().to_string())
+            }
+            "group_updated" if frame.get("id").is_none() && frame.get("role").is_some() => {
+                Push::Role(frame["role"].as_str().unwrap_or_default().to_string())
+            }
+            "error" => {
+                self.violation(format!("[{user}] error frame: {frame}"));
+                return;
+            }
+            _ => return,
+        };
+        let key = (user.to_string(), push);
+        if let Some(owed) = self.owed.get_mut(&key).filter(|n| **n > 0) {
+            *owed -= 1;
+        } else if self.in_flight_pushes.contains(&key) && !self.seen_early.contains(&key) {
+            self.seen_early.push(key);
+        } else {
+            self.violation(format!(
+                "[{user}] a push no change made: {frame} (in flight: {:?})",
+                self.in_flight_pushes
+            ));
+        }
+    }
+
+    /// The roster is known exactly: nothing is in flight.
+    fn settle(&self, roster: Roster) {
+        if !roster.is_empty() && n_owners(&roster) == 0 {
+            self.violation(format!("{MANAGED_GROUP} has no owner: {roster:?}"));
+        }
+        let mut ledger = self.shared.ledger();
+        ledger.managed.answered = Some(roster);
+        ledger.managed.in_flight.clear();
+    }
+
+    /// The change was answered (durable), its exact roster not read yet: only that outcome
+    /// counts from now on.
+    fn narrow(&self, roster: Roster) {
+        let mut ledger = self.shared.ledger();
+        ledger.managed.answered = None;
+        ledger.managed.in_flight = vec![roster];
+    }
+}
+
+/// The next JSON frame within `wait` (`Ok(None)`: nothing came); `Err` when the connection
+/// ended.
+async fn next_frame(ws: &mut Ws, wait: Duration) -> Result<Option<Value>, ()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Ok(None),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return serde_json::from_str(&text).map(Some).map_err(|_| ())
+            }
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+            Ok(_) => return Err(()),
+        }
+    }
+}
+
+/// A WebSocket session with its `welcome`; `None` when the server does not answer.
+async fn connect_ws(ws_url: &str, token: &str) -> Option<(Ws, Value)> {
+    let mut request = ws_url.into_client_request().ok()?;
+    request.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
+    );
+    let connecting = tokio_tungstenite::connect_async(request);
+    let (mut ws, _) = tokio::time::timeout(TIMEOUT, connecting).await.ok()?.ok()?;
+    let welcome = next_frame(&mut ws, TIMEOUT).await.ok()??;
+    (welcome["type"] == "welcome").then_some((ws, welcome))
+}
+
+/// One admin request (blocking); `Err` when the server cannot be reached (a crash).
+fn admin_request(method: &str, url: &str, body: Option<Value>) -> Result<(u16, Value), ()> {
+    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
+    let request = agent
+        .request(method, url)
+        .set("Authorization", &format!("Bearer {}", common::ADMIN_TOKEN));
+    let result = match body {
+        Some(body) => request.send_json(body),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(_) => return Err(()),
+    };
+    let status = response.status();
+    let text = response.into_string().map_err(|_| ())?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
 /// A `send` frame; a scheduled one carries `remind_after_secs` and an `id` (its client_id), so a
 /// `receipts_off` refusal can be matched to it.
 fn send_frame(client_id: &str, group: &str, body: &str, remind_after: Option<u64>) -> Value {
@@ -1197,12 +2041,36 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         let members: Vec<&str> = members.iter().map(String::as_str).collect();
         server.create_group(&group_name(g), &members);
     }
+    // The managed group starts with an owner, an admin and a member.
+    let managed = managed_users();
+    let managed: Vec<&str> = managed.iter().map(String::as_str).collect();
+    server.ensure_users(&managed);
+    server.admin_expect(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": MANAGED_GROUP, "members": &managed[..3], "owner": managed[0]})),
+        201,
+    );
+    server.admin_expect(
+        "PUT",
+        &format!("/api/groups/{MANAGED_GROUP}/members/{}", managed[1]),
+        Some(json!({"role": "admin"})),
+        200,
+    );
+    let ledger = Ledger {
+        managed: Managed {
+            answered: Some(roster_of(&server.group(MANAGED_GROUP)["members"])),
+            ..Managed::default()
+        },
+        ..Ledger::default()
+    };
     let shared = Arc::new(Shared {
-        ledger: Mutex::new(Ledger::default()),
+        ledger: Mutex::new(ledger),
         kills: AtomicU64::new(0),
         stop_sending: AtomicBool::new(false),
         n_drained: AtomicUsize::new(0),
         in_flight: AtomicU64::new(0),
+        managed_checked: AtomicU64::new(0),
         ws_url: server.ws_url(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1210,9 +2078,10 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let clients: Vec<_> = (0..N_CLIENTS)
+    let mut clients: Vec<_> = (0..N_CLIENTS)
         .map(|c| runtime.spawn(Client::new(c, Arc::clone(&shared), seed).run()))
         .collect();
+    clients.push(runtime.spawn(Manager::new(Arc::clone(&shared), seed).run()));
 
     // The crashes: SIGKILL at a random moment, restart on the same data dir and port. Before
     // half of them, at a random moment (right before the kill too), POLICY_GROUP gets a policy.
@@ -1236,7 +2105,32 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         if shared.in_flight.load(Ordering::Relaxed) > 0 {
             kills_with_sends_in_flight += 1;
         }
+        server.kill9();
+        // What MANAGED_GROUP may be now that the server is gone (a reply still unread in a
+        // socket only confirms one of these).
+        let (allowed, in_flight, answered, what) = {
+            let ledger = shared.ledger();
+            let managed = &ledger.managed;
+            let answered = managed.answered.clone();
+            (
+                managed.allowed(),
+                managed.in_flight.clone(),
+                answered,
+                managed.what.clone(),
+            )
+        };
         server.restart_on_same_port();
+        check_managed(
+            &server,
+            &shared,
+            k,
+            seed,
+            &allowed,
+            &in_flight,
+            answered.as_ref(),
+            &what,
+        );
+        shared.managed_checked.store(k, Ordering::SeqCst);
         let now = server.group(POLICY_GROUP);
         assert_eq!(
             now["receipts"], policy,
@@ -1268,6 +2162,7 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
     // One more crash with nothing in flight, so the cursors below are read back from disk.
     server.restart_on_same_port();
     let ledger = std::mem::take(&mut *shared.ledger());
+    runtime.block_on(verify_managed(&server, &ledger.managed, seed));
     let report = runtime.block_on(verify(&server, &ledger, seed));
     eprintln!(
         "crash test: seed {seed}: {kills} kills ({kills_with_sends_in_flight} with sends in flight); \
@@ -1279,7 +2174,10 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
          {n_policy_changes} policy changes of {POLICY_GROUP}, {} receipts_off refusals there; \
          {} reminds ({} reminded replies), {} scheduled sends ({} fired to an online sender), \
          {} reminder pushes, {} reminders listed in welcomes, {} required and found \
-         (+{} after the final restart); {:?} in all",
+         (+{} after the final restart); \
+         {MANAGED_GROUP}: {} membership and role changes ({} refused as the rules say, {} by the admin, {} hand-overs), \
+         {} sends; a change in flight at {} kills: found applied {}, not applied {}, half applied {}; \
+         {} pushes seen before their change was answered, all kept; {:?} in all",
         ledger.issued.len(),
         ledger.sent.len(),
         report.found,
@@ -1301,8 +2199,90 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         ledger.n_welcome_reminders,
         ledger.n_reminders_required,
         report.reminders_required,
+        ledger.managed.n_changes,
+        ledger.managed.n_refusals,
+        ledger.managed.n_admin_changes,
+        ledger.managed.n_hand_overs,
+        ledger.managed.n_sends,
+        ledger.managed.n_kills_in_flight,
+        ledger.managed.n_found_applied,
+        ledger.managed.n_found_not_applied,
+        ledger.managed.n_found_half_applied,
+        ledger.managed.n_pushes_before_answer,
         started.elapsed(),
     );
+}
+
+/// After a kill (with the server started again, before the manager changes anything): the
+/// stored roster of `MANAGED_GROUP` is one `allowed` before the restart, and has an owner.
+#[allow(clippy::too_many_arguments)]
+fn check_managed(
+    server: &Server,
+    shared: &Shared,
+    k: u64,
+    seed: u64,
+    allowed: &[Roster],
+    in_flight: &[Roster],
+    answered: Option<&Roster>,
+    what: &str,
+) {
+    let stored = server.group(MANAGED_GROUP);
+    let roster = roster_of(&stored["members"]);
+    let mut ledger = shared.ledger();
+    if !allowed.iter().any(|r| roster_fits(&roster, r)) {
+        ledger.violation(format!(
+            "after kill {k} (seed {seed}) {MANAGED_GROUP} is {roster:?}; answered {answered:?}, \
+             the change in flight ({what}) may make {in_flight:?}"
+        ));
+    }
+    if roster.is_empty() || n_owners(&roster) == 0 {
+        ledger.violation(format!(
+            "after kill {k} (seed {seed}) {MANAGED_GROUP} has no owner: {stored}"
+        ));
+    }
+    if !in_flight.is_empty() {
+        let managed = &mut ledger.managed;
+        managed.n_kills_in_flight += 1;
+        if answered.is_some_and(|a| roster_fits(&roster, a)) {
+            managed.n_found_not_applied += 1;
+        } else if roster_fits(&roster, &in_flight[0]) {
+            managed.n_found_applied += 1;
+        } else if in_flight
+            .get(1)
+            .is_some_and(|half| roster_fits(&roster, half))
+        {
+            managed.n_found_half_applied += 1;
+        }
+    }
+}
+
+/// After the final restart: `MANAGED_GROUP` is exactly the last answered roster, and each
+/// managed user's `welcome` lists it (with their role) exactly when they are a member.
+async fn verify_managed(server: &Server, managed: &Managed, seed: u64) {
+    assert!(
+        managed.in_flight.is_empty(),
+        "a change still in flight after draining: {}",
+        managed.what
+    );
+    let answered = managed.answered.clone().expect("an answered roster");
+    let stored = roster_of(&server.group(MANAGED_GROUP)["members"]);
+    assert!(
+        roster_fits(&stored, &answered) && n_owners(&stored) > 0,
+        "{MANAGED_GROUP} after the final restart is {stored:?}, last answered {answered:?} (seed {seed})"
+    );
+    for user in managed_users() {
+        let client = server.connect(&user).await;
+        let role = client
+            .welcome_group(MANAGED_GROUP)
+            .map(|g| g["role"].as_str().unwrap_or_default().to_string());
+        let expected = answered.get(&user).map(|(role, _)| role.clone());
+        assert_eq!(
+            role, expected,
+            "[{user}] welcome after the final restart (seed {seed}): {}",
+            client.welcome
+        );
+        client.close().await;
+    }
 }
 
 struct Report {
