@@ -17,6 +17,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::ids::UserId;
+use crate::presence::{Outbound, SessionHandle};
 use crate::store::MemberRecord;
 
 use super::reminders::RemindersSent;
@@ -88,6 +89,14 @@ pub(super) enum AfterFlush {
     },
     /// Keep, push and answer reminders.
     RemindersSent(Box<RemindersSent>),
+    /// Tell sessions already detached from the group (a removed member's, or everyone's when
+    /// the group was deleted) with `left`, but `except` (the session that asked: it gets the
+    /// answer).
+    Farewell {
+        sessions: Vec<SessionHandle>,
+        text: Arc<str>,
+        except: Option<u64>,
+    },
 }
 
 impl AfterFlush {
@@ -101,7 +110,9 @@ impl AfterFlush {
             }
             AfterFlush::GroupUpdated { reply, .. } => drop(reply.send(Err(error))),
             AfterFlush::RemindersSent(sent) => sent.fail(error),
-            AfterFlush::AttachNewMember { .. } | AfterFlush::Notify { .. } => {}
+            AfterFlush::AttachNewMember { .. }
+            | AfterFlush::Notify { .. }
+            | AfterFlush::Farewell { .. } => {}
         }
     }
 }
@@ -258,6 +269,22 @@ impl GroupActor {
                 let _ = reply.send(Ok(view));
             }
             AfterFlush::RemindersSent(sent) => self.reminders_durable(*sent),
+            AfterFlush::Farewell {
+                sessions,
+                text,
+                except,
+            } => {
+                for session in sessions.iter().filter(|s| Some(s.id) != except) {
+                    let left = Outbound::Frame {
+                        kind: "left",
+                        text: Arc::clone(&text),
+                    };
+                    if session.outbox.try_send(left).is_err() {
+                        // Behind: it resyncs, and its next welcome no longer lists the group.
+                        session.outbox.do_send(Outbound::Evict);
+                    }
+                }
+            }
         }
     }
 

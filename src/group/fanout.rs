@@ -48,9 +48,17 @@ impl Fanout {
         }
     }
 
-    /// Detaches every session of `user` (removed from the group).
-    pub(super) fn detach_user(&mut self, user: &UserId) {
-        self.sessions.remove(user);
+    /// Detaches every session of `user` (removed from the group) and returns them.
+    pub(super) fn take_user(&mut self, user: &UserId) -> Vec<SessionHandle> {
+        self.sessions.remove(user).unwrap_or_default()
+    }
+
+    /// Detaches every session and returns them.
+    pub(super) fn take_all(&mut self) -> Vec<SessionHandle> {
+        self.sessions
+            .drain()
+            .flat_map(|(_, handles)| handles)
+            .collect()
     }
 
     pub(super) fn is_attached(&self, user: &UserId, session_id: u64) -> bool {

@@ -121,7 +121,7 @@ impl GroupActor {
             moved: HashMap::new(),
             unwritten_cursors: HashSet::new(),
             roles,
-            pending_notices: Vec::new(),
+            deferred: Vec::new(),
             deleted: false,
         }))
     }

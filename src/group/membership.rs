@@ -169,8 +169,14 @@ impl GroupActor {
         }
     }
 
-    /// Removes a member and tells their sessions with `left` (`reason`).
-    fn remove_member(&mut self, user: &UserId, reason: LeftReason) -> Result<(), GroupError> {
+    /// Removes a member: their sessions stop getting pushes at once, and are told with `left`
+    /// (`reason`) once the removal is durable, but `except` (the session that asked).
+    fn remove_member(
+        &mut self,
+        user: &UserId,
+        reason: LeftReason,
+        except: Option<u64>,
+    ) -> Result<(), GroupError> {
         let record = *self.check_member(user)?;
         self.deps.store.remove_member(&self.id, user)?;
         self.queue.wrote();
@@ -185,7 +191,7 @@ impl GroupActor {
             log::debug!("group {}: unread flag of {user} cleared", self.id);
         }
         self.drop_read_reminders(user, u64::MAX);
-        // Stop pushing at once, and tell the user's sessions.
+        // Stop pushing at once; tell the user's sessions once durable.
         let text: Arc<str> = Arc::from(
             ServerFrame::Left {
                 id: None,
@@ -194,8 +200,12 @@ impl GroupActor {
             }
             .to_text(),
         );
-        self.fanout.send_to_user(user, "left", &text, None);
-        self.fanout.detach_user(user);
+        let sessions = self.fanout.take_user(user);
+        self.deferred.push(AfterFlush::Farewell {
+            sessions,
+            text,
+            except,
+        });
         log::info!("group {}: member {user} gone ({reason:?})", self.id);
         Ok(())
     }
@@ -221,7 +231,8 @@ impl GroupActor {
         );
         // After the flush: the role is durable when the member hears of it.
         let frames = vec![(user.clone(), text)];
-        self.pending_notices.push(frames);
+        let kind = "group_updated";
+        self.deferred.push(AfterFlush::Notify { kind, frames });
         log::info!("group {}: {user} is now {role:?}", self.id);
         Ok(())
     }
@@ -253,7 +264,7 @@ impl GroupActor {
         // Only the server's admin can remove a last owner (an owner removes others, and
         // leaves with `leave`): ownership passes on as when they leave.
         self.hand_over_if_last_owner(&msg.user)?;
-        self.remove_member(&msg.user, LeftReason::Removed)
+        self.remove_member(&msg.user, LeftReason::Removed, None)
     }
 
     /// The member who takes over from the last owner: the longest-standing admin, else member
@@ -269,7 +280,7 @@ impl GroupActor {
             .map(|(user, _)| user.clone())
     }
 
-    fn leave(&mut self, user: &UserId) -> Result<(), GroupError> {
+    fn leave(&mut self, user: &UserId, session_id: Option<u64>) -> Result<(), GroupError> {
         self.check_allowed(&By::User(user.clone()), Change::Manage)
             .or_else(|e| match e {
                 // Leaving needs no role, only membership (and not a direct conversation).
@@ -278,7 +289,7 @@ impl GroupActor {
             })?;
         self.deps.store.writable()?;
         self.hand_over_if_last_owner(user)?;
-        self.remove_member(user, LeftReason::Left)
+        self.remove_member(user, LeftReason::Left, session_id)
     }
 
     /// Before the last owner goes: makes the successor owner.
@@ -305,15 +316,18 @@ impl GroupActor {
             }
             .to_text(),
         );
-        self.fanout.push_to_all("left", &text);
         self.deps.store.delete_group(&self.id)?;
         self.queue.wrote();
         self.deleted = true;
+        // Nobody gets pushes any more; everyone is told once the deletion is durable.
+        let sessions = self.fanout.take_all();
+        self.deferred.push(AfterFlush::Farewell {
+            sessions,
+            text,
+            except: None,
+        });
         // Nothing of the group may be written again (a write would bring its tree back).
-        let users: Vec<UserId> = self.members.keys().cloned().collect();
-        for user in &users {
-            self.fanout.detach_user(user);
-        }
+        let n_members = self.members.len();
         self.members.clear();
         self.roles.clear();
         self.moved.clear();
@@ -321,7 +335,7 @@ impl GroupActor {
         self.marked_unread.clear();
         self.private_readers.clear();
         self.reminders = Default::default();
-        log::info!("group {}: deleted ({} members)", self.id, users.len());
+        log::info!("group {}: deleted ({n_members} members)", self.id);
         Ok(())
     }
 
@@ -345,11 +359,10 @@ impl GroupActor {
         members
     }
 
-    /// Sends the role notices written so far once they are durable.
-    fn notify_roles(&mut self, ctx: &mut Context<Self>) {
-        for frames in std::mem::take(&mut self.pending_notices) {
-            let kind = "group_updated";
-            self.after_flush(AfterFlush::Notify { kind, frames }, ctx);
+    /// Queues the pushes of the changes written so far behind their flush.
+    fn queue_deferred(&mut self, ctx: &mut Context<Self>) {
+        for action in std::mem::take(&mut self.deferred) {
+            self.after_flush(action, ctx);
         }
     }
 
@@ -360,7 +373,7 @@ impl GroupActor {
         reply: super::Reply<()>,
         ctx: &mut Context<Self>,
     ) {
-        self.notify_roles(ctx);
+        self.queue_deferred(ctx);
         match result {
             Ok(()) => self.after_flush(AfterFlush::Done { reply }, ctx),
             Err(e) => {
@@ -417,7 +430,7 @@ impl Handler<Leave> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
-        let result = self.leave(&msg.user);
+        let result = self.leave(&msg.user, msg.session_id);
         self.answer_when_durable(result, msg.reply, ctx);
     }
 }
@@ -426,7 +439,9 @@ impl Handler<DeleteGroup> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeleteGroup, ctx: &mut Context<Self>) {
-        match self.delete() {
+        let deleted = self.delete();
+        self.queue_deferred(ctx);
+        match deleted {
             Ok(()) => self.after_flush(AfterFlush::Deleted { reply: msg.reply }, ctx),
             Err(e) => {
                 let _ = msg.reply.send(Err(e));

@@ -257,6 +257,8 @@ pub struct SetRole {
 #[rtype(result = "()")]
 pub struct Leave {
     pub user: UserId,
+    /// The session that asked, which gets the answer rather than the `left` push.
+    pub session_id: Option<u64>,
     pub reply: Reply<()>,
 }
 

@@ -94,8 +94,9 @@ pub struct GroupActor {
     unwritten_cursors: HashSet<UserId>,
     /// Members whose role is not `member`.
     roles: HashMap<UserId, RoleRecord>,
-    /// Role changes written and not yet queued to their members (see `membership.rs`).
-    pending_notices: Vec<Vec<(UserId, Arc<str>)>>,
+    /// Pushes of membership and role changes written and not yet queued behind their flush
+    /// (see `membership.rs`).
+    deferred: Vec<AfterFlush>,
     /// The group was deleted: nothing is written any more, and the actor stops once the
     /// deletion is durable.
     deleted: bool,

@@ -236,6 +236,7 @@ pub(super) fn leave(
     let (reply, answer) = reply_channel();
     addr.do_send(Leave {
         user: session.user.clone(),
+        session_id: Some(session.id),
         reply,
     });
     let group = group.to_owned();
