@@ -3,8 +3,9 @@
 //!
 //! The files live in `src/web/` and are plain HTML, CSS and dependency-free JavaScript modules:
 //! the page loads `/main.js` (`<script type="module">`), which imports `./model.js`,
-//! `./connection.js`, `./view.js` (which imports `./dialog.js` and `./groups.js`), `./account.js`
-//! and `./api.js` by relative path; the script speaks the WebSocket protocol of docs/PROTOCOL.md
+//! `./connection.js` (which imports `./presence.js`), `./view.js` (which imports `./dialog.js`,
+//! `./groups.js`, `./format.js`, `./presence.js` and `./notify.js`), `./account.js` and
+//! `./api.js` by relative path; the script speaks the WebSocket protocol of docs/PROTOCOL.md
 //! like any other client. The admin page (`/admin`) loads `/admin.js`, which imports `./api.js`. This module only names the files, with their
 //! content types and an ETag computed at compile time, so a browser revalidates cheaply
 //! (`Cache-Control: no-cache` + `If-None-Match`) and never runs a stale script after an
@@ -46,6 +47,12 @@ pub const VIEW_JS: Asset = embed!(JAVASCRIPT, "../web/view.js");
 pub const DIALOG_JS: Asset = embed!(JAVASCRIPT, "../web/dialog.js");
 /// The new-group and group settings dialogs, at `/groups.js`.
 pub const GROUPS_JS: Asset = embed!(JAVASCRIPT, "../web/groups.js");
+/// Message bodies as DOM nodes (links, mentions), day separators and grouping, at `/format.js`.
+pub const FORMAT_JS: Asset = embed!(JAVASCRIPT, "../web/format.js");
+/// Who is online and who is typing, at `/presence.js`.
+pub const PRESENCE_JS: Asset = embed!(JAVASCRIPT, "../web/presence.js");
+/// Desktop notifications, mutes and the unread count in the title, at `/notify.js`.
+pub const NOTIFY_JS: Asset = embed!(JAVASCRIPT, "../web/notify.js");
 /// The sign-in form, "Change password" and "Sign out", at `/account.js`.
 pub const ACCOUNT_JS: Asset = embed!(JAVASCRIPT, "../web/account.js");
 /// HTTP calls to the JSON API (sign-in, password, the admin page's), at `/api.js`.
@@ -58,7 +65,7 @@ pub const ADMIN_JS: Asset = embed!(JAVASCRIPT, "../web/admin.js");
 pub const APP_CSS: Asset = embed!(CSS, "../web/app.css");
 
 /// Every HTTP path with an asset, with its asset: what [`asset_at`] answers.
-const ASSETS: [(&str, &Asset); 13] = [
+const ASSETS: [(&str, &Asset); 16] = [
     ("/", &INDEX),
     ("/index.html", &INDEX),
     ("/main.js", &MAIN_JS),
@@ -67,6 +74,9 @@ const ASSETS: [(&str, &Asset); 13] = [
     ("/view.js", &VIEW_JS),
     ("/dialog.js", &DIALOG_JS),
     ("/groups.js", &GROUPS_JS),
+    ("/format.js", &FORMAT_JS),
+    ("/presence.js", &PRESENCE_JS),
+    ("/notify.js", &NOTIFY_JS),
     ("/account.js", &ACCOUNT_JS),
     ("/api.js", &API_JS),
     ("/admin", &ADMIN),
@@ -133,7 +143,7 @@ const fn etag(body: &str) -> [u8; 18] {
 mod tests {
     use super::*;
 
-    const ALL: [&Asset; 12] = [
+    const ALL: [&Asset; 15] = [
         &INDEX,
         &MAIN_JS,
         &CONNECTION_JS,
@@ -141,6 +151,9 @@ mod tests {
         &VIEW_JS,
         &DIALOG_JS,
         &GROUPS_JS,
+        &FORMAT_JS,
+        &PRESENCE_JS,
+        &NOTIFY_JS,
         &ACCOUNT_JS,
         &API_JS,
         &ADMIN,
@@ -175,6 +188,9 @@ mod tests {
                 "/view.js",
                 "/dialog.js",
                 "/groups.js",
+                "/format.js",
+                "/presence.js",
+                "/notify.js",
                 "/account.js",
                 "/api.js",
                 "/admin",
@@ -277,6 +293,9 @@ mod tests {
             &VIEW_JS,
             &DIALOG_JS,
             &GROUPS_JS,
+            &FORMAT_JS,
+            &PRESENCE_JS,
+            &NOTIFY_JS,
             &ACCOUNT_JS,
             &API_JS,
             &ADMIN_JS,

@@ -11,9 +11,15 @@
 //   except after close code 4001 (`unauthorized`: token revoked, password changed, account
 //   deactivated), after which the same token is never tried again: it reconnects only with the
 //   new token replaceToken() gives it (a password change here), else the page signs out;
-// - the people (`users`) are fetched page by page after every welcome.
+// - the people (`users`) are fetched page by page after every welcome;
+// - edits and deletions (`msg_edited`, `msg_deleted`, and our own `edited` / `deleted`
+//   replies) change the held message in place; a deleted unread message leaves the count;
+// - presence and typing (presence.js) come from `members` replies and `presence` / `typing`
+//   pushes; after a welcome the members of every direct conversation are asked once, for the
+//   dot beside the other person (a group's are asked when it is opened).
 
 import * as model from './model.js';
+import * as presence from './presence.js';
 
 const PAGE = 50;
 const CONTEXT = 10; // messages above the first unread one in the first page
@@ -26,7 +32,10 @@ const BACKOFF_MAX_MS = 8000;
 // What the page does about the connection's news (main.js wires it to view.js):
 // status(kind, text), welcome(user), users(list), render(options), announce(message, group),
 // receipts(group id, items), open(group id), reminder(frame), reminded(frame),
-// groupUpdated(group), joined(group), left(frame, group), refused(), unauthorized(reason).
+// groupUpdated(group), joined(group), left(frame, group), refused(), unauthorized(reason),
+// restored(id, title) (after a welcome: the group that was open then, gone if not listed),
+// changed(group, seq) (a message was edited or deleted), members(group id), live() (presence
+// or typing changed).
 let ui = null;
 
 let token = null;
@@ -223,6 +232,10 @@ function onFrame(frame) {
     case 'reminder': return onReminder(frame);
     case 'reminded': ui.reminded(frame); return undefined; // a scheduled reminder fired
     case 'members': return onMembers(frame);
+    case 'msg_edited': return onEdited(frame);
+    case 'msg_deleted': return onDeleted(frame);
+    case 'typing': return onTyping(frame);
+    case 'presence': return onPresence(frame);
     case 'error': console.warn('rollcall:', frame.code, frame.message); return undefined;
     default: return undefined; // unknown frame types are ignored (PROTOCOL.md)
   }
@@ -235,9 +248,16 @@ function onWelcome(frame) {
   refusals = 0;
   ui.status('online', 'Online');
   ui.welcome(frame.user);
+  presence.reset();
+  const wasOpen = model.activeId();
+  const wasTitle = wasOpen && model.hasGroup(wasOpen) ? model.groupTitle(model.group(wasOpen)) : null;
   // A read mark the server has not seen yet (lost with the connection) is sent again.
   for (const g of model.welcome(frame)) scheduleRead(g);
+  ui.restored(wasOpen, wasTitle);
   fetchUsers(null, []);
+  for (const g of model.allGroups()) {
+    if (g.kind === 'direct') members(g.id, () => ui.live());
+  }
   for (const g of model.allGroups()) {
     if (g.loaded) {
       catchUp(g);
@@ -271,6 +291,7 @@ function fetchUsers(after, soFar) {
 function onMsg(m) {
   const g = model.group(m.group);
   if (!g) return;
+  presence.stopTyping(m.group, m.from);
   const unread = model.receive(g, m);
   if (g.loaded && g.high < g.lastSeq) catchUp(g);
   if (unread) ui.announce(m, g);
@@ -329,6 +350,65 @@ function onLeft(frame) {
 // is taken from it.
 function onMembers(frame) {
   model.setMembers(frame.group, frame.members);
+  for (const m of frame.members) {
+    if (m.online !== undefined) presence.setOnline(m.user, m.online);
+  }
+  ui.members(frame.group);
+}
+
+function onEdited(frame) {
+  const g = model.applyEdit(frame);
+  if (!g) return;
+  ui.changed(g, frame.seq);
+  ui.render();
+}
+
+function onDeleted(frame) {
+  const { g, wasUnread } = model.applyDelete(frame);
+  if (!g) return;
+  if (wasUnread === null) recountUnread(g); // not held: the server's pages say
+  ui.changed(g, frame.seq);
+  ui.render();
+}
+
+function onTyping(frame) {
+  if (!model.hasGroup(frame.group) || frame.user === model.me()) return;
+  presence.startTyping(frame.group, frame.user);
+  ui.live();
+}
+
+function onPresence(frame) {
+  presence.setOnline(frame.user, frame.online);
+  ui.live();
+}
+
+// Edits our message `seq` of `group`; the `edited` reply applies the body here at once (the
+// `msg_edited` push that follows changes nothing more).
+export function editMessage(group, seq, body, onReply) {
+  return request({ type: 'edit', group, seq, body }, (reply) => {
+    if (reply.type === 'edited') {
+      const g = model.group(group);
+      const m = g && g.msgs.get(seq);
+      if (m) model.applyEdit({ group, seq, body, edited_ts: Math.max(m.edited_ts || 0, Date.now()) });
+      if (g) ui.changed(g, seq);
+      ui.render();
+    }
+    onReply(reply);
+  });
+}
+
+// Deletes message `seq` of `group` (ours, or anyone's as an owner or admin).
+export function deleteMessage(group, seq, onReply) {
+  return request({ type: 'delete', group, seq }, (reply) => {
+    if (reply.type === 'deleted') onDeleted({ group, seq });
+    onReply(reply);
+  });
+}
+
+// The user types in `group`: `typing` goes out, at most once per 2 s.
+export function announceTyping(group) {
+  if (!online || !model.hasGroup(group) || !presence.mayAnnounceTyping(group)) return;
+  sendFrame({ type: 'typing', group });
 }
 
 // Renames a group; the `group_updated` reply renames it here like the push does.
@@ -408,6 +488,39 @@ function catchUp(g) {
     model.countUnreadExactly(g);
     ui.render();
   });
+}
+
+// Loads older pages until message `seq` is held, then calls `done` (a reply's quote was
+// clicked). `done` gets false when it cannot be loaded (offline, or the page did not reach it).
+export function loadBackTo(g, seq, done) {
+  if (!g.loaded) {
+    done(false);
+    return;
+  }
+  if (g.low <= seq) {
+    done(true);
+    return;
+  }
+  if (!g.moreBefore) {
+    done(false);
+    return;
+  }
+  if (g.syncing) {
+    setTimeout(() => loadBackTo(g, seq, done), 100);
+    return;
+  }
+  g.syncing = request({ type: 'history', group: g.id, before: g.low, limit: PAGE }, (page) => {
+    g.syncing = false;
+    if (page.type !== 'messages') {
+      done(false);
+      return;
+    }
+    model.takeOlderPage(g, page);
+    afterPage(g, page.messages);
+    ui.render({ keepScroll: true });
+    if (!page.messages.length) done(g.low <= seq); else loadBackTo(g, seq, done);
+  });
+  if (!g.syncing) done(false);
 }
 
 export function loadOlder(g) {
@@ -513,6 +626,7 @@ function randomId() {
 function transmit(entry) {
   const frame = { type: 'send', group: entry.group, client_id: entry.client_id, body: entry.body };
   if (entry.remind_after_secs) frame.remind_after_secs = entry.remind_after_secs;
+  if (entry.reply_to) frame.reply_to = entry.reply_to;
   request(frame, (reply) => onSendReply(entry, reply));
 }
 
@@ -536,11 +650,12 @@ function onSendReply(entry, reply) {
 }
 
 // Sends `body` to the open conversation (queued in the outbox first); `remindAfter`: remind
-// those who have not seen it after that many seconds (null: never).
-export function sendMessage(body, remindAfter) {
+// those who have not seen it after that many seconds (null: never); `replyTo`: the seq it
+// answers (null: none).
+export function sendMessage(body, remindAfter, replyTo) {
   const group = model.activeId();
   if (!group || body.trim() === '') return;
-  const entry = model.queue(group, randomId(), body, remindAfter);
+  const entry = model.queue(group, randomId(), body, remindAfter, replyTo);
   transmit(entry); // when offline, the welcome after the reconnect sends it
   ui.render({ scrollToEnd: true });
 }

@@ -4,7 +4,9 @@
 // the other modules together:
 // - model.js: the state (conversations, messages, cursors, receipts, outbox), no DOM;
 // - connection.js: the WebSocket protocol client (docs/PROTOCOL.md), no DOM;
-// - view.js: the DOM, rendering and the page's controls (with dialog.js and groups.js);
+// - view.js: the DOM, rendering and the page's controls (with dialog.js and groups.js; the
+//   message formatting is format.js's, presence and typing presence.js's, desktop
+//   notifications, mutes and the title notify.js's);
 // - account.js: the sign-in form, "Change password" and "Sign out"; api.js: HTTP calls.
 //
 // The token comes from the sign-in form (POST /api/login), a token link (`/?token=`), a one-time
@@ -136,6 +138,10 @@ connection.init({
   groupUpdated: view.groupUpdated,
   joined: view.joined,
   left: view.left,
+  restored: view.restored,
+  changed: view.changed,
+  members: view.membersArrived,
+  live: view.live,
   refused: () => {
     const pasted = pastedToken;
     signOut('The server refused this token: it expired or is invalid, the sessions were revoked, or the account was deactivated. Sign in again.', { tokenForm: pasted });
@@ -177,7 +183,8 @@ window.addEventListener('storage', (event) => {
 const params = new URLSearchParams(location.search);
 const fromUrl = params.get('token');
 const link = params.get('link');
-if (fromUrl || link) history.replaceState(null, '', location.pathname);
+// (The open conversation's `#/c/<group>` stays: a token link may name one.)
+if (fromUrl || link) history.replaceState(null, '', location.pathname + location.hash);
 if (link) {
   exchangeLink(link);
 } else if (fromUrl || storedToken()) {

@@ -222,10 +222,20 @@ export function takeOpenWhenJoined(id) {
 
 // ---- messages ------------------------------------------------------------------------------
 
-// Adds messages to a loaded group, keyed by seq: whatever arrives twice is stored once.
+// Which of two versions of one message is the newer: a deletion is final, then the later
+// edit wins (a page answered before an edit may arrive after its `msg_edited`).
+function newer(held, incoming) {
+  if (!held) return incoming;
+  if (held.deleted) return held;
+  if (incoming.deleted) return incoming;
+  return (incoming.edited_ts || 0) >= (held.edited_ts || 0) ? incoming : held;
+}
+
+// Adds messages to a loaded group, keyed by seq: whatever arrives twice is stored once (its
+// newest version).
 function insertMessages(g, messages) {
   for (const m of messages) {
-    if (!g.msgs.has(m.seq)) g.msgs.set(m.seq, m);
+    g.msgs.set(m.seq, newer(g.msgs.get(m.seq), m));
     if (g.low === 0 || m.seq < g.low) g.low = m.seq;
     if (m.from === user) dropFromOutbox(g.id, m.client_id);
   }
@@ -263,7 +273,9 @@ export function takeFirstPage(g, page, latest) {
 export function firstUnreadSeq(g, after) {
   let first = null;
   for (const m of g.msgs.values()) {
-    if (m.seq > after && m.from !== user && (first === null || m.seq < first)) first = m.seq;
+    if (m.seq > after && m.from !== user && !m.deleted && (first === null || m.seq < first)) {
+      first = m.seq;
+    }
   }
   return first;
 }
@@ -282,14 +294,65 @@ export function takeOlderPage(g, page) {
 
 // Our own message, stored by the server at `reply.seq` (a `sent`).
 export function takeSent(g, entry, reply) {
-  insertMessages(g, [{ group: entry.group, seq: reply.seq, from: user, ts: reply.ts,
-    body: entry.body, client_id: entry.client_id }]);
+  const m = { group: entry.group, seq: reply.seq, from: user, ts: reply.ts,
+    body: entry.body, client_id: entry.client_id };
+  if (entry.reply_to) m.reply_to = entry.reply_to;
+  insertMessages(g, [m]);
   g.lastSeq = Math.max(g.lastSeq, reply.seq);
 }
 
-// The seqs of our own messages among `messages`.
+// The seqs of our own messages among `messages` (deleted ones have no receipts).
 export function ownSeqs(messages) {
-  return messages.filter((m) => m.from === user).map((m) => m.seq);
+  return messages.filter((m) => m.from === user && !m.deleted).map((m) => m.seq);
+}
+
+// A `msg_edited` (or our `edited` reply): the held message takes the new body. Null when the
+// group is unknown.
+export function applyEdit(frame) {
+  const g = groups.get(frame.group);
+  if (!g) return null;
+  const m = g.msgs.get(frame.seq);
+  if (m && !m.deleted && (m.edited_ts || 0) <= frame.edited_ts) {
+    g.msgs.set(frame.seq, { ...m, body: frame.body, edited_ts: frame.edited_ts });
+  }
+  return g;
+}
+
+// A `msg_deleted` (or our `deleted` reply): the held message keeps only its seq, sender and
+// time. Returns {g, wasUnread}: wasUnread is true when it was another's unread message, false
+// when it was not, and null when that is not known here (the message is not held).
+export function applyDelete(frame) {
+  const g = groups.get(frame.group);
+  if (!g) return { g: null, wasUnread: false };
+  const m = g.msgs.get(frame.seq);
+  let wasUnread = null;
+  if (m) {
+    wasUnread = !m.deleted && m.from !== user && m.seq > g.read;
+    if (!m.deleted) {
+      g.msgs.set(frame.seq, { group: m.group, seq: m.seq, from: m.from, ts: m.ts,
+        client_id: m.client_id, deleted: true });
+    }
+  } else if (frame.seq <= g.read) {
+    wasUnread = false;
+  } else if (g.othersSeen.has(frame.seq)) {
+    wasUnread = true;
+  }
+  g.othersSeen.delete(frame.seq);
+  g.receipts.delete(frame.seq);
+  g.reminders.delete(frame.seq);
+  if (wasUnread && !countUnreadExactly(g)) g.unread = Math.max(0, g.unread - 1);
+  return { g, wasUnread };
+}
+
+// Whether we may edit message `m` (our own, not deleted).
+export function canEdit(m) {
+  return m.from === user && !m.deleted;
+}
+
+// Whether we may delete message `m`: our own, or anyone's as a group owner or admin.
+export function canDelete(g, m) {
+  if (m.deleted) return false;
+  return m.from === user || (g.kind === 'group' && (g.role === 'owner' || g.role === 'admin'));
 }
 
 export function setReceipts(g, items) {
@@ -360,7 +423,7 @@ export function countUnreadExactly(g) {
   }
   if (g.loaded && g.low <= g.read + 1 && g.high >= g.lastSeq) {
     let n = 0;
-    for (const m of g.msgs.values()) if (m.seq > g.read && m.from !== user) n += 1;
+    for (const m of g.msgs.values()) if (m.seq > g.read && m.from !== user && !m.deleted) n += 1;
     g.unread = n;
     return true;
   }
@@ -371,7 +434,7 @@ export function countUnreadExactly(g) {
 // since); ignored when the mark moved meanwhile.
 export function countUnreadFrom(g, read, messages) {
   if (g.read !== read) return false;
-  const seqs = new Set(messages.filter((m) => m.from !== user).map((m) => m.seq));
+  const seqs = new Set(messages.filter((m) => m.from !== user && !m.deleted).map((m) => m.seq));
   for (const s of g.othersSeen) if (s > read) seqs.add(s);
   g.unread = seqs.size;
   return true;
@@ -403,10 +466,12 @@ export function isQueued(entry) {
   return outbox.includes(entry);
 }
 
-// `remindAfter`: seconds after which the non-readers are reminded (null: never).
-export function queue(group, clientId, body, remindAfter) {
+// `remindAfter`: seconds after which the non-readers are reminded (null: never); `replyTo`:
+// the seq it answers (null: none).
+export function queue(group, clientId, body, remindAfter, replyTo) {
   const entry = { group, client_id: clientId, body };
   if (remindAfter) entry.remind_after_secs = remindAfter;
+  if (replyTo) entry.reply_to = replyTo;
   outbox.push(entry);
   saveOutbox();
   return entry;

@@ -1,0 +1,802 @@
+//! The conversation itself in the web client (issue #13 §4), in a real browser: Debian's
+//! Chromium through chromedriver (`fantoccini`), against a real server process, like
+//! tests/browser.rs and tests/browser_accounts.rs (whose Driver and Page helpers are copied
+//! here, so each file stays one test binary without a shared module of dead code).
+//!
+//! What is checked, each through what a person would see (`data-*` attributes and texts of the
+//! page) after real clicks and key presses: messages grouped by sender with day separators,
+//! clickable http(s) links and nothing else turned into markup, mentions of you highlighted,
+//! the open conversation in the address surviving a reload; replies (the quote, and jumping to
+//! an old quoted message through history), edits and deletions (own, and others' as an admin)
+//! applied live on every page, with the unread counts following a deletion; the member list
+//! with presence, presence dots in direct conversations and "X is typing…"; desktop
+//! notifications for direct messages and mentions while the page is hidden (the permission is
+//! granted to the test profile through chromedriver's CDP `Browser.grantPermissions` after the
+//! page showed that it did not ask on load), mutes and the title count; a notice instead of a
+//! blank pane when the open group is gone after a reconnect; one header row on a phone.
+//!
+//! Notifications are real `Notification` objects of the page (nothing is wrapped): the page
+//! counts each one it showed on `<html data-notifications>` when the browser fires its `show`
+//! event.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (scripts/test.sh installs them);
+//! without them the tests FAIL, they do not skip. Screenshots go to `target/browser-artifacts/`
+//! (`conversation.png`, `narrow-conversation.png`); with `ROLLCALL_UPDATE_SCREENSHOT=1` the
+//! first is also copied to `docs/`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{token, Client, Server, ADMIN_TOKEN};
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long the page may take to show something (Chromium on two busy cores is slow).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One browser test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where screenshots go: `target/browser-artifacts/`.
+fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|target| target.join("browser-artifacts"))
+        .unwrap_or_else(|| PathBuf::from("browser-artifacts"));
+    std::fs::create_dir_all(&dir).expect("creating the artifacts directory");
+    dir
+}
+
+/// A chromedriver process (in its own process group, which the browsers it starts join) and
+/// the profile directories of the browsers it started.
+struct Driver {
+    child: Child,
+    port: u16,
+    profiles: Vec<TempDir>,
+    log: TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for (path, what) in [(CHROMEDRIVER, "chromedriver"), (CHROMIUM, "chromium")] {
+            assert!(
+                Path::new(path).exists(),
+                "{what} is missing ({path}): the browser tests need Debian's `chromium` and \
+                 `chromium-driver` packages. Run the tests with scripts/test.sh, which installs \
+                 them, instead of a bare `cargo test`."
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("finding a free port")
+            .port();
+        let log = tempfile::tempdir().expect("a log dir");
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg(format!(
+                    "--log-path={}",
+                    log.path().join("chromedriver.log").display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("starting chromedriver")
+        };
+        let driver = Driver {
+            child,
+            port,
+            profiles: Vec::new(),
+            log,
+        };
+        let status = format!("http://127.0.0.1:{port}/status");
+        let started = Instant::now();
+        loop {
+            let ready = ureq::get(&status)
+                .timeout(Duration::from_secs(2))
+                .call()
+                .ok()
+                .and_then(|r| r.into_json::<Value>().ok())
+                .is_some_and(|v| v["value"]["ready"] == true);
+            if ready {
+                return driver;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "chromedriver did not get ready on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A new headless Chromium with a fresh profile.
+    async fn browser(&mut self) -> Browser {
+        let profile = tempfile::tempdir().expect("a profile dir");
+        let args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1100,720".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        self.profiles.push(profile);
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting Chromium through chromedriver failed: {e}\nchromedriver log:\n{}",
+                    self.log_tail()
+                )
+            })
+    }
+
+    /// A browser with nothing open yet, named `name` in failure messages.
+    async fn page(&mut self, name: &str) -> Page {
+        Page {
+            browser: self.browser().await,
+            name: name.to_string(),
+            driver_port: self.port,
+        }
+    }
+
+    /// A browser signed in as `user` through a token link (`/?token=`).
+    async fn open_as(&mut self, server: &Server, user: &str) -> Page {
+        let page = Page {
+            browser: self.browser().await,
+            name: user.to_string(),
+            driver_port: self.port,
+        };
+        page.goto(&server.url(&format!("/?token={}", token(user))))
+            .await;
+        page
+    }
+
+    fn log_tail(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.log.path().join("chromedriver.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The browsers are chromedriver's children in its process group: end them all.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser window (or tab) with the web client open, as one user.
+struct Page {
+    browser: Browser,
+    name: String,
+    /// chromedriver's port, for its CDP endpoint.
+    driver_port: u16,
+}
+
+impl Page {
+    async fn goto(&self, url: &str) {
+        self.browser
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: opening {url}: {e}", self.name));
+    }
+
+    /// Runs a script (with `arguments[0..]`) and returns its result.
+    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.browser
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("{}: script failed: {e}\n{script}", self.name))
+    }
+
+    /// Polls `script` until `accept` takes its result; panics after `WAIT` with what it saw
+    /// last (and saves a screenshot of the page as it was).
+    async fn wait_until(
+        &self,
+        what: &str,
+        script: &str,
+        args: Vec<Value>,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            let value = self.js(script, args.clone()).await;
+            if accept(&value) {
+                return value;
+            }
+            if started.elapsed() > WAIT {
+                let shot = artifacts_dir().join(format!("failed-{}.png", self.name));
+                if let Ok(png) = self.browser.screenshot().await {
+                    let _ = std::fs::write(&shot, png);
+                }
+                panic!(
+                    "{}: waited {WAIT:?} for {what}; last saw {value} (screenshot: {})",
+                    self.name,
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self
+            .browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("{}: clicking {css}: {e}", self.name));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self
+            .browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("{}: typing into {css}: {e}", self.name));
+    }
+
+    /// Waits for the connection indicator to say `state` (`online`, `offline`, ...).
+    async fn wait_connection(&self, state: &str) {
+        self.wait_until(
+            &format!("connection state {state}"),
+            "return document.getElementById('connection').dataset.state;",
+            vec![],
+            |v| v == state,
+        )
+        .await;
+    }
+
+    async fn open_conversation(&self, group: &str) {
+        self.click(&format!(".conversation[data-group=\"{group}\"]"))
+            .await;
+        self.wait_until(
+            &format!("{group} open"),
+            "return document.querySelector('.conversation[aria-current=\"true\"]')?.dataset.group ?? null;",
+            vec![],
+            |v| v == group,
+        )
+        .await;
+    }
+
+    /// Saves a screenshot as `target/browser-artifacts/<name>`; with
+    /// `ROLLCALL_UPDATE_SCREENSHOT=1` also as `docs/<docs>`.
+    async fn screenshot(&self, name: &str, docs: Option<&str>) {
+        let png = self.browser.screenshot().await.expect("a screenshot");
+        std::fs::write(artifacts_dir().join(name), &png).expect("saving the screenshot");
+        if let Some(docs) = docs {
+            if std::env::var_os("ROLLCALL_UPDATE_SCREENSHOT").is_some() {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("docs")
+                    .join(docs);
+                std::fs::write(&path, &png)
+                    .unwrap_or_else(|e| panic!("updating {}: {e}", path.display()));
+            }
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.browser.close().await;
+    }
+}
+
+/// More of the page, for these tests.
+impl Page {
+    /// The `textContent` of the element with this id (`null` if there is none).
+    async fn text(&self, id: &str) -> Value {
+        self.js(
+            "const el = document.getElementById(arguments[0]); return el ? el.textContent : null;",
+            vec![json!(id)],
+        )
+        .await
+    }
+
+    /// Waits until the element with this id says something `accept` takes; returns the text.
+    async fn wait_text(&self, id: &str, what: &str, accept: impl Fn(&str) -> bool) -> String {
+        let value = self
+            .wait_until(
+                what,
+                "const el = document.getElementById(arguments[0]);
+                 return el && !el.closest('[hidden]') ? el.textContent : null;",
+                vec![json!(id)],
+                |v| v.as_str().is_some_and(&accept),
+            )
+            .await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Empties an input, then types `text` into it.
+    async fn fill(&self, css: &str, text: &str) {
+        let element = self
+            .browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
+        element
+            .clear()
+            .await
+            .unwrap_or_else(|e| panic!("{}: clearing {css}: {e}", self.name));
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("{}: typing into {css}: {e}", self.name));
+    }
+
+    /// Chooses the option with `value` in a `<select>`.
+    async fn choose(&self, css: &str, value: &str) {
+        self.browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name))
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("{}: choosing {value} in {css}: {e}", self.name));
+    }
+
+    /// Signs in with the form: user and password, then the submit button.
+    async fn sign_in(&self, user: &str, password: &str) {
+        self.fill("#login-user", user).await;
+        self.fill("#login-password", password).await;
+        self.click("#login-form button[type=\"submit\"]").await;
+    }
+
+    /// Waits for the sign-in form; returns the message it shows (empty when none).
+    async fn wait_signed_out(&self, what: &str) -> String {
+        let value = self
+            .wait_until(
+                what,
+                "if (document.getElementById('signin').hidden) return null;
+                 const m = document.getElementById('signin-message');
+                 return m.hidden ? '' : m.textContent;",
+                vec![],
+                |v| v.is_string(),
+            )
+            .await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The token the page keeps in localStorage (`null` when none).
+    async fn stored_token(&self) -> Value {
+        self.js("return localStorage.getItem('rollcall.token');", vec![])
+            .await
+    }
+
+    /// The address bar.
+    async fn url(&self) -> String {
+        let value = self.js("return location.href;", vec![]).await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Whether the page is wider than the window (something does not wrap).
+    async fn overflows(&self) -> Value {
+        self.js(
+            "const d = document.documentElement;
+             const wide = [...document.querySelectorAll('body *')].filter(el => {
+               const r = el.getBoundingClientRect();
+               return r.width > 0 && r.right > d.clientWidth + 1 && !el.closest('.table-wrap, dialog:not([open])');
+             }).slice(0, 5).map(el => el.id || el.className || el.tagName);
+             return d.scrollWidth > d.clientWidth + 1 || wide.length ? wide : null;",
+            vec![],
+        )
+        .await
+    }
+
+    /// The conversation list: `[group id, title]` in page order.
+    async fn conversations(&self) -> Value {
+        self.js(
+            "return [...document.querySelectorAll('#conversations .conversation')]
+               .map(b => [b.dataset.group, b.querySelector('.title').textContent]);",
+            vec![],
+        )
+        .await
+    }
+
+    /// Waits until the conversation list satisfies `accept`.
+    async fn wait_conversations(&self, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(
+            what,
+            "return [...document.querySelectorAll('#conversations .conversation')]
+               .map(b => [b.dataset.group, b.querySelector('.title').textContent]);",
+            vec![],
+            accept,
+        )
+        .await
+    }
+}
+
+
+/// Yet more of the page: the conversation (#13).
+impl Page {
+    /// Runs an asynchronous script: it ends by calling its last argument with the result.
+    async fn js_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.browser
+            .execute_async(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("{}: script failed: {e}\n{script}", self.name))
+    }
+
+    /// Runs a Chrome DevTools Protocol command through chromedriver (`goog/cdp/execute`).
+    async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let session = self
+            .browser
+            .session_id()
+            .await
+            .expect("the session id")
+            .expect("a session");
+        let url = format!(
+            "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
+            self.driver_port
+        );
+        let answer: Value = ureq::post(&url)
+            .timeout(WAIT)
+            .send_json(json!({"cmd": cmd, "params": params}))
+            .unwrap_or_else(|e| panic!("{}: CDP {cmd}: {e}", self.name))
+            .into_json()
+            .unwrap_or_else(|e| panic!("{}: CDP {cmd} answer: {e}", self.name));
+        answer["value"].clone()
+    }
+
+    /// The open conversation's messages as `[seq, from, body]`, in page order.
+    async fn wait_bodies(&self, bodies: &[&str]) -> Value {
+        let expected: Vec<Value> = bodies.iter().map(|b| json!(b)).collect();
+        self.wait_until(
+            &format!("exactly the messages {bodies:?}"),
+            "return [...document.querySelectorAll('#message-list li.msg[data-seq]')]
+               .map(li => li.querySelector('.body').textContent);",
+            vec![],
+            |v| v.as_array() == Some(&expected),
+        )
+        .await
+    }
+
+    /// One message of the open conversation as drawn (see [`MESSAGE_JS`]), or null.
+    async fn message(&self, seq: u64) -> Value {
+        self.js(MESSAGE_JS, vec![json!(seq)]).await
+    }
+
+    /// Waits until message `seq` is drawn as `accept` wants; returns it.
+    async fn wait_message(&self, seq: u64, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(what, MESSAGE_JS, vec![json!(seq)], |v| {
+            !v.is_null() && accept(v)
+        })
+        .await
+    }
+
+    /// Clicks a control of message `seq` (`.act-reply`, `.act-edit`, `.quote`, ...).
+    async fn click_in_message(&self, seq: u64, css: &str) {
+        self.click(&format!("#message-list li[data-seq=\"{seq}\"] {css}"))
+            .await;
+    }
+
+    /// The badge count of a conversation in the list (0 when none shows).
+    async fn badge(&self, group: &str) -> Value {
+        self.js(BADGE_JS, vec![json!(group)]).await
+    }
+
+    async fn wait_badge(&self, group: &str, n: u64) {
+        self.wait_until(
+            &format!("the badge of {group} to show {n}"),
+            BADGE_JS,
+            vec![json!(group)],
+            |v| v.as_u64() == Some(n),
+        )
+        .await;
+    }
+
+    /// Opens another tab in front (this page is hidden then) at `/healthz`; returns the handle
+    /// of this page's tab, for [`Page::back_to`].
+    async fn hide_behind_a_tab(&self, server: &Server) -> fantoccini::wd::WindowHandle {
+        let first = self.browser.window().await.expect("the first tab");
+        let tab = self.browser.new_window(true).await.expect("opening a tab");
+        self.browser
+            .switch_to_window(tab.handle)
+            .await
+            .expect("switching tabs");
+        self.goto(&server.url("/healthz")).await;
+        first
+    }
+
+    /// Closes the tab in front and goes back to `tab`.
+    async fn back_to(&self, tab: fantoccini::wd::WindowHandle) {
+        self.browser.close_window().await.expect("closing the tab");
+        self.browser
+            .switch_to_window(tab)
+            .await
+            .expect("switching tabs");
+    }
+
+    /// How many notifications the page showed, and the last one's "title\nbody".
+    async fn notifications(&self) -> (u64, String) {
+        let value = self
+            .js(
+                "const d = document.documentElement.dataset;
+                 return [Number(d.notifications || 0), d.lastNotification || ''];",
+                vec![],
+            )
+            .await;
+        (
+            value[0].as_u64().unwrap_or(0),
+            value[1].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    async fn title(&self) -> String {
+        let value = self.js("return document.title;", vec![]).await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// One message as drawn: `{body, from, grouped, meta, deleted, edited, quote: [seq, from, words]
+/// | null, reply, edit, delete, links: [[href, text, rel, target]], marks, tags, mentioned}`.
+const MESSAGE_JS: &str = "const li = document.querySelector(
+      `#message-list li.msg[data-seq=\"${arguments[0]}\"]`);
+    if (!li) return null;
+    const q = li.querySelector('.quote');
+    const shown = (el) => !!el && !el.hidden && !el.closest('[hidden]') && getComputedStyle(el).display !== 'none';
+    const body = li.querySelector('.body');
+    return {body: body.textContent, from: li.dataset.from, grouped: li.dataset.grouped === 'true',
+      meta: shown(li.querySelector('.meta')), deleted: li.dataset.deleted === 'true',
+      edited: shown(li.querySelector('.edited')),
+      quote: q.hidden ? null : [Number(q.dataset.replyTo), q.querySelector('.quote-from').textContent,
+        q.querySelector('.quote-body').textContent],
+      reply: shown(li.querySelector('.act-reply')), edit: shown(li.querySelector('.act-edit')),
+      delete: shown(li.querySelector('.act-delete')),
+      receipt: shown(li.querySelector('.receipt')),
+      links: [...body.querySelectorAll('a')].map(a => [a.getAttribute('href'), a.textContent, a.rel, a.target]),
+      marks: [...body.querySelectorAll('mark.mention')].map(m => m.textContent),
+      tags: [...body.querySelectorAll('*')].map(e => e.tagName.toLowerCase()),
+      mentioned: li.classList.contains('mentioned')};";
+
+/// The message list from the top: `['day', label, key]`, `['new']` (the "New messages" line)
+/// and `['msg', seq, grouped, name and time shown]`.
+const TIMELINE_JS: &str =
+    "return [...document.querySelectorAll('#message-list > li')].map(li => {
+      if (li.classList.contains('day')) return ['day', li.textContent, li.dataset.day];
+      if (li.classList.contains('separator')) return ['new'];
+      return ['msg', Number(li.dataset.seq || 0), li.dataset.grouped === 'true',
+              getComputedStyle(li.querySelector('.meta') || li).display !== 'none'];
+    });";
+
+const BADGE_JS: &str = "const b = document.querySelector(
+      `.conversation[data-group=\"${arguments[0]}\"] .badge`);
+    return b && !b.hidden ? Number(b.querySelector('.count').textContent) : 0;";
+
+/// The member list beside the open group: `[[user, online state]]` in page order.
+const MEMBERS_JS: &str = "const p = document.getElementById('members-panel');
+    if (p.hidden || getComputedStyle(p).display === 'none') return null;
+    return [...document.querySelectorAll('#member-list li')].map(li => [li.dataset.user, li.dataset.online]);";
+
+/// The presence dot of a direct conversation in the list (`online`, `offline`, `unknown`).
+const DOT_JS: &str = "const d = document.querySelector(
+      `.conversation[data-group=\"${arguments[0]}\"] .presence`);
+    return d ? d.dataset.online : null;";
+
+/// Creates users with display names, then a group of them named "Release team".
+fn setup(server: &Server, group: &str, users: &[(&str, &str)]) {
+    for (id, name) in users {
+        server.admin_expect(
+            "POST",
+            "/api/users",
+            Some(json!({"id": id, "name": name})),
+            201,
+        );
+    }
+    let ids: Vec<&str> = users.iter().map(|(id, _)| *id).collect();
+    server.admin_expect(
+        "POST",
+        "/api/groups",
+        Some(json!({"id": group, "name": "Release team", "members": ids})),
+        201,
+    );
+}
+
+/// The stored messages of a group (admin API), in seq order.
+fn stored(server: &Server, group: &str) -> Vec<Value> {
+    let page = server.admin_expect(
+        "GET",
+        &format!("/api/groups/{group}/messages?after=0&limit=1000"),
+        None,
+        200,
+    );
+    page["messages"].as_array().cloned().unwrap_or_default()
+}
+
+const TEAM: &[(&str, &str)] = &[("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")];
+
+#[tokio::test]
+async fn messages_are_grouped_by_day_and_sender_links_and_mentions_are_marked_and_a_reload_keeps_the_conversation(
+) {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    setup(&server, "team", TEAM);
+    server.post("team", "bob", "Morning all.");
+    server.post(
+        "team",
+        "bob",
+        "Release notes: https://example.org/notes?v=2&x=1. And (see https://example.org/a_(b)).",
+    );
+    server.post("team", "carol", "@alice can you check? cc @alicea and bob@alice.example");
+    server.post(
+        "team",
+        "carol",
+        "<b>bold</b> <img src=x onerror=alert(1)> javascript:alert(1) ftp://example.org/f",
+    );
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    alice
+        .wait_until("four messages", TIMELINE_JS, vec![], |v| {
+            v.as_array().is_some_and(|rows| rows.len() == 6)
+        })
+        .await;
+
+    // One day separator ("Today") above the first message (and the "New messages" line); Bob's
+    // two messages and Carol's two are each one run: one name and time each.
+    let timeline = alice.js(TIMELINE_JS, vec![]).await;
+    assert_eq!(timeline[1][0], "new", "{timeline}");
+    let timeline = json!(timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[0] != "new")
+        .collect::<Vec<_>>());
+    assert_eq!(timeline[0][0], "day", "{timeline}");
+    assert_eq!(timeline[0][1], "Today", "{timeline}");
+    let rows: Vec<(u64, bool, bool)> = timeline.as_array().unwrap()[1..]
+        .iter()
+        .map(|r| {
+            (
+                r[1].as_u64().unwrap(),
+                r[2].as_bool().unwrap(),
+                r[3].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [(1, false, true), (2, true, false), (3, false, true), (4, true, false)],
+        "[seq, grouped, name shown]"
+    );
+
+    // Links: http(s) only, trailing punctuation left out, balanced parentheses kept.
+    let m = alice.message(2).await;
+    assert_eq!(
+        m["links"],
+        json!([
+            ["https://example.org/notes?v=2&x=1", "https://example.org/notes?v=2&x=1", "noopener noreferrer", "_blank"],
+            ["https://example.org/a_(b)", "https://example.org/a_(b)", "noopener noreferrer", "_blank"]
+        ]),
+        "{m}"
+    );
+    assert_eq!(
+        m["body"],
+        "Release notes: https://example.org/notes?v=2&x=1. And (see https://example.org/a_(b))."
+    );
+    // Mentions: only `@alice` (not `@alicea`, not an e-mail address) is marked, and the bubble
+    // is highlighted.
+    let m = alice.message(3).await;
+    assert_eq!(m["marks"], json!(["@alice"]), "{m}");
+    assert_eq!(m["mentioned"], true, "{m}");
+    assert_eq!(m["tags"], json!(["mark"]), "{m}");
+    assert_eq!(alice.message(1).await["mentioned"], false);
+    // Nothing else becomes markup: the text is shown as typed.
+    let m = alice.message(4).await;
+    assert_eq!(m["tags"], json!([]), "{m}");
+    assert_eq!(
+        m["body"],
+        "<b>bold</b> <img src=x onerror=alert(1)> javascript:alert(1) ftp://example.org/f"
+    );
+    // A real click on the link opens a new tab (target=_blank), the page stays.
+    let handles = alice.browser.windows().await.expect("the tabs").len();
+    alice
+        .click("#message-list li[data-seq=\"2\"] .body a")
+        .await;
+    let started = Instant::now();
+    while alice.browser.windows().await.expect("the tabs").len() == handles {
+        assert!(started.elapsed() < WAIT, "the link opened no tab");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The address names the conversation; a reload opens it again.
+    assert!(alice.url().await.ends_with("/#/c/team"), "{}", alice.url().await);
+    alice.browser.refresh().await.expect("reloading");
+    alice.wait_connection("online").await;
+    alice
+        .wait_until(
+            "team open after the reload",
+            "return document.querySelector('.conversation[aria-current=\"true\"]')?.dataset.group ?? null;",
+            vec![],
+            |v| v == "team",
+        )
+        .await;
+    let bodies: Vec<String> = stored(&server, "team")
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    alice.wait_bodies(&bodies).await;
+
+    // Other days: the page's own rules (format.js) on messages of two days ago and yesterday,
+    // drawn by the page: one separator per day, and no run across midnight.
+    alice
+        .js_async(
+            "const done = arguments[arguments.length - 1];
+             Promise.all([import('/model.js'), import('/view.js')]).then(([model, view]) => {
+               const g = model.group('team');
+               const day = 24 * 3600 * 1000;
+               g.msgs.get(1).ts -= 2 * day;
+               g.msgs.get(2).ts -= day;
+               view.render();
+               done(null);
+             });",
+            vec![],
+        )
+        .await;
+    let timeline = alice.js(TIMELINE_JS, vec![]).await;
+    let timeline = json!(timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[0] != "new")
+        .collect::<Vec<_>>());
+    let labels: Vec<String> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[0] == "day")
+        .map(|r| r[1].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels.len(), 3, "{timeline}");
+    assert_eq!(labels[1], "Yesterday", "{timeline}");
+    assert_eq!(labels[2], "Today", "{timeline}");
+    assert_ne!(labels[0], "Today", "{timeline}");
+    assert_eq!(timeline[2][0], "day", "{timeline}");
+    assert_eq!(
+        timeline[3],
+        json!(["msg", 2, false, true]),
+        "the first message of a day starts a run: {timeline}"
+    );
+    alice.close().await;
+}
