@@ -213,6 +213,20 @@ fn show(client: &Client, group: &str, event: Event) {
             receipts,
         } => eprintln!("* {g} is now \"{name}\", receipts {receipts:?}"),
         Event::MarkedUnread { .. } => {}
+        Event::MessageEdited {
+            group: g,
+            seq,
+            body,
+            ..
+        } if g == group => eprintln!("* [{seq}] edited: {body}"),
+        Event::MessageDeleted { group: g, seq } if g == group => {
+            eprintln!("* [{seq}] was deleted")
+        }
+        Event::Typing { group: g, user } if g == group => eprintln!("* {user} is typing…"),
+        Event::MessageEdited { .. } | Event::MessageDeleted { .. } | Event::Typing { .. } => {}
+        Event::Presence { user, online } => {
+            eprintln!("* {user} is {}", if online { "online" } else { "offline" })
+        }
         Event::Unauthorized { reason } => eprintln!(
             "! the server no longer accepts this token ({reason}): sign in again for a new one"
         ),

@@ -34,6 +34,9 @@ pub enum Durability {
     Power,
 }
 
+/// Groups above this many members carry no `typing` and no `presence`.
+pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 500;
+
 /// The server's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +82,9 @@ pub struct Config {
     pub workers: usize,
     /// Whether users may create groups (`create_group`); otherwise only the admin does.
     pub user_groups: bool,
+    /// Groups with more members carry no `typing` and no `presence` (one keystroke would be
+    /// pushed to every online member).
+    pub presence_max_members: usize,
     /// `serve --demo`: seed demo data into a data directory without users and print login links.
     pub demo: bool,
 }
@@ -107,6 +113,7 @@ impl Config {
             remind_interval: Duration::from_secs(DEFAULT_REMIND_INTERVAL_SECS),
             workers: 0,
             user_groups: true,
+            presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             demo: false,
         }
     }

@@ -181,6 +181,7 @@ async fn post(
     let (reply, answer) = reply_channel();
     addr.send(PostMessage {
         remind_after: None,
+        reply_to: None,
         from: parse_user(from)?,
         client_id: client_id.to_owned(),
         body: body.to_owned(),

@@ -117,6 +117,10 @@ struct ServeArgs {
     /// API creates groups.
     #[arg(long, env = "ROLLCALL_USER_GROUPS", default_value_t = true, action = clap::ArgAction::Set)]
     user_groups: bool,
+    /// Groups with more members carry no typing indicators and no presence (each keystroke or
+    /// connect would be pushed to every online member).
+    #[arg(long, default_value_t = config::DEFAULT_PRESENCE_MAX_MEMBERS)]
+    presence_max_members: usize,
     /// Demo mode: into a data directory without users yet, create users alice, bob, carol and
     /// dave, a group `team` and a direct conversation with some history; on every start print a
     /// login link per demo user for the web client at `/`.
@@ -155,6 +159,7 @@ impl ServeArgs {
         config.remind_interval = Duration::from_secs(self.remind_interval_secs);
         config.workers = self.workers;
         config.user_groups = self.user_groups;
+        config.presence_max_members = self.presence_max_members;
         config.demo = self.demo;
         config
     }

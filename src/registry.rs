@@ -14,7 +14,7 @@
 //! group id, so group work never competes with socket I/O on the HTTP workers.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,6 +34,10 @@ use crate::store::{
     now_ms, GroupKindRecord, GroupRecord, GroupSettingsRecord, MemberRecord, RoleRecord, Store,
     StoreError, UserRecord, UserSettingsRecord,
 };
+
+/// How long after a user's last session closed they are announced offline, unless a session
+/// opened again meanwhile (a reconnect sends nothing).
+pub const OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Shared server state: storage, the group actors, who is online.
 pub struct Registry {
@@ -205,11 +209,88 @@ impl Registry {
         }
     }
 
-    /// Members as a `members` reply shows them, with their names.
+    /// A session of `user` registered: announce them online to the users they share a group
+    /// with, unless they already were (a reconnect within [`OFFLINE_AFTER`]).
+    pub fn session_opened(self: &Arc<Self>, user: &UserId) {
+        if self.presence.announce_online(user) {
+            let registry = Arc::clone(self);
+            let user = user.clone();
+            actix::spawn(async move { registry.announce(&user, true) });
+        }
+    }
+
+    /// A session of `user` closed: once [`OFFLINE_AFTER`] passed without a new one, announce
+    /// them offline.
+    pub fn session_closed(self: &Arc<Self>, user: &UserId) {
+        if self.presence.is_online(user) {
+            return;
+        }
+        let registry = Arc::clone(self);
+        let user = user.clone();
+        actix::spawn(async move {
+            actix::clock::sleep(OFFLINE_AFTER).await;
+            if registry.presence.announce_offline(&user) {
+                registry.announce(&user, false);
+            }
+        });
+    }
+
+    /// Sends `presence {user, online}` once to every online session of every other member of
+    /// the user's groups (groups above `--presence-max-members` excepted).
+    fn announce(&self, user: &UserId, online: bool) {
+        let mut recipients: HashSet<UserId> = HashSet::new();
+        let groups = match self.store.user_groups(user) {
+            Ok(groups) => groups,
+            Err(e) => {
+                log::warn!("presence of {user}: listing groups: {e}");
+                return;
+            }
+        };
+        for group in groups {
+            match self.store.members(&group) {
+                Ok(members) if members.len() <= self.config.presence_max_members => {
+                    if members.iter().any(|(u, _)| u == user) {
+                        recipients.extend(members.into_iter().map(|(u, _)| u));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("presence of {user}: members of {group}: {e}"),
+            }
+        }
+        recipients.remove(user);
+        let text: Arc<str> = Arc::from(
+            crate::protocol::ServerFrame::Presence {
+                user: user.to_string(),
+                online,
+            }
+            .to_text(),
+        );
+        let mut n_sent = 0;
+        for recipient in &recipients {
+            for session in self.presence.sessions_of(recipient) {
+                let frame = crate::presence::Outbound::Frame {
+                    kind: "presence",
+                    text: Arc::clone(&text),
+                };
+                // A full session misses it (it is behind; `members` tells it again).
+                if session.outbox.try_send(frame).is_ok() {
+                    n_sent += 1;
+                }
+            }
+        }
+        log::debug!(
+            "{user} is {}: told {n_sent} sessions",
+            if online { "online" } else { "offline" }
+        );
+    }
+
+    /// Members as a `members` reply shows them, with their names, and who is online (nobody in
+    /// groups above `--presence-max-members`).
     pub fn member_entries(
         &self,
         members: &[(UserId, MemberView)],
     ) -> Result<Vec<MemberEntry>, StoreError> {
+        let presence = members.len() <= self.config.presence_max_members;
         members
             .iter()
             .map(|(user, view)| {
@@ -218,6 +299,7 @@ impl Registry {
                     name: self.display_name(user)?,
                     role: view.role.into(),
                     joined_seq: view.record.joined_seq,
+                    online: presence && self.presence.is_online(user),
                 })
             })
             .collect()

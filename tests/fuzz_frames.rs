@@ -221,17 +221,21 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
             text(),
             text(),
             text(),
+            proptest::option::of(any::<u64>()),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(id, group, client_id, body, remind_after_secs)| {
-                ClientFrame::Send {
-                    id,
-                    group,
-                    client_id,
-                    body,
-                    remind_after_secs,
+            .prop_map(
+                |(id, group, client_id, body, remind_after_secs, reply_to)| {
+                    ClientFrame::Send {
+                        id,
+                        group,
+                        client_id,
+                        body,
+                        remind_after_secs,
+                        reply_to,
+                    }
                 }
-            }),
+            ),
         (id_strategy(), text(), any::<u64>()).prop_map(|(id, group, seq)| ClientFrame::Ack {
             id,
             group,

@@ -645,6 +645,7 @@ async fn run_actor(
                             let (reply, answer) = reply_channel();
                             addr.do_send(PostMessage {
                                 remind_after: None,
+                                reply_to: None,
                                 from: uid(user),
                                 client_id: client_id.clone(),
                                 body: body.clone(),

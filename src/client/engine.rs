@@ -70,16 +70,27 @@ pub(crate) enum Command {
         reply: SendReply,
     },
     /// Mark a group unread (not repeated after a reconnect: the server keeps the flag).
-    MarkUnread { group: String },
+    MarkUnread {
+        group: String,
+    },
+    Typing {
+        group: String,
+    },
     /// Send a query frame (its `id` is set by the engine) and answer with the reply frame.
     Query {
         frame: ClientFrame,
         reply: QueryReply,
     },
     /// Move the read mark of a group.
-    Read { group: String, seq: u64 },
+    Read {
+        group: String,
+        seq: u64,
+    },
     /// The application took this message out of the event stream.
-    Consumed { group: String, seq: u64 },
+    Consumed {
+        group: String,
+        seq: u64,
+    },
     /// Drop the current socket at once (a test hook); handled by the worker.
     DropConnection,
     /// Close the session; handled by the worker.
@@ -262,6 +273,11 @@ impl Engine {
                 if self.connected {
                     self.outgoing
                         .push(ClientFrame::MarkUnread { id: None, group });
+                }
+            }
+            Command::Typing { group } => {
+                if self.connected {
+                    self.outgoing.push(ClientFrame::Typing { id: None, group });
                 }
             }
             Command::Query { frame, reply } => self.on_query(frame, reply),

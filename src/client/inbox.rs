@@ -169,6 +169,7 @@ mod tests {
             ts: seq,
             body: format!("m{seq}"),
             client_id: format!("c{seq}"),
+            ..Default::default()
         }
     }
 

@@ -186,6 +186,19 @@ pub enum Event {
     },
     /// The user marked a group unread, or cleared the mark, in another session.
     MarkedUnread { group: String, marked_unread: bool },
+    /// A message's body was edited (by its sender).
+    MessageEdited {
+        group: String,
+        seq: u64,
+        body: String,
+        edited_ts: u64,
+    },
+    /// A message was deleted.
+    MessageDeleted { group: String, seq: u64 },
+    /// Another member is typing in a group (show it for about 5 s).
+    Typing { group: String, user: String },
+    /// A user sharing a group came online or went offline.
+    Presence { user: String, online: bool },
     /// The connection dropped; the client is reconnecting.
     Disconnected,
     /// The server refused the token for good (closed with 4001, or a reconnect answered 401:
@@ -502,6 +515,43 @@ impl Client {
     pub fn mark_unread(&self, group: &str) -> Result<(), ClientError> {
         self.commands
             .send(Command::MarkUnread {
+                group: group.to_owned(),
+            })
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Changes the body of my message `seq`, once durable.
+    pub async fn edit(&self, group: &str, seq: u64, body: &str) -> Result<(), ClientError> {
+        let frame = ClientFrame::Edit {
+            id: None,
+            group: group.to_owned(),
+            seq,
+            body: body.to_owned(),
+        };
+        match self.request(frame).await? {
+            ServerFrame::Edited { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes message `seq` (mine, or anyone's as an owner or admin), once durable.
+    pub async fn delete(&self, group: &str, seq: u64) -> Result<(), ClientError> {
+        let frame = ClientFrame::Delete {
+            id: None,
+            group: group.to_owned(),
+            seq,
+        };
+        match self.request(frame).await? {
+            ServerFrame::Deleted { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Tells the group's other online members that I am typing (no answer; the server
+    /// forwards at most one per 2 s).
+    pub fn typing(&self, group: &str) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Typing {
                 group: group.to_owned(),
             })
             .map_err(|_| ClientError::Closed)

@@ -5,10 +5,10 @@
 //!
 //! Loading scans the group's messages once: O(messages). (A known limit, ARCHITECTURE.md.)
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::ids::{GroupId, Seq, UserId};
-use crate::store::{Direction, RoleRecord, StoreError};
+use crate::store::{Direction, Note, RoleRecord, StoreError};
 
 use super::commit_queue::CommitQueue;
 use super::fanout::Fanout;
@@ -68,6 +68,12 @@ impl GroupActor {
             reminders.add_schedule(seq.0, schedule.due_ms);
         }
         let last_seq = deps.store.last_seq(&id)?.0;
+        let deleted_seqs: BTreeSet<u64> = deps
+            .store
+            .notes(&id, Note::Deleted, Seq(1), Seq(last_seq))?
+            .into_iter()
+            .map(|(seq, _)| seq.0)
+            .collect();
         let window_start =
             last_seq.saturating_sub(u64::try_from(deps.config.dedup_window).unwrap_or(u64::MAX));
         let mut by_sender: HashMap<UserId, Vec<u64>> = HashMap::new();
@@ -84,7 +90,9 @@ impl GroupActor {
                     corrupt = Some(seq);
                     return false;
                 };
-                by_sender.entry(from.clone()).or_default().push(seq.0);
+                if !deleted_seqs.contains(&seq.0) {
+                    by_sender.entry(from.clone()).or_default().push(seq.0);
+                }
                 if seq.0 > window_start {
                     let key = (from, m.client_id);
                     resend.insert(key.clone(), (seq.0, m.ts));
@@ -122,6 +130,7 @@ impl GroupActor {
             unwritten_cursors: HashSet::new(),
             roles,
             deferred: Vec::new(),
+            deleted_seqs,
             deleted: false,
         }))
     }

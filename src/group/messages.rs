@@ -158,7 +158,39 @@ pub struct PostMessage {
     pub body: String,
     /// Remind the non-readers this long after the message is durable (validated by the caller).
     pub remind_after: Option<Duration>,
+    /// The seq this message replies to (checked by the group).
+    pub reply_to: Option<u64>,
     pub reply: Reply<Posted>,
+}
+
+/// Changes the body of the user's own message, answering once durable; every online member
+/// gets `msg_edited` then (nothing when the body is the same).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct EditMessage {
+    pub user: UserId,
+    pub seq: u64,
+    /// Checked by the caller like a send's.
+    pub body: String,
+    pub reply: Reply<()>,
+}
+
+/// Deletes a message (the sender's own, or anyone's for the group's owners and admins; `By::Admin`
+/// for the server's admin), answering once durable; every online member gets `msg_deleted` then
+/// (nothing when it was deleted already).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct DeleteMessage {
+    pub by: By,
+    pub seq: u64,
+    pub reply: Reply<()>,
+}
+
+/// The user is typing: forwarded to the group's other online members (the session throttles).
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), GroupError>")]
+pub struct Typing {
+    pub user: UserId,
 }
 
 /// The answer to [`PostMessage`].
@@ -360,8 +392,12 @@ pub struct StoredMessage {
     pub seq: u64,
     pub from: String,
     pub ts: u64,
+    /// Empty when deleted.
     pub body: String,
     pub client_id: String,
+    pub reply_to: Option<u64>,
+    pub edited_ts: Option<u64>,
+    pub deleted: bool,
 }
 
 /// Receipt counts for one message.
@@ -418,6 +454,9 @@ impl From<StoredMessage> for Message {
             ts: m.ts,
             body: m.body,
             client_id: m.client_id,
+            reply_to: m.reply_to,
+            edited_ts: m.edited_ts,
+            deleted: m.deleted,
         }
     }
 }

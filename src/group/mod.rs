@@ -12,6 +12,7 @@
 //! - `queries.rs`: summaries, pages of messages, receipts, readers;
 //! - `receipts.rs`: the receipt index, counts in O(log members) (pure, property-tested);
 //! - `controls.rs`: name and receipt policy, private reads, "marked unread";
+//! - `edits.rs`: editing and deleting messages (unread and receipts skip deleted ones), typing;
 //! - `membership.rs`: members, roles and who may change them, leaving, deleting the group;
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
@@ -22,6 +23,7 @@
 
 mod commit_queue;
 mod controls;
+mod edits;
 mod fanout;
 mod load;
 mod membership;
@@ -33,7 +35,7 @@ mod tick;
 
 pub use messages::*;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,8 +48,8 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::protocol::{Message, ServerFrame};
 use crate::store::{
-    now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, ReceiptPolicyRecord,
-    RoleRecord, Store, StoreError,
+    now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, Note,
+    ReceiptPolicyRecord, RoleRecord, Store, StoreError,
 };
 
 use commit_queue::{AfterFlush, CommitQueue, Flushed};
@@ -97,6 +99,8 @@ pub struct GroupActor {
     /// Pushes of membership and role changes written and not yet queued behind their flush
     /// (see `membership.rs`).
     deferred: Vec<AfterFlush>,
+    /// Deleted messages (their seqs stay; unread counts and receipts skip them).
+    deleted_seqs: BTreeSet<u64>,
     /// The group was deleted: nothing is written any more, and the actor stops once the
     /// deletion is durable.
     deleted: bool,
@@ -127,6 +131,12 @@ impl GroupActor {
         if msg.remind_after.is_some() && self.settings.receipts == ReceiptPolicyRecord::Off {
             let _ = msg.reply.send(Err(GroupError::ReceiptsOff));
             return;
+        }
+        if let Some(reply_to) = msg.reply_to {
+            if let Err(e) = self.check_live_seq(reply_to) {
+                let _ = msg.reply.send(Err(e));
+                return;
+            }
         }
         let key = (msg.from, msg.client_id);
         if let Some(&(seq, ts)) = self.resend.get(&key) {
@@ -160,9 +170,9 @@ impl GroupActor {
         };
         // A message with a schedule is two writes: refuse up front while writes are refused, so
         // a `sent` does not come without its schedule.
-        let writable = match msg.remind_after {
-            Some(_) => self.deps.store.writable(),
-            None => Ok(()),
+        let writable = match (msg.remind_after, msg.reply_to) {
+            (None, None) => Ok(()),
+            _ => self.deps.store.writable(),
         };
         if let Err(e) =
             writable.and_then(|()| self.deps.store.put_message(&self.id, Seq(seq), &record))
@@ -179,6 +189,16 @@ impl GroupActor {
             return;
         }
         self.queue.wrote_message(seq);
+        if let Some(reply_to) = msg.reply_to {
+            // After the message: a note never outlives the message it is about.
+            if let Err(e) = self
+                .deps
+                .store
+                .put_note(&self.id, Note::ReplyTo, Seq(seq), reply_to)
+            {
+                log::error!("group {}: noting the reply of {seq}: {e}", self.id);
+            }
+        }
         if let Some(after) = msg.remind_after {
             // Written before the flush that answers `sent`, so `sent` covers the schedule too.
             match self.write_schedule(seq, after) {
@@ -196,6 +216,8 @@ impl GroupActor {
                 ts,
                 body: record.body,
                 client_id: record.client_id.clone(),
+                reply_to: msg.reply_to,
+                ..Message::default()
             })
             .to_text(),
         );

@@ -4,7 +4,7 @@
 
 use crate::ids::{Seq, UserId};
 use crate::protocol::MAX_PAGE_BYTES;
-use crate::store::{Direction, MemberRecord};
+use crate::store::{Direction, MemberRecord, Note};
 
 use super::receipts::Counted;
 use super::{
@@ -27,7 +27,10 @@ impl GroupActor {
     /// `msg` the session will not get pushed.
     pub(super) fn summary(&self, user: &UserId, member: &MemberRecord, head: u64) -> Summary {
         let from = member.read.max(member.joined_seq).min(head);
-        let unread = (head - from).saturating_sub(self.own_between(user, from, head));
+        // Deleted messages are not in `by_sender`: own and deleted never count twice.
+        let unread = (head - from)
+            .saturating_sub(self.own_between(user, from, head))
+            .saturating_sub(self.deleted_between(from, head));
         Summary {
             group: self.id.clone(),
             name: self.record.name.clone(),
@@ -75,7 +78,7 @@ impl GroupActor {
                 (1, below.saturating_sub(1), limit, Direction::Descending)
             }
         };
-        let mut messages = Vec::new();
+        let mut messages: Vec<StoredMessage> = Vec::new();
         let mut bytes = 0;
         if first <= last && limit > 0 {
             self.deps.store.scan_messages(
@@ -92,6 +95,9 @@ impl GroupActor {
                         ts: m.ts,
                         body: m.body,
                         client_id: m.client_id,
+                        reply_to: None,
+                        edited_ts: None,
+                        deleted: self.deleted_seqs.contains(&seq.0),
                     });
                     messages.len() < limit && bytes < MAX_PAGE_BYTES
                 },
@@ -104,11 +110,37 @@ impl GroupActor {
         if direction == Direction::Descending {
             messages.reverse();
         }
+        self.annotate(&mut messages)?;
         Ok(MessagesPage {
             messages,
             more,
             last_seq: head,
         })
+    }
+
+    /// Fills in the replied-to seqs and edit times of a page (ascending by seq).
+    fn annotate(&self, messages: &mut [StoredMessage]) -> Result<(), GroupError> {
+        let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (Seq(first.seq), Seq(last.seq));
+        let store = &self.deps.store;
+        let replies = store.notes(&self.id, Note::ReplyTo, first, last)?;
+        let edits = store.notes(&self.id, Note::Edited, first, last)?;
+        for m in messages.iter_mut() {
+            let find = |notes: &[(Seq, u64)]| {
+                notes
+                    .binary_search_by_key(&m.seq, |(seq, _)| seq.0)
+                    .ok()
+                    .and_then(|at| notes.get(at))
+                    .map(|(_, value)| *value)
+            };
+            m.reply_to = find(&replies);
+            if !m.deleted {
+                m.edited_ts = find(&edits);
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn receipts(&self, msg: ListReceipts) -> Result<ReceiptsPage, GroupError> {
@@ -138,6 +170,9 @@ impl GroupActor {
                 let mut items = Vec::with_capacity(seqs.len());
                 for seq in seqs {
                     self.check_seq(seq)?;
+                    if self.deleted_seqs.contains(&seq) {
+                        continue; // left out: a deleted message has no receipts
+                    }
                     let sender = self.sender_of(seq)?;
                     items.push(self.receipt(seq, &sender));
                 }
@@ -153,7 +188,7 @@ impl GroupActor {
             self.check_member(user)?;
             self.check_receipts_shown(true)?;
         }
-        self.check_seq(msg.seq)?;
+        self.check_live_seq(msg.seq)?;
         let sender = self.sender_of(msg.seq)?;
         let mut members: Vec<(&UserId, &MemberRecord)> = self
             .members

@@ -122,7 +122,7 @@ impl GroupActor {
         if self.settings.receipts == ReceiptPolicyRecord::Off {
             return Err(GroupError::ReceiptsOff);
         }
-        self.check_seq(seq)?;
+        self.check_live_seq(seq)?;
         if self.sender_of(seq)? != *user {
             return Err(GroupError::NotAllowed(format!(
                 "only the sender of message {seq} may remind for it"
@@ -281,6 +281,35 @@ impl GroupActor {
             }
         }
         views
+    }
+
+    /// Message `seq` was deleted: its reminders and schedule go.
+    pub(super) fn drop_reminders_of(&mut self, seq: u64) {
+        let users: Vec<UserId> = self
+            .reminders
+            .pending
+            .iter_mut()
+            .filter_map(|(user, by_seq)| by_seq.remove(&seq).map(|_| user.clone()))
+            .collect();
+        self.reminders
+            .pending
+            .retain(|_, by_seq| !by_seq.is_empty());
+        for user in users {
+            if let Err(e) = self.deps.store.remove_reminder(&self.id, Seq(seq), &user) {
+                log::debug!(
+                    "group {}: deleting a reminder of deleted {seq}: {e}",
+                    self.id
+                );
+            }
+        }
+        if self.reminders.scheduled.remove(&seq).is_some() {
+            if let Err(e) = self.deps.store.remove_schedule(&self.id, Seq(seq)) {
+                log::debug!(
+                    "group {}: deleting the schedule of deleted {seq}: {e}",
+                    self.id
+                );
+            }
+        }
     }
 
     /// `user` read up to `read`: their reminders up to it are done.

@@ -517,6 +517,7 @@ async fn post_message(
     let (reply, answer) = reply_channel();
     addr.send(PostMessage {
         remind_after: None,
+        reply_to: None,
         from,
         client_id: client_id.clone(),
         body: new.body,

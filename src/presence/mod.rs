@@ -16,7 +16,7 @@ pub use limits::SessionPermit;
 
 use limits::SessionCounts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -50,6 +50,8 @@ pub struct SessionHandle {
 /// The online sessions of every user, session ids, and the shutdown flag.
 pub struct Presence {
     sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
+    /// The users last announced online (`presence {online: true}`), for the debounce.
+    announced: Mutex<HashSet<UserId>>,
     /// Set (under the `sessions` lock) when the server shuts down: no session registers after.
     closing: AtomicBool,
     next_session_id: AtomicU64,
@@ -71,6 +73,7 @@ impl Presence {
     pub fn new(send_rate: u32, send_burst: u32, max_sessions_per_user: usize) -> Presence {
         Presence {
             sessions: Mutex::new(HashMap::new()),
+            announced: Mutex::new(HashSet::new()),
             closing: AtomicBool::new(false),
             next_session_id: AtomicU64::new(1),
             counts: Arc::new(SessionCounts::new(send_rate, send_burst)),
@@ -135,6 +138,24 @@ impl Presence {
             handle.outbox.do_send(Outbound::Unauthorized(why));
         }
         sessions.len()
+    }
+
+    /// Records `user` as announced online; `false` when they were already (a reconnect within
+    /// the debounce: nothing to announce).
+    pub fn announce_online(&self, user: &UserId) -> bool {
+        lock(&self.announced).insert(user.clone())
+    }
+
+    /// Records `user` as announced offline, if they have no session now and were announced
+    /// online; whether to announce it.
+    pub fn announce_offline(&self, user: &UserId) -> bool {
+        let sessions = lock(&self.sessions);
+        !sessions.contains_key(user) && lock(&self.announced).remove(user)
+    }
+
+    /// Whether `user` has a session open.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        lock(&self.sessions).contains_key(user)
     }
 
     /// The online sessions of a user.

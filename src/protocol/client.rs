@@ -21,6 +21,30 @@ pub enum ClientFrame {
         /// Remind the non-readers this many seconds after the message is durable.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         remind_after_secs: Option<u64>,
+        /// The seq of the message this one replies to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+    },
+    /// Changes the body of one's own message.
+    Edit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+        body: String,
+    },
+    /// Deletes a message (one's own; owners and admins: anyone's).
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    /// Tells the group's other online members that the user is typing.
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
     },
     Ack {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +208,9 @@ macro_rules! id_field {
             | ClientFrame::Settings { id, .. }
             | ClientFrame::Remind { id, .. }
             | ClientFrame::MarkUnread { id, .. }
+            | ClientFrame::Edit { id, .. }
+            | ClientFrame::Delete { id, .. }
+            | ClientFrame::Typing { id, .. }
             | ClientFrame::CreateGroup { id, .. }
             | ClientFrame::AddMember { id, .. }
             | ClientFrame::RemoveMember { id, .. }
@@ -211,6 +238,9 @@ const CLIENT_TYPES: &[&str] = &[
     "settings",
     "remind",
     "mark_unread",
+    "edit",
+    "delete",
+    "typing",
     "create_group",
     "add_member",
     "remove_member",
@@ -319,6 +349,9 @@ impl ClientFrame {
             ClientFrame::Settings { .. } => "settings",
             ClientFrame::Remind { .. } => "remind",
             ClientFrame::MarkUnread { .. } => "mark_unread",
+            ClientFrame::Edit { .. } => "edit",
+            ClientFrame::Delete { .. } => "delete",
+            ClientFrame::Typing { .. } => "typing",
             ClientFrame::CreateGroup { .. } => "create_group",
             ClientFrame::AddMember { .. } => "add_member",
             ClientFrame::RemoveMember { .. } => "remove_member",

@@ -204,6 +204,7 @@ mod tests {
             ts: 5,
             body: "hi".into(),
             client_id: "c".into(),
+            ..Default::default()
         });
         let text = msg.to_text();
         assert!(text.starts_with(r#"{"type":"msg","group":"g""#), "{text}");

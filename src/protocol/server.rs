@@ -85,6 +85,42 @@ pub enum ServerFrame {
         #[serde(default)]
         reason: LeftReason,
     },
+    /// Reply to `edit`.
+    Edited {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    /// Reply to `delete`.
+    Deleted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        group: String,
+        seq: u64,
+    },
+    /// A message's body changed (once durable).
+    MsgEdited {
+        group: String,
+        seq: u64,
+        body: String,
+        edited_ts: u64,
+    },
+    /// A message was deleted (once durable).
+    MsgDeleted {
+        group: String,
+        seq: u64,
+    },
+    /// Another member is typing.
+    Typing {
+        group: String,
+        user: String,
+    },
+    /// A user sharing a group came online or went offline.
+    Presence {
+        user: String,
+        online: bool,
+    },
     /// Reply to `create_group`.
     GroupCreated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +204,12 @@ impl ServerFrame {
             ServerFrame::Joined { .. } => "joined",
             ServerFrame::Left { .. } => "left",
             ServerFrame::GroupCreated { .. } => "group_created",
+            ServerFrame::Edited { .. } => "edited",
+            ServerFrame::Deleted { .. } => "deleted",
+            ServerFrame::MsgEdited { .. } => "msg_edited",
+            ServerFrame::MsgDeleted { .. } => "msg_deleted",
+            ServerFrame::Typing { .. } => "typing",
+            ServerFrame::Presence { .. } => "presence",
             ServerFrame::Members { .. } => "members",
             ServerFrame::Unknown => "unknown",
             ServerFrame::Pong { .. } => "pong",
@@ -252,6 +294,9 @@ pub struct MemberEntry {
     pub name: String,
     pub role: Role,
     pub joined_seq: u64,
+    /// Online now (always `false` in groups above `--presence-max-members`).
+    #[serde(default)]
+    pub online: bool,
 }
 
 /// Who sees receipts in a group.
@@ -302,15 +347,25 @@ pub enum GroupKind {
     Direct,
 }
 
-/// A stored group message as it appears in `msg` and `messages`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A stored group message as it appears in `msg` and `messages`. A deleted one has
+/// `deleted: true` and no `body` (an empty body is never stored otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub group: String,
     pub seq: u64,
     pub from: String,
     pub ts: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
     pub client_id: String,
+    /// The seq of the message this one replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// When the body was last edited (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// Receipt counts for one message (see docs/PROTOCOL.md §4).

@@ -18,6 +18,7 @@ mod frame_limit;
 
 use frame_limit::{FrameLimit, TransportFailed, TOO_LARGE_MARK};
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,6 +52,7 @@ pub(crate) fn upgrade(
         last_heard: Instant::now(),
         attached: Vec::new(),
         sends_in_flight: 0,
+        typing: HashMap::new(),
         permit,
         transport_failed: transport_failed.clone(),
     };
@@ -77,6 +79,8 @@ pub(crate) struct Session {
     attached: Vec<GroupId>,
     /// `send`s forwarded to groups and not yet answered.
     sends_in_flight: usize,
+    /// When this session last forwarded a `typing`, per group (the throttle).
+    typing: HashMap<String, Instant>,
     /// This session's place under `--max-sessions-per-user` (freed when the actor is dropped),
     /// and the user's write budget.
     permit: SessionPermit,
@@ -146,7 +150,10 @@ impl Session {
             Ok(account)
                 if self
                     .credential
-                    .is_current(&account.clone().unwrap_or_default()) => {}
+                    .is_current(&account.clone().unwrap_or_default()) =>
+            {
+                self.registry.session_opened(&self.user);
+            }
             Ok(_) => {
                 unauthorized(ctx, "tokens revoked");
                 return;
@@ -259,6 +266,7 @@ impl Actor for Session {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.registry.metrics().sessions.dec();
         self.registry.presence().unregister(&self.user, self.id);
+        self.registry.session_closed(&self.user);
         for id in self.attached.drain(..) {
             if let Some(addr) = self.registry.running_group(&id) {
                 addr.do_send(DetachSession {

@@ -4,7 +4,8 @@
 //! seq order and the last `m` key is the head) and a member key is `u` + user id. Beside them:
 //! `c` (the group's settings), `f` + user id (a member's flags), `r` + seq + user id (a pending
 //! reminder), `s` + seq (a scheduled reminder) and `o` + user id (a member's role, when not
-//! `Member`). Every kind has its own first byte, so a
+//! `Member`), and the notes about messages, `p`/`e`/`x` + seq (replied-to seq, edited and deleted
+//! times). Every kind has its own first byte, so a
 //! prefix scan reads one kind. In the shared
 //! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
 //! group id, so a prefix scan for one user never matches another id that merely starts with the
@@ -38,6 +39,11 @@ pub const REMINDER: u8 = b'r';
 pub const SCHEDULE: u8 = b's';
 /// The first byte of every role key in a group's tree.
 pub const ROLE: u8 = b'o';
+/// The first bytes of the notes about messages (`tag` + seq): the seq replied to, when edited,
+/// when deleted.
+pub const REPLY_TO: u8 = b'p';
+pub const EDITED: u8 = b'e';
+pub const DELETED: u8 = b'x';
 
 /// `tag` + user id.
 pub fn tagged(tag: u8, user: &str) -> Vec<u8> {

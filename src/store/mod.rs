@@ -150,6 +150,18 @@ pub struct ScheduleRecord {
     pub due_ms: u64,
 }
 
+/// A fact about one message kept beside it (its record's encoding never changes): a `u64` per
+/// message and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// The seq the message replies to.
+    ReplyTo,
+    /// When it was last edited (ms).
+    Edited,
+    /// When it was deleted (ms); its body is gone from the record.
+    Deleted,
+}
+
 /// A storage failure. These are fatal for the operation: the caller reports `storage` and logs.
 #[derive(Debug)]
 pub enum StoreError {
@@ -324,6 +336,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// One message.
     fn message(&self, group: &GroupId, seq: Seq) -> Result<Option<MessageRecord>, StoreError>;
+    /// Writes a note about message `seq`.
+    fn put_note(&self, group: &GroupId, note: Note, seq: Seq, value: u64)
+        -> Result<(), StoreError>;
+    /// The notes of one kind for messages `first..=last`, by seq.
+    fn notes(
+        &self,
+        group: &GroupId,
+        note: Note,
+        first: Seq,
+        last: Seq,
+    ) -> Result<Vec<(Seq, u64)>, StoreError>;
     /// The highest stored seq of a group (0 when it has none).
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError>;
 

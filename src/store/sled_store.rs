@@ -32,8 +32,8 @@ use super::codec::{decode, encode};
 use super::keys;
 use super::{
     AccountRecord, Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord,
-    MemberRecord, MessageRecord, ReminderRecord, RoleRecord, ScheduleRecord, Store, StoreError,
-    UserRecord, UserSettingsRecord,
+    MemberRecord, MessageRecord, Note, ReminderRecord, RoleRecord, ScheduleRecord, Store,
+    StoreError, UserRecord, UserSettingsRecord,
 };
 use crate::config::Durability;
 use crate::ids::{GroupId, Seq, UserId};
@@ -199,6 +199,15 @@ impl SledStore {
                 .map(|swapped| swapped.is_ok())
                 .map_err(StoreError::from),
         )
+    }
+}
+
+/// The first byte of a note's keys.
+fn note_tag(note: Note) -> u8 {
+    match note {
+        Note::ReplyTo => keys::REPLY_TO,
+        Note::Edited => keys::EDITED,
+        Note::Deleted => keys::DELETED,
     }
 }
 
@@ -590,6 +599,36 @@ impl Store for SledStore {
             .get(keys::message(seq))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    fn put_note(
+        &self,
+        group: &GroupId,
+        note: Note,
+        seq: Seq,
+        value: u64,
+    ) -> Result<(), StoreError> {
+        let key = keys::seq_key(note_tag(note), seq, "");
+        self.put(self.tree(group), &key, &value)
+    }
+
+    fn notes(
+        &self,
+        group: &GroupId,
+        note: Note,
+        first: Seq,
+        last: Seq,
+    ) -> Result<Vec<(Seq, u64)>, StoreError> {
+        let tag = note_tag(note);
+        let (from, to) = (keys::seq_key(tag, first, ""), keys::seq_key(tag, last, ""));
+        let mut out = Vec::new();
+        for entry in self.tree(group)?.range(from..=to) {
+            let (key, value) = entry?;
+            let (seq, _) = keys::seq_key_parts(&key)
+                .ok_or_else(|| StoreError::Corrupt(format!("note key in group {group}")))?;
+            out.push((seq, decode(&value)?));
+        }
+        Ok(out)
     }
 
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {

@@ -120,6 +120,8 @@ impl Engine {
             | ServerFrame::Users { ref id, .. }
             | ServerFrame::Settings { ref id, .. }
             | ServerFrame::GroupCreated { ref id, .. }
+            | ServerFrame::Edited { ref id, .. }
+            | ServerFrame::Deleted { ref id, .. }
             | ServerFrame::Members { ref id, .. }
             | ServerFrame::Reminded {
                 id: ref id @ Some(_),
@@ -139,6 +141,22 @@ impl Engine {
                 users,
             }),
             ServerFrame::Reminder(reminder) => self.emit(Event::Reminder(reminder)),
+            ServerFrame::MsgEdited {
+                group,
+                seq,
+                body,
+                edited_ts,
+            } => self.emit(Event::MessageEdited {
+                group,
+                seq,
+                body,
+                edited_ts,
+            }),
+            ServerFrame::MsgDeleted { group, seq } => {
+                self.emit(Event::MessageDeleted { group, seq })
+            }
+            ServerFrame::Typing { group, user } => self.emit(Event::Typing { group, user }),
+            ServerFrame::Presence { user, online } => self.emit(Event::Presence { user, online }),
             ServerFrame::GroupUpdated {
                 ref id,
                 ref group,

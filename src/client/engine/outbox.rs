@@ -109,6 +109,7 @@ impl Outbox {
             client_id: entry.client_id.clone(),
             body: entry.body.clone(),
             remind_after_secs: entry.remind_after_secs,
+            reply_to: None,
         })
     }
 

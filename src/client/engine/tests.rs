@@ -95,6 +95,7 @@ fn message(group: &str, seq: u64) -> Message {
         ts: 1000 + seq,
         body: format!("body {seq}"),
         client_id: format!("c{seq}"),
+        ..Default::default()
     }
 }
 

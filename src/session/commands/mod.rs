@@ -8,6 +8,7 @@
 
 mod cursor;
 mod direct;
+mod edits;
 mod fetch;
 mod membership;
 mod readers;
@@ -41,12 +42,14 @@ pub(super) fn dispatch(
             client_id,
             body,
             remind_after_secs,
+            reply_to,
         } => {
             let send = send::Send {
                 group,
                 client_id,
                 body,
                 remind_after_secs,
+                reply_to,
             };
             send::send(session, ctx, id, send)
         }
@@ -85,6 +88,14 @@ pub(super) fn dispatch(
         }
         ClientFrame::Remind { id, group, seq } => remind::remind(session, ctx, id, &group, seq),
         ClientFrame::MarkUnread { id, group } => cursor::mark_unread(session, ctx, id, &group),
+        ClientFrame::Edit {
+            id,
+            group,
+            seq,
+            body,
+        } => edits::edit(session, ctx, id, &group, seq, body),
+        ClientFrame::Delete { id, group, seq } => edits::delete(session, ctx, id, &group, seq),
+        ClientFrame::Typing { id, group } => edits::typing(session, ctx, id, &group),
         ClientFrame::CreateGroup { id, name, members } => {
             membership::create_group(session, ctx, id, &name, &members)
         }

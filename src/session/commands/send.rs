@@ -16,6 +16,7 @@ pub(super) struct Send {
     pub client_id: String,
     pub body: String,
     pub remind_after_secs: Option<u64>,
+    pub reply_to: Option<u64>,
 }
 
 pub(super) fn send(
@@ -29,6 +30,7 @@ pub(super) fn send(
         client_id,
         body,
         remind_after_secs,
+        reply_to,
     } = send;
     check_send(&client_id, &body, session.registry.config().max_body_bytes)?;
     let remind_after = match remind_after_secs {
@@ -58,6 +60,7 @@ pub(super) fn send(
     // `do_send` keeps the client's order of sends.
     addr.do_send(PostMessage {
         remind_after,
+        reply_to,
         from: session.user.clone(),
         client_id: client_id.clone(),
         body,
