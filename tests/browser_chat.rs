@@ -800,3 +800,320 @@ async fn messages_are_grouped_by_day_and_sender_links_and_mentions_are_marked_an
     );
     alice.close().await;
 }
+
+#[tokio::test]
+async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_message_leaves_the_unread_count(
+) {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    setup(&server, "team", TEAM); // Alice, the first member, is its owner
+    server.admin_expect(
+        "PUT",
+        "/api/groups/team/members/carol",
+        Some(json!({"role": "member"})),
+        200,
+    );
+    let mut driver = Driver::start();
+    let bob = driver.open_as(&server, "bob").await;
+    let carol = driver.open_as(&server, "carol").await;
+    bob.wait_connection("online").await;
+    carol.wait_connection("online").await;
+    bob.open_conversation("team").await;
+    carol.open_conversation("team").await;
+
+    // Bob writes; Carol replies to it from the bubble's "Reply".
+    bob.type_into("#composer-input", "Deploy at 3?\u{E007}")
+        .await;
+    carol.wait_bodies(&["Deploy at 3?"]).await;
+    let m = carol.message(1).await;
+    assert_eq!(
+        (&m["reply"], &m["edit"], &m["delete"]),
+        (&json!(true), &json!(false), &json!(false)),
+        "a member replies to another's message, and neither edits nor deletes it: {m}"
+    );
+    carol.click_in_message(1, ".act-reply").await;
+    carol
+        .wait_text("composer-what", "the reply bar", |t| t == "Replying to Bob")
+        .await;
+    carol
+        .type_into("#composer-input", "Make it 4.\u{E007}")
+        .await;
+    for (page, who) in [(&bob, "You"), (&carol, "Bob")] {
+        let reply = page
+            .wait_message(2, "the reply with its quote", |m| !m["quote"].is_null())
+            .await;
+        assert_eq!(reply["quote"], json!([1, who, "Deploy at 3?"]), "{reply}");
+        assert_eq!(reply["body"], "Make it 4.");
+    }
+    assert_eq!(stored(&server, "team")[1]["reply_to"], 1);
+    assert_eq!(
+        carol.js("return document.getElementById('composer-context').hidden;", vec![]).await,
+        true,
+        "the reply bar goes once sent"
+    );
+
+    // Bob edits his message (the bubble's "Edit" puts it in the composer; Enter saves): both
+    // pages show the new text, "edited", and the quote follows.
+    let m = bob.message(1).await;
+    assert_eq!((&m["edit"], &m["delete"]), (&json!(true), &json!(true)), "{m}");
+    bob.click_in_message(1, ".act-edit").await;
+    bob.wait_text("composer-what", "the edit bar", |t| t == "Editing your message")
+        .await;
+    bob.fill("#composer-input", "Deploy at 5?").await;
+    bob.type_into("#composer-input", "\u{E007}").await;
+    for page in [&bob, &carol] {
+        let m = page
+            .wait_message(1, "the edited text", |m| m["body"] == "Deploy at 5?")
+            .await;
+        assert_eq!(m["edited"], true, "{m}");
+        page.wait_message(2, "the quote follows the edit", |m| {
+            m["quote"][2] == "Deploy at 5?"
+        })
+        .await;
+    }
+    let kept = stored(&server, "team");
+    assert_eq!(kept[0]["body"], "Deploy at 5?");
+    assert!(kept[0]["edited_ts"].as_u64().is_some(), "{kept:?}");
+    assert_eq!(kept.len(), 2, "an edit is no new message");
+
+    // Alice's page, opened now, sees the edit from history; as the owner she may delete
+    // Carol's message, and Bob may not.
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    let m = alice
+        .wait_message(1, "the edited message", |m| m["edited"] == true)
+        .await;
+    assert_eq!(m["body"], "Deploy at 5?");
+    let m = alice.message(2).await;
+    assert_eq!((&m["edit"], &m["delete"]), (&json!(false), &json!(true)), "{m}");
+    assert_eq!(bob.message(2).await["delete"], false);
+
+    // Bob deletes his message (with the confirmation in the bubble): "message deleted"
+    // everywhere, the quote says so too, and the server keeps no body.
+    bob.click_in_message(1, ".act-delete").await;
+    bob.click_in_message(1, ".act-delete-yes").await;
+    for page in [&alice, &bob, &carol] {
+        let m = page
+            .wait_message(1, "message deleted", |m| m["deleted"] == true)
+            .await;
+        assert_eq!(m["body"], "message deleted", "{m}");
+        assert_eq!((&m["reply"], &m["edit"], &m["delete"]), (&json!(false), &json!(false), &json!(false)), "{m}");
+        page.wait_message(2, "the quote of a deleted message", |m| {
+            m["quote"][2] == "message deleted"
+        })
+        .await;
+    }
+    let kept = stored(&server, "team");
+    assert_eq!(kept[0]["deleted"], true, "{kept:?}");
+    assert!(kept[0].get("body").is_none(), "{kept:?}");
+
+    // Unread counts leave deleted messages out. Bob looks at another conversation; Carol
+    // writes twice, and Alice (owner) deletes one of them: Bob's badge and title go 2 -> 1.
+    bob.click("#mark-unread").await;
+    carol.type_into("#composer-input", "First.\u{E007}").await;
+    carol.type_into("#composer-input", "Second.\u{E007}").await;
+    bob.wait_badge("team", 2).await;
+    assert_eq!(bob.title().await, "(2) Rollcall");
+    alice
+        .wait_message(4, "Carol's second message", |m| m["body"] == "Second.")
+        .await;
+    alice.click_in_message(4, ".act-delete").await;
+    alice.click_in_message(4, ".act-delete-yes").await;
+    bob.wait_badge("team", 1).await;
+    assert_eq!(bob.title().await, "(1) Rollcall");
+    carol
+        .wait_message(4, "deleted by the owner", |m| m["deleted"] == true)
+        .await;
+    // A reload of Bob's page counts from the server: still 1.
+    bob.browser.refresh().await.expect("reloading");
+    bob.wait_connection("online").await;
+    bob.wait_badge("team", 1).await;
+
+    // Alice edits with the keyboard: Up in the empty composer edits her last message.
+    alice.type_into("#composer-input", "Owner here.\u{E007}").await;
+    let seq = 5;
+    alice.wait_message(seq, "Alice's message", |m| m["body"] == "Owner here.").await;
+    alice.type_into("#composer-input", "\u{E013}").await; // ArrowUp
+    alice
+        .wait_text("composer-what", "the edit bar", |t| t == "Editing your message")
+        .await;
+    alice.fill("#composer-input", "Owner here, edited.").await;
+    alice.type_into("#composer-input", "\u{E007}").await;
+    carol
+        .wait_message(seq, "the keyboard edit", |m| {
+            m["body"] == "Owner here, edited." && m["edited"] == true
+        })
+        .await;
+
+    alice.screenshot("edits.png", None).await;
+    for page in [alice, bob, carol] {
+        page.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reply_to_an_old_message_jumps_to_it_loading_earlier_pages() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    setup(&server, "team", TEAM);
+    server.post("team", "carol", "The very first plan.");
+    for i in 2..=80 {
+        server.post("team", "carol", &format!("Filler {i}."));
+    }
+    let mut bob = server.connect("bob").await;
+    let sent = bob
+        .request(json!({"type": "send", "group": "team", "client_id": "r1",
+                        "body": "Back to the first plan?", "reply_to": 1}))
+        .await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    let reply_seq = sent["seq"].as_u64().unwrap();
+    // Alice has read everything (in another client): the conversation opens at the end,
+    // without message 1.
+    let mut elsewhere = server.connect("alice").await;
+    elsewhere
+        .send_json(json!({"type": "read", "group": "team", "seq": reply_seq}))
+        .await;
+    elsewhere.ping().await;
+    elsewhere.close().await;
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    let m = alice
+        .wait_message(reply_seq, "the reply", |m| !m["quote"].is_null())
+        .await;
+    assert!(alice.message(1).await.is_null(), "message 1 is not loaded yet");
+    assert_eq!(m["quote"][0], 1, "{m}");
+    assert_eq!(m["quote"][2], "An earlier message (click to load it)", "{m}");
+
+    alice.click_in_message(reply_seq, ".quote").await;
+    alice
+        .wait_until(
+            "message 1 loaded, shown and highlighted",
+            "const li = document.querySelector('#message-list li.msg[data-seq=\"1\"]');
+             if (!li || li.dataset.jumped !== '1') return null;
+             const root = document.getElementById('messages').getBoundingClientRect();
+             const r = li.getBoundingClientRect();
+             return r.top >= root.top && r.bottom <= root.bottom;",
+            vec![],
+            |v| v == true,
+        )
+        .await;
+    let m = alice.message(reply_seq).await;
+    assert_eq!(m["quote"], json!([1, "Carol", "The very first plan."]), "{m}");
+    bob.close().await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and_typing_shows_for_a_while(
+) {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    setup(&server, "team", TEAM);
+    let mut opener = server.connect("alice").await;
+    let direct = opener
+        .request(json!({"type": "direct", "with": "bob"}))
+        .await;
+    assert_eq!(direct["group"], "dm:alice:bob", "{direct}");
+    opener.close().await;
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    let bob = driver.open_as(&server, "bob").await;
+    alice.wait_connection("online").await;
+    bob.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    bob.open_conversation("team").await;
+
+    // The member list: online first, then by name; Carol is offline.
+    let online = |who: &'static str, state: &'static str| {
+        move |v: &Value| {
+            v.as_array().is_some_and(|rows| {
+                rows.iter().any(|r| r[0] == who && r[1] == state)
+            })
+        }
+    };
+    let list = alice
+        .wait_until("Bob online in the list", MEMBERS_JS, vec![], online("bob", "online"))
+        .await;
+    assert_eq!(
+        list,
+        json!([["alice", "online"], ["bob", "online"], ["carol", "offline"]])
+    );
+    assert_eq!(alice.text("members-count").await, "2 online");
+    // Carol connects (another client): a `presence` push turns her dot on, live; she leaves
+    // and it turns off again (the server announces it some 5 s later).
+    let carol = server.connect("carol").await;
+    let list = alice
+        .wait_until("Carol online", MEMBERS_JS, vec![], online("carol", "online"))
+        .await;
+    assert_eq!(
+        list,
+        json!([["alice", "online"], ["bob", "online"], ["carol", "online"]])
+    );
+    carol.close().await;
+    alice
+        .wait_until("Carol offline", MEMBERS_JS, vec![], online("carol", "offline"))
+        .await;
+
+    // Typing: Bob types (no Enter) one key at a time; Alice sees "Bob is typing…" for about
+    // 5 s, and his page sent one `typing` for all those keys (at most one per 2 s).
+    let typing_before = server.metric("rollcall_frames_in_total{type=\"typing\"}");
+    for key in ["S", "h", "i", "p"] {
+        bob.type_into("#composer-input", key).await;
+    }
+    let started = Instant::now();
+    let shown = alice
+        .wait_text("typing", "Bob is typing", |t| !t.is_empty())
+        .await;
+    assert_eq!(shown, "Bob is typing\u{2026}");
+    assert_eq!(
+        server.metric("rollcall_frames_in_total{type=\"typing\"}") - typing_before,
+        1,
+        "one typing frame for four keys within 2 s"
+    );
+    alice
+        .wait_text("typing", "the typing line to clear", |t| t.is_empty())
+        .await;
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(3) && lasted <= Duration::from_secs(9),
+        "shown for {lasted:?}, not about 5 s"
+    );
+    // Typing again, then sending: the line goes with the message, before the 5 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past Bob's 2 s throttle
+    bob.type_into("#composer-input", " it").await;
+    alice
+        .wait_text("typing", "Bob is typing again", |t| !t.is_empty())
+        .await;
+    bob.type_into("#composer-input", "\u{E007}").await;
+    alice.wait_bodies(&["Ship it"]).await;
+    let line = alice.text("typing").await;
+    assert_eq!(line, "", "the message ended the typing line");
+
+    // The direct conversation: a dot for Bob in the list and beside the title.
+    assert_eq!(alice.js(DOT_JS, vec![json!("dm:alice:bob")]).await, "online");
+    alice.open_conversation("dm:alice:bob").await;
+    assert_eq!(
+        alice
+            .js("return document.getElementById('pane-presence').dataset.online;", vec![])
+            .await,
+        "online"
+    );
+    assert_eq!(
+        alice.js(MEMBERS_JS, vec![]).await,
+        Value::Null,
+        "no member list in a direct conversation"
+    );
+    bob.close().await;
+    alice
+        .wait_until(
+            "Bob's dot off",
+            DOT_JS,
+            vec![json!("dm:alice:bob")],
+            |v| v == "offline",
+        )
+        .await;
+    alice.close().await;
+}
