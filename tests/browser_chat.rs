@@ -642,6 +642,23 @@ fn stored(server: &Server, group: &str) -> Vec<Value> {
     page["messages"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits until `user`'s delivery mark in `group` reaches `seq` (the page got the messages:
+/// it acknowledges what arrives, hidden or not).
+async fn wait_delivered(server: &Server, group: &str, user: &str, seq: u64) {
+    let started = Instant::now();
+    while server.member(group, user)["delivered"]
+        .as_u64()
+        .unwrap_or(0)
+        < seq
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "{user} never acknowledged {seq} in {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 const TEAM: &[(&str, &str)] = &[("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")];
 
 #[tokio::test]
@@ -1115,5 +1132,141 @@ async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and
             |v| v == "offline",
         )
         .await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unless_muted() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    setup(&server, "team", TEAM);
+    let mut bob = server.connect("bob").await;
+    let direct = bob.request(json!({"type": "direct", "with": "alice"})).await;
+    assert_eq!(direct["group"], "dm:alice:bob", "{direct}");
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+
+    // Nothing is asked on load: the permission is still undecided, and a button offers it.
+    assert_eq!(
+        alice.js("return Notification.permission;", vec![]).await,
+        "default",
+        "the page asked for the permission on load"
+    );
+    assert_eq!(
+        alice
+            .js("return document.getElementById('notify-enable').hidden;", vec![])
+            .await,
+        false
+    );
+    // The test profile grants it (as the user would in the prompt), then the click asks.
+    let origin = server.url("");
+    let origin = origin.trim_end_matches('/');
+    alice
+        .cdp(
+            "Browser.grantPermissions",
+            json!({"origin": origin, "permissions": ["notifications"]}),
+        )
+        .await;
+    alice.click("#notify-enable").await;
+    alice
+        .wait_until(
+            "notifications on",
+            "return document.getElementById('notify-box').dataset.permission;",
+            vec![],
+            |v| v == "granted",
+        )
+        .await;
+    assert_eq!(
+        alice
+            .js("return document.getElementById('notify-enable').hidden;", vec![])
+            .await,
+        true
+    );
+
+    // While the page is in front, a direct message notifies nobody.
+    alice.open_conversation("team").await;
+    bob.send_msg("dm:alice:bob", "d1", "Are you there?").await;
+    alice.wait_badge("dm:alice:bob", 1).await;
+    assert_eq!(alice.title().await, "(1) Rollcall");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(alice.notifications().await.0, 0, "a notification while looking");
+
+    // Hidden behind another tab: a direct message notifies, a group message does not, a
+    // mention of Alice in the group does.
+    let tab = alice.hide_behind_a_tab(&server).await;
+    bob.send_msg("dm:alice:bob", "d2", "Lunch at noon?").await;
+    bob.send_msg("team", "g1", "Standup moved to 10.").await;
+    bob.send_msg("team", "g2", "@alice please review the notes").await;
+    wait_delivered(&server, "dm:alice:bob", "alice", 2).await;
+    wait_delivered(&server, "team", "alice", 2).await;
+    alice.back_to(tab).await;
+    let (n, last) = alice.notifications().await;
+    assert_eq!(
+        (n, last.as_str()),
+        (2, "Bob in Release team\n@alice please review the notes"),
+        "one for the direct message, one for the mention, none for the plain group message"
+    );
+    // The title counts the unread: the two direct messages (the open group is read now that
+    // the page is in front again).
+    alice
+        .wait_until("the title count", "return document.title;", vec![], |v| {
+            v == "(2) Rollcall"
+        })
+        .await;
+
+    // Muted: the direct conversation neither notifies nor counts in the title, across a
+    // reload (localStorage).
+    alice.open_conversation("dm:alice:bob").await;
+    alice.wait_badge("dm:alice:bob", 0).await;
+    let started = Instant::now();
+    while server.member("dm:alice:bob", "alice")["read"].as_u64() != Some(2) {
+        assert!(started.elapsed() < WAIT, "the direct messages were never read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice.click("#mute").await;
+    alice
+        .wait_until(
+            "the conversation muted",
+            "return document.querySelector('.conversation[data-group=\"dm:alice:bob\"]').dataset.muted;",
+            vec![],
+            |v| v == "true",
+        )
+        .await;
+    alice.open_conversation("team").await;
+    alice.browser.refresh().await.expect("reloading");
+    alice.wait_connection("online").await;
+    alice
+        .wait_until(
+            "still muted after the reload",
+            "const b = document.querySelector('.conversation[data-group=\"dm:alice:bob\"]');
+             return b ? b.dataset.muted : null;",
+            vec![],
+            |v| v == "true",
+        )
+        .await;
+    let tab = alice.hide_behind_a_tab(&server).await;
+    bob.send_msg("dm:alice:bob", "d3", "Muted, so quiet.").await;
+    bob.send_msg("team", "g3", "Thanks @alice!").await;
+    wait_delivered(&server, "dm:alice:bob", "alice", 3).await;
+    wait_delivered(&server, "team", "alice", 3).await;
+    alice.back_to(tab).await;
+    alice.wait_badge("dm:alice:bob", 1).await;
+    let (n, last) = alice.notifications().await;
+    assert_eq!(
+        (n, last.as_str()),
+        (1, "Bob in Release team\nThanks @alice!"),
+        "the muted conversation did not notify (the count starts again after the reload)"
+    );
+    // The open group is read once the page is in front again; the muted conversation's
+    // unread message is not counted.
+    alice.wait_badge("team", 0).await;
+    alice
+        .wait_until("the title without a count", "return document.title;", vec![], |v| {
+            v == "Rollcall"
+        })
+        .await;
+    assert_eq!(alice.badge("dm:alice:bob").await, 1);
+    bob.close().await;
     alice.close().await;
 }

@@ -7,8 +7,9 @@
 //   focused (rejected: every group message, which is what makes people turn them all off);
 // - mutes are kept in localStorage per user, so they survive a reload and are shared by the
 //   user's tabs; a muted conversation neither notifies nor counts in the title;
-// - every notification shown is counted on <html> (`data-notifications`, and
-//   `data-last-notification` = its title and body), which the page's tests read.
+// - every notification the browser showed (its `show` event) is counted on <html>
+//   (`data-notifications`, and `data-last-notification` = its title and body), which the
+//   page's tests read.
 
 import * as model from './model.js';
 import * as format from './format.js';
@@ -89,9 +90,11 @@ export function message(m, g) {
   } catch (e) {
     return; // e.g. Android Chrome allows them only from a service worker
   }
-  const root = document.documentElement;
-  root.dataset.notifications = String(Number(root.dataset.notifications || 0) + 1);
-  root.dataset.lastNotification = `${title}\n${body}`;
+  notification.addEventListener('show', () => {
+    const root = document.documentElement;
+    root.dataset.notifications = String(Number(root.dataset.notifications || 0) + 1);
+    root.dataset.lastNotification = `${title}\n${body}`;
+  });
   shownNow.set(g.id, notification);
   notification.addEventListener('click', () => {
     window.focus();

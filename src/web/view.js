@@ -305,7 +305,6 @@ export function render(options = {}) {
   renderPane(options);
   renderMembers();
   renderTyping();
-  notify.updateTitle();
 }
 
 // Updates the conversation list in place (replacing the buttons would swallow a click that
@@ -368,6 +367,7 @@ function renderConversations() {
   if (current.length !== wanted.length || current.some((el, i) => el !== wanted[i])) {
     list.replaceChildren(...wanted);
   }
+  notify.updateTitle(); // the badges' sum
 }
 
 // `opened`: just opened (or its first page arrived): at the first unread message, else the
