@@ -1270,3 +1270,124 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
     bob.close().await;
     alice.close().await;
 }
+
+#[tokio::test]
+async fn a_group_gone_while_offline_or_not_there_leaves_a_notice_and_a_phone_keeps_one_header_row()
+{
+    let _serial = SERIAL.lock().await;
+    let mut server = Server::start();
+    setup(&server, "team", TEAM);
+    server.post("team", "bob", "Before the outage.");
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice.wait_connection("online").await;
+    alice.open_conversation("team").await;
+    alice.wait_bodies(&["Before the outage."]).await;
+
+    // The server goes down; while the page waits to reconnect (its backoff has grown to
+    // about 8 s), it comes back and Alice is removed: the `left` push never reached the page,
+    // the next `welcome` no longer lists the group.
+    server.kill9();
+    alice
+        .wait_until(
+            "a long reconnect wait",
+            "const t = document.getElementById('connection').textContent;
+             const m = /reconnecting in (\\d+) s/.exec(t);
+             return m ? Number(m[1]) : 0;",
+            vec![],
+            |v| v.as_u64().is_some_and(|s| s >= 6),
+        )
+        .await;
+    server.restart_on_same_port();
+    server.admin_expect("DELETE", "/api/groups/team/members/alice", None, 204);
+    alice.wait_connection("online").await;
+    let notice = alice
+        .wait_until(
+            "the notice",
+            "const n = document.getElementById('pane-notice');
+             return n.hidden ? null : [n.dataset.reason, n.textContent,
+               document.getElementById('pane-title').textContent, location.hash];",
+            vec![],
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(notice[0], "gone", "{notice}");
+    assert!(
+        notice[1]
+            .as_str()
+            .is_some_and(|t| t.starts_with("You are no longer a member of Release team")),
+        "{notice}"
+    );
+    assert_eq!(notice[2], "Release team", "{notice}");
+    assert_eq!(notice[3], "", "the address no longer names it: {notice}");
+    assert_eq!(
+        alice.conversations().await,
+        json!([]),
+        "the conversation left the list"
+    );
+
+    // An address naming a conversation that is not there: a notice too.
+    alice.goto(&server.url("/#/c/nosuch")).await;
+    alice.browser.refresh().await.expect("reloading");
+    alice.wait_connection("online").await;
+    let notice = alice
+        .wait_until(
+            "the notice",
+            "const n = document.getElementById('pane-notice');
+             return n.hidden ? null : [n.dataset.reason, document.getElementById('pane-title').textContent];",
+            vec![],
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(notice, json!(["missing", "Conversation not available"]));
+
+    // A phone: the header keeps one row, "Sign out" included, and nothing is wider than the
+    // screen.
+    server.admin_expect(
+        "PUT",
+        "/api/groups/team/members/alice",
+        Some(json!({"role": "member"})),
+        200,
+    );
+    alice.browser.set_window_size(360, 740).await.expect("resizing");
+    alice.goto(&server.url("/#/c/team")).await; // (the same page: the address changes)
+    alice.wait_connection("online").await;
+    alice.wait_bodies(&["Before the outage."]).await;
+    let rows = alice
+        .js(
+            "const bar = document.querySelector('.topbar').getBoundingClientRect();
+             const items = ['h1', '#connection', '#me', '#change-password', '#sign-out']
+               .map(css => document.querySelector('.topbar ' + css).getBoundingClientRect());
+             return {bar: bar.height, tops: items.map(r => Math.round(r.top)),
+                     bottoms: items.map(r => Math.round(r.bottom)),
+                     right: Math.round(items[4].right), width: document.documentElement.clientWidth,
+                     signOut: Math.round(items[4].height)};",
+            vec![],
+        )
+        .await;
+    let tops: Vec<i64> = rows["tops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let (low, high) = (tops.iter().min().unwrap(), tops.iter().max().unwrap());
+    assert!(high - low <= 12, "the header wrapped: {rows}");
+    assert!(
+        rows["bar"].as_f64().unwrap() < 56.0,
+        "the header is taller than one row: {rows}"
+    );
+    assert!(
+        rows["signOut"].as_f64().unwrap() < 40.0,
+        "\"Sign out\" wrapped inside its button: {rows}"
+    );
+    assert!(
+        rows["right"].as_i64().unwrap() <= rows["width"].as_i64().unwrap(),
+        "{rows}"
+    );
+    assert_eq!(alice.overflows().await, Value::Null);
+    alice
+        .screenshot("narrow-conversation.png", None)
+        .await;
+    alice.close().await;
+}
