@@ -445,7 +445,6 @@ impl Page {
     }
 }
 
-
 /// Yet more of the page: the conversation (#13).
 impl Page {
     /// Runs an asynchronous script: it ends by calling its last argument with the result.
@@ -590,8 +589,7 @@ const MESSAGE_JS: &str = "const li = document.querySelector(
 
 /// The message list from the top: `['day', label, key]`, `['new']` (the "New messages" line)
 /// and `['msg', seq, grouped, name and time shown]`.
-const TIMELINE_JS: &str =
-    "return [...document.querySelectorAll('#message-list > li')].map(li => {
+const TIMELINE_JS: &str = "return [...document.querySelectorAll('#message-list > li')].map(li => {
       if (li.classList.contains('day')) return ['day', li.textContent, li.dataset.day];
       if (li.classList.contains('separator')) return ['new'];
       return ['msg', Number(li.dataset.seq || 0), li.dataset.grouped === 'true',
@@ -673,7 +671,11 @@ async fn messages_are_grouped_by_day_and_sender_links_and_mentions_are_marked_an
         "bob",
         "Release notes: https://example.org/notes?v=2&x=1. And (see https://example.org/a_(b)).",
     );
-    server.post("team", "carol", "@alice can you check? cc @alicea and bob@alice.example");
+    server.post(
+        "team",
+        "carol",
+        "@alice can you check? cc @alicea and bob@alice.example",
+    );
     server.post(
         "team",
         "carol",
@@ -713,7 +715,12 @@ async fn messages_are_grouped_by_day_and_sender_links_and_mentions_are_marked_an
         .collect();
     assert_eq!(
         rows,
-        [(1, false, true), (2, true, false), (3, false, true), (4, true, false)],
+        [
+            (1, false, true),
+            (2, true, false),
+            (3, false, true),
+            (4, true, false)
+        ],
         "[seq, grouped, name shown]"
     );
 
@@ -722,8 +729,18 @@ async fn messages_are_grouped_by_day_and_sender_links_and_mentions_are_marked_an
     assert_eq!(
         m["links"],
         json!([
-            ["https://example.org/notes?v=2&x=1", "https://example.org/notes?v=2&x=1", "noopener noreferrer", "_blank"],
-            ["https://example.org/a_(b)", "https://example.org/a_(b)", "noopener noreferrer", "_blank"]
+            [
+                "https://example.org/notes?v=2&x=1",
+                "https://example.org/notes?v=2&x=1",
+                "noopener noreferrer",
+                "_blank"
+            ],
+            [
+                "https://example.org/a_(b)",
+                "https://example.org/a_(b)",
+                "noopener noreferrer",
+                "_blank"
+            ]
         ]),
         "{m}"
     );
@@ -757,7 +774,11 @@ async fn messages_are_grouped_by_day_and_sender_links_and_mentions_are_marked_an
     }
 
     // The address names the conversation; a reload opens it again.
-    assert!(alice.url().await.ends_with("/#/c/team"), "{}", alice.url().await);
+    assert!(
+        alice.url().await.ends_with("/#/c/team"),
+        "{}",
+        alice.url().await
+    );
     alice.browser.refresh().await.expect("reloading");
     alice.wait_connection("online").await;
     alice
@@ -864,7 +885,12 @@ async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_messa
     }
     assert_eq!(stored(&server, "team")[1]["reply_to"], 1);
     assert_eq!(
-        carol.js("return document.getElementById('composer-context').hidden;", vec![]).await,
+        carol
+            .js(
+                "return document.getElementById('composer-context').hidden;",
+                vec![]
+            )
+            .await,
         true,
         "the reply bar goes once sent"
     );
@@ -872,10 +898,16 @@ async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_messa
     // Bob edits his message (the bubble's "Edit" puts it in the composer; Enter saves): both
     // pages show the new text, "edited", and the quote follows.
     let m = bob.message(1).await;
-    assert_eq!((&m["edit"], &m["delete"]), (&json!(true), &json!(true)), "{m}");
+    assert_eq!(
+        (&m["edit"], &m["delete"]),
+        (&json!(true), &json!(true)),
+        "{m}"
+    );
     bob.click_in_message(1, ".act-edit").await;
-    bob.wait_text("composer-what", "the edit bar", |t| t == "Editing your message")
-        .await;
+    bob.wait_text("composer-what", "the edit bar", |t| {
+        t == "Editing your message"
+    })
+    .await;
     bob.fill("#composer-input", "Deploy at 5?").await;
     bob.type_into("#composer-input", "\u{E007}").await;
     for page in [&bob, &carol] {
@@ -903,7 +935,11 @@ async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_messa
         .await;
     assert_eq!(m["body"], "Deploy at 5?");
     let m = alice.message(2).await;
-    assert_eq!((&m["edit"], &m["delete"]), (&json!(false), &json!(true)), "{m}");
+    assert_eq!(
+        (&m["edit"], &m["delete"]),
+        (&json!(false), &json!(true)),
+        "{m}"
+    );
     assert_eq!(bob.message(2).await["delete"], false);
 
     // Bob deletes his message (with the confirmation in the bubble): "message deleted"
@@ -915,7 +951,11 @@ async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_messa
             .wait_message(1, "message deleted", |m| m["deleted"] == true)
             .await;
         assert_eq!(m["body"], "message deleted", "{m}");
-        assert_eq!((&m["reply"], &m["edit"], &m["delete"]), (&json!(false), &json!(false), &json!(false)), "{m}");
+        assert_eq!(
+            (&m["reply"], &m["edit"], &m["delete"]),
+            (&json!(false), &json!(false), &json!(false)),
+            "{m}"
+        );
         page.wait_message(2, "the quote of a deleted message", |m| {
             m["quote"][2] == "message deleted"
         })
@@ -948,12 +988,18 @@ async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_messa
     bob.wait_badge("team", 1).await;
 
     // Alice edits with the keyboard: Up in the empty composer edits her last message.
-    alice.type_into("#composer-input", "Owner here.\u{E007}").await;
+    alice
+        .type_into("#composer-input", "Owner here.\u{E007}")
+        .await;
     let seq = 5;
-    alice.wait_message(seq, "Alice's message", |m| m["body"] == "Owner here.").await;
+    alice
+        .wait_message(seq, "Alice's message", |m| m["body"] == "Owner here.")
+        .await;
     alice.type_into("#composer-input", "\u{E013}").await; // ArrowUp
     alice
-        .wait_text("composer-what", "the edit bar", |t| t == "Editing your message")
+        .wait_text("composer-what", "the edit bar", |t| {
+            t == "Editing your message"
+        })
         .await;
     alice.fill("#composer-input", "Owner here, edited.").await;
     alice.type_into("#composer-input", "\u{E007}").await;
@@ -1000,9 +1046,15 @@ async fn a_reply_to_an_old_message_jumps_to_it_loading_earlier_pages() {
     let m = alice
         .wait_message(reply_seq, "the reply", |m| !m["quote"].is_null())
         .await;
-    assert!(alice.message(1).await.is_null(), "message 1 is not loaded yet");
+    assert!(
+        alice.message(1).await.is_null(),
+        "message 1 is not loaded yet"
+    );
     assert_eq!(m["quote"][0], 1, "{m}");
-    assert_eq!(m["quote"][2], "An earlier message (click to load it)", "{m}");
+    assert_eq!(
+        m["quote"][2], "An earlier message (click to load it)",
+        "{m}"
+    );
 
     alice.click_in_message(reply_seq, ".quote").await;
     alice
@@ -1018,7 +1070,11 @@ async fn a_reply_to_an_old_message_jumps_to_it_loading_earlier_pages() {
         )
         .await;
     let m = alice.message(reply_seq).await;
-    assert_eq!(m["quote"], json!([1, "Carol", "The very first plan."]), "{m}");
+    assert_eq!(
+        m["quote"],
+        json!([1, "Carol", "The very first plan."]),
+        "{m}"
+    );
     bob.close().await;
     alice.close().await;
 }
@@ -1046,13 +1102,17 @@ async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and
     // The member list: online first, then by name; Carol is offline.
     let online = |who: &'static str, state: &'static str| {
         move |v: &Value| {
-            v.as_array().is_some_and(|rows| {
-                rows.iter().any(|r| r[0] == who && r[1] == state)
-            })
+            v.as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r[0] == who && r[1] == state))
         }
     };
     let list = alice
-        .wait_until("Bob online in the list", MEMBERS_JS, vec![], online("bob", "online"))
+        .wait_until(
+            "Bob online in the list",
+            MEMBERS_JS,
+            vec![],
+            online("bob", "online"),
+        )
         .await;
     assert_eq!(
         list,
@@ -1063,7 +1123,12 @@ async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and
     // and it turns off again (the server announces it some 5 s later).
     let carol = server.connect("carol").await;
     let list = alice
-        .wait_until("Carol online", MEMBERS_JS, vec![], online("carol", "online"))
+        .wait_until(
+            "Carol online",
+            MEMBERS_JS,
+            vec![],
+            online("carol", "online"),
+        )
         .await;
     assert_eq!(
         list,
@@ -1071,7 +1136,12 @@ async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and
     );
     carol.close().await;
     alice
-        .wait_until("Carol offline", MEMBERS_JS, vec![], online("carol", "offline"))
+        .wait_until(
+            "Carol offline",
+            MEMBERS_JS,
+            vec![],
+            online("carol", "offline"),
+        )
         .await;
 
     // Typing: Bob types (no Enter) one key at a time; Alice sees "Bob is typing…" for about
@@ -1110,11 +1180,17 @@ async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and
     assert_eq!(line, "", "the message ended the typing line");
 
     // The direct conversation: a dot for Bob in the list and beside the title.
-    assert_eq!(alice.js(DOT_JS, vec![json!("dm:alice:bob")]).await, "online");
+    assert_eq!(
+        alice.js(DOT_JS, vec![json!("dm:alice:bob")]).await,
+        "online"
+    );
     alice.open_conversation("dm:alice:bob").await;
     assert_eq!(
         alice
-            .js("return document.getElementById('pane-presence').dataset.online;", vec![])
+            .js(
+                "return document.getElementById('pane-presence').dataset.online;",
+                vec![]
+            )
             .await,
         "online"
     );
@@ -1125,12 +1201,9 @@ async fn the_member_list_shows_who_is_online_direct_conversations_have_a_dot_and
     );
     bob.close().await;
     alice
-        .wait_until(
-            "Bob's dot off",
-            DOT_JS,
-            vec![json!("dm:alice:bob")],
-            |v| v == "offline",
-        )
+        .wait_until("Bob's dot off", DOT_JS, vec![json!("dm:alice:bob")], |v| {
+            v == "offline"
+        })
         .await;
     alice.close().await;
 }
@@ -1141,7 +1214,9 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
     let server = Server::start();
     setup(&server, "team", TEAM);
     let mut bob = server.connect("bob").await;
-    let direct = bob.request(json!({"type": "direct", "with": "alice"})).await;
+    let direct = bob
+        .request(json!({"type": "direct", "with": "alice"}))
+        .await;
     assert_eq!(direct["group"], "dm:alice:bob", "{direct}");
     let mut driver = Driver::start();
     let alice = driver.open_as(&server, "alice").await;
@@ -1155,7 +1230,10 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
     );
     assert_eq!(
         alice
-            .js("return document.getElementById('notify-enable').hidden;", vec![])
+            .js(
+                "return document.getElementById('notify-enable').hidden;",
+                vec![]
+            )
             .await,
         false
     );
@@ -1179,7 +1257,10 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
         .await;
     assert_eq!(
         alice
-            .js("return document.getElementById('notify-enable').hidden;", vec![])
+            .js(
+                "return document.getElementById('notify-enable').hidden;",
+                vec![]
+            )
             .await,
         true
     );
@@ -1190,14 +1271,19 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
     alice.wait_badge("dm:alice:bob", 1).await;
     assert_eq!(alice.title().await, "(1) Rollcall");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(alice.notifications().await.0, 0, "a notification while looking");
+    assert_eq!(
+        alice.notifications().await.0,
+        0,
+        "a notification while looking"
+    );
 
     // Hidden behind another tab: a direct message notifies, a group message does not, a
     // mention of Alice in the group does.
     let tab = alice.hide_behind_a_tab(&server).await;
     bob.send_msg("dm:alice:bob", "d2", "Lunch at noon?").await;
     bob.send_msg("team", "g1", "Standup moved to 10.").await;
-    bob.send_msg("team", "g2", "@alice please review the notes").await;
+    bob.send_msg("team", "g2", "@alice please review the notes")
+        .await;
     wait_delivered(&server, "dm:alice:bob", "alice", 2).await;
     wait_delivered(&server, "team", "alice", 2).await;
     alice.back_to(tab).await;
@@ -1221,7 +1307,10 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
     alice.wait_badge("dm:alice:bob", 0).await;
     let started = Instant::now();
     while server.member("dm:alice:bob", "alice")["read"].as_u64() != Some(2) {
-        assert!(started.elapsed() < WAIT, "the direct messages were never read");
+        assert!(
+            started.elapsed() < WAIT,
+            "the direct messages were never read"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     alice.click("#mute").await;
@@ -1262,9 +1351,12 @@ async fn desktop_notifications_for_direct_messages_and_mentions_while_hidden_unl
     // unread message is not counted.
     alice.wait_badge("team", 0).await;
     alice
-        .wait_until("the title without a count", "return document.title;", vec![], |v| {
-            v == "Rollcall"
-        })
+        .wait_until(
+            "the title without a count",
+            "return document.title;",
+            vec![],
+            |v| v == "Rollcall",
+        )
         .await;
     assert_eq!(alice.badge("dm:alice:bob").await, 1);
     bob.close().await;
@@ -1349,7 +1441,11 @@ async fn a_group_gone_while_offline_or_not_there_leaves_a_notice_and_a_phone_kee
         Some(json!({"role": "member"})),
         200,
     );
-    alice.browser.set_window_size(360, 740).await.expect("resizing");
+    alice
+        .browser
+        .set_window_size(360, 740)
+        .await
+        .expect("resizing");
     alice.goto(&server.url("/#/c/team")).await; // (the same page: the address changes)
     alice.wait_connection("online").await;
     alice.wait_bodies(&["Before the outage."]).await;
@@ -1386,8 +1482,125 @@ async fn a_group_gone_while_offline_or_not_there_leaves_a_notice_and_a_phone_kee
         "{rows}"
     );
     assert_eq!(alice.overflows().await, Value::Null);
-    alice
-        .screenshot("narrow-conversation.png", None)
+    alice.screenshot("narrow-conversation.png", None).await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn a_conversation_with_everything_in_it_for_the_readme() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start();
+    setup(
+        &server,
+        "team",
+        &[
+            ("alice", "Alice"),
+            ("bob", "Bob"),
+            ("carol", "Carol"),
+            ("dave", "Dave"),
+        ],
+    );
+    server.post("team", "carol", "Release candidate 2 is tagged.");
+    server.post(
+        "team",
+        "carol",
+        "Changelog: https://example.org/rollcall/rc2",
+    );
+    server.post("team", "bob", "Smoke tests are green on staging.");
+    let mut bob_ws = server.connect("bob").await;
+    let sent = bob_ws
+        .request(json!({"type": "send", "group": "team", "client_id": "s1",
+                        "body": "Ship it tomorrow at 10?", "reply_to": 1}))
         .await;
+    let ship = sent["seq"].as_u64().unwrap();
+    bob_ws
+        .request(json!({"type": "edit", "group": "team", "seq": ship,
+                        "body": "Ship it tomorrow at 9?"}))
+        .await;
+    let oops = bob_ws
+        .request(json!({"type": "send", "group": "team", "client_id": "s2",
+                        "body": "wrong channel, sorry"}))
+        .await;
+    bob_ws
+        .request(json!({"type": "delete", "group": "team", "seq": oops["seq"]}))
+        .await;
+    let last = bob_ws
+        .request(json!({"type": "send", "group": "team", "client_id": "s3",
+                        "body": "@alice can you write the announcement?"}))
+        .await;
+    bob_ws.close().await;
+    // Alice has read it all elsewhere (no "New messages" line in the picture).
+    let mut elsewhere = server.connect("alice").await;
+    elsewhere
+        .send_json(json!({"type": "read", "group": "team", "seq": last["seq"]}))
+        .await;
+    elsewhere.ping().await;
+    elsewhere.close().await;
+    let mut driver = Driver::start();
+    let alice = driver.open_as(&server, "alice").await;
+    alice
+        .browser
+        .set_window_size(1100, 900)
+        .await
+        .expect("resizing");
+    let bob = driver.open_as(&server, "bob").await;
+    let carol = server.connect("carol").await;
+    alice.wait_connection("online").await;
+    bob.wait_connection("online").await;
+    bob.open_conversation("team").await;
+    alice.open_conversation("team").await;
+    alice
+        .wait_message(ship + 2, "the mention", |m| m["mentioned"] == true)
+        .await;
+    alice
+        .type_into("#composer-input", "On it, draft in 10 minutes.\u{E007}")
+        .await;
+    alice
+        .wait_bodies(&[
+            "Release candidate 2 is tagged.",
+            "Changelog: https://example.org/rollcall/rc2",
+            "Smoke tests are green on staging.",
+            "Ship it tomorrow at 9?",
+            "message deleted",
+            "@alice can you write the announcement?",
+            "On it, draft in 10 minutes.",
+        ])
+        .await;
+    // Yesterday's messages: the first two are moved back a day in the page (the server
+    // stamps every message now), so the picture shows a day separator.
+    alice
+        .js_async(
+            "const done = arguments[arguments.length - 1];
+             Promise.all([import('/model.js'), import('/view.js')]).then(([model, view]) => {
+               const g = model.group('team');
+               for (const seq of [1, 2]) g.msgs.get(seq).ts -= 24 * 3600 * 1000;
+               view.render();
+               done(null);
+             });",
+            vec![],
+        )
+        .await;
+    alice
+        .wait_until("Carol online", MEMBERS_JS, vec![], |v| {
+            v.as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r[0] == "carol" && r[1] == "online"))
+        })
+        .await;
+    bob.type_into("#composer-input", "Thanks").await;
+    alice
+        .wait_text("typing", "Bob is typing", |t| t == "Bob is typing\u{2026}")
+        .await;
+    let m = alice.message(ship).await;
+    assert_eq!(
+        m["quote"],
+        json!([1, "Carol", "Release candidate 2 is tagged."]),
+        "{m}"
+    );
+    assert_eq!(m["edited"], true, "{m}");
+    alice
+        .screenshot("conversation.png", Some("conversation.png"))
+        .await;
+    carol.close().await;
+    bob.close().await;
     alice.close().await;
 }
