@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{token, Client, Server, ADMIN_TOKEN};
+use common::{token, Server};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -154,15 +154,6 @@ impl Driver {
                     self.log_tail()
                 )
             })
-    }
-
-    /// A browser with nothing open yet, named `name` in failure messages.
-    async fn page(&mut self, name: &str) -> Page {
-        Page {
-            browser: self.browser().await,
-            name: name.to_string(),
-            driver_port: self.port,
-        }
     }
 
     /// A browser signed in as `user` through a token link (`/?token=`).
@@ -363,45 +354,6 @@ impl Page {
             .unwrap_or_else(|e| panic!("{}: typing into {css}: {e}", self.name));
     }
 
-    /// Chooses the option with `value` in a `<select>`.
-    async fn choose(&self, css: &str, value: &str) {
-        self.browser
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name))
-            .select_by_value(value)
-            .await
-            .unwrap_or_else(|e| panic!("{}: choosing {value} in {css}: {e}", self.name));
-    }
-
-    /// Signs in with the form: user and password, then the submit button.
-    async fn sign_in(&self, user: &str, password: &str) {
-        self.fill("#login-user", user).await;
-        self.fill("#login-password", password).await;
-        self.click("#login-form button[type=\"submit\"]").await;
-    }
-
-    /// Waits for the sign-in form; returns the message it shows (empty when none).
-    async fn wait_signed_out(&self, what: &str) -> String {
-        let value = self
-            .wait_until(
-                what,
-                "if (document.getElementById('signin').hidden) return null;
-                 const m = document.getElementById('signin-message');
-                 return m.hidden ? '' : m.textContent;",
-                vec![],
-                |v| v.is_string(),
-            )
-            .await;
-        value.as_str().unwrap_or_default().to_string()
-    }
-
-    /// The token the page keeps in localStorage (`null` when none).
-    async fn stored_token(&self) -> Value {
-        self.js("return localStorage.getItem('rollcall.token');", vec![])
-            .await
-    }
-
     /// The address bar.
     async fn url(&self) -> String {
         let value = self.js("return location.href;", vec![]).await;
@@ -428,18 +380,6 @@ impl Page {
             "return [...document.querySelectorAll('#conversations .conversation')]
                .map(b => [b.dataset.group, b.querySelector('.title').textContent]);",
             vec![],
-        )
-        .await
-    }
-
-    /// Waits until the conversation list satisfies `accept`.
-    async fn wait_conversations(&self, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
-        self.wait_until(
-            what,
-            "return [...document.querySelectorAll('#conversations .conversation')]
-               .map(b => [b.dataset.group, b.querySelector('.title').textContent]);",
-            vec![],
-            accept,
         )
         .await
     }

@@ -256,7 +256,8 @@ function onWelcome(frame) {
   ui.restored(wasOpen, wasTitle);
   fetchUsers(null, []);
   for (const g of model.allGroups()) {
-    if (g.kind === 'direct') members(g.id, () => ui.live());
+    // The other person's dot; the open group's member list.
+    if (g.kind === 'direct' || g.id === model.activeId()) members(g.id, () => ui.live());
   }
   for (const g of model.allGroups()) {
     if (g.loaded) {
@@ -389,7 +390,8 @@ export function editMessage(group, seq, body, onReply) {
     if (reply.type === 'edited') {
       const g = model.group(group);
       const m = g && g.msgs.get(seq);
-      if (m) model.applyEdit({ group, seq, body, edited_ts: Math.max(m.edited_ts || 0, Date.now()) });
+      // The `msg_edited` that follows brings the server's time; until then "edited" shows.
+      if (m) model.applyEdit({ group, seq, body, edited_ts: Math.max(m.edited_ts || 0, 1) });
       if (g) ui.changed(g, seq);
       ui.render();
     }

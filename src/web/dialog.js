@@ -128,6 +128,15 @@ export function receiptsChanged(group, items) {
   }
 }
 
+// A message was edited or deleted: the dialog quotes the new text, or closes for a deleted one.
+export function messageChanged(group, seq) {
+  if (!readersOpen || readersOpen.group !== group || readersOpen.seq !== seq) return;
+  const g = model.group(group);
+  const m = g && g.msgs.get(seq);
+  if (!m || m.deleted) $('readers-dialog').close();
+  else showReaders(group, seq);
+}
+
 export function wire() {
   $('readers-close').addEventListener('click', () => $('readers-dialog').close());
   $('readers-dialog').addEventListener('close', () => { readersOpen = null; });

@@ -7,7 +7,9 @@
 // modules read it through the functions below and change it only through them, except for a
 // group record's connection bookkeeping (see newGroup), which connection.js keeps.
 // - messages are kept per group in a Map keyed by seq, so a message is never stored twice
-//   (a push, a sync page and a history page may all carry it);
+//   (a push, a sync page and a history page may all carry it); of two versions the newer one
+//   is kept (a deletion is final, then the later `edited_ts`), and a deleted message keeps
+//   only its seq, sender and time, so it never counts as unread;
 // - the outbox holds sends not yet answered by `sent`, also in sessionStorage so a reload of
 //   the tab keeps them;
 // - a reminder is kept until the read mark reaches its seq (the server drops it then too), and
@@ -18,7 +20,7 @@ const OUTBOX_KEY = 'rollcall.outbox';
 
 let user = null; // the signed-in user's id, from `welcome`
 let active = null; // the open group id
-let outbox = []; // {group, client_id, body, remind_after_secs?, failed?}: not yet `sent`
+let outbox = []; // {group, client_id, body, remind_after_secs?, reply_to?, failed?}: not yet `sent`
 let openWhenJoined = null; // a direct conversation asked for, waiting for its `joined`
 const groups = new Map(); // group id -> group (see newGroup)
 const names = new Map(); // user id -> display name

@@ -185,6 +185,7 @@ export function restored(wasOpen, wasTitle) {
 // can no longer go on.
 export function changed(g, seq) {
   const m = g.msgs.get(seq);
+  dialog.messageChanged(g.id, seq);
   if (composing && composing.group === g.id && composing.seq === seq && m && m.deleted) {
     cancelComposing();
   }
@@ -647,8 +648,11 @@ function startComposing(mode, group, seq) {
   const m = g && g.msgs.get(seq);
   if (!m || m.deleted || (mode === 'edit' && !model.canEdit(m))) return;
   const input = $('composer-input');
-  if (composing && composing.mode === 'edit' && mode !== 'edit') input.value = '';
-  composing = { mode, group, seq };
+  // An edit borrows the composer: what was typed there comes back afterwards.
+  let draft = composing ? composing.draft : input.value;
+  if (composing && composing.mode === 'edit' && mode !== 'edit') input.value = draft;
+  if (!(composing && composing.mode === 'edit') && mode === 'edit') draft = input.value;
+  composing = { mode, group, seq, draft };
   if (mode === 'edit') input.value = m.body;
   drawComposing();
   input.focus();
@@ -657,9 +661,9 @@ function startComposing(mode, group, seq) {
 
 function cancelComposing() {
   if (!composing) return;
-  const wasEdit = composing.mode === 'edit';
+  const { mode, draft } = composing;
   composing = null;
-  if (wasEdit) $('composer-input').value = '';
+  if (mode === 'edit') $('composer-input').value = draft || '';
   drawComposing();
 }
 
