@@ -34,6 +34,7 @@ fn frames(c: &mut Criterion) {
         ts: 1_763_900_000_000,
         body: BODY.into(),
         client_id: "c-000123".into(),
+        ..Default::default()
     });
     g.bench_function("encode_msg", |b| b.iter(|| black_box(&msg).to_text().len()));
     g.finish();

@@ -47,6 +47,21 @@
 //!   restarted server must show it. The welcomes after each restart list `mg` with the stored
 //!   roles, and after the final restart the roster is exactly the last answered one.
 //!
+//! - edits and deletes (§3.6): now and then, after a `sent`, a client edits or deletes one of its
+//!   own acknowledged messages (one change in flight per client; resent after a reconnect, where
+//!   a repeat must answer the same and push nothing). After every restart, before changing
+//!   anything, the client reads each message it ever changed back (`sync` of that seq): an
+//!   acknowledged delete holds (`deleted: true`, no `body`), for good; a deleted message had a
+//!   delete written; otherwise the body is the latest one known durable (`edited`, a `msg_edited`
+//!   push, an earlier read) or a later one written since, with `edited_ts` exactly when edited.
+//!   `msg_edited`/`msg_deleted` pushes name a change that was written, reach each client at most
+//!   once per change (across crashes too), and prove it durable. Every `welcome`'s `unread`
+//!   leaves out the deletes acknowledged before the connect; the final `readers` probes skip
+//!   deleted seqs. After the final restart every change is exactly there, `unread` equals the
+//!   count of others' live messages above the read mark, and the admin's receipts of a deleted
+//!   seq are `invalid_seq`. (Reminded and scheduled messages are never changed: a delete drops
+//!   their reminders, which the reminder checks count on.)
+//!
 //! Sized for CI by default: 20 kills, 0.25–1 s of traffic before each, about 25 s on 2 cores in
 //! a debug build. `ROLLCALL_CRASH_KILLS=N` runs N kills; `ROLLCALL_CRASH_SEED=S` replays a seed
 //! (printed at the start; it fixes the kill schedule and the clients' choices, not their timing).
@@ -93,6 +108,11 @@ const REMIND_P: f64 = 0.08;
 const MANAGED_GROUP: &str = "mg";
 /// The users the manager moves in and out of `MANAGED_GROUP` (`m0`..), one session each.
 const N_MANAGED_USERS: usize = 6;
+/// The share of `sent` replies after which the client edits or deletes one of its messages
+/// (the one just acknowledged or one it changed before), when no change is in flight.
+const CHANGE_P: f64 = 0.03;
+/// The share of those changes that are deletes.
+const DELETE_P: f64 = 0.3;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -135,6 +155,21 @@ struct Issued {
     remind_after: Option<u64>,
 }
 
+/// A message its sender edits or deletes (docs/PROTOCOL.md §3.6).
+#[derive(Clone, Debug)]
+struct Changed {
+    sender: String,
+    original: String,
+    /// The bodies of the edits written, in order (each unique).
+    edits: Vec<String>,
+    /// How many of `edits` are known durable: an `edited`, a `msg_edited` or a read-back showed
+    /// the last of them (or the original, for 0).
+    durable_edits: usize,
+    delete_written: bool,
+    /// A `deleted`, a `msg_deleted` or a read-back showed it: it never comes back.
+    delete_durable: bool,
+}
+
 /// Receipt counts of one message, as pushed to its sender.
 #[derive(Clone, Copy, Default, Debug)]
 struct Counts {
@@ -172,6 +207,8 @@ struct Ledger {
     max_sent_read: HashMap<(String, String), u64>,
     /// `MANAGED_GROUP`'s roster as answered, and the change in flight.
     managed: Managed,
+    /// (group, seq) → a message its sender edits or deletes.
+    changed: HashMap<(String, u64), Changed>,
     /// Broken promises, with enough context to debug them.
     violations: Vec<String>,
     /// Figures for the report.
@@ -194,9 +231,28 @@ struct Ledger {
     /// Reminders a welcome was required to list (acknowledged, never read), all found.
     n_reminders_required: u64,
     n_receipts_off_refusals: u64,
+    n_edits: u64,
+    n_deletes: u64,
+    /// Edits and deletes written again after a reconnect (unanswered before the crash).
+    n_change_resends: u64,
+    /// Changed messages read back after a reconnect, all as promised.
+    n_change_checks: u64,
+    /// Deletes found applied by a read-back before their answer came (in flight at a kill).
+    n_deletes_found_before_answer: u64,
+    n_msg_edited: u64,
+    n_msg_deleted: u64,
+    /// Welcomes whose `unread` had acknowledged deletes of others to leave out.
+    n_unread_with_deletes: u64,
 }
 
 impl Ledger {
+    /// Whether a delete of `(group, seq)` was ever written.
+    fn delete_written(&self, group: &str, seq: u64) -> bool {
+        self.changed
+            .get(&(group.to_string(), seq))
+            .is_some_and(|c| c.delete_written)
+    }
+
     fn violation(&mut self, what: String) {
         eprintln!("VIOLATION: {what}");
         self.violations.push(what);
@@ -316,6 +372,12 @@ struct Client {
     n_connects: u64,
     /// Every send of this client is answered after `stop_sending` (counted in `n_drained`).
     drained: bool,
+    /// The edit or delete written and not answered yet: (group, seq, frame); written again
+    /// after a reconnect.
+    change: Option<(String, u64, Value)>,
+    /// `msg_edited` (with the body) and `msg_deleted` (`None`) pushes this client got, over all
+    /// its sessions: each change is pushed once.
+    change_pushes: HashSet<(String, u64, Option<String>)>,
 }
 
 /// How one session ended.
@@ -346,13 +408,15 @@ impl Client {
             touched_run: 0,
             n_connects: 0,
             drained: false,
+            change: None,
+            change_pushes: HashSet::new(),
         }
     }
 
     async fn run(mut self) {
         loop {
             let before = self.shared.kills.load(Ordering::SeqCst);
-            let (seen_before, floors, reminded_before) = {
+            let (seen_before, floors, reminded_before, deleted_before) = {
                 let ledger = self.shared.ledger();
                 let mine: Vec<(String, u64)> = ledger
                     .reminded_users
@@ -360,7 +424,18 @@ impl Client {
                     .filter(|(_, users)| users.contains(&self.user))
                     .map(|(target, _)| target.clone())
                     .collect();
-                (ledger.max_seen.clone(), ledger.floors.clone(), mine)
+                let deleted: HashSet<(String, u64)> = ledger
+                    .changed
+                    .iter()
+                    .filter(|(_, c)| c.delete_durable)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                (
+                    ledger.max_seen.clone(),
+                    ledger.floors.clone(),
+                    mine,
+                    deleted,
+                )
             };
             let Some((mut ws, welcome)) = self.connect().await else {
                 tokio::time::sleep(Duration::from_millis(15)).await;
@@ -370,6 +445,7 @@ impl Client {
             let after = self.shared.kills.load(Ordering::SeqCst);
             let clean = before == after && self.touched_run < before;
             self.check_welcome(&welcome, &seen_before, &floors, clean);
+            self.check_welcome_unread(&welcome, &deleted_before);
             self.check_welcome_reminders(&welcome, &reminded_before);
             // This connection talks to one server process, of run `after` at the latest.
             self.touched_run = self.touched_run.max(after);
@@ -497,6 +573,45 @@ impl Client {
         }
     }
 
+    /// Checks that `unread` in a `welcome` leaves out the messages of others whose delete was
+    /// durable before the connect: it is at most the seqs above the read mark that are neither
+    /// this client's own nor such a delete (other seqs may be own sends not answered yet, or
+    /// deletes in flight, so this is a bound; the final check is exact).
+    fn check_welcome_unread(&mut self, welcome: &Value, deleted_before: &HashSet<(String, u64)>) {
+        let listed = welcome["groups"].as_array().cloned().unwrap_or_default();
+        let mut ledger = self.shared.ledger();
+        for group in &self.groups {
+            let Some(entry) = listed.iter().find(|g| g["group"] == group.as_str()) else {
+                continue; // reported by check_welcome
+            };
+            let last_seq = entry["last_seq"].as_u64().unwrap_or(0);
+            let read = entry["read"].as_u64().unwrap_or(0);
+            let unread = entry["unread"].as_u64();
+            let view = &self.views[group];
+            let mut bound = 0u64;
+            let mut n_deleted = 0u64;
+            for seq in read + 1..=last_seq {
+                if view.mine.contains(&seq) {
+                    continue;
+                }
+                if deleted_before.contains(&(group.clone(), seq)) {
+                    n_deleted += 1;
+                } else {
+                    bound += 1;
+                }
+            }
+            if n_deleted > 0 {
+                ledger.n_unread_with_deletes += 1;
+            }
+            if unread.is_none_or(|unread| unread > bound) {
+                ledger.violation(format!(
+                    "[{}] {group}: welcome shows unread {unread:?}, but above read {read} up to {last_seq} at most {bound} messages of others are not deleted ({n_deleted} deletes were acknowledged): {entry}",
+                    self.user
+                ));
+            }
+        }
+    }
+
     /// Checks `welcome.reminders`: each is well formed and above the welcome's read mark of its
     /// group (a read deletes it), and every reminder a `reminded` acknowledged for this user
     /// before the connect is listed, unless the user ever sent a `read` covering it.
@@ -563,6 +678,10 @@ impl Client {
         // `readers` checks to ask again (due time, group, seq, expected list, attempts so far).
         let mut readers_again: Vec<(Instant, String, u64, &'static str, u32)> = Vec::new();
         let mut in_flight = 0usize;
+        // Read-backs of this client's changed messages in flight: request id → (group, seq).
+        // The change in flight is written again, and new ones made, only after all came back.
+        let mut checking: HashMap<String, (String, u64)> = HashMap::new();
+        let mut change_resent = false;
 
         // Resend the unanswered sends first, in their original order.
         let resend: Vec<(String, String)> = self
@@ -596,8 +715,39 @@ impl Client {
             }
         }
 
+        let to_check: Vec<(String, u64)> = {
+            let ledger = self.shared.ledger();
+            let mut keys: Vec<(String, u64)> = ledger
+                .changed
+                .iter()
+                .filter(|(_, c)| c.sender == self.user)
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.sort_unstable();
+            keys
+        };
+        for (group, seq) in to_check {
+            let id = format!("check-{group}-{seq}");
+            let frame =
+                json!({"type": "sync", "id": id, "group": group, "after": seq - 1, "limit": 1});
+            checking.insert(id, (group, seq));
+            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                self.forget_in_flight(in_flight);
+                return SessionEnd::Lost;
+            }
+        }
+
         let mut tick = tokio::time::interval(Duration::from_millis(25));
         let end = 'session: loop {
+            if checking.is_empty() && !change_resent {
+                change_resent = true;
+                if let Some((_, _, frame)) = &self.change {
+                    self.shared.ledger().n_change_resends += 1;
+                    if ws.send(Message::text(frame.to_string())).await.is_err() {
+                        break 'session SessionEnd::Lost;
+                    }
+                }
+            }
             // Top up the window with new sends.
             while !self.shared.stop_sending.load(Ordering::SeqCst) && in_flight < WINDOW {
                 self.next_n += 1;
@@ -632,7 +782,10 @@ impl Client {
                 in_flight += 1;
                 self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
             }
-            if self.outstanding.is_empty() && self.shared.stop_sending.load(Ordering::SeqCst) {
+            if self.outstanding.is_empty()
+                && self.change.is_none()
+                && self.shared.stop_sending.load(Ordering::SeqCst)
+            {
                 if !self.drained {
                     self.drained = true;
                     self.shared.n_drained.fetch_add(1, Ordering::SeqCst);
@@ -665,7 +818,14 @@ impl Client {
                     for group in self.groups.clone() {
                         let view = &self.views[&group];
                         let (known, read) = (view.known, view.local_read);
-                        let Some(probe) = (1..=known).rev().find(|s| !view.mine.contains(s)) else {
+                        // Every change is answered by now: a deleted seq has no readers.
+                        let probe = {
+                            let ledger = self.shared.ledger();
+                            (1..=known).rev().find(|&s| {
+                                !view.mine.contains(&s) && !ledger.delete_written(&group, s)
+                            })
+                        };
+                        let Some(probe) = probe else {
                             continue;
                         };
                         let expect = if read >= probe { "read" } else { "delivered" };
@@ -738,7 +898,19 @@ impl Client {
                             break SessionEnd::Lost;
                         }
                     }
+                    let may_change = change_resent
+                        && self.change.is_none()
+                        && !self.shared.stop_sending.load(Ordering::SeqCst);
+                    if may_change && self.rng.gen_bool(CHANGE_P) {
+                        if let Some(change) = self.new_change(&frame) {
+                            if ws.send(Message::text(change.to_string())).await.is_err() {
+                                break SessionEnd::Lost;
+                            }
+                        }
+                    }
                 }
+                "edited" | "deleted" => self.on_changed(&frame),
+                "msg_edited" | "msg_deleted" => self.on_change_pushed(&frame),
                 "msg" => {
                     let group = frame["group"].as_str().unwrap_or_default().to_string();
                     let seq = frame["seq"].as_u64().unwrap_or(0);
@@ -755,6 +927,10 @@ impl Client {
                 }
                 "messages" => {
                     let id = frame["id"].as_str().unwrap_or_default().to_string();
+                    if let Some((group, seq)) = checking.remove(&id) {
+                        self.check_changed(&group, seq, &frame);
+                        continue;
+                    }
                     let Some(group) = syncing.remove(&id) else {
                         self.shared
                             .ledger()
@@ -838,6 +1014,203 @@ impl Client {
             .fetch_sub(in_flight as u64, Ordering::Relaxed);
     }
 
+    /// Picks a change after a `sent`: an edit or a delete of the message just acknowledged or
+    /// of one changed before (never a reminded or scheduled one, nor one with a delete
+    /// written); records it and returns its frame.
+    fn new_change(&mut self, sent: &Value) -> Option<Value> {
+        let group = sent["group"].as_str().unwrap_or_default().to_string();
+        let seq = sent["seq"].as_u64().unwrap_or(0);
+        let client_id = sent["client_id"].as_str().unwrap_or_default();
+        let mut ledger = self.shared.ledger();
+        let earlier: Vec<(String, u64)> = ledger
+            .changed
+            .iter()
+            .filter(|(_, c)| c.sender == self.user && !c.delete_written)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let fresh = seq > 0
+            && !ledger.remind_targets.contains(&(group.clone(), seq))
+            && !ledger.ever_scheduled.contains(client_id);
+        let (group, seq) = if !earlier.is_empty() && (!fresh || self.rng.gen_bool(0.5)) {
+            let mut earlier = earlier;
+            earlier.sort_unstable();
+            earlier.swap_remove(self.rng.gen_range(0..earlier.len()))
+        } else if fresh {
+            let original = ledger.issued.get(client_id)?.body.clone();
+            ledger
+                .changed
+                .entry((group.clone(), seq))
+                .or_insert_with(|| Changed {
+                    sender: self.user.clone(),
+                    original,
+                    edits: Vec::new(),
+                    durable_edits: 0,
+                    delete_written: false,
+                    delete_durable: false,
+                });
+            (group, seq)
+        } else {
+            return None;
+        };
+        let delete = self.rng.gen_bool(DELETE_P);
+        let changed = ledger.changed.get_mut(&(group.clone(), seq))?;
+        let frame = if delete {
+            changed.delete_written = true;
+            ledger.n_deletes += 1;
+            json!({"type": "delete", "id": format!("delete-{group}-{seq}"), "group": group, "seq": seq})
+        } else {
+            let k = changed.edits.len();
+            let body = format!("{} {group} {seq} edit {k}", self.user);
+            changed.edits.push(body.clone());
+            ledger.n_edits += 1;
+            json!({"type": "edit", "id": format!("edit-{group}-{seq}-{k}"), "group": group, "seq": seq, "body": body})
+        };
+        self.change = Some((group, seq, frame.clone()));
+        Some(frame)
+    }
+
+    /// Takes an `edited` or `deleted`: the change in flight is durable.
+    fn on_changed(&mut self, frame: &Value) {
+        let mut ledger = self.shared.ledger();
+        let Some((group, seq, written)) = self.change.take() else {
+            ledger.violation(format!(
+                "[{}] an answer with no change in flight: {frame}",
+                self.user
+            ));
+            return;
+        };
+        let reply = if written["type"] == "delete" {
+            "deleted"
+        } else {
+            "edited"
+        };
+        let answers = frame["id"] == written["id"]
+            && frame["group"] == group.as_str()
+            && frame["seq"] == seq
+            && frame["type"] == reply;
+        if !answers {
+            ledger.violation(format!("[{}] {frame} does not answer {written}", self.user));
+        }
+        let Some(changed) = ledger.changed.get_mut(&(group, seq)) else {
+            return;
+        };
+        if written["type"] == "delete" {
+            changed.delete_durable = true;
+        } else {
+            changed.durable_edits = changed.durable_edits.max(changed.edits.len());
+        }
+    }
+
+    /// Takes a `msg_edited` or `msg_deleted`: a change that was written, now durable; each
+    /// change reaches a client once.
+    fn on_change_pushed(&mut self, frame: &Value) {
+        let group = frame["group"].as_str().unwrap_or_default().to_string();
+        let seq = frame["seq"].as_u64().unwrap_or(0);
+        let body = frame["body"].as_str().map(str::to_string);
+        let deleted = frame["type"] == "msg_deleted";
+        let mut ledger = self.shared.ledger();
+        if deleted {
+            ledger.n_msg_deleted += 1;
+        } else {
+            ledger.n_msg_edited += 1;
+        }
+        if !self
+            .change_pushes
+            .insert((group.clone(), seq, body.clone().filter(|_| !deleted)))
+        {
+            ledger.violation(format!("[{}] pushed again: {frame}", self.user));
+        }
+        let Some(changed) = ledger.changed.get_mut(&(group.clone(), seq)) else {
+            ledger.violation(format!(
+                "[{}] a push for a message nobody changed: {frame}",
+                self.user
+            ));
+            return;
+        };
+        let known = if deleted {
+            changed.delete_written && frame.get("body").is_none()
+        } else {
+            let at = body
+                .as_ref()
+                .and_then(|b| changed.edits.iter().position(|e| e == b));
+            if let Some(at) = at {
+                changed.durable_edits = changed.durable_edits.max(at + 1);
+            }
+            at.is_some() && frame["edited_ts"].as_u64().is_some()
+        };
+        if deleted {
+            changed.delete_durable = true;
+        }
+        if !known {
+            ledger.violation(format!(
+                "[{}] a push for a change never written: {frame}",
+                self.user
+            ));
+        }
+    }
+
+    /// Checks a changed message read back after a reconnect (before this client changes
+    /// anything on the new server) against what it knows durable.
+    fn check_changed(&mut self, group: &str, seq: u64, page: &Value) {
+        let mut ledger = self.shared.ledger();
+        ledger.n_change_checks += 1;
+        let entry = page["messages"].get(0).cloned().unwrap_or(Value::Null);
+        let key = (group.to_string(), seq);
+        let Some(changed) = ledger.changed.get(&key).cloned() else {
+            return;
+        };
+        if entry["seq"] != seq {
+            ledger.violation(format!(
+                "[{}] {group} seq {seq} read back as {page}",
+                self.user
+            ));
+            return;
+        }
+        if entry["deleted"] == true {
+            let shape = entry.get("body").is_none() && entry.get("edited_ts").is_none();
+            if !changed.delete_written || !shape {
+                ledger.violation(format!(
+                    "[{}] {group} seq {seq} is deleted (delete written: {}), or not like a deleted one: {entry}",
+                    self.user, changed.delete_written
+                ));
+            }
+            if !changed.delete_durable
+                && self
+                    .change
+                    .as_ref()
+                    .is_some_and(|c| c.0 == group && c.1 == seq)
+            {
+                ledger.n_deletes_found_before_answer += 1;
+            }
+            if let Some(c) = ledger.changed.get_mut(&key) {
+                c.delete_durable = true;
+            }
+            return;
+        }
+        let body = entry["body"].as_str().unwrap_or_default();
+        // 0: the original body; k: the body of edit k - 1.
+        let at = if body == changed.original {
+            Some(0)
+        } else {
+            changed.edits.iter().position(|e| e == body).map(|k| k + 1)
+        };
+        let edited_ts = entry["edited_ts"].as_u64();
+        let ts = entry["ts"].as_u64().unwrap_or(0);
+        let fine = entry.get("deleted").is_none_or(|d| *d == false)
+            && at.is_some_and(|at| at >= changed.durable_edits)
+            && (at == Some(0)) == edited_ts.is_none()
+            && edited_ts.is_none_or(|e| e >= ts);
+        if changed.delete_durable || !fine {
+            ledger.violation(format!(
+                "[{}] {group} seq {seq} came back as {entry}; acknowledged: delete {}, {} of the edits {:?} (original {:?})",
+                self.user, changed.delete_durable, changed.durable_edits, changed.edits, changed.original
+            ));
+        }
+        if let (Some(at), Some(c)) = (at, ledger.changed.get_mut(&key)) {
+            c.durable_edits = c.durable_edits.max(at);
+        }
+    }
+
     /// Takes a `sent`; returns a `remind` frame to write when the client decides to remind the
     /// message at once.
     fn on_sent(&mut self, frame: &Value) -> Option<Value> {
@@ -883,6 +1256,9 @@ impl Client {
             }
         }
         ledger.sent.insert(client_id.clone(), (seq, ts));
+        if let Some(view) = self.views.get_mut(&group) {
+            view.mine.insert(seq);
+        }
         let user = self.user.clone();
         ledger.saw_seq(&group, seq, &user, &client_id, "sent");
         let target = (group.clone(), seq);
@@ -2177,7 +2553,11 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
          (+{} after the final restart); \
          {MANAGED_GROUP}: {} membership and role changes ({} refused as the rules say, {} by the admin, {} hand-overs), \
          {} sends; a change in flight at {} kills: found applied {}, not applied {}, half applied {}; \
-         {} pushes seen before their change was answered, all kept; {:?} in all",
+         {} pushes seen before their change was answered, all kept; \
+         {} edits and {} deletes of own messages ({} written again after a crash, {} deletes found \
+         applied before their answer), {} read back after restarts as promised, {} msg_edited and \
+         {} msg_deleted pushes, {} welcomes with acknowledged deletes left out of unread; \
+         {:?} in all",
         ledger.issued.len(),
         ledger.sent.len(),
         report.found,
@@ -2209,6 +2589,14 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         ledger.managed.n_found_not_applied,
         ledger.managed.n_found_half_applied,
         ledger.managed.n_pushes_before_answer,
+        ledger.n_edits,
+        ledger.n_deletes,
+        ledger.n_change_resends,
+        ledger.n_deletes_found_before_answer,
+        ledger.n_change_checks,
+        ledger.n_msg_edited,
+        ledger.n_msg_deleted,
+        ledger.n_unread_with_deletes,
         started.elapsed(),
     );
 }
@@ -2392,6 +2780,7 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
     let mut seen_client_ids: HashSet<String> = HashSet::new();
     // Welcome cursors after the final restart, per (user, group).
     let mut welcomed: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let mut unread_welcomed: HashMap<(String, String), u64> = HashMap::new();
     let policy = server.group(POLICY_GROUP)["receipts"].clone();
     assert_eq!(
         policy, "full",
@@ -2408,6 +2797,10 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
             let delivered = entry["delivered"].as_u64().expect("delivered");
             let read = entry["read"].as_u64().expect("read");
             welcomed.insert((user.clone(), group.clone()), (delivered, read));
+            unread_welcomed.insert(
+                (user.clone(), group.clone()),
+                entry["unread"].as_u64().expect("unread"),
+            );
             assert_eq!(
                 entry["receipts"], "full",
                 "{user}'s welcome: {entry} (seed {seed})"
@@ -2450,18 +2843,30 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
                 panic!("{group} seq {seq}: {client_id} was never sent: {message}")
             });
             assert_eq!(
-                (
-                    issued.user.as_str(),
-                    issued.group.as_str(),
-                    issued.body.as_str()
-                ),
-                (
-                    from,
-                    group.as_str(),
-                    message["body"].as_str().expect("body")
-                ),
+                (issued.user.as_str(), issued.group.as_str()),
+                (from, group.as_str()),
                 "{group} seq {seq} is not what {client_id} sent"
             );
+            // Every change was answered: each is exactly there (PROTOCOL.md §3.6).
+            let changed = ledger.changed.get(&(group.clone(), seq));
+            let body = message.get("body").and_then(Value::as_str);
+            let edited_ts = message.get("edited_ts").and_then(Value::as_u64);
+            let deleted = message["deleted"] == true;
+            match changed {
+                Some(c) if c.delete_written => assert!(
+                    deleted && body.is_none() && edited_ts.is_none(),
+                    "{group} seq {seq}: the delete of {client_id} is not there (seed {seed}): {message}"
+                ),
+                Some(c) if !c.edits.is_empty() => assert!(
+                    !deleted && body == c.edits.last().map(String::as_str) && edited_ts.is_some(),
+                    "{group} seq {seq}: the last edit of {client_id}, {:?}, is not there (seed {seed}): {message}",
+                    c.edits.last()
+                ),
+                _ => assert!(
+                    !deleted && body == Some(issued.body.as_str()) && edited_ts.is_none(),
+                    "{group} seq {seq} is not what {client_id} sent (seed {seed}): {message}"
+                ),
+            }
             assert!(
                 seen_client_ids.insert(client_id.to_string()),
                 "duplicated: {client_id} is stored twice (again at {group} seq {seq}, seed {seed})"
@@ -2486,6 +2891,20 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
                 issued.n
             );
             found += 1;
+        }
+        // Unread counts leave out own and deleted messages.
+        for member in members_of(g) {
+            let read = welcomed[&(member.clone(), group.clone())].1;
+            let expected = history
+                .iter()
+                .filter(|m| common::seq(m) > read && m["from"] != member.as_str())
+                .filter(|m| m["deleted"] != true)
+                .count() as u64;
+            assert_eq!(
+                unread_welcomed[&(member.clone(), group.clone())],
+                expected,
+                "[{member}] {group}: welcome unread after the final restart, read mark {read} (seed {seed})"
+            );
         }
         // Every seq any client saw is in this history.
         let max_seen = ledger.max_seen.get(&group).copied().unwrap_or(0);
@@ -2548,7 +2967,21 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
         probes.sort_unstable();
         probes.dedup();
         for seq in probes {
-            let sender = history[(seq - 1) as usize]["from"].as_str().expect("from");
+            let message = &history[(seq - 1) as usize];
+            if message["deleted"] == true {
+                let answer = server.admin_expect(
+                    "GET",
+                    &format!("/api/groups/{group}/messages/{seq}/receipts"),
+                    None,
+                    400,
+                );
+                assert_eq!(
+                    answer["error"]["code"], "invalid_seq",
+                    "{group} seq {seq}: {answer}"
+                );
+                continue;
+            }
+            let sender = message["from"].as_str().expect("from");
             let (read, delivered, unread) = expected(seq, sender);
             let answer = server.admin_expect(
                 "GET",

@@ -1,7 +1,7 @@
 //! Fuzzing the group actor: random sequences of client operations against the REAL
 //! `GroupActor`, reached through the real `Registry` with a real sled store and the real
 //! group-commit thread, compared after every operation with a small model of the protocol
-//! (docs/PROTOCOL.md §1, §3.3, §4).
+//! (docs/PROTOCOL.md §1, §3.3, §3.6, §4).
 //!
 //! In-process rather than over WebSocket so that a case costs milliseconds and hundreds of
 //! sequences run in `cargo test`; the wire layer has its own suites. Online sessions are played by
@@ -10,23 +10,32 @@
 //! Operations: bursts of sends (fresh and repeated `client_id`s, several in one flush), `ack` and
 //! `read` with seqs 0, in range, `last_seq + 1` and `u64::MAX`, member add/remove, `sync` and
 //! `history` pages (as a member, a non-member and the admin), `receipts` (`mine` and `seqs`),
-//! `readers`, a welcome-style attach, and a restart of the group (a graceful stop: a new actor
+//! `readers`, `edit` and `delete` in bursts (by the sender, by another member: `not_allowed`, by
+//! the group's admin `dan` and the server's admin; of unknown, not yet durable and deleted seqs;
+//! repeated, and an edit to the body the message has), a welcome-style attach, and a restart of the group (a graceful stop: a new actor
 //! system, registry and committer over the same store; the actor rebuilds its state from the
 //! store).
 //!
 //! Checked after every operation: the answer (seq, `duplicate`, ts of the original, page, counts,
-//! lists) or the exact error code equals the model's; the group's `last_seq` and every member's
+//! lists) or the exact error code equals the model's (pages: an edited message has its latest
+//! body and an `edited_ts` that every push and page agree on, a deleted one an empty body and
+//! `deleted`; unread counts and `receipts` leave deleted messages out, `readers` of one is
+//! `invalid_seq`); the group's `last_seq` and every member's
 //! `joined_seq`/`delivered`/`read` equal the model (which keeps cursors as max-registers);
 //! `joined_seq <= read <= delivered <= last_seq`. At the end of each run of the actor: every
 //! stored message (seqs gapless from 1, sender, `client_id`, body, ts) and member record as read
 //! back from the store; each member's pushes (`msg` in seq order for exactly the messages sent
-//! while a member, `left`, `joined`, `read_sync`) in order; every `receipt` push consistent
-//! (`read <= delivered <= recipients`, only the sender's own messages).
+//! while a member, `left`, `joined`, `read_sync`, `msg_edited`/`msg_deleted` once per effective
+//! change to those online at the change) in order; every `msg`, `msg_edited` and `msg_deleted`
+//! arrived after a flush covered its write (the store is wrapped to tell); every `receipt` push
+//! consistent (`read <= delivered <= recipients`, only the sender's own messages, none for a
+//! seq after its `msg_deleted`).
 //!
 //! `PROPTEST_CASES=500 cargo test --test fuzz_group` runs longer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,20 +47,28 @@ use rollcall::commit::Committer;
 use rollcall::config::{Config, Durability};
 use rollcall::group::{
     reply_channel, AddMember, AdvanceCursor, Answer as Waiting, AttachSession, By, Cursor,
-    DescribeGroup, FetchMessages, GroupError, ListReaders, ListReceipts, Page, PostMessage, Posted,
-    ReceiptQuery, RemoveMember,
+    DeleteMessage, DescribeGroup, EditMessage, FetchMessages, GroupError, ListReaders,
+    ListReceipts, Page, PostMessage, Posted, ReceiptQuery, RemoveMember,
 };
-use rollcall::ids::{GroupId, UserId};
+use rollcall::ids::{GroupId, Seq, UserId};
 use rollcall::metrics::Metrics;
 use rollcall::presence::{Outbound, SessionHandle};
-use rollcall::protocol::{page_limit, ErrorCode, GroupSummary, Readers, ReceiptItem, ServerFrame};
+use rollcall::protocol::{
+    page_limit, ErrorCode, GroupSummary, Readers, ReceiptItem, Role, ServerFrame,
+};
 use rollcall::registry::Registry;
-use rollcall::store::{Direction, MemberRecord, SledStore, Store};
+use rollcall::store::{
+    AccountRecord, Direction, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
+    MessageRecord, Note, ReminderRecord, RoleRecord, ScheduleRecord, SledStore, Store, StoreError,
+    UserRecord, UserSettingsRecord,
+};
 
 /// The users; sorted, so an index order is the id order.
 const USERS: [&str; 5] = ["ann", "bob", "cat", "dan", "eve"];
 /// Members at the start (added as the first operations).
 const FIRST_MEMBERS: [usize; 3] = [0, 1, 2];
+/// The one user added with the role `admin` (whenever added): may delete others' messages.
+const GROUP_ADMIN: usize = 3;
 const GROUP: &str = "g";
 
 fn cases(default: u32) -> u32 {
@@ -123,6 +140,25 @@ enum Item {
     Remove(usize),
     /// `ack` (`false`) or `read` (`true`), the seq picked against `last_seq` before the burst.
     Cursor(usize, bool, SeqPick),
+    /// `edit` by the user, to a fresh body (`false`) or to the message's body now (`true`).
+    Edit(usize, Target, bool),
+    /// `delete` by a user (`None`: the server's admin, `By::Admin`).
+    Delete(Option<usize>, Target),
+}
+
+/// The message an edit or delete names, resolved against `last_seq` before the burst.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// One of the acting user's own messages (deleted ones included); any seq if none.
+    Own(u8),
+    Any(SeqPick),
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        3 => any::<u8>().prop_map(Target::Own),
+        1 => seq_pick().prop_map(Target::Any),
+    ]
 }
 
 fn item() -> impl Strategy<Value = Item> {
@@ -131,6 +167,10 @@ fn item() -> impl Strategy<Value = Item> {
         1 => (0..USERS.len()).prop_map(Item::Add),
         1 => (0..USERS.len()).prop_map(Item::Remove),
         2 => (0..USERS.len(), any::<bool>(), seq_pick()).prop_map(|(u, r, s)| Item::Cursor(u, r, s)),
+        2 => (0..USERS.len(), target(), proptest::bool::weighted(0.2))
+            .prop_map(|(u, t, same)| Item::Edit(u, t, same)),
+        1 => (proptest::option::weighted(0.85, 0..USERS.len()), target())
+            .prop_map(|(u, t)| Item::Delete(u, t)),
     ]
 }
 
@@ -170,8 +210,14 @@ fn op() -> impl Strategy<Value = Op> {
 struct ModelMessage {
     from: usize,
     client_id: String,
+    /// The latest body; empty once deleted.
     body: String,
+    /// The body as sent (what `msg` carried).
+    sent_body: String,
     ts: u64,
+    /// Edited at least once (to another body), and not deleted since.
+    edited: bool,
+    deleted: bool,
 }
 
 /// A push the model expects a member's session to get, in order.
@@ -182,16 +228,22 @@ enum Push {
     /// `joined` with this `last_seq` (the join point).
     Joined(u64),
     ReadSync(u64),
+    /// `msg_edited` with the new body.
+    Edited(u64, String),
+    Deleted(u64),
 }
 
 /// Work the actor does once the flush covering a burst's writes is back, in order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Release {
     /// Push `msg` to every attached session.
     Msg(u64),
     /// A member added with this join point: attach their session and send `joined`, unless that
     /// membership is over (removed, or removed and added again) by then.
     Attach(usize, u64),
+    /// `msg_edited` or `msg_deleted` to the users whose sessions were attached at the change,
+    /// if they still are.
+    Notify(Push, Vec<usize>),
 }
 
 /// The protocol, naively: every count is a scan.
@@ -209,6 +261,8 @@ struct Model {
     release: Vec<Release>,
     /// Makes every body unique, so a resend with another body is told apart from the original.
     bodies: u64,
+    /// `(seq, body)` of an edit → its `edited_ts`, once a push or a page showed it.
+    edited_ts: HashMap<(u64, String), u64>,
 }
 
 impl Model {
@@ -218,6 +272,33 @@ impl Model {
 
     fn message(&self, seq: u64) -> &ModelMessage {
         &self.messages[usize::try_from(seq - 1).expect("small seq")]
+    }
+
+    fn message_mut(&mut self, seq: u64) -> &mut ModelMessage {
+        &mut self.messages[usize::try_from(seq - 1).expect("small seq")]
+    }
+
+    /// The users whose sessions get the group's pushes now.
+    fn online(&self) -> Vec<usize> {
+        (0..USERS.len()).filter(|&u| self.attached[u]).collect()
+    }
+
+    /// Records an `edited_ts` seen for the edit that set `body`; all sightings must agree.
+    fn saw_edit(&mut self, seq: u64, body: &str, edited_ts: u64) -> Result<(), TestCaseError> {
+        let ts = self.message(seq).ts;
+        prop_assert!(
+            edited_ts >= ts,
+            "message {} edited at {} before it was sent at {}",
+            seq,
+            edited_ts,
+            ts
+        );
+        let known = *self
+            .edited_ts
+            .entry((seq, body.to_string()))
+            .or_insert(edited_ts);
+        prop_assert_eq!(known, edited_ts, "edited_ts of {} ({})", seq, body);
+        Ok(())
     }
 
     fn member(&self, user: usize) -> Result<MemberRecord, ErrorCode> {
@@ -230,6 +311,82 @@ impl Model {
         } else {
             Ok(())
         }
+    }
+
+    /// The seq an edit or delete by `user` (`None`: the admin) names; `last` is `last_seq`
+    /// before the burst.
+    fn resolve(&self, user: Option<usize>, target: Target, last: u64) -> u64 {
+        match (user, target) {
+            (Some(user), Target::Own(k)) => {
+                let own: Vec<u64> = (1..=last)
+                    .filter(|&s| self.message(s).from == user)
+                    .collect();
+                match own.len() {
+                    0 => SeqPick::In(k).at(last),
+                    n => own[usize::from(k) % n],
+                }
+            }
+            (None, Target::Own(k)) => SeqPick::In(k).at(last),
+            (_, Target::Any(pick)) => pick.at(last),
+        }
+    }
+
+    /// Fails unless `seq` names a message that is not deleted.
+    fn check_live_seq(&self, seq: u64) -> Result<(), ErrorCode> {
+        self.check_seq(seq)?;
+        if self.message(seq).deleted {
+            return Err(ErrorCode::InvalidSeq);
+        }
+        Ok(())
+    }
+
+    /// PROTOCOL.md §3.6: only the sender edits a durable, live message; the same body again
+    /// changes and pushes nothing.
+    fn edit(&mut self, user: usize, seq: u64, body: &str, durable: u64) -> Result<(), ErrorCode> {
+        self.member(user)?;
+        if seq == 0 || seq > durable || self.message(seq).deleted {
+            return Err(ErrorCode::InvalidSeq);
+        }
+        if self.message(seq).from != user {
+            return Err(ErrorCode::NotAllowed);
+        }
+        if self.message(seq).body == body {
+            return Ok(());
+        }
+        let online = self.online();
+        let m = self.message_mut(seq);
+        m.body = body.to_string();
+        m.edited = true;
+        let push = Push::Edited(seq, body.to_string());
+        self.release.push(Release::Notify(push, online));
+        Ok(())
+    }
+
+    /// PROTOCOL.md §3.6: the sender, the group's admins and the server's admin (`by: None`)
+    /// delete; a delete of a deleted message answers the same and pushes nothing.
+    fn delete(&mut self, by: Option<usize>, seq: u64, durable: u64) -> Result<(), ErrorCode> {
+        if let Some(user) = by {
+            self.member(user)?;
+        }
+        if seq == 0 || seq > durable {
+            return Err(ErrorCode::InvalidSeq);
+        }
+        if self.message(seq).deleted {
+            return Ok(());
+        }
+        if let Some(user) = by {
+            if self.message(seq).from != user && user != GROUP_ADMIN {
+                return Err(ErrorCode::NotAllowed);
+            }
+        }
+        let online = self.online();
+        let m = self.message_mut(seq);
+        m.body.clear();
+        m.deleted = true;
+        m.edited = false;
+        self.release
+            .push(Release::Notify(Push::Deleted(seq), online));
+        Ok(())
     }
 
     /// A send: `(seq, duplicate)`; `ts` is filled in from the actor's answer for a new message.
@@ -246,7 +403,10 @@ impl Model {
             from: user,
             client_id: client_id.to_string(),
             body: body.to_string(),
+            sent_body: body.to_string(),
             ts: 0,
+            edited: false,
+            deleted: false,
         });
         let seq = self.last();
         self.resend.insert(key, seq);
@@ -325,6 +485,13 @@ impl Model {
                         self.pushes[user].push(Push::Joined(joined_seq));
                     }
                 }
+                Release::Notify(push, users) => {
+                    for user in users {
+                        if self.attached[user] {
+                            self.pushes[user].push(push.clone());
+                        }
+                    }
+                }
             }
         }
     }
@@ -384,7 +551,7 @@ impl Model {
         match query {
             ReceiptQuery::Mine { after, limit } => {
                 let own: Vec<u64> = (after.saturating_add(1)..=self.last())
-                    .filter(|&s| self.message(s).from == user)
+                    .filter(|&s| self.message(s).from == user && !self.message(s).deleted)
                     .collect();
                 let items = own.iter().take(*limit).map(|&s| self.counts(s)).collect();
                 Ok((items, own.len() > *limit))
@@ -393,7 +560,10 @@ impl Model {
                 let mut items = Vec::new();
                 for &seq in seqs {
                     self.check_seq(seq)?;
-                    items.push(self.counts(seq));
+                    // A deleted message has no receipts: left out.
+                    if !self.message(seq).deleted {
+                        items.push(self.counts(seq));
+                    }
                 }
                 Ok((items, false))
             }
@@ -405,7 +575,7 @@ impl Model {
         if let Some(user) = user {
             self.member(user)?;
         }
-        self.check_seq(seq)?;
+        self.check_live_seq(seq)?;
         let mut lists: [Vec<String>; 3] = Default::default();
         for (u, m) in self.recipients(seq) {
             let at = if m.read >= seq {
@@ -425,7 +595,7 @@ impl Model {
         let head = self.last();
         let from = m.read.max(m.joined_seq).min(head);
         let unread = ((from + 1)..=head)
-            .filter(|&s| self.message(s).from != user)
+            .filter(|&s| self.message(s).from != user && !self.message(s).deleted)
             .count();
         Some(GroupSummary {
             group: GROUP.into(),
@@ -437,14 +607,257 @@ impl Model {
             unread: u64::try_from(unread).expect("few"),
             receipts: Default::default(),
             marked_unread: false,
-            role: Default::default(),
+            role: if user == GROUP_ADMIN {
+                Role::Admin
+            } else {
+                Role::Member
+            },
         })
     }
 }
 
+/// Tells when a message record (a seq with a body) became durable: every `put_message` is
+/// numbered, and a successful flush covers the writes numbered before it began. Pushes of
+/// messages, edits and deletes are checked against it as the recorder gets them ("persist,
+/// then ack, then push").
+#[derive(Default)]
+struct FlushProbe {
+    writes: AtomicU64,
+    durable: AtomicU64,
+    /// `(seq, body)` → the number of the first write of that record (bodies are unique per
+    /// effective write; a delete writes the empty body, once).
+    numbered: Mutex<HashMap<(u64, String), u64>>,
+}
+
+impl FlushProbe {
+    fn is_durable(&self, seq: u64, body: &str) -> bool {
+        let numbered = self.numbered.lock().expect("numbered");
+        numbered
+            .get(&(seq, body.to_string()))
+            .is_some_and(|&n| n <= self.durable.load(Ordering::SeqCst))
+    }
+}
+
+/// The real sled store, watched by a [`FlushProbe`]; everything else is passed through.
+struct ProbedStore {
+    inner: SledStore,
+    probe: Arc<FlushProbe>,
+}
+
+impl Store for ProbedStore {
+    fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.inner.user(user)
+    }
+    fn create_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
+        self.inner.create_user(user, record)
+    }
+    fn put_user(&self, user: &UserId, record: &UserRecord) -> Result<(), StoreError> {
+        self.inner.put_user(user, record)
+    }
+    fn account(&self, user: &UserId) -> Result<Option<AccountRecord>, StoreError> {
+        self.inner.account(user)
+    }
+    fn put_account(&self, user: &UserId, account: &AccountRecord) -> Result<(), StoreError> {
+        self.inner.put_account(user, account)
+    }
+    fn users(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
+        self.inner.users(after, limit)
+    }
+    fn group(&self, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        self.inner.group(group)
+    }
+    fn create_group(&self, group: &GroupId, record: &GroupRecord) -> Result<bool, StoreError> {
+        self.inner.create_group(group, record)
+    }
+    fn groups(
+        &self,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<(GroupId, GroupRecord)>, StoreError> {
+        self.inner.groups(after, limit)
+    }
+    fn delete_group(&self, group: &GroupId) -> Result<(), StoreError> {
+        self.inner.delete_group(group)
+    }
+    fn put_group(&self, group: &GroupId, record: &GroupRecord) -> Result<(), StoreError> {
+        self.inner.put_group(group, record)
+    }
+    fn group_settings(&self, group: &GroupId) -> Result<Option<GroupSettingsRecord>, StoreError> {
+        self.inner.group_settings(group)
+    }
+    fn put_group_settings(
+        &self,
+        group: &GroupId,
+        settings: &GroupSettingsRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_group_settings(group, settings)
+    }
+    fn user_settings(&self, user: &UserId) -> Result<Option<UserSettingsRecord>, StoreError> {
+        self.inner.user_settings(user)
+    }
+    fn put_user_settings(
+        &self,
+        user: &UserId,
+        settings: &UserSettingsRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_user_settings(user, settings)
+    }
+    fn member_flags(
+        &self,
+        group: &GroupId,
+    ) -> Result<Vec<(UserId, MemberFlagsRecord)>, StoreError> {
+        self.inner.member_flags(group)
+    }
+    fn put_member_flags(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        flags: &MemberFlagsRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_member_flags(group, user, flags)
+    }
+    fn member_roles(&self, group: &GroupId) -> Result<Vec<(UserId, RoleRecord)>, StoreError> {
+        self.inner.member_roles(group)
+    }
+    fn put_member_role(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        role: RoleRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_member_role(group, user, role)
+    }
+    fn reminders(&self, group: &GroupId) -> Result<Vec<(Seq, UserId, ReminderRecord)>, StoreError> {
+        self.inner.reminders(group)
+    }
+    fn put_reminder(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        user: &UserId,
+        reminder: &ReminderRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_reminder(group, seq, user, reminder)
+    }
+    fn remove_reminder(&self, group: &GroupId, seq: Seq, user: &UserId) -> Result<(), StoreError> {
+        self.inner.remove_reminder(group, seq, user)
+    }
+    fn schedules(&self, group: &GroupId) -> Result<Vec<(Seq, ScheduleRecord)>, StoreError> {
+        self.inner.schedules(group)
+    }
+    fn put_schedule(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        schedule: &ScheduleRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_schedule(group, seq, schedule)
+    }
+    fn remove_schedule(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError> {
+        self.inner.remove_schedule(group, seq)
+    }
+    fn scheduled_groups(&self) -> Result<Vec<GroupId>, StoreError> {
+        self.inner.scheduled_groups()
+    }
+    fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
+        self.inner.members(group)
+    }
+    fn add_member(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        record: &MemberRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.add_member(group, user, record)
+    }
+    fn put_cursors(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        record: &MemberRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_cursors(group, user, record)
+    }
+    fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError> {
+        self.inner.remove_member(group, user)
+    }
+    fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError> {
+        self.inner.user_groups(user)
+    }
+    fn put_message(
+        &self,
+        group: &GroupId,
+        seq: Seq,
+        record: &MessageRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_message(group, seq, record)?;
+        // Numbered after the write: a flush that begins later covers it.
+        let n = self.probe.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut numbered = self.probe.numbered.lock().expect("numbered");
+        numbered.entry((seq.0, record.body.clone())).or_insert(n);
+        Ok(())
+    }
+    fn scan_messages(
+        &self,
+        group: &GroupId,
+        first: Seq,
+        last: Seq,
+        direction: Direction,
+        visit: &mut dyn FnMut(Seq, MessageRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .scan_messages(group, first, last, direction, visit)
+    }
+    fn message(&self, group: &GroupId, seq: Seq) -> Result<Option<MessageRecord>, StoreError> {
+        self.inner.message(group, seq)
+    }
+    fn put_note(
+        &self,
+        group: &GroupId,
+        note: Note,
+        seq: Seq,
+        value: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.put_note(group, note, seq, value)
+    }
+    fn notes(
+        &self,
+        group: &GroupId,
+        note: Note,
+        first: Seq,
+        last: Seq,
+    ) -> Result<Vec<(Seq, u64)>, StoreError> {
+        self.inner.notes(group, note, first, last)
+    }
+    fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {
+        self.inner.last_seq(group)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        let covered = self.probe.writes.load(Ordering::SeqCst);
+        self.inner.flush()?;
+        self.probe.durable.fetch_max(covered, Ordering::SeqCst);
+        Ok(())
+    }
+    fn writable(&self) -> Result<(), StoreError> {
+        self.inner.writable()
+    }
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
+}
+
+/// One frame a session got: its kind, its text, and whether the message record it tells of
+/// (`msg`, `msg_edited`, `msg_deleted`) was durable when it arrived (true for other kinds).
+type Recorded = (String, String, bool);
+
 /// Plays one online session: records every frame a group pushes to it.
 struct Recorder {
-    frames: Arc<Mutex<Vec<(String, String)>>>,
+    frames: Arc<Mutex<Vec<Recorded>>>,
+    probe: Arc<FlushProbe>,
 }
 
 impl Actor for Recorder {
@@ -461,10 +874,20 @@ impl Handler<Outbound> for Recorder {
 
     fn handle(&mut self, msg: Outbound, _ctx: &mut Context<Self>) {
         let frame = match msg {
-            Outbound::Frame { kind, text } => (kind.to_string(), text.to_string()),
-            Outbound::Evict => ("evict".to_string(), String::new()),
-            Outbound::GoingAway => ("going_away".to_string(), String::new()),
-            Outbound::Unauthorized(why) => ("unauthorized".to_string(), why.to_string()),
+            Outbound::Frame { kind, text } => {
+                let durable = match ServerFrame::parse(&text) {
+                    Ok(ServerFrame::Msg(m)) => self.probe.is_durable(m.seq, &m.body),
+                    Ok(ServerFrame::MsgEdited { seq, body, .. }) => {
+                        self.probe.is_durable(seq, &body)
+                    }
+                    Ok(ServerFrame::MsgDeleted { seq, .. }) => self.probe.is_durable(seq, ""),
+                    _ => true,
+                };
+                (kind.to_string(), text.to_string(), durable)
+            }
+            Outbound::Evict => ("evict".to_string(), String::new(), true),
+            Outbound::GoingAway => ("going_away".to_string(), String::new(), true),
+            Outbound::Unauthorized(why) => ("unauthorized".to_string(), why.to_string(), true),
         };
         self.frames.lock().expect("frames").push(frame);
     }
@@ -494,6 +917,9 @@ enum Answer {
     Send(String, String, Waiting<Posted>),
     Add(Waiting<MemberRecord>),
     Remove(Waiting<()>),
+    /// The seq and body asked for.
+    Edit(u64, String, Waiting<()>),
+    Delete(u64, Waiting<()>),
     Cursor(
         Cursor,
         u64,
@@ -553,6 +979,17 @@ async fn check_answer(
             let got = answer.wait().await.map_err(|e| code(&e));
             prop_assert_eq!(got, model.remove(user), "remove {}", USERS[user]);
         }
+        (Item::Edit(user, ..), Answer::Edit(seq, body, answer)) => {
+            let got = answer.wait().await.map_err(|e| code(&e));
+            let expected = model.edit(user, seq, &body, durable);
+            prop_assert_eq!(got, expected, "edit {} by {}", seq, USERS[user]);
+        }
+        (Item::Delete(by, _), Answer::Delete(seq, answer)) => {
+            let got = answer.wait().await.map_err(|e| code(&e));
+            let expected = model.delete(by, seq, durable);
+            let who = by.map_or("the admin", |u| USERS[u]);
+            prop_assert_eq!(got, expected, "delete {} by {}", seq, who);
+        }
         (Item::Cursor(user, ..), Answer::Cursor(cursor, seq, request)) => {
             let got = request
                 .await
@@ -570,6 +1007,7 @@ async fn check_answer(
 /// same store.
 async fn run_actor(
     store: Arc<dyn Store>,
+    probe: &Arc<FlushProbe>,
     data_dir: &Path,
     model: &mut Model,
     ops: &[Op],
@@ -595,6 +1033,7 @@ async fn run_actor(
         let frames = Arc::new(Mutex::new(Vec::new()));
         let addr = Recorder {
             frames: Arc::clone(&frames),
+            probe: Arc::clone(probe),
         }
         .start();
         let handle = SessionHandle {
@@ -636,6 +1075,8 @@ async fn run_actor(
             Op::Restart => unreachable!("restarts split the runs"),
             Op::Burst(items) => {
                 let mut answers = Vec::new();
+                // Bodies the burst's edits ask for so far, by seq.
+                let mut planned: HashMap<u64, String> = HashMap::new();
                 for &item in items {
                     let answer = match item {
                         Item::Send(user, n) => {
@@ -655,9 +1096,14 @@ async fn run_actor(
                         }
                         Item::Add(user) => {
                             let (reply, answer) = reply_channel();
+                            let role = if user == GROUP_ADMIN {
+                                RoleRecord::Admin
+                            } else {
+                                RoleRecord::Member
+                            };
                             addr.do_send(AddMember {
                                 user: uid(user),
-                                role: Default::default(),
+                                role,
                                 by: By::Admin,
                                 reply,
                             });
@@ -686,6 +1132,40 @@ async fn run_actor(
                                 session_id: None,
                             });
                             Answer::Cursor(cursor, seq, request)
+                        }
+                        Item::Edit(user, target, same) => {
+                            let seq = model.resolve(Some(user), target, last);
+                            // The same body: what the message has at this point of the burst.
+                            let now = planned.get(&seq).cloned().or_else(|| {
+                                (seq >= 1 && seq <= model.last())
+                                    .then(|| model.message(seq).body.clone())
+                            });
+                            let body = match now {
+                                Some(body) if same => body,
+                                _ => {
+                                    model.bodies += 1;
+                                    format!("{}-edit-{}", USERS[user], model.bodies)
+                                }
+                            };
+                            planned.insert(seq, body.clone());
+                            let (reply, answer) = reply_channel();
+                            addr.do_send(EditMessage {
+                                user: uid(user),
+                                seq,
+                                body: body.clone(),
+                                reply,
+                            });
+                            Answer::Edit(seq, body, answer)
+                        }
+                        Item::Delete(user, target) => {
+                            let seq = model.resolve(user, target, last);
+                            let (reply, answer) = reply_channel();
+                            addr.do_send(DeleteMessage {
+                                by: user.map_or(By::Admin, |u| By::User(uid(u))),
+                                seq,
+                                reply,
+                            });
+                            Answer::Delete(seq, answer)
                         }
                     };
                     answers.push((item, answer));
@@ -741,12 +1221,27 @@ async fn run_actor(
                         prop_assert_eq!(got.more, more, "more of {:?}", page);
                         prop_assert_eq!(got.last_seq, last);
                         for m in &got.messages {
-                            let want = model.message(m.seq);
+                            let want = model.message(m.seq).clone();
                             prop_assert_eq!(&m.from, USERS[want.from]);
                             prop_assert_eq!(&m.client_id, &want.client_id);
-                            prop_assert_eq!(&m.body, &want.body);
+                            // The latest body; empty once deleted.
+                            prop_assert_eq!(&m.body, &want.body, "body of {}", m.seq);
+                            prop_assert_eq!(m.deleted, want.deleted, "deleted: {}", m.seq);
                             prop_assert_eq!(m.ts, want.ts);
                             prop_assert_eq!(m.group.as_str(), GROUP);
+                            prop_assert_eq!(m.reply_to, None);
+                            match m.edited_ts {
+                                Some(edited_ts) if want.edited => {
+                                    model.saw_edit(m.seq, &m.body, edited_ts)?
+                                }
+                                edited_ts => prop_assert!(
+                                    !want.edited && edited_ts.is_none(),
+                                    "edited_ts {:?} of {} (edited: {})",
+                                    edited_ts,
+                                    m.seq,
+                                    want.edited
+                                ),
+                            }
                         }
                     }
                     (Err(e), Err(expected)) => prop_assert_eq!(code(&e), expected),
@@ -932,24 +1427,45 @@ fn check_store(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
 }
 
 /// One session's pushes during a run of the actor.
-fn check_pushes(
-    user: usize,
-    frames: &[(String, String)],
-    model: &Model,
-) -> Result<(), TestCaseError> {
+fn check_pushes(user: usize, frames: &[Recorded], model: &mut Model) -> Result<(), TestCaseError> {
     let mut got = Vec::new();
-    for (kind, text) in frames {
+    // Seqs whose `msg_deleted` this session got: no `receipt` names them after that.
+    let mut deleted = Vec::new();
+    for (kind, text, durable) in frames {
         prop_assert!(kind != "evict", "{} was evicted", USERS[user]);
+        prop_assert!(
+            *durable,
+            "{} got {} before it was durable",
+            USERS[user],
+            text
+        );
         let frame = ServerFrame::parse(text).map_err(|e| fail(format!("{e}: {text}")))?;
         prop_assert_eq!(frame.kind(), kind.as_str());
         match frame {
             ServerFrame::Msg(m) => {
                 let want = model.message(m.seq);
                 prop_assert_eq!(&m.from, USERS[want.from]);
-                prop_assert_eq!(&m.body, &want.body);
+                prop_assert_eq!(&m.body, &want.sent_body);
                 prop_assert_eq!(&m.client_id, &want.client_id);
                 prop_assert_eq!(m.ts, want.ts);
+                prop_assert_eq!((m.edited_ts, m.deleted), (None, false));
                 got.push(Push::Msg(m.seq));
+            }
+            ServerFrame::MsgEdited {
+                group,
+                seq,
+                body,
+                edited_ts,
+            } => {
+                prop_assert_eq!(group, GROUP);
+                prop_assert!(seq >= 1 && seq <= model.last(), "msg_edited {}", seq);
+                model.saw_edit(seq, &body, edited_ts)?;
+                got.push(Push::Edited(seq, body));
+            }
+            ServerFrame::MsgDeleted { group, seq } => {
+                prop_assert_eq!(group, GROUP);
+                deleted.push(seq);
+                got.push(Push::Deleted(seq));
             }
             ServerFrame::Left { group, .. } => {
                 prop_assert_eq!(group, GROUP);
@@ -972,6 +1488,12 @@ fn check_pushes(
                 prop_assert_eq!(group, GROUP);
                 for item in items {
                     prop_assert!(item.seq >= 1 && item.seq <= model.last(), "{:?}", item);
+                    prop_assert!(
+                        !deleted.contains(&item.seq),
+                        "a receipt for {} after its msg_deleted: {:?}",
+                        item.seq,
+                        item
+                    );
                     prop_assert_eq!(
                         model.message(item.seq).from,
                         user,
@@ -996,10 +1518,12 @@ fn check_pushes(
 
 fn run_case(dedup_window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process)
+    let probe = Arc::new(FlushProbe::default());
+    let store: Arc<dyn Store> = Arc::new(ProbedStore {
+        inner: SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process)
             .map_err(|e| fail(e.to_string()))?,
-    );
+        probe: Arc::clone(&probe),
+    });
     let mut model = Model {
         dedup_window,
         messages: Vec::new(),
@@ -1009,6 +1533,7 @@ fn run_case(dedup_window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         attached: vec![false; USERS.len()],
         release: Vec::new(),
         bodies: 0,
+        edited_ts: HashMap::new(),
     };
     let mut all = vec![Op::Burst(
         FIRST_MEMBERS.iter().map(|&u| Item::Add(u)).collect(),
@@ -1018,6 +1543,7 @@ fn run_case(dedup_window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let system = System::new();
         system.block_on(run_actor(
             Arc::clone(&store),
+            &probe,
             dir.path(),
             &mut model,
             run,
@@ -1056,6 +1582,56 @@ fn a_member_re_added_within_one_flush_gets_only_messages_after_the_join_point() 
         Item::Add(3),
         Item::Send(0, 1),
     ])];
+    if let Err(e) = run_case(10_000, ops) {
+        panic!("{e}");
+    }
+}
+
+/// Edit and delete, each rule once (PROTOCOL.md §3.6), whatever the random cases draw: the
+/// sender edits (again with the same body: no push), others may not; a delete by someone else
+/// is refused, by the group's admin and the server's admin allowed, repeated harmlessly; a
+/// deleted message cannot be edited and has no readers; all of it survives a restart.
+#[test]
+fn edits_and_deletes_follow_the_rules_and_survive_a_restart() {
+    let own = Target::Own(0);
+    let at = |k| Target::Any(SeqPick::In(k));
+    let ops = vec![
+        Op::Burst(vec![
+            Item::Add(GROUP_ADMIN),
+            Item::Send(0, 0),
+            Item::Send(1, 0),
+            Item::Send(0, 1),
+            Item::Send(2, 0),
+        ]),
+        Op::Read(1, SeqPick::Zero),
+        Op::Burst(vec![
+            Item::Edit(0, own, false),
+            Item::Edit(0, own, true),
+            Item::Edit(1, at(0), false),
+            Item::Edit(0, Target::Any(SeqPick::Next), false),
+            Item::Delete(Some(2), at(0)),
+            Item::Delete(Some(1), own),
+            Item::Delete(Some(1), own),
+            Item::Edit(1, own, false),
+        ]),
+        Op::Burst(vec![
+            Item::Delete(Some(GROUP_ADMIN), at(255)),
+            Item::Delete(None, at(170)),
+            Item::Delete(Some(4), own),
+        ]),
+        Op::Readers(Some(0), SeqPick::Last),
+        Op::ReceiptsSeqs(0, vec![SeqPick::In(0), SeqPick::Last]),
+        Op::ReceiptsMine(0, SeqPick::Zero, 5),
+        Op::Welcome(1),
+        Op::Welcome(2),
+        Op::Sync(Some(0), SeqPick::Zero, 5),
+        Op::Restart,
+        Op::Sync(None, SeqPick::Zero, 5),
+        Op::History(Some(1), None, 5),
+        Op::Welcome(0),
+        Op::Burst(vec![Item::Edit(0, own, false), Item::Delete(Some(0), own)]),
+        Op::Readers(None, SeqPick::In(0)),
+    ];
     if let Err(e) = run_case(10_000, ops) {
         panic!("{e}");
     }
