@@ -865,6 +865,33 @@ async fn replies_edits_and_deletions_show_on_every_page_live_and_a_deleted_messa
     assert!(kept[0]["edited_ts"].as_u64().is_some(), "{kept:?}");
     assert_eq!(kept.len(), 2, "an edit is no new message");
 
+    // Made an admin (a `group_updated` with her role), Carol may delete Bob's message, live.
+    server.admin_expect(
+        "PUT",
+        "/api/groups/team/members/carol",
+        Some(json!({"role": "admin"})),
+        200,
+    );
+    carol
+        .wait_message(1, "Delete offered to an admin", |m| m["delete"] == true)
+        .await;
+    assert_eq!(
+        carol.message(1).await["edit"],
+        false,
+        "nobody edits another's message"
+    );
+    server.admin_expect(
+        "PUT",
+        "/api/groups/team/members/carol",
+        Some(json!({"role": "member"})),
+        200,
+    );
+    carol
+        .wait_message(1, "Delete withdrawn from a member", |m| {
+            m["delete"] == false
+        })
+        .await;
+
     // Alice's page, opened now, sees the edit from history; as the owner she may delete
     // Carol's message, and Bob may not.
     let alice = driver.open_as(&server, "alice").await;
