@@ -30,6 +30,13 @@ pub enum Scenario {
     /// One message to a large group that nobody reads, then `remind`: time until every online
     /// non-reader got its `reminder`, and the server's CPU for it.
     Remind,
+    /// Presence (docs/PROTOCOL.md §3.6): `--connections` (10,000) users in groups of
+    /// `--members` (20), all connected: presence frames per connect and per disconnect, then a
+    /// restart and a mass reconnect (time, presence frames, server CPU), and RSS.
+    Presence,
+    /// Typing: one group of `--members` (500), all online, `--senders` (100) of them sending
+    /// `typing` every `--typing-ms` (300): frames forwarded and dropped, CPU per frame.
+    Typing,
     /// Older scenario: one group, every member online, several closed-loop senders.
     Throughput,
     /// Older scenario: the receipt-traffic count with a paced sender (see `storm --rate`).
@@ -68,6 +75,16 @@ pub enum MembersVia {
     Post,
     /// `POST /api/groups` with the sender, then one `PUT …/members/{uid}` per member, in parallel.
     Put,
+}
+
+/// How the `presence` scenario lays its groups over the users.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// Group g is users [g·m, (g+1)·m): every user in one group, with m − 1 others.
+    Disjoint,
+    /// Group g is users [g·m/2, g·m/2 + m) (mod the users): every user in two groups, which
+    /// share half their members, so with 1.5·m − 1 others.
+    Ring,
 }
 
 /// What the `groups` scenario runs.
@@ -116,9 +133,28 @@ pub struct Args {
     /// Groups, fanout, idle: the values to sweep (groups, members, connections), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<u64>,
-    /// Idle: connections to open (default 1,000; the sweep overrides it).
-    #[arg(long, default_value_t = 1000)]
-    pub connections: u64,
+    /// Idle: connections to open (default 1,000; the sweep overrides it); presence: users, each
+    /// connected once (default 10,000).
+    #[arg(long)]
+    pub connections: Option<u64>,
+    /// Presence: how the groups of `--members` cover the users: `disjoint` (each user in one
+    /// group) or `ring` (a group starts every `--members`/2 users: each user in two groups that
+    /// overlap by half).
+    #[arg(long, value_enum, default_value_t = Layout::Disjoint)]
+    pub layout: Layout,
+    /// Presence: users disconnected and reconnected one by one to count the frames per
+    /// disconnect and per connect (no two share a group).
+    #[arg(long, default_value_t = 100)]
+    pub sample: usize,
+    /// Presence: connections opening at once, in the first connect and in the mass reconnect.
+    #[arg(long, default_value_t = 256)]
+    pub connect_window: usize,
+    /// Typing: each typing member sends `typing` every this many milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub typing_ms: u64,
+    /// Typing: the measured window in seconds (after 3 s of warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub run_secs: u64,
     /// Catchup and cold: the sync page size the client uses (the server caps pages at 1,000).
     #[arg(long, default_value_t = 1000)]
     pub page: usize,

@@ -24,7 +24,7 @@ pub fn idle(args: &Args) -> Result<bool, Error> {
         return Err("idle starts its own server (it mints tokens with its secret)".into());
     }
     let sweep = if args.sweep.is_empty() {
-        vec![args.connections]
+        vec![args.connections.unwrap_or(1000)]
     } else {
         args.sweep.clone()
     };

@@ -35,6 +35,11 @@
 //! - `remind`: one unread message in a group of `--members` (5,000) with `--online` (1,000)
 //!   connected, then `remind`: time until every online non-reader got its `reminder`, the
 //!   `count` in `reminded`, the server's CPU and memory for it.
+//! - `presence`: `--connections` (10,000) users in groups of `--members` (20), all connected:
+//!   presence frames per connect and per disconnect, then a restart and a mass reconnect (time
+//!   until every `welcome`, presence frames, server CPU), and RSS.
+//! - `typing`: one group of `--members` (500), all online, `--senders` (100) typing every
+//!   `--typing-ms` (300): typing frames forwarded and dropped by the throttle, CPU per frame.
 //! - `throughput`, `receipts`: the older scenarios (`--scenario NAME` still works).
 //!
 //! Counters come from the server's `/metrics`, so run against a server nobody else is using.
@@ -64,11 +69,13 @@ mod idle;
 mod member;
 mod older;
 mod policy;
+mod presence;
 mod remind;
 mod report;
 mod server;
 mod storm;
 mod storm_report;
+mod typing;
 mod wire;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -97,6 +104,8 @@ fn main() -> std::process::ExitCode {
         Scenario::Fanout => fanout::fanout(args),
         Scenario::Ceiling => ceiling::ceiling(args),
         Scenario::Remind => remind::remind(args),
+        Scenario::Presence => presence::presence(args),
+        Scenario::Typing => typing::typing(args),
         _ => storm::run(args),
     });
     let code = match result {
@@ -124,7 +133,12 @@ fn with_server(args: &Args, f: impl FnOnce(&Args) -> Result<bool, Error>) -> Res
     // Scenarios that start servers themselves (several, or restarted) get none here.
     if matches!(
         args.scenario(),
-        Scenario::Groups | Scenario::Fanout | Scenario::Cold | Scenario::Idle | Scenario::Ceiling
+        Scenario::Groups
+            | Scenario::Fanout
+            | Scenario::Cold
+            | Scenario::Idle
+            | Scenario::Ceiling
+            | Scenario::Presence
     ) {
         return f(args);
     }
