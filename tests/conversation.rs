@@ -306,12 +306,26 @@ async fn typing_reaches_the_others_throttled_and_only_from_members() {
         .await;
     dave.expect_error(json!({"type": "typing", "group": "team"}), "not_member")
         .await;
-    // After the throttle, the next one goes through.
+    // After the throttle, the next one goes through, once per user: a second session of alice
+    // shares the throttle.
+    let mut alice2 = server.connect("alice").await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     alice
         .send_json(json!({"type": "typing", "group": "team"}))
         .await;
+    alice2
+        .send_json(json!({"type": "typing", "group": "team"}))
+        .await;
     bob.recv_type("typing").await;
+    alice.ping().await;
+    alice2.ping().await;
+    bob.drain_for(Duration::from_millis(300)).await;
+    let n_typing = bob
+        .pending()
+        .iter()
+        .filter(|f| f["type"] == "typing")
+        .count();
+    assert_eq!(n_typing, 0, "two sessions of one user forwarded two typing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

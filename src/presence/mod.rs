@@ -19,10 +19,14 @@ use limits::SessionCounts;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::ids::UserId;
+
+/// Throttle entries kept before the old ones are dropped.
+const MAX_TYPING_ENTRIES: usize = 100_000;
 
 /// A frame for a session, from a group actor (or the server, at shutdown).
 #[derive(Message)]
@@ -52,6 +56,9 @@ pub struct Presence {
     sessions: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
     /// The users last announced online (`presence {online: true}`), for the debounce.
     announced: Mutex<HashSet<UserId>>,
+    /// When each user's last `typing` per group was forwarded (the throttle, over all of the
+    /// user's sessions).
+    typing: Mutex<HashMap<(UserId, String), Instant>>,
     /// Set (under the `sessions` lock) when the server shuts down: no session registers after.
     closing: AtomicBool,
     next_session_id: AtomicU64,
@@ -74,6 +81,7 @@ impl Presence {
         Presence {
             sessions: Mutex::new(HashMap::new()),
             announced: Mutex::new(HashSet::new()),
+            typing: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             next_session_id: AtomicU64::new(1),
             counts: Arc::new(SessionCounts::new(send_rate, send_burst)),
@@ -151,6 +159,30 @@ impl Presence {
     pub fn announce_offline(&self, user: &UserId) -> bool {
         let sessions = lock(&self.sessions);
         !sessions.contains_key(user) && lock(&self.announced).remove(user)
+    }
+
+    /// Whether a `typing` of `user` in `group` may be forwarded now (none forwarded within
+    /// `every`); records it if so.
+    pub fn typing_allowed(&self, user: &UserId, group: &str, every: Duration) -> bool {
+        let now = Instant::now();
+        let mut typing = lock(&self.typing);
+        let key = (user.clone(), group.to_owned());
+        if typing
+            .get(&key)
+            .is_some_and(|last| now.duration_since(*last) < every)
+        {
+            return false;
+        }
+        if typing.len() >= MAX_TYPING_ENTRIES {
+            typing.retain(|_, last| now.duration_since(*last) < every);
+        }
+        typing.insert(key, now);
+        true
+    }
+
+    /// Forgets a recorded `typing` (it was refused, so the next one is answered too).
+    pub fn typing_refused(&self, user: &UserId, group: &str) {
+        lock(&self.typing).remove(&(user.clone(), group.to_owned()));
     }
 
     /// Whether `user` has a session open.

@@ -18,7 +18,6 @@ mod frame_limit;
 
 use frame_limit::{FrameLimit, TransportFailed, TOO_LARGE_MARK};
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,7 +51,6 @@ pub(crate) fn upgrade(
         last_heard: Instant::now(),
         attached: Vec::new(),
         sends_in_flight: 0,
-        typing: HashMap::new(),
         permit,
         transport_failed: transport_failed.clone(),
     };
@@ -79,8 +77,6 @@ pub(crate) struct Session {
     attached: Vec<GroupId>,
     /// `send`s forwarded to groups and not yet answered.
     sends_in_flight: usize,
-    /// When this session last forwarded a `typing`, per group (the throttle).
-    typing: HashMap<String, Instant>,
     /// This session's place under `--max-sessions-per-user` (freed when the actor is dropped),
     /// and the user's write budget.
     permit: SessionPermit,

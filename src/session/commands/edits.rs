@@ -1,7 +1,8 @@
 //! `edit` and `delete` of a message (answered once durable), and `typing` (no answer; at most
-//! one per user per group per [`TYPING_EVERY`] reaches the group, extra ones are dropped).
+//! one per user per group per [`TYPING_EVERY`], over all of the user's sessions, reaches the
+//! group; extra ones are dropped).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -77,24 +78,14 @@ pub(super) fn typing(
     id: Option<RequestId>,
     group: &str,
 ) -> Result<(), Refusal> {
-    let now = Instant::now();
-    if let Some(last) = session.typing.get(group) {
-        if now.duration_since(*last) < TYPING_EVERY {
-            return Ok(()); // dropped silently
-        }
-    }
     let addr = session.group(group)?;
-    // Only an answer the client must see (a refusal) comes back; the group is not waited for
-    // on the way out.
+    let presence = session.registry.presence();
+    if !presence.typing_allowed(&session.user, group, TYPING_EVERY) {
+        return Ok(()); // dropped silently
+    }
     let answer = addr.send(Typing {
         user: session.user.clone(),
     });
-    session.typing.insert(group.to_owned(), now);
-    if session.typing.len() > 1024 {
-        session
-            .typing
-            .retain(|_, at| now.duration_since(*at) < TYPING_EVERY);
-    }
     let group = group.to_owned();
     let refused = async move {
         match answer.await {
@@ -106,7 +97,7 @@ pub(super) fn typing(
     ctx.spawn(refused.into_actor(session).map(move |refused, act, ctx| {
         if let Some(frame) = refused {
             // A refused one does not count against the throttle: the next is refused too.
-            act.typing.remove(&group);
+            act.registry.presence().typing_refused(&act.user, &group);
             act.send_frame(&frame, ctx);
         }
     }));
