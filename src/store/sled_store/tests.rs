@@ -104,7 +104,7 @@ fn members_and_index_survive_reopen() {
         store.add_member(&g, &alice, &rec).unwrap();
         store.flush().unwrap();
     }
-    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.members(&g).unwrap(), vec![(alice.clone(), rec)]);
     assert_eq!(store.user_groups(&alice).unwrap(), vec![g.clone()]);
     store.remove_member(&g, &alice).unwrap();
@@ -243,8 +243,24 @@ fn a_deleted_group_is_gone_and_its_id_stays_taken() {
     // Never handed out again, also after a restart.
     assert!(!store.create_group(&g, &record).unwrap());
     drop(store);
-    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let store = reopen(dir.path());
     assert!(!store.create_group(&g, &record).unwrap());
+}
+
+/// Opens the store again after a drop: sled's flusher thread may hold the directory's lock a
+/// moment longer.
+fn reopen(dir: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir, 1 << 20, Durability::Power) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reopening: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopening the store: {e}"),
+        }
+    }
 }
 
 #[test]
