@@ -92,6 +92,22 @@ fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiErro
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))
 }
 
+/// A listing's query: the id to list after (absent or empty: from the first), parsed by
+/// `parse`, and the page size.
+fn list_query<T>(
+    req: &HttpRequest,
+    parse: fn(&str) -> Result<T, ApiError>,
+) -> Result<(Option<T>, usize), ApiError> {
+    let q: ListQuery = query(req)?;
+    let after = q
+        .after
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(parse)
+        .transpose()?;
+    Ok((after, page_limit(q.limit)))
+}
+
 /// A body that may be empty (then `T::default()`).
 fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Body) -> Result<T, ApiError> {
     if body.is_blank() {
@@ -143,14 +159,7 @@ async fn create_user(_admin: Admin, state: State, JsonBody(new): JsonBody<NewUse
 }
 
 async fn list_users(_admin: Admin, req: HttpRequest, state: State) -> ApiResult {
-    let q: ListQuery = query(&req)?;
-    let after = q
-        .after
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .map(user_id)
-        .transpose()?;
-    let limit = page_limit(q.limit);
+    let (after, limit) = list_query(&req, user_id)?;
     let mut page = state.registry.store().users(after.as_ref(), limit + 1)?;
     let more = page.len() > limit;
     page.truncate(limit);
@@ -269,14 +278,7 @@ async fn create_group(_admin: Admin, state: State, JsonBody(new): JsonBody<NewGr
 }
 
 async fn list_groups(_admin: Admin, req: HttpRequest, state: State) -> ApiResult {
-    let q: ListQuery = query(&req)?;
-    let after = q
-        .after
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .map(group_id)
-        .transpose()?;
-    let limit = page_limit(q.limit);
+    let (after, limit) = list_query(&req, group_id)?;
     let store = state.registry.store();
     let mut page = store.groups(after.as_ref(), limit + 1)?;
     let more = page.len() > limit;
