@@ -836,6 +836,36 @@ impl Store for ProbedStore {
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {
         self.inner.last_seq(group)
     }
+    fn first_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {
+        self.inner.first_seq(group)
+    }
+    fn scan_sent(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        direction: Direction,
+        visit: &mut dyn FnMut(Seq) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .scan_sent(group, sender, after, upto, direction, visit)
+    }
+    fn index_sent(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        seq: Seq,
+        live: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.index_sent(group, sender, seq, live)
+    }
+    fn sent_indexed(&self, group: &GroupId) -> Result<bool, StoreError> {
+        self.inner.sent_indexed(group)
+    }
+    fn mark_sent_indexed(&self, group: &GroupId) -> Result<(), StoreError> {
+        self.inner.mark_sent_indexed(group)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         let covered = self.probe.writes.load(Ordering::SeqCst);
         self.inner.flush()?;

@@ -83,8 +83,8 @@ pub struct GroupActor {
     marked_unread: HashSet<UserId>,
     index: ReceiptIndex,
     reminders: Reminders,
-    /// Each sender's seqs, ascending (for `unread`, `mine` and receipt pushes).
-    by_sender: HashMap<UserId, Vec<u64>>,
+    /// The oldest stored seq (older messages were pruned); `last_seq + 1` while there are none.
+    first_seq: u64,
     /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages.
     resend: HashMap<(UserId, String), (u64, u64)>,
     resend_order: VecDeque<(UserId, String)>,
@@ -207,7 +207,6 @@ impl GroupActor {
             }
         }
         self.deps.metrics.message_stored(record.body.len());
-        self.by_sender.entry(from.clone()).or_default().push(seq);
         let text: Arc<str> = Arc::from(
             ServerFrame::Msg(Message {
                 group: self.id.to_string(),
