@@ -142,6 +142,7 @@ impl Handler<EditMessage> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: EditMessage, ctx: &mut Context<Self>) {
+        self.used();
         match self.edit(&msg) {
             Ok(edited) => {
                 if let Some(edited_ts) = edited {
@@ -166,6 +167,7 @@ impl Handler<DeleteMessage> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeleteMessage, ctx: &mut Context<Self>) {
+        self.used();
         match self.delete_message(&msg) {
             Ok(deleted) => {
                 if deleted {
@@ -188,6 +190,7 @@ impl Handler<Typing> for GroupActor {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, msg: Typing, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.check_member(&msg.user)?;
         if self.members.len() > self.deps.config.presence_max_members {
             return Ok(());

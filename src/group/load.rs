@@ -72,6 +72,7 @@ impl GroupActor {
         }
         let last_seq = deps.store.last_seq(&id)?.0;
         let first_seq = deps.store.first_seq(&id)?.0;
+        let last_ts = deps.store.message(&id, Seq(last_seq))?.map_or(0, |m| m.ts);
         let deleted_seqs: BTreeSet<u64> = deps
             .store
             .notes(&id, Note::Deleted, Seq(first_seq), Seq(last_seq))?
@@ -131,6 +132,7 @@ impl GroupActor {
             index,
             reminders,
             first_seq,
+            last_ts,
             resend,
             resend_order,
             fanout,
@@ -140,6 +142,8 @@ impl GroupActor {
             deferred: Vec::new(),
             deleted_seqs,
             deleted: false,
+            last_used: std::time::Instant::now(),
+            retire: None,
         }))
     }
 }

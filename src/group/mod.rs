@@ -9,12 +9,14 @@
 //! - `fanout.rs`: the sessions attached to this group and pushing to them (`try_send`, evict);
 //! - `tick.rs`: cursor moves → at most one `receipt` frame per online sender per tick;
 //! - `load.rs`: rebuilding the state from the store on start;
+//! - `stored.rs`: a summary straight from the store, for a group whose actor is not running;
 //! - `queries.rs`: summaries, pages of messages, receipts, readers;
 //! - `receipts.rs`: the receipt index, counts in O(log members) (pure, property-tested);
 //! - `controls.rs`: name and receipt policy, private reads, "marked unread";
 //! - `edits.rs`: editing and deleting messages (unread and receipts skip deleted ones), typing;
 //! - `membership.rs`: members, roles and who may change them, leaving, deleting the group;
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
+//! - `passivation.rs`: stopping after `--group-idle-secs` without a command, nothing lost;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
 //!
 //! It keeps no address of other actors and no registry: sessions are reached through
@@ -28,12 +30,16 @@ mod fanout;
 mod load;
 mod membership;
 mod messages;
+mod passivation;
 mod queries;
 pub mod receipts;
 mod reminders;
+mod stored;
 mod tick;
 
 pub use messages::*;
+pub use passivation::{Retire, HANDED_OUT_GRACE};
+pub use stored::stored_summary;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -85,6 +91,8 @@ pub struct GroupActor {
     reminders: Reminders,
     /// The oldest stored seq (older messages were pruned); `last_seq + 1` while there are none.
     first_seq: u64,
+    /// When the newest message was sent (ms; 0: none yet).
+    last_ts: u64,
     /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages.
     resend: HashMap<(UserId, String), (u64, u64)>,
     resend_order: VecDeque<(UserId, String)>,
@@ -104,6 +112,10 @@ pub struct GroupActor {
     /// The group was deleted: nothing is written any more, and the actor stops once the
     /// deletion is durable.
     deleted: bool,
+    /// When the last command arrived (see `passivation.rs`).
+    last_used: Instant,
+    /// The registry's side of passivation; `None`: never passivates.
+    retire: Option<Retire>,
 }
 
 impl GroupActor {
@@ -189,6 +201,7 @@ impl GroupActor {
             return;
         }
         self.queue.wrote_message(seq);
+        self.last_ts = ts;
         if let Some(reply_to) = msg.reply_to {
             // After the message: a note never outlives the message it is about.
             if let Err(e) = self
@@ -299,6 +312,7 @@ impl Actor for GroupActor {
         }
         self.deps.metrics.groups_loaded.inc();
         self.arm_schedules(ctx);
+        self.arm_idle_check(ctx);
         ctx.run_interval(self.deps.config.receipt_interval, |actor, ctx| {
             actor.tick(ctx)
         });
@@ -344,6 +358,7 @@ impl Handler<PostMessage> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) {
+        self.used();
         self.post(msg, ctx);
     }
 }
@@ -352,6 +367,7 @@ impl Handler<AdvanceCursor> for GroupActor {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, msg: AdvanceCursor, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.advance(msg)
     }
 }
@@ -360,6 +376,7 @@ impl Handler<FetchMessages> for GroupActor {
     type Result = Result<MessagesPage, GroupError>;
 
     fn handle(&mut self, msg: FetchMessages, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.fetch(msg)
     }
 }
@@ -376,6 +393,7 @@ impl Handler<DescribeGroup> for GroupActor {
     type Result = MessageResult<DescribeGroup>;
 
     fn handle(&mut self, _msg: DescribeGroup, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         MessageResult(self.describe())
     }
 }
@@ -384,6 +402,7 @@ impl Handler<ListReceipts> for GroupActor {
     type Result = Result<ReceiptsPage, GroupError>;
 
     fn handle(&mut self, msg: ListReceipts, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.receipts(msg)
     }
 }
@@ -392,6 +411,7 @@ impl Handler<ListReaders> for GroupActor {
     type Result = Result<ReaderLists, GroupError>;
 
     fn handle(&mut self, msg: ListReaders, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.readers(msg)
     }
 }
@@ -400,6 +420,7 @@ impl Handler<UpdateGroup> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpdateGroup, ctx: &mut Context<Self>) {
+        self.used();
         self.update_group(msg, ctx);
     }
 }
@@ -408,6 +429,7 @@ impl Handler<SetShareReads> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetShareReads, _ctx: &mut Context<Self>) {
+        self.used();
         self.set_share_reads(&msg.user, msg.share_reads);
     }
 }
@@ -416,6 +438,7 @@ impl Handler<MarkUnread> for GroupActor {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, msg: MarkUnread, ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.mark_unread(msg, ctx)
     }
 }
@@ -424,6 +447,7 @@ impl Handler<Remind> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: Remind, ctx: &mut Context<Self>) {
+        self.used();
         self.remind(msg, ctx);
     }
 }

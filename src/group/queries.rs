@@ -43,9 +43,12 @@ impl GroupActor {
             .max(self.first_seq.saturating_sub(1))
             .min(head);
         // Deleted messages are not in the sender index: own and deleted never count twice.
-        let unread = (head - from)
-            .saturating_sub(self.own_between(user, from, head))
-            .saturating_sub(self.deleted_between(from, head));
+        let unread = super::stored::unread(
+            head,
+            from,
+            self.own_between(user, from, head),
+            self.deleted_between(from, head),
+        );
         Summary {
             group: self.id.clone(),
             name: self.record.name.clone(),
@@ -57,6 +60,8 @@ impl GroupActor {
             receipts: self.settings.receipts,
             marked_unread: self.marked_unread.contains(user),
             role: self.role_of(user),
+            first_seq: self.first_seq.min(head + 1),
+            last_ts: self.last_ts,
         }
     }
 

@@ -298,6 +298,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// All members of a group with their records, sorted by user id.
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError>;
+    /// One member's record.
+    fn member(&self, group: &GroupId, user: &UserId) -> Result<Option<MemberRecord>, StoreError>;
     /// Adds a member (or replaces its record) and indexes the group under the user.
     fn add_member(
         &self,

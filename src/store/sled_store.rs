@@ -501,6 +501,13 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn member(&self, group: &GroupId, user: &UserId) -> Result<Option<MemberRecord>, StoreError> {
+        self.tree(group)?
+            .get(keys::member(user.as_str()))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
     fn add_member(
         &self,
         group: &GroupId,
