@@ -67,7 +67,9 @@ pub struct Config {
     pub receipt_interval: Duration,
     /// How often the server pings each WebSocket.
     pub heartbeat_interval: Duration,
-    /// A connection silent for longer than this is closed.
+    /// A connection silent for longer than this is closed (the session's heartbeat), and so is
+    /// one whose written data stays unacknowledged or unsent for this long (`TCP_USER_TIMEOUT`,
+    /// set in `server.rs`).
     pub client_timeout: Duration,
     /// The largest message body, in bytes.
     pub max_body_bytes: usize,

@@ -68,7 +68,8 @@ struct ServeArgs {
     /// Period of the server's WebSocket pings, in milliseconds.
     #[arg(long, default_value_t = config::DEFAULT_HEARTBEAT_MS)]
     heartbeat_ms: u64,
-    /// Close a connection silent for this long, in milliseconds.
+    /// Close a connection silent for this long, or one whose peer takes no data for this long,
+    /// in milliseconds.
     #[arg(long, default_value_t = config::DEFAULT_CLIENT_TIMEOUT_MS)]
     client_timeout_ms: u64,
     /// Largest message body, in bytes.

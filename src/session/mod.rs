@@ -11,7 +11,10 @@
 //! whose capacity is `--session-queue`. When it is full the group evicts the session with
 //! [`Outbound::Evict`]; the session closes with code 4000 (`lagging`) and the client resyncs from
 //! its cursor. (actix-web-actors' own write buffer has no bound, which is why the mailbox is the
-//! place to measure "behind".)
+//! place to measure "behind".) While the socket takes no bytes at all, this actor is not run (the
+//! HTTP dispatcher stops polling its stream), so neither the eviction nor the heartbeat can close
+//! it: the kernel does, after `client_timeout` without progress (`TCP_USER_TIMEOUT`, set in
+//! `server.rs`), and the actor stops when the dispatcher drops the stream.
 
 mod commands;
 mod frame_limit;
