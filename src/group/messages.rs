@@ -17,7 +17,9 @@ use crate::protocol::{
     ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, Refusal,
     RemindedMessage, Reminder, Role,
 };
-use crate::store::{GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RoleRecord, StoreError};
+use crate::store::{
+    GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord, StoreError,
+};
 
 /// Why a group refused a command. Each maps to one protocol error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +245,8 @@ pub struct MessagesPage {
     pub messages: Vec<StoredMessage>,
     pub more: bool,
     pub last_seq: u64,
+    /// The oldest kept seq (`sync` below it answers from it; `history` stops there).
+    pub first_seq: u64,
 }
 
 /// Who asks for a change of a group: the server's admin (the HTTP API, or the server itself
@@ -333,6 +337,9 @@ pub struct GroupView {
     pub kind: GroupKindRecord,
     pub receipts: ReceiptPolicyRecord,
     pub last_seq: u64,
+    pub first_seq: u64,
+    /// The group's own retention (`None`: the server's `--retention-secs`).
+    pub retention: Option<RetentionRecord>,
     /// Sorted by user id.
     pub members: Vec<(UserId, MemberView)>,
 }
@@ -499,6 +506,8 @@ impl From<ReaderLists> for Readers {
 pub struct UpdateGroup {
     pub name: Option<String>,
     pub receipts: Option<ReceiptPolicyRecord>,
+    /// A new retention of the group's own.
+    pub retention: Option<RetentionRecord>,
     pub by: By,
     pub reply: Reply<GroupView>,
 }
