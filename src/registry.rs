@@ -175,7 +175,7 @@ impl Registry {
         let Some(mut actor) = GroupActor::load(id.clone(), deps)? else {
             return Ok(None);
         };
-        actor.passivate_with(retire_from(Arc::downgrade(&slot)));
+        actor.passivate_with(retire_from(Arc::downgrade(&slot), self.config.group_idle));
         let addr = match self.arbiter_for(id) {
             Some(arbiter) => GroupActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
@@ -230,7 +230,7 @@ impl Registry {
             return Ok(Pruned::NOTHING);
         };
         let addr = {
-            let mut running = lock(&slot);
+            let running = lock(&slot);
             match running.running.as_ref() {
                 None => {
                     // Pruned under the slot's lock, held until this returns.
@@ -240,7 +240,10 @@ impl Registry {
                     self.metrics.messages_pruned.inc_by(pruned.pruned);
                     return Ok(pruned);
                 }
-                Some(addr) if addr.connected() => running.hand_out(),
+                // Not noted as handed out: the pruner must not keep an idle group loaded. If the
+                // actor retires before this batch reaches it, the batch is dropped unanswered
+                // and the next pass prunes it.
+                Some(addr) if addr.connected() => Some(addr.clone()),
                 Some(_) => None,
             }
         };
@@ -664,7 +667,9 @@ impl Registry {
 
 /// The registry's side of passivation for the actor in `slot`: under the slot's lock, forget
 /// the actor if it is still the one running and nobody was handed its address just now.
-fn retire_from(slot: Weak<Mutex<Slot>>) -> Retire {
+fn retire_from(slot: Weak<Mutex<Slot>>, idle: Option<Duration>) -> Retire {
+    // Never longer than the idle time itself (tests run with idle times below a second).
+    let grace = idle.map_or(HANDED_OUT_GRACE, |idle| idle.min(HANDED_OUT_GRACE));
     Arc::new(move |me: &Addr<GroupActor>| {
         let Some(slot) = slot.upgrade() else {
             return true;
@@ -673,10 +678,7 @@ fn retire_from(slot: Weak<Mutex<Slot>>) -> Retire {
         if slot.running.as_ref() != Some(me) {
             return false;
         }
-        if slot
-            .handed_out
-            .is_some_and(|at| at.elapsed() < HANDED_OUT_GRACE)
-        {
+        if slot.handed_out.is_some_and(|at| at.elapsed() < grace) {
             return false;
         }
         slot.running = None;
