@@ -122,7 +122,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     // small batch at a time (registry.rs, group/retention.rs).
     let pruner = Arc::clone(&registry);
     let prune_every = config.prune_interval;
-    actix_web::rt::spawn(async move {
+    let pruning = actix_web::rt::spawn(async move {
         loop {
             let pruned = pruner.prune_all().await;
             if pruned > 0 {
@@ -146,7 +146,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         log::info!("closing {n_sessions} sessions (1001)");
         stopped.await;
     });
-    running.await?;
+    let served = running.await;
+    // The pruner holds the registry (and so the store): stop it before the final writes.
+    pruning.abort();
+    let _ = pruning.await;
+    served?;
     registry.persist_cursors().await;
     for arbiter in arbiters {
         arbiter.stop();
