@@ -59,8 +59,8 @@ use rollcall::protocol::{
 use rollcall::registry::Registry;
 use rollcall::store::{
     AccountRecord, Direction, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
-    MessageRecord, Note, ReminderRecord, RoleRecord, ScheduleRecord, SledStore, Store, StoreError,
-    UserRecord, UserSettingsRecord,
+    MessageRecord, Note, ReminderRecord, RoleRecord, ScheduleRecord, SledStore, Snapshot, Store,
+    StoreError, UserRecord, UserSettingsRecord,
 };
 
 /// The users; sorted, so an index order is the id order.
@@ -835,6 +835,21 @@ impl Store for ProbedStore {
     }
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {
         self.inner.last_seq(group)
+    }
+    fn format(&self) -> Result<Option<u32>, StoreError> {
+        self.inner.format()
+    }
+    fn scan_user_groups(
+        &self,
+        visit: &mut dyn FnMut(UserId, GroupId) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_user_groups(visit)
+    }
+    fn sender_index(&self, group: &GroupId) -> Result<Option<Vec<(UserId, Seq)>>, StoreError> {
+        self.inner.sender_index(group)
+    }
+    fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn Snapshot>, StoreError> {
+        self.inner.begin_snapshot(dir)
     }
     fn flush(&self) -> Result<(), StoreError> {
         let covered = self.probe.writes.load(Ordering::SeqCst);
