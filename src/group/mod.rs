@@ -15,12 +15,16 @@
 //! - `edits.rs`: editing and deleting messages (unread and receipts skip deleted ones), typing;
 //! - `membership.rs`: members, roles and who may change them, leaving, deleting the group;
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
+//! - `backup.rs`: copying the group into an online backup's snapshot while the actor holds it;
+//! - `audit.rs`: the receipt audit, the index's counts against the definition over the stored cursors;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
 //!
 //! It keeps no address of other actors and no registry: sessions are reached through
 //! [`SessionHandle`](crate::presence::SessionHandle)s, and a newly added member's online sessions are found in
 //! [`Presence`](crate::presence::Presence), which it gets in its [`GroupDeps`].
 
+mod audit;
+mod backup;
 mod commit_queue;
 mod controls;
 mod edits;
