@@ -38,26 +38,22 @@ impl Handler<ExportGroup> for GroupActor {
         let snapshot = Arc::clone(&msg.snapshot);
         let copy = tokio::task::spawn_blocking(move || snapshot.copy_group(&id));
         let reply = msg.reply;
-        ctx.wait(
-            async move { copy.await }
-                .into_actor(self)
-                .map(move |copied, actor, _ctx| {
-                    let pause = started.elapsed();
-                    let answer = match copied {
-                        Ok(Ok(copied)) => Ok(copied.map(|c| GroupExported {
-                            messages: c.messages,
-                            bytes: c.bytes,
-                            pause,
-                        })),
-                        Ok(Err(e)) => {
-                            log::error!("group {}: copying it into a backup: {e}", actor.id);
-                            Err(e.into())
-                        }
-                        Err(e) => Err(GroupError::Unavailable(format!("the copy stopped: {e}"))),
-                    };
-                    log::debug!("group {}: copied into a backup, paused {pause:?}", actor.id);
-                    let _ = reply.send(answer);
-                }),
-        );
+        ctx.wait(copy.into_actor(self).map(move |copied, actor, _ctx| {
+            let pause = started.elapsed();
+            let answer = match copied {
+                Ok(Ok(copied)) => Ok(copied.map(|c| GroupExported {
+                    messages: c.messages,
+                    bytes: c.bytes,
+                    pause,
+                })),
+                Ok(Err(e)) => {
+                    log::error!("group {}: copying it into a backup: {e}", actor.id);
+                    Err(e.into())
+                }
+                Err(e) => Err(GroupError::Unavailable(format!("the copy stopped: {e}"))),
+            };
+            log::debug!("group {}: copied into a backup, paused {pause:?}", actor.id);
+            let _ = reply.send(answer);
+        }));
     }
 }
