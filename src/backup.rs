@@ -50,7 +50,7 @@ const EXPORT_ATTEMPTS: u32 = 3;
 #[derive(Default)]
 pub struct Backups {
     /// Held while a backup runs (an async lock: it is held across the groups' copies).
-    running: tokio::sync::Mutex<()>,
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A finished backup.
@@ -119,54 +119,70 @@ fn io_failed<'a>(
 
 impl Backups {
     /// Writes a snapshot of everything the server stores (see the module doc); answers once it
-    /// is durable and renamed into place.
-    pub async fn run(&self, registry: &Registry) -> Result<BackupDone, BackupError> {
-        let Ok(_running) = self.running.try_lock() else {
+    /// is durable and renamed into place. The backup runs on a task of its own, so a caller that
+    /// stops waiting (an HTTP client gone away) neither cuts it short nor leaves its `.partial`
+    /// directory behind.
+    pub async fn run(&self, registry: &Arc<Registry>) -> Result<BackupDone, BackupError> {
+        let Ok(running) = Arc::clone(&self.running).try_lock_owned() else {
             return Err(BackupError::Running);
         };
-        let started = Instant::now();
-        let config = registry.config();
-        let parent = config
-            .backup_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join(BACKUPS_SUBDIR));
-        std::fs::create_dir_all(&parent).map_err(io_failed("creating", &parent))?;
-        check_space(&parent, &config.data_dir.join("db"), config.min_free_bytes)?;
-        let (partial, path) = reserve(&parent, &utc_stamp(now_ms()))?;
-        log::info!("backup into {} started", path.display());
-        let written = write(registry, &partial).await.and_then(|done| {
-            std::fs::rename(&partial, &path).map_err(io_failed("renaming", &partial))?;
-            sync_dir(&parent);
-            Ok(done)
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let registry = Arc::clone(registry);
+        actix::spawn(async move {
+            let result = backup(&registry).await;
+            drop(running);
+            let _ = done.send(result);
         });
-        let mut done = match written {
-            Ok(done) => done,
-            Err(e) => {
-                log::error!("backup into {} failed: {e}", path.display());
-                if let Err(e) = std::fs::remove_dir_all(&partial) {
-                    log::warn!("removing {}: {e}", partial.display());
-                }
-                return Err(e);
-            }
-        };
-        done.path = std::fs::canonicalize(&path).unwrap_or(path);
-        done.bytes = dir_size(&done.path);
-        log::info!(
-            "backup {}: {} groups, {} messages, {} bytes in {:?}; the longest pause of one \
-             group's writes was {:?}{}",
-            done.path.display(),
-            done.groups,
-            done.messages,
-            done.bytes,
-            started.elapsed(),
-            done.longest_pause,
-            done.longest_pause_group
-                .as_ref()
-                .map(|g| format!(" (group {g})"))
-                .unwrap_or_default(),
-        );
-        Ok(done)
+        answer
+            .await
+            .unwrap_or_else(|_| Err(BackupError::Failed("the backup task stopped".into())))
     }
+}
+
+/// The whole backup (see the module doc).
+async fn backup(registry: &Registry) -> Result<BackupDone, BackupError> {
+    let started = Instant::now();
+    let config = registry.config();
+    let parent = config
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(BACKUPS_SUBDIR));
+    std::fs::create_dir_all(&parent).map_err(io_failed("creating", &parent))?;
+    check_space(&parent, &config.data_dir.join("db"), config.min_free_bytes)?;
+    let (partial, path) = reserve(&parent, &utc_stamp(now_ms()))?;
+    log::info!("backup into {} started", path.display());
+    let written = write(registry, &partial).await.and_then(|done| {
+        std::fs::rename(&partial, &path).map_err(io_failed("renaming", &partial))?;
+        sync_dir(&parent);
+        Ok(done)
+    });
+    let mut done = match written {
+        Ok(done) => done,
+        Err(e) => {
+            log::error!("backup into {} failed: {e}", path.display());
+            if let Err(e) = std::fs::remove_dir_all(&partial) {
+                log::warn!("removing {}: {e}", partial.display());
+            }
+            return Err(e);
+        }
+    };
+    done.path = std::fs::canonicalize(&path).unwrap_or(path);
+    done.bytes = dir_size(&done.path);
+    log::info!(
+        "backup {}: {} groups, {} messages, {} bytes in {:?}; the longest pause of one \
+         group's writes was {:?}{}",
+        done.path.display(),
+        done.groups,
+        done.messages,
+        done.bytes,
+        started.elapsed(),
+        done.longest_pause,
+        done.longest_pause_group
+            .as_ref()
+            .map(|g| format!(" (group {g})"))
+            .unwrap_or_default(),
+    );
+    Ok(done)
 }
 
 /// Steps 1 to 4 of the module doc, into `dir`.
