@@ -40,6 +40,12 @@ pub enum Durability {
 
 /// Groups above this many members carry no `typing` and no `presence`.
 pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 500;
+/// A group actor stops after this long without a command.
+pub const DEFAULT_GROUP_IDLE_SECS: u64 = 600;
+/// How often the pruner looks for messages past their retention.
+pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 60;
+/// The most groups one `welcome` lists (the most recently active; `groups` pages the rest).
+pub const DEFAULT_WELCOME_GROUPS: usize = 200;
 
 /// The server's configuration.
 #[derive(Debug, Clone)]
@@ -52,11 +58,22 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The HS256 secret for user tokens; generated into the data directory when `None`.
     pub jwt_secret: Option<String>,
+    /// A group actor stops after this long without a command (`None`: never).
+    pub group_idle: Option<Duration>,
+    /// Messages older than this are pruned, unless the group sets its own (`None`: kept
+    /// forever).
+    pub retention: Option<Duration>,
+    /// How often the pruner runs.
+    pub prune_interval: Duration,
+    /// The most groups one `welcome` lists.
+    pub welcome_groups: usize,
     /// How often each group pushes aggregated `receipt` frames.
     pub receipt_interval: Duration,
     /// How often the server pings each WebSocket.
     pub heartbeat_interval: Duration,
-    /// A connection silent for longer than this is closed.
+    /// A connection silent for longer than this is closed (the session's heartbeat), and so is
+    /// one whose written data stays unacknowledged or unsent for this long (`TCP_USER_TIMEOUT`,
+    /// set in `server.rs`).
     pub client_timeout: Duration,
     /// The largest message body, in bytes.
     pub max_body_bytes: usize,
@@ -104,6 +121,10 @@ impl Config {
             data_dir: data_dir.into(),
             admin_token: None,
             jwt_secret: None,
+            group_idle: Some(Duration::from_secs(DEFAULT_GROUP_IDLE_SECS)),
+            retention: None,
+            prune_interval: Duration::from_secs(DEFAULT_PRUNE_INTERVAL_SECS),
+            welcome_groups: DEFAULT_WELCOME_GROUPS,
             receipt_interval: Duration::from_millis(DEFAULT_RECEIPT_INTERVAL_MS),
             heartbeat_interval: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
             client_timeout: Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS),

@@ -92,7 +92,8 @@ struct ServeArgs {
     /// Period of the server's WebSocket pings, in milliseconds.
     #[arg(long, default_value_t = config::DEFAULT_HEARTBEAT_MS)]
     heartbeat_ms: u64,
-    /// Close a connection silent for this long, in milliseconds.
+    /// Close a connection silent for this long, or one whose peer takes no data for this long,
+    /// in milliseconds.
     #[arg(long, default_value_t = config::DEFAULT_CLIENT_TIMEOUT_MS)]
     client_timeout_ms: u64,
     /// Largest message body, in bytes.
@@ -149,6 +150,20 @@ struct ServeArgs {
     /// connect would be pushed to every online member).
     #[arg(long, default_value_t = config::DEFAULT_PRESENCE_MAX_MEMBERS)]
     presence_max_members: usize,
+    /// Stop a group's actor after this many seconds without a command (memory follows
+    /// activity; the next use starts it again, nothing lost); 0: never.
+    #[arg(long, env = "ROLLCALL_GROUP_IDLE_SECS", default_value_t = config::DEFAULT_GROUP_IDLE_SECS)]
+    group_idle_secs: u64,
+    /// Prune messages older than this many seconds (a group's own `retention_secs` wins); the
+    /// newest message of a group is always kept. Default: keep forever.
+    #[arg(long, env = "ROLLCALL_RETENTION_SECS")]
+    retention_secs: Option<u64>,
+    /// How often the pruner runs, in seconds.
+    #[arg(long, default_value_t = config::DEFAULT_PRUNE_INTERVAL_SECS)]
+    prune_interval_secs: u64,
+    /// The most groups one `welcome` lists, most recently active first (`groups` pages them all).
+    #[arg(long, default_value_t = config::DEFAULT_WELCOME_GROUPS)]
+    welcome_groups: usize,
     /// Demo mode: into a data directory without users yet, create users alice, bob, carol and
     /// dave, a group `team` and a direct conversation with some history; on every start print a
     /// login link per demo user for the web client at `/`.
@@ -186,6 +201,14 @@ impl ServeArgs {
         config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
         config.remind_interval = Duration::from_secs(self.remind_interval_secs);
         config.workers = self.workers;
+        config.group_idle =
+            (self.group_idle_secs > 0).then(|| Duration::from_secs(self.group_idle_secs));
+        config.retention = self
+            .retention_secs
+            .filter(|&secs| secs > 0)
+            .map(Duration::from_secs);
+        config.prune_interval = Duration::from_secs(self.prune_interval_secs.max(1));
+        config.welcome_groups = self.welcome_groups.max(1);
         config.user_groups = self.user_groups;
         config.presence_max_members = self.presence_max_members;
         config.demo = self.demo;

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub outbound_queue_overflows: Counter,
     /// Group actors running.
     pub groups_loaded: Gauge,
+    /// Group actors stopped after `--group-idle-secs` without a command.
+    pub group_passivations: Counter,
+    /// Messages pruned past their retention.
+    pub messages_pruned: Counter,
     /// `messages_stored` when the previous flush began (for `messages_per_flush`).
     stored_at_last_flush: AtomicU64,
 }
@@ -70,6 +74,8 @@ impl Default for Metrics {
             sessions: Gauge::default(),
             outbound_queue_overflows: Counter::default(),
             groups_loaded: Gauge::default(),
+            group_passivations: Counter::default(),
+            messages_pruned: Counter::default(),
             stored_at_last_flush: AtomicU64::new(0),
         }
     }
@@ -125,6 +131,16 @@ impl Metrics {
             "groups_loaded",
             "group actors running",
             self.groups_loaded.clone(),
+        );
+        registry.register(
+            "group_passivations",
+            "group actors stopped after --group-idle-secs without a command",
+            self.group_passivations.clone(),
+        );
+        registry.register(
+            "messages_pruned",
+            "messages pruned past their retention",
+            self.messages_pruned.clone(),
         );
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -191,6 +207,8 @@ mod tests {
             "rollcall_outbound_queue_overflows_total 0",
             "rollcall_sessions 0",
             "rollcall_groups_loaded 0",
+            "rollcall_group_passivations_total 0",
+            "rollcall_messages_pruned_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

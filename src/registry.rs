@@ -16,15 +16,16 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::group::{
-    reply_channel, AddMember, By, DeleteGroup, GroupActor, GroupDeps, GroupError, MemberView,
-    PersistCursors, SetShareReads,
+    reply_channel, stored_summary, AddMember, Attached, By, DeleteGroup, GroupActor, GroupDeps,
+    GroupError, MemberView, PersistCursors, Retire, SetShareReads, HANDED_OUT_GRACE,
 };
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
@@ -34,6 +35,14 @@ use crate::store::{
     now_ms, GroupKindRecord, GroupRecord, GroupSettingsRecord, MemberRecord, RoleRecord, Store,
     StoreError, UserRecord, UserSettingsRecord,
 };
+
+/// One group as [`Registry::summarize`] finds it.
+pub enum Summarized {
+    /// Its actor runs: attach to it and ask it.
+    Running(Addr<GroupActor>),
+    /// No actor runs: the summary, read from the store.
+    Stored(Attached),
+}
 
 /// How long after a user's last session closed they are announced offline, unless a session
 /// opened again meanwhile (a reconnect sends nothing).
@@ -50,9 +59,25 @@ pub struct Registry {
     groups: Mutex<HashMap<GroupId, GroupSlot>>,
 }
 
-/// One group's place in the registry: its actor once started. Its own lock serializes loading
-/// that group without holding the whole map.
-type GroupSlot = Arc<Mutex<Option<Addr<GroupActor>>>>;
+/// One group's place in the registry: its actor while running. Its own lock serializes loading
+/// (and passivating) that group without holding the whole map.
+type GroupSlot = Arc<Mutex<Slot>>;
+
+#[derive(Default)]
+struct Slot {
+    running: Option<Addr<GroupActor>>,
+    /// When the running actor's address was last handed out (see `group/passivation.rs`).
+    handed_out: Option<Instant>,
+}
+
+impl Slot {
+    /// The running actor's address, noted as handed out.
+    fn hand_out(&mut self) -> Option<Addr<GroupActor>> {
+        let addr = self.running.clone()?;
+        self.handed_out = Some(Instant::now());
+        Some(addr)
+    }
+}
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
 /// section leaves the maps consistent).
@@ -123,12 +148,13 @@ impl Registry {
             }
         };
         let mut running = lock(&slot);
-        if let Some(addr) = running.as_ref() {
+        if let Some(addr) = running.running.as_ref() {
             if addr.connected() {
-                return Ok(Some(addr.clone()));
+                return Ok(running.hand_out());
             }
             // The actor died (a panic): its last writes may not be flushed yet. Flush, so the
-            // head the new actor reads back is durable before anyone sees it.
+            // head the new actor reads back is durable before anyone sees it. (A passivated
+            // actor leaves the slot empty instead.)
             log::warn!("group {id}: actor had stopped; starting it again");
             self.store.flush()?;
         }
@@ -139,21 +165,68 @@ impl Registry {
             metrics: Arc::clone(&self.metrics),
             presence: Arc::clone(&self.presence),
         };
-        let Some(actor) = GroupActor::load(id.clone(), deps)? else {
+        let Some(mut actor) = GroupActor::load(id.clone(), deps)? else {
             return Ok(None);
         };
+        actor.passivate_with(retire_from(Arc::downgrade(&slot)));
         let addr = match self.arbiter_for(id) {
             Some(arbiter) => GroupActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
         };
-        *running = Some(addr.clone());
-        Ok(Some(addr))
+        running.running = Some(addr);
+        Ok(running.hand_out())
+    }
+
+    /// What `welcome` and `groups` show of one group without starting its actor: the running
+    /// actor (to attach to and ask), or, when none runs, `user`'s summary read from the store
+    /// under the group's slot lock (so none starts meanwhile). `None`: no such group, or `user`
+    /// is not a member.
+    pub fn summarize(&self, id: &GroupId, user: &UserId) -> Result<Option<Summarized>, StoreError> {
+        let slot = {
+            let mut groups = lock(&self.groups);
+            match groups.get(id) {
+                Some(slot) => Arc::clone(slot),
+                None => {
+                    if self.store.group(id)?.is_none() {
+                        return Ok(None);
+                    }
+                    Arc::clone(groups.entry(id.clone()).or_default())
+                }
+            }
+        };
+        {
+            let mut running = lock(&slot);
+            match running.running.as_ref() {
+                None => {
+                    return Ok(stored_summary(&*self.store, id, user)?.map(Summarized::Stored));
+                }
+                Some(addr) if addr.connected() => {
+                    return Ok(running.hand_out().map(Summarized::Running));
+                }
+                // A dead actor: its last writes may not be durable; start a new one (which
+                // flushes first).
+                Some(_) => {}
+            }
+        }
+        Ok(self.group(id)?.map(Summarized::Running))
+    }
+
+    /// Whether a group's actor is running now (without starting it).
+    pub fn is_running(&self, id: &GroupId) -> bool {
+        let Some(slot) = lock(&self.groups).get(id).cloned() else {
+            return false;
+        };
+        let running = lock(&slot);
+        running.running.as_ref().is_some_and(Addr::connected)
     }
 
     /// The actors started so far (some may have stopped).
     fn started_groups(&self) -> Vec<Addr<GroupActor>> {
         let slots: Vec<GroupSlot> = lock(&self.groups).values().cloned().collect();
-        slots.iter().filter_map(|slot| lock(slot).clone()).collect()
+        slots
+            .iter()
+            .filter_map(|slot| lock(slot).hand_out())
+            .collect()
     }
 
     fn arbiter_for(&self, id: &GroupId) -> Option<&ArbiterHandle> {
@@ -502,9 +575,31 @@ impl Registry {
     /// The running actor of a group, without starting one.
     pub fn running_group(&self, id: &GroupId) -> Option<Addr<GroupActor>> {
         let slot = lock(&self.groups).get(id).cloned()?;
-        let addr = lock(&slot).clone();
+        let addr = lock(&slot).hand_out();
         addr.filter(|a| a.connected())
     }
+}
+
+/// The registry's side of passivation for the actor in `slot`: under the slot's lock, forget
+/// the actor if it is still the one running and nobody was handed its address just now.
+fn retire_from(slot: Weak<Mutex<Slot>>) -> Retire {
+    Arc::new(move |me: &Addr<GroupActor>| {
+        let Some(slot) = slot.upgrade() else {
+            return true;
+        };
+        let mut slot = lock(&slot);
+        if slot.running.as_ref() != Some(me) {
+            return false;
+        }
+        if slot
+            .handed_out
+            .is_some_and(|at| at.elapsed() < HANDED_OUT_GRACE)
+        {
+            return false;
+        }
+        slot.running = None;
+        true
+    })
 }
 
 /// Adds a member (as `member`) through its group actor, waiting until it is durable.

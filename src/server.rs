@@ -1,5 +1,6 @@
 //! Starting and stopping the server: open the store, start the committer and the group
-//! arbiters, bind the HTTP listener, print where it listens, run until told to stop, flush.
+//! arbiters, bind the HTTP listener (whose sockets give up on a peer that takes no data, see
+//! `give_up_unacknowledged_after`), print where it listens, run until told to stop, flush.
 //!
 //! Shutdown is ours, not actix-server's: its own handlers stop at once on SIGINT (no draining)
 //! and, on SIGTERM, wait up to the shutdown timeout for open WebSockets, which only end when
@@ -80,6 +81,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
         backups: Backups::default(),
     });
     let app_state = state.clone();
+    let client_timeout = config.client_timeout;
     let mut server =
         HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
             .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
@@ -87,7 +89,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
             // `sent` and `msg` are small frames written back to back: without this the second
             // waits for the client's delayed ACK (about 20 ms more per send).
             .tcp_nodelay(true)
-            .client_request_timeout(Duration::from_secs(10));
+            .client_request_timeout(Duration::from_secs(10))
+            .on_connect(move |io, _| give_up_unacknowledged_after(io, client_timeout));
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
@@ -158,6 +161,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     drop((state, registry));
     release(store).await;
     result
+}
+
+/// Sets `TCP_USER_TIMEOUT` on an accepted connection: once data it wrote stays unacknowledged,
+/// or untransmitted because the peer's receive window is zero, for `timeout`, the kernel fails
+/// the socket, and the HTTP worker drops the connection (a WebSocket session stops with it).
+///
+/// This is the closer for a peer that stopped reading. The session's own heartbeat cannot be
+/// it: the session actor is driven by its response stream, which the HTTP dispatcher stops
+/// polling while the socket takes no more bytes, so its timers do not run. A watchdog outside
+/// the actor, shutting the socket down when the session's writes made no progress, would need
+/// the raw descriptor kept beside a connection that may close and reuse it at any time; the
+/// kernel already tracks progress of each socket exactly. No keepalive is needed: the heartbeat
+/// writes a ping every `--heartbeat-ms`, so a session always has data that must be
+/// acknowledged, and idle HTTP connections end with actix's keep-alive timeout. Linux only
+/// (zero-window probes count since Linux 5.11); elsewhere a stalled peer lingers until the
+/// kernel's own retransmission timeout.
+fn give_up_unacknowledged_after(io: &dyn std::any::Any, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    if let Some(stream) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+            log::warn!("setting TCP_USER_TIMEOUT on a connection: {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (io, timeout);
 }
 
 /// Drops this handle on the store and waits (up to the shutdown bound) until every other one

@@ -201,13 +201,19 @@ async fn membership_changes_take_effect_at_once() {
         "PUT of an existing member must leave it unchanged"
     );
     // Online, she is told at once (`joined`, with her welcome-style summary), once.
-    let joined = carol.recv_type("joined").await;
+    let mut joined = carol.recv_type("joined").await;
+    let last_ts = joined["last_ts"].as_u64().expect("last_ts");
+    assert!(
+        last_ts > 1_700_000_000_000,
+        "the newest message's time: {joined}"
+    );
+    joined.as_object_mut().expect("object").remove("last_ts");
     assert_eq!(
         joined,
         json!({
             "type": "joined", "group": "team", "name": "team", "kind": "group",
             "last_seq": 3, "delivered": 3, "read": 3, "unread": 0,
-            "receipts": "full", "marked_unread": false, "role": "member"
+            "receipts": "full", "marked_unread": false, "role": "member", "first_seq": 1
         })
     );
     alice.send_msg("team", "c4", "welcome carol").await;

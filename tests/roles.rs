@@ -177,7 +177,8 @@ async fn create_group_makes_the_creator_owner_and_tells_every_online_member() {
         json!({
             "type": "joined", "group": group, "name": "Launch", "kind": "group",
             "last_seq": 0, "delivered": 0, "read": 0, "unread": 0,
-            "receipts": "full", "marked_unread": false, "role": "owner"
+            "receipts": "full", "marked_unread": false, "role": "owner",
+            "first_seq": 1, "last_ts": 0
         })
     );
     let joined = recv_about(&mut bob, "joined", &group).await;

@@ -36,7 +36,12 @@ pub(crate) struct Connection {
     pub(crate) user: String,
     pub(crate) groups: Vec<GroupSummary>,
     pub(crate) reminders: Vec<Reminder>,
+    /// Frames that arrived while the rest of the groups were paged in after `welcome`.
+    early: Vec<ServerFrame>,
 }
+
+/// The largest `groups` page the client asks for after a `welcome` with `more_groups`.
+const GROUPS_PAGE: usize = 500;
 
 /// Why the read/write loop of one connection ended.
 enum Ending {
@@ -93,15 +98,24 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
         match ServerFrame::parse(&text) {
             Ok(ServerFrame::Welcome {
                 user,
-                groups,
+                mut groups,
                 reminders,
+                more_groups,
+                ..
             }) => {
+                let mut early = Vec::new();
+                if more_groups {
+                    // `welcome` listed only the most recently active groups: page in the rest,
+                    // so every group is caught up as after any connect.
+                    groups = all_groups(&mut socket, groups, &mut early).await?;
+                }
                 return Ok(Connection {
                     socket,
                     user,
                     groups,
                     reminders,
-                })
+                    early,
+                });
             }
             Ok(ServerFrame::Error { code, message, .. }) => {
                 return Err(ClientError::Server { code, message })
@@ -112,6 +126,59 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
                 ))
             }
             Err(e) => log::debug!("client: ignoring a frame before welcome: {e}"),
+        }
+    }
+}
+
+/// Pages through `groups` until `more` is false; returns the union with `listed` (the
+/// `welcome` entries, which a page repeats). Other frames that arrive meanwhile go to `early`.
+async fn all_groups(
+    socket: &mut Socket,
+    listed: Vec<GroupSummary>,
+    early: &mut Vec<ServerFrame>,
+) -> Result<Vec<GroupSummary>, ClientError> {
+    let mut all: std::collections::BTreeMap<String, GroupSummary> =
+        listed.into_iter().map(|g| (g.group.clone(), g)).collect();
+    let mut after: Option<String> = None;
+    loop {
+        let ask = ClientFrame::Groups {
+            id: None,
+            after: after.clone(),
+            limit: Some(GROUPS_PAGE),
+        };
+        socket
+            .send(WsMessage::text(ask.to_text()))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (page, more) = loop {
+            let text = match socket.next().await {
+                Some(Ok(WsMessage::Text(text))) => text,
+                Some(Ok(WsMessage::Close(close))) => {
+                    return Err(ClientError::Connect(format!(
+                        "closed while paging groups: {close:?}"
+                    )))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
+                None => return Err(ClientError::Connect("closed while paging groups".into())),
+            };
+            match ServerFrame::parse(&text) {
+                Ok(ServerFrame::Groups { groups, more, .. }) => break (groups, more),
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    return Err(ClientError::Server { code, message })
+                }
+                Ok(frame) => early.push(frame),
+                Err(e) => log::debug!("client: ignoring a frame while paging groups: {e}"),
+            }
+        };
+        let Some(last) = page.last().map(|g| g.group.clone()) else {
+            return Ok(all.into_values().collect());
+        };
+        after = Some(last);
+        // A page's summary is as new as the welcome's or newer.
+        all.extend(page.into_iter().map(|g| (g.group.clone(), g)));
+        if !more {
+            return Ok(all.into_values().collect());
         }
     }
 }
@@ -140,8 +207,12 @@ pub(crate) async fn run(
             user,
             groups,
             reminders,
+            early,
         } = connection;
         engine.on_connected(user, groups, reminders);
+        for frame in early {
+            engine.on_frame(frame);
+        }
         match serve(&config, &mut socket, &mut engine, &mut commands).await {
             Ending::Dropped => {
                 // Dropping the socket without a close handshake is what a failed network does;

@@ -167,6 +167,11 @@ impl CommitQueue {
         self.pending.len()
     }
 
+    /// Nothing waits: every write is durable, no flush is in flight, nothing is queued.
+    pub(super) fn is_settled(&self) -> bool {
+        !self.flush_in_flight && self.pending.is_empty() && self.durable.covers(self.written)
+    }
+
     fn push(&mut self, action: AfterFlush) {
         self.pending.push_back(Pending {
             behind: self.written,

@@ -7,7 +7,7 @@
 //! author's own sessions included. Repeating one answers the same and pushes nothing.
 //!
 //! A deleted seq leaves the counts: it is in `deleted` (unread counts subtract it) and no
-//! longer in its sender's `by_sender` list (receipt pushes and `receipts mine` skip it). Its
+//! longer in its sender's index (receipt pushes and `receipts mine` skip it). Its
 //! reminders and schedule go with it.
 
 use std::sync::Arc;
@@ -122,10 +122,14 @@ impl GroupActor {
         self.queue.wrote();
         self.deleted_seqs.insert(msg.seq);
         if let Ok(sender) = UserId::parse(&record.from) {
-            if let Some(seqs) = self.by_sender.get_mut(&sender) {
-                if let Ok(at) = seqs.binary_search(&msg.seq) {
-                    seqs.remove(at);
-                }
+            // Last: a crash before it leaves an index entry of a deleted message, which the
+            // group's start removes (it checks the newest deletions).
+            if let Err(e) = self
+                .deps
+                .store
+                .index_sent(&self.id, &sender, Seq(msg.seq), false)
+            {
+                log::error!("group {}: unindexing message {}: {e}", self.id, msg.seq);
             }
         }
         self.drop_reminders_of(msg.seq);
@@ -138,6 +142,7 @@ impl Handler<EditMessage> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: EditMessage, ctx: &mut Context<Self>) {
+        self.used();
         match self.edit(&msg) {
             Ok(edited) => {
                 if let Some(edited_ts) = edited {
@@ -162,6 +167,7 @@ impl Handler<DeleteMessage> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeleteMessage, ctx: &mut Context<Self>) {
+        self.used();
         match self.delete_message(&msg) {
             Ok(deleted) => {
                 if deleted {
@@ -184,6 +190,7 @@ impl Handler<Typing> for GroupActor {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, msg: Typing, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.check_member(&msg.user)?;
         if self.members.len() > self.deps.config.presence_max_members {
             return Ok(());

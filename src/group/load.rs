@@ -1,9 +1,12 @@
 //! Loading a group actor's memory from the store when it starts (lazily, on first use): its
 //! record and settings, members (with who shares reads and their roles) and the receipt index, the unread flags,
-//! pending reminders and schedules, each sender's seqs, and the `(sender, client_id) → seq`
+//! pending reminders and schedules, the deleted seqs, and the `(sender, client_id) → seq`
 //! resend map of the last `--dedup-window` messages.
 //!
-//! Loading scans the group's messages once: O(messages). (A known limit, ARCHITECTURE.md.)
+//! Loading reads O(members + deletions + dedup window), never the whole history: each sender's
+//! seqs (for `unread`, `receipts mine` and receipt pushes) are the store's per-sender index,
+//! read by range when needed. A group written before that index existed gets it built once, on
+//! its first start (one scan of its messages).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -68,21 +71,30 @@ impl GroupActor {
             reminders.add_schedule(seq.0, schedule.due_ms);
         }
         let last_seq = deps.store.last_seq(&id)?.0;
+        let first_seq = deps.store.first_seq(&id)?.0;
+        let last_ts = deps.store.message(&id, Seq(last_seq))?.map_or(0, |m| m.ts);
         let deleted_seqs: BTreeSet<u64> = deps
             .store
-            .notes(&id, Note::Deleted, Seq(1), Seq(last_seq))?
+            .notes(&id, Note::Deleted, Seq(first_seq), Seq(last_seq))?
             .into_iter()
             .map(|(seq, _)| seq.0)
             .collect();
-        let window_start =
-            last_seq.saturating_sub(u64::try_from(deps.config.dedup_window).unwrap_or(u64::MAX));
-        let mut by_sender: HashMap<UserId, Vec<u64>> = HashMap::new();
+        if !deps.store.sent_indexed(&id)? {
+            build_sent_index(&id, &deps, first_seq, last_seq, &deleted_seqs)?;
+        }
+        let window = u64::try_from(deps.config.dedup_window.max(1)).unwrap_or(u64::MAX);
+        let window_start = last_seq
+            .saturating_sub(window)
+            .max(first_seq.saturating_sub(1));
         let mut resend = HashMap::new();
         let mut resend_order = VecDeque::new();
+        let mut newest = Vec::new();
         let mut corrupt = None;
+        // Only the newest `--dedup-window` messages: the resend map, and the index entries a
+        // crash may have cut off (the index is written just after its message).
         deps.store.scan_messages(
             &id,
-            Seq(1),
+            Seq(window_start + 1),
             Seq(last_seq),
             Direction::Ascending,
             &mut |seq, m| {
@@ -90,14 +102,10 @@ impl GroupActor {
                     corrupt = Some(seq);
                     return false;
                 };
-                if !deleted_seqs.contains(&seq.0) {
-                    by_sender.entry(from.clone()).or_default().push(seq.0);
-                }
-                if seq.0 > window_start {
-                    let key = (from, m.client_id);
-                    resend.insert(key.clone(), (seq.0, m.ts));
-                    resend_order.push_back(key);
-                }
+                newest.push((seq, from.clone()));
+                let key = (from, m.client_id);
+                resend.insert(key.clone(), (seq.0, m.ts));
+                resend_order.push_back(key);
                 true
             },
         )?;
@@ -106,6 +114,7 @@ impl GroupActor {
                 "sender of message {seq:?} in group {id}"
             )));
         }
+        repair_sent_index(&id, &deps, &newest, &deleted_seqs)?;
         log::debug!(
             "group {id} loaded: {} members, last seq {last_seq}",
             members.len()
@@ -122,7 +131,8 @@ impl GroupActor {
             marked_unread,
             index,
             reminders,
-            by_sender,
+            first_seq,
+            last_ts,
             resend,
             resend_order,
             fanout,
@@ -132,6 +142,75 @@ impl GroupActor {
             deferred: Vec::new(),
             deleted_seqs,
             deleted: false,
+            last_used: std::time::Instant::now(),
+            retire: None,
         }))
     }
+}
+
+/// Builds the per-sender index of a group written before it existed: one scan of its messages.
+fn build_sent_index(
+    id: &GroupId,
+    deps: &GroupDeps,
+    first_seq: u64,
+    last_seq: u64,
+    deleted: &BTreeSet<u64>,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut entries = Vec::new();
+    deps.store.scan_messages(
+        id,
+        Seq(first_seq),
+        Seq(last_seq),
+        Direction::Ascending,
+        &mut |seq, m| {
+            if !deleted.contains(&seq.0) {
+                entries.push((seq, m.from));
+            }
+            true
+        },
+    )?;
+    for (seq, from) in &entries {
+        let from = UserId::parse(from)
+            .map_err(|_| StoreError::Corrupt(format!("sender of message {seq:?} in group {id}")))?;
+        deps.store.index_sent(id, &from, *seq, true)?;
+    }
+    deps.store.mark_sent_indexed(id)?;
+    log::info!(
+        "group {id}: built the sender index of {} messages in {:?}",
+        entries.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Re-adds the index entries of the newest messages that a crash cut off (the entry is written
+/// just after its message) and removes those of the newest deletions (removed just after the
+/// deletion's note). Reads only: nothing is written unless something was cut off.
+fn repair_sent_index(
+    id: &GroupId,
+    deps: &GroupDeps,
+    newest: &[(Seq, UserId)],
+    deleted: &BTreeSet<u64>,
+) -> Result<(), StoreError> {
+    for (seq, from) in newest {
+        let live = !deleted.contains(&seq.0);
+        let mut indexed = false;
+        deps.store.scan_sent(
+            id,
+            from,
+            Seq(seq.0.saturating_sub(1)),
+            *seq,
+            Direction::Ascending,
+            &mut |_| {
+                indexed = true;
+                false
+            },
+        )?;
+        if indexed != live {
+            log::warn!("group {id}: repairing the sender index at message {seq:?}");
+            deps.store.index_sent(id, from, *seq, live)?;
+        }
+    }
+    Ok(())
 }

@@ -387,6 +387,7 @@ impl Handler<AddMember> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
+        self.used();
         match self.add_member(msg.user.clone(), msg.role, &msg.by) {
             Ok((record, new)) => {
                 if new {
@@ -412,6 +413,7 @@ impl Handler<RemoveMember> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) {
+        self.used();
         let result = self.remove(&msg);
         self.answer_when_durable(result, msg.reply, ctx);
     }
@@ -421,6 +423,7 @@ impl Handler<SetRole> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetRole, ctx: &mut Context<Self>) {
+        self.used();
         let result = self.set_role(&msg);
         self.answer_when_durable(result, msg.reply, ctx);
     }
@@ -430,6 +433,7 @@ impl Handler<Leave> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        self.used();
         let result = self.leave(&msg.user, msg.session_id);
         self.answer_when_durable(result, msg.reply, ctx);
     }
@@ -439,6 +443,7 @@ impl Handler<DeleteGroup> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeleteGroup, ctx: &mut Context<Self>) {
+        self.used();
         let deleted = self.delete();
         self.queue_deferred(ctx);
         match deleted {
@@ -454,6 +459,7 @@ impl Handler<ListMembers> for GroupActor {
     type Result = Result<Vec<(UserId, MemberView)>, GroupError>;
 
     fn handle(&mut self, msg: ListMembers, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         if self.deleted {
             return Err(GroupError::Deleted);
         }

@@ -386,6 +386,10 @@ pub struct Summary {
     pub receipts: ReceiptPolicyRecord,
     pub marked_unread: bool,
     pub role: RoleRecord,
+    /// The oldest kept seq (older ones were pruned).
+    pub first_seq: u64,
+    /// When the newest message was sent (ms; 0 when there is none): for "most recently active".
+    pub last_ts: u64,
 }
 
 /// One durable message of a group.
@@ -444,6 +448,8 @@ impl From<Summary> for GroupSummary {
             receipts: s.receipts.into(),
             marked_unread: s.marked_unread,
             role: s.role.into(),
+            first_seq: s.first_seq,
+            last_ts: s.last_ts,
         }
     }
 }

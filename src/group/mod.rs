@@ -9,12 +9,14 @@
 //! - `fanout.rs`: the sessions attached to this group and pushing to them (`try_send`, evict);
 //! - `tick.rs`: cursor moves → at most one `receipt` frame per online sender per tick;
 //! - `load.rs`: rebuilding the state from the store on start;
+//! - `stored.rs`: a summary straight from the store, for a group whose actor is not running;
 //! - `queries.rs`: summaries, pages of messages, receipts, readers;
 //! - `receipts.rs`: the receipt index, counts in O(log members) (pure, property-tested);
 //! - `controls.rs`: name and receipt policy, private reads, "marked unread";
 //! - `edits.rs`: editing and deleting messages (unread and receipts skip deleted ones), typing;
 //! - `membership.rs`: members, roles and who may change them, leaving, deleting the group;
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
+//! - `passivation.rs`: stopping after `--group-idle-secs` without a command, nothing lost;
 //! - `backup.rs`: copying the group into an online backup's snapshot while the actor holds it;
 //! - `audit.rs`: the receipt audit, the index's counts against the definition over the stored cursors;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
@@ -32,12 +34,16 @@ mod fanout;
 mod load;
 mod membership;
 mod messages;
+mod passivation;
 mod queries;
 pub mod receipts;
 mod reminders;
+mod stored;
 mod tick;
 
 pub use messages::*;
+pub use passivation::{Retire, HANDED_OUT_GRACE};
+pub use stored::stored_summary;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -87,8 +93,10 @@ pub struct GroupActor {
     marked_unread: HashSet<UserId>,
     index: ReceiptIndex,
     reminders: Reminders,
-    /// Each sender's seqs, ascending (for `unread`, `mine` and receipt pushes).
-    by_sender: HashMap<UserId, Vec<u64>>,
+    /// The oldest stored seq (older messages were pruned); `last_seq + 1` while there are none.
+    first_seq: u64,
+    /// When the newest message was sent (ms; 0: none yet).
+    last_ts: u64,
     /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages.
     resend: HashMap<(UserId, String), (u64, u64)>,
     resend_order: VecDeque<(UserId, String)>,
@@ -108,6 +116,10 @@ pub struct GroupActor {
     /// The group was deleted: nothing is written any more, and the actor stops once the
     /// deletion is durable.
     deleted: bool,
+    /// When the last command arrived (see `passivation.rs`).
+    last_used: Instant,
+    /// The registry's side of passivation; `None`: never passivates.
+    retire: Option<Retire>,
 }
 
 impl GroupActor {
@@ -193,6 +205,7 @@ impl GroupActor {
             return;
         }
         self.queue.wrote_message(seq);
+        self.last_ts = ts;
         if let Some(reply_to) = msg.reply_to {
             // After the message: a note never outlives the message it is about.
             if let Err(e) = self
@@ -211,7 +224,6 @@ impl GroupActor {
             }
         }
         self.deps.metrics.message_stored(record.body.len());
-        self.by_sender.entry(from.clone()).or_default().push(seq);
         let text: Arc<str> = Arc::from(
             ServerFrame::Msg(Message {
                 group: self.id.to_string(),
@@ -304,6 +316,7 @@ impl Actor for GroupActor {
         }
         self.deps.metrics.groups_loaded.inc();
         self.arm_schedules(ctx);
+        self.arm_idle_check(ctx);
         ctx.run_interval(self.deps.config.receipt_interval, |actor, ctx| {
             actor.tick(ctx)
         });
@@ -349,6 +362,7 @@ impl Handler<PostMessage> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) {
+        self.used();
         self.post(msg, ctx);
     }
 }
@@ -357,6 +371,7 @@ impl Handler<AdvanceCursor> for GroupActor {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, msg: AdvanceCursor, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.advance(msg)
     }
 }
@@ -365,6 +380,7 @@ impl Handler<FetchMessages> for GroupActor {
     type Result = Result<MessagesPage, GroupError>;
 
     fn handle(&mut self, msg: FetchMessages, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.fetch(msg)
     }
 }
@@ -381,6 +397,7 @@ impl Handler<DescribeGroup> for GroupActor {
     type Result = MessageResult<DescribeGroup>;
 
     fn handle(&mut self, _msg: DescribeGroup, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         MessageResult(self.describe())
     }
 }
@@ -389,6 +406,7 @@ impl Handler<ListReceipts> for GroupActor {
     type Result = Result<ReceiptsPage, GroupError>;
 
     fn handle(&mut self, msg: ListReceipts, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.receipts(msg)
     }
 }
@@ -397,6 +415,7 @@ impl Handler<ListReaders> for GroupActor {
     type Result = Result<ReaderLists, GroupError>;
 
     fn handle(&mut self, msg: ListReaders, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.readers(msg)
     }
 }
@@ -405,6 +424,7 @@ impl Handler<UpdateGroup> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpdateGroup, ctx: &mut Context<Self>) {
+        self.used();
         self.update_group(msg, ctx);
     }
 }
@@ -413,6 +433,7 @@ impl Handler<SetShareReads> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetShareReads, _ctx: &mut Context<Self>) {
+        self.used();
         self.set_share_reads(&msg.user, msg.share_reads);
     }
 }
@@ -421,6 +442,7 @@ impl Handler<MarkUnread> for GroupActor {
     type Result = Result<(), GroupError>;
 
     fn handle(&mut self, msg: MarkUnread, ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.mark_unread(msg, ctx)
     }
 }
@@ -429,6 +451,7 @@ impl Handler<Remind> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: Remind, ctx: &mut Context<Self>) {
+        self.used();
         self.remind(msg, ctx);
     }
 }

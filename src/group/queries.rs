@@ -13,24 +13,42 @@ use super::{
 };
 
 impl GroupActor {
-    /// Counts the sender's own messages in `(after, upto]`.
+    /// Counts the sender's own live messages in `(after, upto]` (the store's per-sender index:
+    /// O(own messages in the range)).
     fn own_between(&self, user: &UserId, after: u64, upto: u64) -> u64 {
-        let Some(seqs) = self.by_sender.get(user) else {
-            return 0;
-        };
-        let lo = seqs.partition_point(|&s| s <= after);
-        let hi = seqs.partition_point(|&s| s <= upto);
-        u64::try_from(hi.saturating_sub(lo)).unwrap_or(0)
+        let mut n = 0u64;
+        let counted = self.deps.store.scan_sent(
+            &self.id,
+            user,
+            Seq(after),
+            Seq(upto),
+            Direction::Ascending,
+            &mut |_| {
+                n += 1;
+                true
+            },
+        );
+        if let Err(e) = counted {
+            log::error!("group {}: counting the messages of {user}: {e}", self.id);
+        }
+        n
     }
 
     /// The group as `welcome` (or `joined`) shows it to `user`, as of `head`: the last seq whose
     /// `msg` the session will not get pushed.
     pub(super) fn summary(&self, user: &UserId, member: &MemberRecord, head: u64) -> Summary {
-        let from = member.read.max(member.joined_seq).min(head);
-        // Deleted messages are not in `by_sender`: own and deleted never count twice.
-        let unread = (head - from)
-            .saturating_sub(self.own_between(user, from, head))
-            .saturating_sub(self.deleted_between(from, head));
+        let from = member
+            .read
+            .max(member.joined_seq)
+            .max(self.first_seq.saturating_sub(1))
+            .min(head);
+        // Deleted messages are not in the sender index: own and deleted never count twice.
+        let unread = super::stored::unread(
+            head,
+            from,
+            self.own_between(user, from, head),
+            self.deleted_between(from, head),
+        );
         Summary {
             group: self.id.clone(),
             name: self.record.name.clone(),
@@ -42,6 +60,8 @@ impl GroupActor {
             receipts: self.settings.receipts,
             marked_unread: self.marked_unread.contains(user),
             role: self.role_of(user),
+            first_seq: self.first_seq.min(head + 1),
+            last_ts: self.last_ts,
         }
     }
 
@@ -148,22 +168,26 @@ impl GroupActor {
         self.check_receipts_shown(false)?;
         match msg.query {
             ReceiptQuery::Mine { after, limit } => {
-                let seqs = self
-                    .by_sender
-                    .get(&msg.user)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                let start = seqs.partition_point(|&s| s <= after);
-                let end = seqs.partition_point(|&s| s <= self.queue.durable_seq());
-                let page = seqs.get(start..end).unwrap_or_default();
-                let items = page
+                let mut seqs = Vec::new();
+                self.deps.store.scan_sent(
+                    &self.id,
+                    &msg.user,
+                    Seq(after.max(self.first_seq.saturating_sub(1))),
+                    Seq(self.queue.durable_seq()),
+                    Direction::Ascending,
+                    &mut |seq| {
+                        seqs.push(seq.0);
+                        seqs.len() <= limit
+                    },
+                )?;
+                let items = seqs
                     .iter()
                     .take(limit)
                     .map(|&seq| self.receipt(seq, &msg.user))
                     .collect();
                 Ok(ReceiptsPage {
                     items,
-                    more: page.len() > limit,
+                    more: seqs.len() > limit,
                 })
             }
             ReceiptQuery::Seqs(seqs) => {

@@ -40,6 +40,11 @@ impl Reminders {
         self.pending.entry(user).or_default().insert(seq, record);
     }
 
+    /// Whether a scheduled reminder is armed (its timer lives in the actor).
+    pub(super) fn has_schedules(&self) -> bool {
+        !self.scheduled.is_empty()
+    }
+
     pub(super) fn add_schedule(&mut self, seq: u64, due_ms: u64) {
         self.scheduled.insert(seq, due_ms);
     }

@@ -4,8 +4,8 @@
 //! An `ack`/`read` changes memory and the receipt index at once, and records the moved interval
 //! `(from, to]` per member and cursor ([`Moved`]). Each tick writes the moved members' records
 //! (one write per member, not per ack), then, for each online sender, merges the intervals moved
-//! by others ([`seqs_in_union`], a pure function, property-tested), looks up that sender's seqs
-//! inside them and builds one frame. The frames wait in the commit queue for the flush that
+//! by others ([`union`], a pure function, property-tested), looks up that sender's seqs inside
+//! them in the store's per-sender index (newest first, at most a page) and builds one frame. The frames wait in the commit queue for the flush that
 //! makes those cursors durable.
 
 use std::collections::HashMap;
@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::ids::UserId;
+use crate::ids::{Seq, UserId};
 use crate::protocol::{ReceiptItem, ServerFrame, MAX_PAGE};
-use crate::store::{ReceiptPolicyRecord, StoreError};
+use crate::store::{Direction, ReceiptPolicyRecord, StoreError};
 
 use super::commit_queue::AfterFlush;
 use super::{Cursor, GroupActor};
@@ -44,21 +44,31 @@ fn moved_by_others(moved: &HashMap<UserId, Moved>, sender: &UserId) -> Vec<(u64,
         .collect()
 }
 
-/// The seqs of `seqs` (ascending) that lie in the union of the intervals `(lo, hi]`, ascending
-/// and each once. Costs O(k log k + k log n) for k intervals over n seqs: no scan of `seqs`.
-pub(super) fn seqs_in_union(seqs: &[u64], mut intervals: Vec<(u64, u64)>) -> Vec<u64> {
+/// The union of the intervals `(lo, hi]` as disjoint intervals, ascending. O(k log k).
+pub(super) fn union(mut intervals: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     intervals.sort_unstable();
-    let mut items = Vec::new();
-    let mut covered_to = 0;
+    let mut out: Vec<(u64, u64)> = Vec::new();
     for (lo, hi) in intervals {
-        let lo = lo.max(covered_to);
         if hi <= lo {
             continue;
         }
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// The seqs of `seqs` (ascending) that lie in the union of the intervals `(lo, hi]`, ascending
+/// and each once: the definition the store's index scans in [`GroupActor::tick`] follow.
+#[cfg(test)]
+pub(super) fn seqs_in_union(seqs: &[u64], intervals: Vec<(u64, u64)>) -> Vec<u64> {
+    let mut items = Vec::new();
+    for (lo, hi) in union(intervals) {
         let start = seqs.partition_point(|&s| s <= lo);
         let end = seqs.partition_point(|&s| s <= hi);
         items.extend(seqs.get(start..end).unwrap_or_default().iter().copied());
-        covered_to = hi;
     }
     items
 }
@@ -114,21 +124,39 @@ impl GroupActor {
             return;
         }
         let mut frames = Vec::new();
+        let durable = self.queue.durable_seq();
         for sender in self.fanout.online_users() {
-            let Some(seqs) = self.by_sender.get(sender) else {
-                continue;
-            };
-            let intervals = moved_by_others(&moved, sender);
+            let intervals = union(moved_by_others(&moved, sender));
             if intervals.is_empty() {
                 continue;
             }
-            let items = seqs_in_union(seqs, intervals);
+            // The sender's seqs in the union, from the store's per-sender index, newest first,
+            // at most MAX_PAGE (older ones can be pulled): O(result), whatever the history.
+            let mut items = Vec::new();
+            for &(lo, hi) in intervals.iter().rev() {
+                if items.len() >= MAX_PAGE {
+                    break;
+                }
+                let scanned = self.deps.store.scan_sent(
+                    &self.id,
+                    sender,
+                    Seq(lo),
+                    Seq(hi.min(durable)),
+                    Direction::Descending,
+                    &mut |seq| {
+                        items.push(seq.0);
+                        items.len() < MAX_PAGE
+                    },
+                );
+                if let Err(e) = scanned {
+                    log::error!("group {}: reading the seqs of {sender}: {e}", self.id);
+                }
+            }
             if items.is_empty() {
                 continue;
             }
-            // Bound the frame: the newest MAX_PAGE items; older ones can be pulled.
-            let skip = items.len().saturating_sub(MAX_PAGE);
-            let items: Vec<ReceiptItem> = items[skip..]
+            items.reverse();
+            let items: Vec<ReceiptItem> = items
                 .iter()
                 .map(|&seq| self.receipt(seq, sender).into())
                 .collect();

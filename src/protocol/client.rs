@@ -100,6 +100,16 @@ pub enum ClientFrame {
         group: String,
         seq: u64,
     },
+    /// Pages through the user's groups in ascending id order (`welcome` lists only the most
+    /// recently active `--welcome-groups`).
+    Groups {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// Lists users (to pick the other side of a `direct`).
     Users {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +214,7 @@ macro_rules! id_field {
             | ClientFrame::Receipts { id, .. }
             | ClientFrame::Readers { id, .. }
             | ClientFrame::Users { id, .. }
+            | ClientFrame::Groups { id, .. }
             | ClientFrame::Ping { id }
             | ClientFrame::Settings { id, .. }
             | ClientFrame::Remind { id, .. }
@@ -345,6 +356,7 @@ impl ClientFrame {
             ClientFrame::Receipts { .. } => "receipts",
             ClientFrame::Readers { .. } => "readers",
             ClientFrame::Users { .. } => "users",
+            ClientFrame::Groups { .. } => "groups",
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::Settings { .. } => "settings",
             ClientFrame::Remind { .. } => "remind",

@@ -227,6 +227,8 @@ mod tests {
                 receipts: ReceiptPolicy::Counts,
                 marked_unread: true,
                 role: Default::default(),
+                first_seq: 1,
+                last_ts: 0,
             },
         };
         let text = joined.to_text();

@@ -11,10 +11,24 @@ use super::{to_json, ErrorCode, RequestId};
 pub enum ServerFrame {
     Welcome {
         user: String,
+        /// The most recently active groups, at most `--welcome-groups`.
         groups: Vec<GroupSummary>,
         /// Reminders of messages the user has not read yet.
         #[serde(default)]
         reminders: Vec<Reminder>,
+        /// The user has more groups than `groups` lists (page them with `groups`).
+        #[serde(default)]
+        more_groups: bool,
+        /// `unread` summed over all of the user's groups, listed or not.
+        #[serde(default)]
+        unread_total: u64,
+    },
+    /// A page of the user's groups, ascending by id.
+    Groups {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        groups: Vec<GroupSummary>,
+        more: bool,
     },
     Sent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +215,7 @@ impl ServerFrame {
             ServerFrame::Readers { .. } => "readers",
             ServerFrame::ReadSync { .. } => "read_sync",
             ServerFrame::Users { .. } => "users",
+            ServerFrame::Groups { .. } => "groups",
             ServerFrame::Joined { .. } => "joined",
             ServerFrame::Left { .. } => "left",
             ServerFrame::GroupCreated { .. } => "group_created",
@@ -260,6 +275,16 @@ pub struct GroupSummary {
     /// The user's role in the group.
     #[serde(default)]
     pub role: Role,
+    /// The oldest kept seq: older messages were pruned (retention). 1 while nothing was pruned.
+    #[serde(default = "first_seq_default")]
+    pub first_seq: u64,
+    /// When the newest message was sent (ms since the epoch; 0: no message yet).
+    #[serde(default)]
+    pub last_ts: u64,
+}
+
+fn first_seq_default() -> u64 {
+    1
 }
 
 /// A member's role in a group.

@@ -11,7 +11,10 @@
 //! whose capacity is `--session-queue`. When it is full the group evicts the session with
 //! [`Outbound::Evict`]; the session closes with code 4000 (`lagging`) and the client resyncs from
 //! its cursor. (actix-web-actors' own write buffer has no bound, which is why the mailbox is the
-//! place to measure "behind".)
+//! place to measure "behind".) While the socket takes no bytes at all, this actor is not run (the
+//! HTTP dispatcher stops polling its stream), so neither the eviction nor the heartbeat can close
+//! it: the kernel does, after `client_timeout` without progress (`TCP_USER_TIMEOUT`, set in
+//! `server.rs`), and the actor stops when the dispatcher drops the stream.
 
 mod commands;
 mod frame_limit;
@@ -27,7 +30,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
 use crate::auth::Credential;
-use crate::group::{AttachSession, Attached, DetachSession, GroupActor, GroupError};
+use crate::group::{DetachSession, GroupActor, GroupError};
 use crate::ids::{GroupId, UserId};
 use crate::presence::{Outbound, SessionHandle, SessionPermit};
 use crate::protocol::{ClientFrame, ErrorCode, Refusal, RequestId, ServerFrame};
@@ -170,37 +173,28 @@ impl Session {
                     Vec::new()
                 }
             };
-            let mut groups: Vec<Attached> = Vec::new();
-            for id in ids {
-                let addr = match registry.group(&id) {
-                    Ok(Some(addr)) => addr,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        log::error!("loading group {id} for {user} failed: {e}");
-                        continue;
-                    }
-                };
-                if let Ok(Some(attached)) = addr
-                    .send(AttachSession {
-                        session: handle.clone(),
-                    })
-                    .await
-                {
-                    groups.push(attached);
-                }
-            }
-            groups
+            commands::summaries(registry, handle, ids).await
         };
-        ctx.wait(attach.into_actor(self).map(|groups, act, ctx| {
+        ctx.wait(attach.into_actor(self).map(|mut groups, act, ctx| {
             act.attached = groups.iter().map(|a| a.summary.group.clone()).collect();
+            let unread_total = groups.iter().map(|a| a.summary.unread).sum();
             let reminders = groups
                 .iter()
                 .flat_map(|a| a.reminders.iter().cloned().map(Into::into))
                 .collect();
+            // The most recently active first; `groups` pages through all of them by id.
+            groups.sort_by(|a, b| {
+                (b.summary.last_ts, &a.summary.group).cmp(&(a.summary.last_ts, &b.summary.group))
+            });
+            let limit = act.registry.config().welcome_groups;
+            let more_groups = groups.len() > limit;
+            groups.truncate(limit);
             let frame = ServerFrame::Welcome {
                 user: act.user.to_string(),
                 groups: groups.into_iter().map(|a| a.summary.into()).collect(),
                 reminders,
+                more_groups,
+                unread_total,
             };
             act.send_frame(&frame, ctx);
         }));

@@ -5,7 +5,7 @@
 //! `c` (the group's settings), `f` + user id (a member's flags), `r` + seq + user id (a pending
 //! reminder), `s` + seq (a scheduled reminder) and `o` + user id (a member's role, when not
 //! `Member`), and the notes about messages, `p`/`e`/`x` + seq (replied-to seq, edited and deleted
-//! times). Every kind has its own first byte, so a
+//! times), the per-sender index `b` + `[len][sender]` + seq (with `B` marking it complete). Every kind has its own first byte, so a
 //! prefix scan reads one kind. In the shared
 //! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
 //! group id, so a prefix scan for one user never matches another id that merely starts with the
@@ -44,6 +44,20 @@ pub const ROLE: u8 = b'o';
 pub const REPLY_TO: u8 = b'p';
 pub const EDITED: u8 = b'e';
 pub const DELETED: u8 = b'x';
+/// The first byte of the per-sender index: `b` + `[len][sender]` + seq → empty, one entry per
+/// live (not deleted, not pruned) message, so a sender's seqs in a range are a range scan.
+pub const SENT: u8 = b'b';
+/// Present once the group's per-sender index covers every message (groups written before the
+/// index existed get it built once, on their first start).
+pub const SENT_INDEXED: &[u8] = b"B";
+
+/// `b` + `[len][sender]` + seq: one message in its sender's index.
+pub fn sent(sender: &str, seq: Seq) -> Vec<u8> {
+    let mut out = vec![SENT];
+    out.extend_from_slice(&prefix(sender));
+    out.extend_from_slice(&seq.0.to_be_bytes());
+    out
+}
 
 /// `tag` + user id.
 pub fn tagged(tag: u8, user: &str) -> Vec<u8> {

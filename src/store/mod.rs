@@ -305,6 +305,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// All members of a group with their records, sorted by user id.
     fn members(&self, group: &GroupId) -> Result<Vec<(UserId, MemberRecord)>, StoreError>;
+    /// One member's record.
+    fn member(&self, group: &GroupId, user: &UserId) -> Result<Option<MemberRecord>, StoreError>;
     /// Adds a member (or replaces its record) and indexes the group under the user.
     fn add_member(
         &self,
@@ -324,7 +326,8 @@ pub trait Store: Send + Sync + 'static {
     /// The groups a user may be a member of. A superset: the member records are the truth.
     fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError>;
 
-    /// Stores a message under its seq: one key, one atomic write.
+    /// Stores a message under its seq (one atomic write), then its entry in the sender's index
+    /// (idempotent: rewriting a message, as an edit does, changes no index).
     fn put_message(
         &self,
         group: &GroupId,
@@ -356,6 +359,32 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(Seq, u64)>, StoreError>;
     /// The highest stored seq of a group (0 when it has none).
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError>;
+    /// The lowest stored seq of a group (older ones were pruned); `last_seq + 1` when it has none.
+    fn first_seq(&self, group: &GroupId) -> Result<Seq, StoreError>;
+
+    /// Calls `visit` with the seqs of `sender`'s live messages in `(after, upto]`, in
+    /// `direction`, until it returns false (the per-sender index: O(result), not O(messages)).
+    fn scan_sent(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        direction: Direction,
+        visit: &mut dyn FnMut(Seq) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Adds (`live`) or removes one entry of the per-sender index.
+    fn index_sent(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        seq: Seq,
+        live: bool,
+    ) -> Result<(), StoreError>;
+    /// Whether the per-sender index covers every message of the group.
+    fn sent_indexed(&self, group: &GroupId) -> Result<bool, StoreError>;
+    /// Records that the per-sender index covers every message of the group.
+    fn mark_sent_indexed(&self, group: &GroupId) -> Result<(), StoreError>;
 
     /// The storage format recorded in the store; `None` when it records none (a database whose
     /// creation or snapshot never finished, or not a Rollcall database).

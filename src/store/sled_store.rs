@@ -337,6 +337,8 @@ impl Store for SledStore {
             self.delete(Ok(self.groups.clone()), key)?;
             return Ok(false);
         }
+        // A new group has no messages: its sender index is complete from the start.
+        self.mark_sent_indexed(group)?;
         Ok(true)
     }
 
@@ -540,6 +542,13 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn member(&self, group: &GroupId, user: &UserId) -> Result<Option<MemberRecord>, StoreError> {
+        self.tree(group)?
+            .get(keys::member(user.as_str()))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
     fn add_member(
         &self,
         group: &GroupId,
@@ -594,7 +603,11 @@ impl Store for SledStore {
         seq: Seq,
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
-        self.put(self.tree(group), &keys::message(seq), record)
+        let tree = self.tree(group)?;
+        self.put(Ok(tree.clone()), &keys::message(seq), record)?;
+        // After the message: a crash between the two loses at most the index entries of the
+        // newest messages, which the group's start re-adds (it reads the newest messages anyway).
+        self.put(Ok(tree), &keys::sent(&record.from, seq), &())
     }
 
     fn scan_messages(
@@ -670,6 +683,83 @@ impl Store for SledStore {
             out.push((seq, decode(&value)?));
         }
         Ok(out)
+    }
+
+    fn first_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {
+        match self.tree(group)?.scan_prefix([keys::MESSAGE]).next() {
+            None => Ok(Seq(self.last_seq(group)?.0 + 1)),
+            Some(entry) => {
+                let (key, _) = entry?;
+                keys::seq_of(&key)
+                    .ok_or_else(|| StoreError::Corrupt(format!("message key in group {group}")))
+            }
+        }
+    }
+
+    fn scan_sent(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        direction: Direction,
+        visit: &mut dyn FnMut(Seq) -> bool,
+    ) -> Result<(), StoreError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let tree = self.tree(group)?;
+        let (from, to) = (
+            keys::sent(sender.as_str(), Seq(after.0 + 1)),
+            keys::sent(sender.as_str(), upto),
+        );
+        let range = tree.range(from..=to);
+        let mut step = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+            let (key, _) = entry?;
+            let seq = keys::seq_of(&key)
+                .ok_or_else(|| StoreError::Corrupt(format!("sender index in group {group}")))?;
+            Ok(visit(seq))
+        };
+        match direction {
+            Direction::Ascending => {
+                for entry in range {
+                    if !step(entry)? {
+                        break;
+                    }
+                }
+            }
+            Direction::Descending => {
+                for entry in range.rev() {
+                    if !step(entry)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn index_sent(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        seq: Seq,
+        live: bool,
+    ) -> Result<(), StoreError> {
+        let key = keys::sent(sender.as_str(), seq);
+        if live {
+            self.put(self.tree(group), &key, &())
+        } else {
+            self.delete(self.tree(group), &key)
+        }
+    }
+
+    fn sent_indexed(&self, group: &GroupId) -> Result<bool, StoreError> {
+        Ok(self.tree(group)?.contains_key(keys::SENT_INDEXED)?)
+    }
+
+    fn mark_sent_indexed(&self, group: &GroupId) -> Result<(), StoreError> {
+        self.put(self.tree(group), keys::SENT_INDEXED, &())
     }
 
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {

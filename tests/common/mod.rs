@@ -28,7 +28,7 @@ pub mod ws;
 pub use auth::{now_secs, sign, token, token_with};
 pub use http::{http_error_code, member_of};
 pub use server::{Server, ServerOptions};
-pub use ws::{raw_ws_upgrade, seq, seqs, Client, WireEnd};
+pub use ws::{raw_ws_upgrade, raw_ws_upgrade_over, seq, seqs, Client, WireEnd};
 
 /// The admin bearer token every test server is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-5f1c";

@@ -31,9 +31,19 @@ impl Server {
 /// `Authorization: Bearer <token>`, and checks that it was accepted (101). Returns the stream and
 /// whatever arrived after the response head (the start of the first frames).
 pub async fn raw_ws_upgrade(port: u16, token: &str) -> (TcpStream, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+    let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connecting");
+    raw_ws_upgrade_over(stream, port, token).await
+}
+
+/// Like [`raw_ws_upgrade`], over a stream the test connected itself (e.g. with a small receive
+/// buffer).
+pub async fn raw_ws_upgrade_over(
+    mut stream: TcpStream,
+    port: u16,
+    token: &str,
+) -> (TcpStream, Vec<u8>) {
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\

@@ -118,6 +118,7 @@ impl Engine {
             | ServerFrame::Receipts { ref id, .. }
             | ServerFrame::Readers { ref id, .. }
             | ServerFrame::Users { ref id, .. }
+            | ServerFrame::Groups { ref id, .. }
             | ServerFrame::Settings { ref id, .. }
             | ServerFrame::GroupCreated { ref id, .. }
             | ServerFrame::Edited { ref id, .. }

@@ -84,6 +84,8 @@ fn summary(group: &str, last_seq: u64, delivered: u64, read: u64) -> GroupSummar
         delivered,
         read,
         unread: 0,
+        first_seq: 1,
+        last_ts: 0,
     }
 }
 

@@ -10,6 +10,7 @@ mod cursor;
 mod direct;
 mod edits;
 mod fetch;
+mod groups;
 mod membership;
 mod readers;
 mod receipts;
@@ -19,6 +20,8 @@ mod settings;
 mod users;
 
 use std::time::Duration;
+
+pub(super) use groups::summaries;
 
 use crate::group::Cursor;
 use crate::protocol::{ClientFrame, RequestId, ServerFrame};
@@ -81,6 +84,7 @@ pub(super) fn dispatch(
             limit,
         } => receipts::receipts(session, ctx, id, group, mine, seqs, after, limit),
         ClientFrame::Users { id, after, limit } => users::users(session, ctx, id, after, limit),
+        ClientFrame::Groups { id, after, limit } => groups::groups(session, ctx, id, after, limit),
         ClientFrame::Readers { id, group, seq } => readers::readers(session, ctx, id, &group, seq),
         ClientFrame::Settings { id, share_reads } => {
             settings::settings(session, ctx, id, share_reads);

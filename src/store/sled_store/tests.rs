@@ -413,3 +413,45 @@ fn a_snapshot_cut_short_records_no_format_and_check_opens_nothing_new() {
     assert!(SledStore::open_to_check(&dir.path().join("nothing"), 1 << 20).is_err());
     assert!(!dir.path().join("nothing").exists());
 }
+
+#[test]
+fn the_sender_index_answers_ranges_per_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let g = GroupId::parse("g").unwrap();
+    let (al, alice) = (
+        UserId::parse("al").unwrap(),
+        UserId::parse("alice").unwrap(),
+    );
+    for s in 1..=6 {
+        // al sends the odd seqs, alice the even ones: ids that share a prefix stay apart.
+        let from = if s % 2 == 1 { "al" } else { "alice" };
+        let record = MessageRecord {
+            from: from.into(),
+            ..msg(&format!("m{s}"))
+        };
+        store.put_message(&g, Seq(s), &record).unwrap();
+    }
+    let seqs = |user: &UserId, after: u64, upto: u64, direction: Direction| {
+        let mut out = Vec::new();
+        store
+            .scan_sent(&g, user, Seq(after), Seq(upto), direction, &mut |s| {
+                out.push(s.0);
+                true
+            })
+            .unwrap();
+        out
+    };
+    assert_eq!(seqs(&al, 0, 6, Direction::Ascending), [1, 3, 5]);
+    assert_eq!(seqs(&alice, 0, 6, Direction::Ascending), [2, 4, 6]);
+    assert_eq!(seqs(&alice, 2, 5, Direction::Descending), [4]);
+    assert_eq!(seqs(&al, 3, 3, Direction::Ascending), Vec::<u64>::new());
+    store.index_sent(&g, &al, Seq(3), false).unwrap();
+    assert_eq!(seqs(&al, 0, 6, Direction::Descending), [5, 1]);
+    assert_eq!(store.first_seq(&g).unwrap(), Seq(1));
+    let empty = GroupId::parse("empty").unwrap();
+    assert_eq!(store.first_seq(&empty).unwrap(), Seq(1));
+    assert!(!store.sent_indexed(&g).unwrap());
+    store.mark_sent_indexed(&g).unwrap();
+    assert!(store.sent_indexed(&g).unwrap());
+}
