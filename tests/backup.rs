@@ -212,7 +212,7 @@ async fn a_backup_taken_during_a_storm_of_sends_holds_every_acknowledged_message
 
     let (code, report) = check(&path);
     assert_eq!(code, 0, "rollcall check of the snapshot: {report}");
-    assert!(report.contains("0 violations"), "{report}");
+    assert!(report.contains("0 violations, 0 warnings"), "{report}");
 
     // The snapshot is a data directory: a server opens it.
     let restored = Server::options().data_path(&path).start();
@@ -297,6 +297,10 @@ async fn check_names_each_violation_it_finds() {
             raw_store::member_value(0, 2, 4),
         )
         .expect("write");
+        // The per-sender index: alice's 2 out of it, and an entry for a message bob never sent.
+        eng.remove(raw_store::sent_key("alice", 2)).expect("write");
+        eng.insert(raw_store::sent_key("bob", 1), &[])
+            .expect("write");
         let ops = raw_store::group_tree(&db, "ops");
         // Not in the index either: two violations.
         ops.insert(
@@ -326,6 +330,10 @@ async fn check_names_each_violation_it_finds() {
         "store: key format: absent",
         "group eng: key m/3: missing: message 3 is absent (first_seq 1, last_seq 5",
         "group eng: key u/bob: read 4 is above delivered 2",
+        "group eng: key b/alice/2: missing: live message 2 from alice has no sender index entry",
+        "group eng: key b/bob/1: stale: there is no live message 1 from bob",
+        // The message taken out above leaves its index entry behind.
+        "group eng: key b/alice/3: stale: there is no live message 3 from alice",
         "group ops: key u/carol: delivered 99 is above last_seq 0",
         "group ops: key user_groups/carol/ops: missing: carol is a member",
         "group eng: key user_groups/alice/eng: missing: alice is a member",
@@ -346,7 +354,11 @@ async fn check_names_each_violation_it_finds() {
             .any(|l| l.starts_with(&format!("group {dm}: key user_groups/carol/{dm}: missing"))),
         "{report}"
     );
-    assert!(report.contains("8 violations, 1 warnings"), "{report}");
+    assert!(report.contains("11 violations, 1 warnings"), "{report}");
+    assert!(
+        report.contains("per-sender index: checked in 3 groups"),
+        "{report}"
+    );
 
     // A newer format: nothing else can be read.
     {

@@ -847,9 +847,6 @@ impl Store for ProbedStore {
     ) -> Result<(), StoreError> {
         self.inner.scan_user_groups(visit)
     }
-    fn sender_index(&self, group: &GroupId) -> Result<Option<Vec<(UserId, Seq)>>, StoreError> {
-        self.inner.sender_index(group)
-    }
     fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn Snapshot>, StoreError> {
         self.inner.begin_snapshot(dir)
     }

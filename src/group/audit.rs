@@ -134,6 +134,7 @@ impl Handler<AuditReceipts> for GroupActor {
     type Result = Result<ReceiptAudit, GroupError>;
 
     fn handle(&mut self, msg: AuditReceipts, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
         self.audit(msg.limit)
     }
 }

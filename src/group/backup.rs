@@ -8,7 +8,9 @@
 //! blocking pool: the group's commands (sends included) queue up in its mailbox meanwhile and
 //! run right after, while the other groups on the same arbiter keep running. The rejected
 //! option, copying inside the handler, would have paused every group of the arbiter for the
-//! copy of this one. The pause is measured and answered ([`GroupExported::pause`]).
+//! copy of this one. The pause is measured and answered ([`GroupExported::pause`]). A backup is
+//! not a use of the group: it does not restart the idle clock of passivation (an idle group
+//! started for the backup stops again after `--group-idle-secs`).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -16,8 +16,13 @@
 //!   that member's `welcome`). An entry without a membership is only a *warning*: the index is a
 //!   superset by design (a membership change writes the entry first and removes it last, so a
 //!   crash in between leaves one behind), and the member records are the truth;
-//! - the per-sender index, where the store keeps one ([`Store::sender_index`]), holds exactly
-//!   one entry per live (not deleted) message.
+//! - the per-sender index of every group whose index is complete ([`Store::sent_indexed`]; a
+//!   group written before the index existed gets it at its next start) holds exactly one entry
+//!   per live (not deleted) message, looked up for every sender of a message and every member
+//!   ([`Store::scan_sent`]). A crash can cut off only a group's last write, so two differences are
+//!   only warnings: the newest message without its entry (written just after the message; the
+//!   group's start adds it), and the newest deletion's entry still there (removed just after the
+//!   deletion; the start removes it when the message is among its newest `--dedup-window`).
 //!
 //! A finding names the group, the key (readable: `m/<seq>`, `u/<user>`, `b/<user>/<seq>`,
 //! `user_groups/<user>/<group>`, `format`) and what is wrong, one line each. The check reads
@@ -66,8 +71,10 @@ pub struct Report {
     pub messages: u64,
     pub members: u64,
     pub index_entries: u64,
-    /// Groups whose per-sender index was checked (0 when the store keeps none).
+    /// Groups whose per-sender index was checked.
     pub sender_indexes: u64,
+    /// Groups whose per-sender index is not built yet (built at the group's next start).
+    pub sender_indexes_not_built: u64,
     /// What is wrong: `rollcall check` exits 1 when there is any.
     pub violations: Vec<Finding>,
     /// What is odd but harmless.
@@ -85,11 +92,10 @@ impl Report {
         let format = self
             .format
             .map_or_else(|| "none".to_owned(), |f| f.to_string());
-        let sender_index = if self.sender_indexes == 0 {
-            "not kept by this store, not checked".to_owned()
-        } else {
-            format!("checked in {} groups", self.sender_indexes)
-        };
+        let sender_index = format!(
+            "checked in {} groups ({} not built yet)",
+            self.sender_indexes, self.sender_indexes_not_built
+        );
         format!(
             "format {format}; {} users; {} groups ({} direct); {} messages; {} members; {} index \
              entries; per-sender index: {sender_index}; {} violations, {} warnings",
@@ -280,35 +286,107 @@ impl Checker<'_> {
 
     fn group(&mut self, id: &GroupId, record: &GroupRecord) {
         self.report.groups += 1;
-        let sender_index = match self.store.sender_index(id) {
-            Ok(index) => index,
+        let indexed = match self.store.sent_indexed(id) {
+            Ok(indexed) => indexed,
             Err(e) => {
                 self.report
-                    .violation(Some(id), "b", format!("unreadable: {e}"));
-                None
+                    .violation(Some(id), "B", format!("unreadable: {e}"));
+                false
             }
         };
-        let Some(messages) = self.messages(id, sender_index.is_some()) else {
+        let Some(messages) = self.messages(id, indexed) else {
             return;
         };
-        self.members(id, record, messages.last_seq);
-        if let Some(entries) = sender_index {
-            self.report.sender_indexes += 1;
-            match self.store.notes(id, Note::Deleted, Seq(1), Seq(u64::MAX)) {
-                Ok(deleted) => {
-                    let deleted: HashSet<Seq> = deleted.into_iter().map(|(seq, _)| seq).collect();
-                    let live: Vec<(Seq, String)> = messages
-                        .senders
-                        .into_iter()
-                        .filter(|(seq, _)| !deleted.contains(seq))
-                        .collect();
-                    for (key, problem) in sender_index_findings(&live, &entries) {
-                        self.report.violation(Some(id), key, problem);
-                    }
+        let members = self.members(id, record, messages.last_seq);
+        if indexed {
+            self.sender_index(id, &messages, &members);
+        } else {
+            self.report.sender_indexes_not_built += 1;
+        }
+    }
+
+    /// Checks a group's per-sender index against its live messages (see the module doc).
+    fn sender_index(&mut self, id: &GroupId, messages: &Messages, members: &[UserId]) {
+        self.report.sender_indexes += 1;
+        let deleted = match self.store.notes(id, Note::Deleted, Seq(1), Seq(u64::MAX)) {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                self.report
+                    .violation(Some(id), "x", format!("unreadable: {e}"));
+                return;
+            }
+        };
+        // Each deletion's note holds when it happened: the newest one was the last write.
+        let newest_deletion = deleted
+            .iter()
+            .max_by_key(|(_, ms)| *ms)
+            .map(|(seq, _)| *seq);
+        let deleted: HashSet<Seq> = deleted.into_iter().map(|(seq, _)| seq).collect();
+        let mut senders: BTreeSet<UserId> = members.iter().cloned().collect();
+        senders.extend(
+            messages
+                .senders
+                .iter()
+                .filter_map(|(_, from)| UserId::parse(from).ok()),
+        );
+        let mut entries = Vec::new();
+        for sender in &senders {
+            let scanned = self.store.scan_sent(
+                id,
+                sender,
+                Seq(0),
+                Seq(u64::MAX),
+                Direction::Ascending,
+                &mut |seq| {
+                    entries.push((sender.clone(), seq));
+                    true
+                },
+            );
+            if let Err(e) = scanned {
+                self.report
+                    .violation(Some(id), format!("b/{sender}"), format!("unreadable: {e}"));
+                return;
+            }
+        }
+        let live: Vec<(Seq, String)> = messages
+            .senders
+            .iter()
+            .filter(|(seq, _)| !deleted.contains(seq))
+            .cloned()
+            .collect();
+        for diff in sender_index_diffs(&live, &entries) {
+            let key = format!("b/{}/{}", diff.sender, diff.seq.0);
+            let (seq, sender) = (diff.seq.0, &diff.sender);
+            if diff.missing {
+                let problem =
+                    format!("missing: live message {seq} from {sender} has no sender index entry");
+                if seq == messages.last_seq {
+                    self.report.warning(
+                        Some(id),
+                        key,
+                        format!(
+                            "{problem} (the newest message: a crash between it and its entry; \
+                             the group's start adds it)"
+                        ),
+                    );
+                } else {
+                    self.report.violation(Some(id), key, problem);
                 }
-                Err(e) => self
-                    .report
-                    .violation(Some(id), "x", format!("unreadable: {e}")),
+            } else {
+                let problem = format!("stale: there is no live message {seq} from {sender}");
+                if Some(diff.seq) == newest_deletion {
+                    self.report.warning(
+                        Some(id),
+                        key,
+                        format!(
+                            "{problem} (the newest deletion: a crash before its entry was \
+                             removed; the group's start removes it if the message is among its \
+                             newest --dedup-window)"
+                        ),
+                    );
+                } else {
+                    self.report.violation(Some(id), key, problem);
+                }
             }
         }
     }
@@ -386,13 +464,14 @@ impl Checker<'_> {
         })
     }
 
-    fn members(&mut self, id: &GroupId, record: &GroupRecord, last_seq: u64) {
+    /// Checks a group's members; returns who they are (none when unreadable).
+    fn members(&mut self, id: &GroupId, record: &GroupRecord, last_seq: u64) -> Vec<UserId> {
         let members = match self.store.members(id) {
             Ok(members) => members,
             Err(e) => {
                 self.report
                     .violation(Some(id), "u", format!("unreadable: {e}"));
-                return;
+                return Vec::new();
             }
         };
         self.report.members += u64::try_from(members.len()).unwrap_or(u64::MAX);
@@ -459,6 +538,7 @@ impl Checker<'_> {
                 ),
             }
         }
+        members.into_iter().map(|(user, _)| user).collect()
     }
 
     /// Index entries without a membership: warnings (see the module doc).
@@ -492,36 +572,40 @@ struct Messages {
     senders: Vec<(Seq, String)>,
 }
 
-/// Compares a group's per-sender index with its live messages (`live`: seq and sender of every
-/// message not deleted): every live message has its entry, and no entry lacks a live message.
-/// Returns `(key, problem)` pairs, by sender then seq.
-fn sender_index_findings(
-    live: &[(Seq, String)],
-    entries: &[(UserId, Seq)],
-) -> Vec<(String, String)> {
-    let expected: BTreeSet<(&str, u64)> = live
+/// One difference between a group's per-sender index and its live messages.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct IndexDiff {
+    sender: String,
+    seq: Seq,
+    /// A live message without its entry (else: an entry without a live message).
+    missing: bool,
+}
+
+/// Compares a group's per-sender index (`entries`) with its live messages (`live`: seq and
+/// sender of every message not deleted): every live message has its entry, and no entry lacks
+/// a live message. By sender, then seq.
+fn sender_index_diffs(live: &[(Seq, String)], entries: &[(UserId, Seq)]) -> Vec<IndexDiff> {
+    let expected: BTreeSet<(&str, Seq)> = live
         .iter()
-        .map(|(seq, from)| (from.as_str(), seq.0))
+        .map(|(seq, from)| (from.as_str(), *seq))
         .collect();
-    let actual: BTreeSet<(&str, u64)> = entries
+    let actual: BTreeSet<(&str, Seq)> = entries
         .iter()
-        .map(|(user, seq)| (user.as_str(), seq.0))
+        .map(|(user, seq)| (user.as_str(), *seq))
         .collect();
-    let mut findings = Vec::new();
-    for &(from, seq) in expected.difference(&actual) {
-        findings.push((
-            format!("b/{from}/{seq}"),
-            format!("missing: live message {seq} from {from} has no sender index entry"),
-        ));
-    }
-    for &(from, seq) in actual.difference(&expected) {
-        findings.push((
-            format!("b/{from}/{seq}"),
-            format!("stale: there is no live message {seq} from {from}"),
-        ));
-    }
-    findings.sort();
-    findings
+    let diff = |a: &BTreeSet<(&str, Seq)>, b: &BTreeSet<(&str, Seq)>, missing: bool| {
+        a.difference(b)
+            .map(|&(sender, seq)| IndexDiff {
+                sender: sender.to_owned(),
+                seq,
+                missing,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut diffs = diff(&expected, &actual, true);
+    diffs.extend(diff(&actual, &expected, false));
+    diffs.sort();
+    diffs
 }
 
 #[cfg(test)]
@@ -555,10 +639,9 @@ mod tests {
     fn the_sender_index_must_list_exactly_the_live_messages() {
         let live = vec![(Seq(1), "alice".to_owned()), (Seq(3), "bob".to_owned())];
         assert!(
-            sender_index_findings(&live, &[(uid("alice"), Seq(1)), (uid("bob"), Seq(3))])
-                .is_empty()
+            sender_index_diffs(&live, &[(uid("alice"), Seq(1)), (uid("bob"), Seq(3))]).is_empty()
         );
-        let findings = sender_index_findings(
+        let diffs = sender_index_diffs(
             &live,
             // 3 is bob's, not alice's; 2 is deleted (not live), so its entry is stale too.
             &[
@@ -567,10 +650,14 @@ mod tests {
                 (uid("bob"), Seq(2)),
             ],
         );
-        let keys: Vec<&str> = findings.iter().map(|(key, _)| key.as_str()).collect();
-        assert_eq!(keys, ["b/alice/3", "b/bob/2", "b/bob/3"]);
-        assert!(findings[2].1.starts_with("missing"), "{findings:?}");
-        assert!(findings[0].1.starts_with("stale"), "{findings:?}");
+        let found: Vec<(&str, u64, bool)> = diffs
+            .iter()
+            .map(|d| (d.sender.as_str(), d.seq.0, d.missing))
+            .collect();
+        assert_eq!(
+            found,
+            [("alice", 3, false), ("bob", 2, false), ("bob", 3, true)]
+        );
     }
 
     #[test]
@@ -620,15 +707,22 @@ mod tests {
             ),
             (3, 2, 1, 3, 4)
         );
-        assert_eq!(report.sender_indexes, 0, "sled keeps no sender index yet");
+        assert_eq!(
+            (report.sender_indexes, report.sender_indexes_not_built),
+            (2, 0)
+        );
 
         // A gap (5 without 4), cursors out of order or past the head, a third person in the
-        // direct conversation.
+        // direct conversation; alice's message 2 out of the sender index, an entry for a
+        // message bob never sent, and bob's newest message without its entry (a crash's cut).
         store.put_message(&eng, Seq(5), &message("bob")).unwrap();
         store.put_cursors(&eng, &bob, &member(1, 2, 4)).unwrap();
         store.add_member(&dm, &carol, &member(0, 0, 0)).unwrap();
         store.add_member(&eng, &carol, &member(0, 0, 0)).unwrap();
         store.put_cursors(&eng, &carol, &member(6, 7, 6)).unwrap();
+        store.index_sent(&eng, &alice, Seq(2), false).unwrap();
+        store.index_sent(&eng, &bob, Seq(1), true).unwrap();
+        store.index_sent(&eng, &bob, Seq(5), false).unwrap();
         let report = check(&store);
         let lines: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
         let expect = [
@@ -636,6 +730,8 @@ mod tests {
             "group eng: key u/bob: read 4 is above delivered 2",
             "group eng: key u/carol: delivered 7 is above last_seq 5",
             "group dm:alice:bob: key u: a direct conversation has 3 members (alice, bob, carol)",
+            "group eng: key b/alice/2: missing: live message 2 from alice has no sender index",
+            "group eng: key b/bob/1: stale: there is no live message 1 from bob",
         ];
         for expected in expect {
             assert!(
@@ -644,5 +740,29 @@ mod tests {
             );
         }
         assert_eq!(lines.len(), expect.len(), "{lines:#?}");
+        let warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with("group eng: key b/bob/5: missing")
+                && warnings[0].contains("newest message"),
+            "{warnings:#?}"
+        );
+
+        // The newest deletion's entry left behind is a warning; an older one's a violation.
+        store.index_sent(&eng, &bob, Seq(5), true).unwrap();
+        store.put_note(&eng, Note::Deleted, Seq(1), 10).unwrap();
+        store.put_note(&eng, Note::Deleted, Seq(3), 20).unwrap();
+        let report = check(&store);
+        let warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with("group eng: key b/alice/3: stale"),
+            "{warnings:#?}"
+        );
+        assert!(
+            report.violations.iter().any(|v| v.key == "b/alice/1"),
+            "{:#?}",
+            report.violations
+        );
     }
 }

@@ -395,11 +395,6 @@ pub trait Store: Send + Sync + 'static {
         &self,
         visit: &mut dyn FnMut(UserId, GroupId) -> bool,
     ) -> Result<(), StoreError>;
-    /// The per-sender index of a group (one entry per live message: its sender and seq), for
-    /// `rollcall check`; `None`: this store keeps no such index, and the check skips it.
-    fn sender_index(&self, _group: &GroupId) -> Result<Option<Vec<(UserId, Seq)>>, StoreError> {
-        Ok(None)
-    }
     /// Starts a snapshot into a new database in `dir` (which must not exist yet): an empty copy
     /// that [`Snapshot`]'s methods fill while the server keeps running.
     fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn Snapshot>, StoreError>;

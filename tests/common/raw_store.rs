@@ -70,3 +70,11 @@ pub fn index_key(user: &str, group: &str) -> Vec<u8> {
     key.extend_from_slice(group.as_bytes());
     key
 }
+
+/// `b` + `[len][sender]` + seq: a message's entry in its group's per-sender index.
+pub fn sent_key(sender: &str, seq: u64) -> Vec<u8> {
+    let mut key = vec![b'b', u8::try_from(sender.len()).expect("a short id")];
+    key.extend_from_slice(sender.as_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
