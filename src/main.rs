@@ -155,6 +155,9 @@ struct ServeArgs {
     /// activity; the next use starts it again, nothing lost); 0: never.
     #[arg(long, env = "ROLLCALL_GROUP_IDLE_SECS", default_value_t = config::DEFAULT_GROUP_IDLE_SECS)]
     group_idle_secs: u64,
+    /// The same in milliseconds, for tests (wins over `--group-idle-secs`).
+    #[arg(long, hide = true)]
+    group_idle_ms: Option<u64>,
     /// Prune messages older than this many seconds (a group's own `retention_secs` wins); the
     /// newest message of a group is always kept. Default: keep forever.
     #[arg(long, env = "ROLLCALL_RETENTION_SECS")]
@@ -202,8 +205,10 @@ impl ServeArgs {
         config.cache_bytes = self.cache_mb.saturating_mul(1 << 20);
         config.remind_interval = Duration::from_secs(self.remind_interval_secs);
         config.workers = self.workers;
-        config.group_idle =
-            (self.group_idle_secs > 0).then(|| Duration::from_secs(self.group_idle_secs));
+        config.group_idle = match self.group_idle_ms {
+            Some(ms) => (ms > 0).then(|| Duration::from_millis(ms)),
+            None => (self.group_idle_secs > 0).then(|| Duration::from_secs(self.group_idle_secs)),
+        };
         config.retention = self
             .retention_secs
             .filter(|&secs| secs > 0)

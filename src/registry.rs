@@ -17,15 +17,16 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::group::{
-    reply_channel, stored_summary, AddMember, Attached, By, DeleteGroup, GroupActor, GroupDeps,
-    GroupError, MemberView, PersistCursors, Retire, SetShareReads, HANDED_OUT_GRACE,
+    prune_batch, reply_channel, stored_summary, AddMember, Attached, By, DeleteGroup, GroupActor,
+    GroupDeps, GroupError, MemberView, PersistCursors, Prune, Pruned, Retire, SetShareReads,
+    HANDED_OUT_GRACE,
 };
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
@@ -43,6 +44,9 @@ pub enum Summarized {
     /// No actor runs: the summary, read from the store.
     Stored(Attached),
 }
+
+/// Messages one prune batch removes at most (a few ms of one group's time).
+pub const PRUNE_BATCH: usize = 128;
 
 /// How long after a user's last session closed they are announced offline, unless a session
 /// opened again meanwhile (a reconnect sends nothing).
@@ -129,23 +133,26 @@ impl Registry {
         &self.presence
     }
 
+    /// The slot of a group, made if the group exists; `None` if it does not. Only groups that
+    /// exist get a slot, so unknown ids cost no memory.
+    fn slot(&self, id: &GroupId) -> Result<Option<GroupSlot>, StoreError> {
+        let mut groups = lock(&self.groups);
+        if let Some(slot) = groups.get(id) {
+            return Ok(Some(Arc::clone(slot)));
+        }
+        if self.store.group(id)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::clone(groups.entry(id.clone()).or_default())))
+    }
+
     /// The running actor of a group, started from storage if needed; `None` if no such group.
     ///
     /// Loading a group scans its messages, so it happens under that group's own slot lock,
     /// never under the map's: other groups are served meanwhile.
     pub fn group(&self, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {
-        let slot = {
-            let mut groups = lock(&self.groups);
-            match groups.get(id) {
-                Some(slot) => Arc::clone(slot),
-                None => {
-                    // Only groups that exist get a slot, so unknown ids cost no memory.
-                    if self.store.group(id)?.is_none() {
-                        return Ok(None);
-                    }
-                    Arc::clone(groups.entry(id.clone()).or_default())
-                }
-            }
+        let Some(slot) = self.slot(id)? else {
+            return Ok(None);
         };
         let mut running = lock(&slot);
         if let Some(addr) = running.running.as_ref() {
@@ -168,7 +175,7 @@ impl Registry {
         let Some(mut actor) = GroupActor::load(id.clone(), deps)? else {
             return Ok(None);
         };
-        actor.passivate_with(retire_from(Arc::downgrade(&slot)));
+        actor.passivate_with(retire_from(Arc::downgrade(&slot), self.config.group_idle));
         let addr = match self.arbiter_for(id) {
             Some(arbiter) => GroupActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
@@ -182,17 +189,8 @@ impl Registry {
     /// under the group's slot lock (so none starts meanwhile). `None`: no such group, or `user`
     /// is not a member.
     pub fn summarize(&self, id: &GroupId, user: &UserId) -> Result<Option<Summarized>, StoreError> {
-        let slot = {
-            let mut groups = lock(&self.groups);
-            match groups.get(id) {
-                Some(slot) => Arc::clone(slot),
-                None => {
-                    if self.store.group(id)?.is_none() {
-                        return Ok(None);
-                    }
-                    Arc::clone(groups.entry(id.clone()).or_default())
-                }
-            }
+        let Some(slot) = self.slot(id)? else {
+            return Ok(None);
         };
         {
             let mut running = lock(&slot);
@@ -211,13 +209,100 @@ impl Registry {
         Ok(self.group(id)?.map(Summarized::Running))
     }
 
-    /// Whether a group's actor is running now (without starting it).
-    pub fn is_running(&self, id: &GroupId) -> bool {
-        let Some(slot) = lock(&self.groups).get(id).cloned() else {
-            return false;
+    /// The retention in force for a group: its own, else `--retention-secs`.
+    pub fn retention_of(&self, id: &GroupId) -> Result<Option<Duration>, StoreError> {
+        Ok(match self.store.group_retention(id)? {
+            Some(own) => own.secs.map(Duration::from_secs),
+            None => self.config.retention,
+        })
+    }
+
+    /// Prunes one batch of group `id` (messages sent before `cutoff_ms`, at most `limit`): in
+    /// its actor when it runs, otherwise here, under its slot lock (so none starts meanwhile).
+    /// Pruning does not start a stopped group.
+    pub async fn prune(
+        &self,
+        id: &GroupId,
+        cutoff_ms: u64,
+        limit: usize,
+    ) -> Result<Pruned, GroupError> {
+        let Some(slot) = self.slot(id)? else {
+            return Ok(Pruned::NOTHING);
         };
-        let running = lock(&slot);
-        running.running.as_ref().is_some_and(Addr::connected)
+        let addr = {
+            let running = lock(&slot);
+            match running.running.as_ref() {
+                None => {
+                    // Pruned under the slot's lock, held until this returns.
+                    let first = self.store.first_seq(id)?.0;
+                    let last = self.store.last_seq(id)?.0;
+                    let pruned = prune_batch(&*self.store, id, cutoff_ms, first, last, limit)?;
+                    self.metrics.messages_pruned.inc_by(pruned.pruned);
+                    return Ok(pruned);
+                }
+                // Not noted as handed out: the pruner must not keep an idle group loaded. If the
+                // actor retires before this batch reaches it, the batch is dropped unanswered
+                // and the next pass prunes it.
+                Some(addr) if addr.connected() => Some(addr.clone()),
+                Some(_) => None,
+            }
+        };
+        let addr = match addr {
+            Some(addr) => addr,
+            // A dead actor: start a new one (which flushes first).
+            None => match self.group(id)? {
+                Some(addr) => addr,
+                None => return Ok(Pruned::NOTHING),
+            },
+        };
+        addr.send(Prune { cutoff_ms, limit }).await?
+    }
+
+    /// One pass of the pruner: every group with a retention, pruned in batches of
+    /// `PRUNE_BATCH` (each holds its group a few ms); returns how many messages went.
+    pub async fn prune_all(&self) -> u64 {
+        let now = now_ms();
+        let mut after: Option<GroupId> = None;
+        let mut total = 0;
+        loop {
+            let page = match self.store.groups(after.as_ref(), 500) {
+                Ok(page) => page,
+                Err(e) => {
+                    log::error!("pruner: listing groups: {e}");
+                    return total;
+                }
+            };
+            let Some((last, _)) = page.last() else {
+                return total;
+            };
+            after = Some(last.clone());
+            for (id, _) in page {
+                let retention = match self.retention_of(&id) {
+                    Ok(Some(retention)) => retention,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error!("pruner: the retention of {id}: {e}");
+                        continue;
+                    }
+                };
+                let cutoff =
+                    now.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+                loop {
+                    match self.prune(&id, cutoff, PRUNE_BATCH).await {
+                        Ok(pruned) => {
+                            total += pruned.pruned;
+                            if !pruned.more {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            log::warn!("pruner: group {id}: {e:?}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The actors started so far (some may have stopped).
@@ -582,7 +667,9 @@ impl Registry {
 
 /// The registry's side of passivation for the actor in `slot`: under the slot's lock, forget
 /// the actor if it is still the one running and nobody was handed its address just now.
-fn retire_from(slot: Weak<Mutex<Slot>>) -> Retire {
+fn retire_from(slot: Weak<Mutex<Slot>>, idle: Option<Duration>) -> Retire {
+    // Never longer than the idle time itself (tests run with idle times below a second).
+    let grace = idle.map_or(HANDED_OUT_GRACE, |idle| idle.min(HANDED_OUT_GRACE));
     Arc::new(move |me: &Addr<GroupActor>| {
         let Some(slot) = slot.upgrade() else {
             return true;
@@ -591,10 +678,7 @@ fn retire_from(slot: Weak<Mutex<Slot>>) -> Retire {
         if slot.running.as_ref() != Some(me) {
             return false;
         }
-        if slot
-            .handed_out
-            .is_some_and(|at| at.elapsed() < HANDED_OUT_GRACE)
-        {
+        if slot.handed_out.is_some_and(|at| at.elapsed() < grace) {
             return false;
         }
         slot.running = None;

@@ -120,6 +120,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     }
     let running = server.run();
     let handle = running.handle();
+    // The pruner: every --prune-interval-secs, messages past their group's retention go, a
+    // small batch at a time (registry.rs, group/retention.rs).
+    let pruner = Arc::clone(&registry);
+    let prune_every = config.prune_interval;
+    actix_web::rt::spawn(async move {
+        loop {
+            let pruned = pruner.prune_all().await;
+            if pruned > 0 {
+                log::info!("pruned {pruned} messages past their retention");
+            }
+            actix_web::rt::time::sleep(prune_every).await;
+        }
+    });
     let closing = Arc::clone(&registry);
     let watched = Arc::clone(&store);
     actix_web::rt::spawn(async move {

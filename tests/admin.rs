@@ -102,6 +102,7 @@ async fn groups_are_created_with_or_without_an_id() {
         eng,
         json!({
             "id": "eng", "name": "Engineering", "kind": "group", "receipts": "full", "last_seq": 0,
+            "first_seq": 1, "retention_secs": null,
             "members": [
                 {"user": "alice", "name": "alice", "role": "member", "joined_seq": 0, "delivered": 0, "read": 0},
                 {"user": "carol", "name": "carol", "role": "owner", "joined_seq": 0, "delivered": 0, "read": 0},

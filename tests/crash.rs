@@ -62,6 +62,14 @@
 //!   seq are `invalid_seq`. (Reminded and scheduled messages are never changed: a delete drops
 //!   their reminders, which the reminder checks count on.)
 //!
+//! - passivation and pruning (§3.7): the server runs with `--group-idle-ms 300`, so groups stop
+//!   whenever their traffic pauses; a sleeper sends one message at a time to `zz` and idles
+//!   past that between them, while its second user stays connected and must get each message
+//!   pushed by the group's restarted actor. `zz` has a retention of 1 s: after every restart its
+//!   stored history runs gapless from `first_seq` to `last_seq`, holds every acknowledged
+//!   message at or above `first_seq` at its seq, and nothing else; the run must see both
+//!   passivations and pruned messages.
+//!
 //! Sized for CI by default: 20 kills, 0.25–1 s of traffic before each, about 25 s on 2 cores in
 //! a debug build. `ROLLCALL_CRASH_KILLS=N` runs N kills; `ROLLCALL_CRASH_SEED=S` replays a seed
 //! (printed at the start; it fixes the kill schedule and the clients' choices, not their timing).
@@ -113,6 +121,14 @@ const N_MANAGED_USERS: usize = 6;
 const CHANGE_P: f64 = 0.03;
 /// The share of those changes that are deletes.
 const DELETE_P: f64 = 0.3;
+
+/// The group of the sleeper (`run_sleeper`): idle between its rounds for longer than the
+/// server's `--group-idle-ms`, so its actor passivates and starts again between kills, and with
+/// a retention of its own of 1 s, so its old messages are pruned under the kills too.
+const SLEEPY_GROUP: &str = "zz";
+const SLEEPERS: [&str; 2] = ["z0", "z1"];
+/// The server's group idle time in this test: groups passivate whenever traffic pauses.
+const GROUP_IDLE_MS: u64 = 300;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -2411,7 +2427,23 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
 
-    let mut server = Server::start_with(&["--receipt-interval-ms", RECEIPT_INTERVAL_MS]);
+    let idle_ms = GROUP_IDLE_MS.to_string();
+    let mut server = Server::start_with(&[
+        "--receipt-interval-ms",
+        RECEIPT_INTERVAL_MS,
+        "--group-idle-ms",
+        &idle_ms,
+        "--prune-interval-secs",
+        "1",
+    ]);
+    server.create_group(SLEEPY_GROUP, &SLEEPERS);
+    server.admin_expect(
+        "PUT",
+        &format!("/api/groups/{SLEEPY_GROUP}"),
+        Some(json!({"retention_secs": 1})),
+        200,
+    );
+    let sleepy = Arc::new(Mutex::new(Sleepy::default()));
     for g in 0..N_GROUPS {
         let members = members_of(g);
         let members: Vec<&str> = members.iter().map(String::as_str).collect();
@@ -2458,6 +2490,8 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         .map(|c| runtime.spawn(Client::new(c, Arc::clone(&shared), seed).run()))
         .collect();
     clients.push(runtime.spawn(Manager::new(Arc::clone(&shared), seed).run()));
+    clients.push(runtime.spawn(run_sleeper(Arc::clone(&shared), Arc::clone(&sleepy))));
+    let (mut n_passivations, mut n_pruned) = (0, 0);
 
     // The crashes: SIGKILL at a random moment, restart on the same data dir and port. Before
     // half of them, at a random moment (right before the kill too), POLICY_GROUP gets a policy.
@@ -2481,6 +2515,9 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         if shared.in_flight.load(Ordering::Relaxed) > 0 {
             kills_with_sends_in_flight += 1;
         }
+        let (passivated, pruned) = passivations_and_pruned(&server);
+        n_passivations += passivated;
+        n_pruned += pruned;
         server.kill9();
         // What MANAGED_GROUP may be now that the server is gone (a reply still unread in a
         // socket only confirms one of these).
@@ -2507,6 +2544,12 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
             &what,
         );
         shared.managed_checked.store(k, Ordering::SeqCst);
+        check_sleepy(
+            &server,
+            &shared,
+            &sleepy,
+            &format!("after kill {k} (seed {seed})"),
+        );
         let now = server.group(POLICY_GROUP);
         assert_eq!(
             now["receipts"], policy,
@@ -2535,8 +2578,27 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
     }
     eprintln!("crash test: traffic done after {:?}", started.elapsed());
 
+    let (passivated, pruned) = passivations_and_pruned(&server);
+    n_passivations += passivated;
+    n_pruned += pruned;
     // One more crash with nothing in flight, so the cursors below are read back from disk.
     server.restart_on_same_port();
+    check_sleepy(
+        &server,
+        &shared,
+        &sleepy,
+        &format!("after the final restart (seed {seed})"),
+    );
+    let rounds = sleepy.lock().expect("sleepy").rounds;
+    assert!(
+        n_passivations > 0 && n_pruned > 0 && rounds > 0,
+        "the run must passivate groups and prune {SLEEPY_GROUP}: {n_passivations} passivations, \
+         {n_pruned} messages pruned, {rounds} sleeper rounds (seed {seed})"
+    );
+    eprintln!(
+        "crash test: {n_passivations} passivations, {n_pruned} messages pruned, {rounds} rounds \
+         of the sleeper in {SLEEPY_GROUP}, each pushed through a restarted actor"
+    );
     let ledger = std::mem::take(&mut *shared.ledger());
     runtime.block_on(verify_managed(&server, &ledger.managed, seed));
     let report = runtime.block_on(verify(&server, &ledger, seed));
@@ -3013,5 +3075,169 @@ async fn verify(server: &Server, ledger: &Ledger, seed: u64) -> Report {
         history: history_size,
         found,
         reminders_required,
+    }
+}
+
+/// What the sleeper saw acknowledged in `SLEEPY_GROUP`.
+#[derive(Default)]
+struct Sleepy {
+    /// seq → client_id, as `sent` answered.
+    by_seq: BTreeMap<u64, String>,
+    /// client_id → seq.
+    by_client_id: HashMap<String, u64>,
+    /// Rounds whose message was pushed to the other sleeper after the group had idled.
+    rounds: u64,
+}
+
+/// This run's `rollcall_group_passivations_total` and `rollcall_messages_pruned_total`.
+fn passivations_and_pruned(server: &Server) -> (u64, u64) {
+    (
+        server.metric("rollcall_group_passivations_total"),
+        server.metric("rollcall_messages_pruned_total"),
+    )
+}
+
+/// The next frame of type `kind` (`Ok(None)`: none within `wait`; `Err`: the socket ended).
+async fn next_of(ws: &mut Ws, kind: &str, wait: Duration) -> Result<Option<Value>, ()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_frame(ws, left).await? {
+            None => return Ok(None),
+            Some(frame) if frame["type"] == kind => return Ok(Some(frame)),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The sleeper: `z0` sends one message to `SLEEPY_GROUP`, `z1` (connected all along) must get it
+/// pushed, then both idle past `--group-idle-ms`, so the group's actor passivates and the next
+/// send starts it again. An unanswered send is resent with its `client_id` after a reconnect.
+async fn run_sleeper(shared: Arc<Shared>, sleepy: Arc<Mutex<Sleepy>>) {
+    let mut n = 0u64;
+    let mut pending: Option<String> = None;
+    let violation = |what: String| shared.ledger().violation(what);
+    loop {
+        if shared.stop_sending.load(Ordering::SeqCst) && pending.is_none() {
+            return;
+        }
+        let sessions = async {
+            let z0 = connect_ws(&shared.ws_url, &common::token(SLEEPERS[0])).await?;
+            let z1 = connect_ws(&shared.ws_url, &common::token(SLEEPERS[1])).await?;
+            Some((z0.0, z1.0))
+        };
+        let Some((mut z0, mut z1)) = sessions.await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        loop {
+            let client_id = pending
+                .get_or_insert_with(|| {
+                    n += 1;
+                    format!("zz-{n}")
+                })
+                .clone();
+            let frame = send_frame(&client_id, SLEEPY_GROUP, "sleepy", None);
+            if z0.send(Message::text(frame.to_string())).await.is_err() {
+                break;
+            }
+            let Ok(Some(sent)) = next_of(&mut z0, "sent", TIMEOUT).await else {
+                break; // the server went away
+            };
+            let seq = common::seq(&sent);
+            {
+                let mut sleepy = sleepy.lock().expect("sleepy");
+                if let Some(&was) = sleepy.by_client_id.get(&client_id) {
+                    if was != seq {
+                        violation(format!(
+                            "{SLEEPY_GROUP}: {client_id} answered {seq}, was {was}"
+                        ));
+                    }
+                } else if let Some(other) = sleepy.by_seq.get(&seq) {
+                    violation(format!(
+                        "{SLEEPY_GROUP}: seq {seq} given to {client_id} and {other}"
+                    ));
+                } else {
+                    sleepy.by_seq.insert(seq, client_id.clone());
+                    sleepy.by_client_id.insert(client_id.clone(), seq);
+                }
+            }
+            pending = None;
+            // z1 stayed connected while the group was stopped: its restarted actor must find z1
+            // in the online directory and push (a resend's original was pushed before).
+            if sent["duplicate"] != true {
+                match next_of(&mut z1, "msg", TIMEOUT).await {
+                    Ok(Some(msg)) if msg["client_id"] == client_id.as_str() => {
+                        sleepy.lock().expect("sleepy").rounds += 1;
+                    }
+                    Ok(Some(other)) => {
+                        violation(format!(
+                            "{SLEEPY_GROUP}: z1 was pushed {other}, not {client_id}"
+                        ));
+                    }
+                    Ok(None) => violation(format!(
+                        "{SLEEPY_GROUP}: seq {seq} was acknowledged but never pushed to z1"
+                    )),
+                    Err(()) => break,
+                }
+            }
+            if shared.stop_sending.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(GROUP_IDLE_MS + 250)).await;
+        }
+    }
+}
+
+/// `SLEEPY_GROUP` as stored now: gapless from its oldest kept seq up, every message that `sent`
+/// acknowledged before the check began is there at its seq unless it is older than that
+/// (pruned), and no stored message contradicts an acknowledgement. (The sleeper keeps sending
+/// meanwhile: what it learns during the check is not held against the store read before.)
+fn check_sleepy(server: &Server, shared: &Shared, sleepy: &Mutex<Sleepy>, when: &str) {
+    let (by_seq, by_client_id) = {
+        let sleepy = sleepy.lock().expect("sleepy");
+        (sleepy.by_seq.clone(), sleepy.by_client_id.clone())
+    };
+    let history = admin_history(server, SLEEPY_GROUP);
+    let group = server.group(SLEEPY_GROUP);
+    let seqs: Vec<u64> = history.iter().map(common::seq).collect();
+    let mut ledger = shared.ledger();
+    let Some(&first) = seqs.first() else {
+        if !by_seq.is_empty() {
+            ledger.violation(format!(
+                "{SLEEPY_GROUP} {when}: empty, acknowledged {by_seq:?}"
+            ));
+        }
+        return;
+    };
+    let expected: Vec<u64> = (first..first + seqs.len() as u64).collect();
+    if seqs != expected {
+        ledger.violation(format!(
+            "{SLEEPY_GROUP} {when}: stored seqs {seqs:?} have a gap"
+        ));
+    }
+    if group["first_seq"].as_u64().is_none_or(|f| f < first) {
+        ledger.violation(format!(
+            "{SLEEPY_GROUP} {when}: first_seq {} below the oldest stored {first}",
+            group["first_seq"]
+        ));
+    }
+    for message in &history {
+        let seq = common::seq(message);
+        let client_id = message["client_id"].as_str().unwrap_or_default();
+        let known = by_seq.get(&seq).map(String::as_str);
+        let elsewhere = by_client_id.get(client_id).is_some_and(|&s| s != seq);
+        if known.is_some_and(|k| k != client_id) || elsewhere {
+            ledger.violation(format!(
+                "{SLEEPY_GROUP} {when}: seq {seq} holds {client_id}, acknowledged {known:?}"
+            ));
+        }
+    }
+    for (&seq, client_id) in by_seq.range(first..) {
+        if !seqs.contains(&seq) {
+            ledger.violation(format!(
+                "{SLEEPY_GROUP} {when}: acknowledged {client_id} at {seq} is gone (stored {seqs:?})"
+            ));
+        }
     }
 }

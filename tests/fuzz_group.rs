@@ -59,8 +59,8 @@ use rollcall::protocol::{
 use rollcall::registry::Registry;
 use rollcall::store::{
     AccountRecord, Direction, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
-    MessageRecord, Note, ReminderRecord, RoleRecord, ScheduleRecord, SledStore, Snapshot, Store,
-    StoreError, UserRecord, UserSettingsRecord,
+    MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord, SledStore,
+    Snapshot, Store, StoreError, UserRecord, UserSettingsRecord,
 };
 
 /// The users; sorted, so an index order is the id order.
@@ -876,6 +876,19 @@ impl Store for ProbedStore {
         live: bool,
     ) -> Result<(), StoreError> {
         self.inner.index_sent(group, sender, seq, live)
+    }
+    fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError> {
+        self.inner.group_retention(group)
+    }
+    fn put_group_retention(
+        &self,
+        group: &GroupId,
+        retention: &RetentionRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_group_retention(group, retention)
+    }
+    fn prune_message(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError> {
+        self.inner.prune_message(group, seq)
     }
     fn sent_indexed(&self, group: &GroupId) -> Result<bool, StoreError> {
         self.inner.sent_indexed(group)

@@ -42,6 +42,22 @@ impl GroupActor {
         }
         let name = msg.name.filter(|name| *name != self.record.name);
         let receipts = msg.receipts.filter(|r| *r != self.settings.receipts);
+        let retention = msg.retention.filter(|r| Some(*r) != self.retention);
+        if let Some(retention) = retention {
+            // Not pushed to members: only what `first_seq` shows changes, once pruned.
+            let written = self
+                .deps
+                .store
+                .writable()
+                .and_then(|()| self.deps.store.put_group_retention(&self.id, &retention));
+            if let Err(e) = written {
+                let _ = msg.reply.send(Err(e.into()));
+                return;
+            }
+            self.queue.wrote();
+            self.retention = Some(retention);
+            log::info!("group {}: retention {:?}", self.id, retention.secs);
+        }
         if name.is_none() && receipts.is_none() {
             // Nothing changes, nothing is pushed; answered behind earlier writes all the same.
             let view = self.describe();

@@ -28,6 +28,12 @@ impl GroupActor {
         if self.deleted_seqs.contains(&seq) {
             return Err(GroupError::InvalidSeq(format!("message {seq} was deleted")));
         }
+        if seq < self.first_seq {
+            return Err(GroupError::InvalidSeq(format!(
+                "message {seq} was pruned (first_seq is {})",
+                self.first_seq
+            )));
+        }
         Ok(())
     }
 

@@ -73,6 +73,7 @@ impl GroupActor {
         let last_seq = deps.store.last_seq(&id)?.0;
         let first_seq = deps.store.first_seq(&id)?.0;
         let last_ts = deps.store.message(&id, Seq(last_seq))?.map_or(0, |m| m.ts);
+        let retention = deps.store.group_retention(&id)?;
         let deleted_seqs: BTreeSet<u64> = deps
             .store
             .notes(&id, Note::Deleted, Seq(first_seq), Seq(last_seq))?
@@ -133,6 +134,7 @@ impl GroupActor {
             reminders,
             first_seq,
             last_ts,
+            retention,
             resend,
             resend_order,
             fanout,

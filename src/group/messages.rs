@@ -19,7 +19,8 @@ use crate::protocol::{
     ReceiptPolicy, ReceiptTally, Refusal, RemindedMessage, Reminder, Role,
 };
 use crate::store::{
-    GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RoleRecord, Snapshot, StoreError,
+    GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord, Snapshot,
+    StoreError,
 };
 
 /// Why a group refused a command. Each maps to one protocol error code.
@@ -246,6 +247,8 @@ pub struct MessagesPage {
     pub messages: Vec<StoredMessage>,
     pub more: bool,
     pub last_seq: u64,
+    /// The oldest kept seq (`sync` below it answers from it; `history` stops there).
+    pub first_seq: u64,
 }
 
 /// Who asks for a change of a group: the server's admin (the HTTP API, or the server itself
@@ -336,6 +339,9 @@ pub struct GroupView {
     pub kind: GroupKindRecord,
     pub receipts: ReceiptPolicyRecord,
     pub last_seq: u64,
+    pub first_seq: u64,
+    /// The group's own retention (`None`: the server's `--retention-secs`).
+    pub retention: Option<RetentionRecord>,
     /// Sorted by user id.
     pub members: Vec<(UserId, MemberView)>,
 }
@@ -502,6 +508,8 @@ impl From<ReaderLists> for Readers {
 pub struct UpdateGroup {
     pub name: Option<String>,
     pub receipts: Option<ReceiptPolicyRecord>,
+    /// A new retention of the group's own.
+    pub retention: Option<RetentionRecord>,
     pub by: By,
     pub reply: Reply<GroupView>,
 }

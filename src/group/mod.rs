@@ -16,6 +16,7 @@
 //! - `edits.rs`: editing and deleting messages (unread and receipts skip deleted ones), typing;
 //! - `membership.rs`: members, roles and who may change them, leaving, deleting the group;
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
+//! - `retention.rs`: pruning messages past their retention, in small batches;
 //! - `passivation.rs`: stopping after `--group-idle-secs` without a command, nothing lost;
 //! - `backup.rs`: copying the group into an online backup's snapshot while the actor holds it;
 //! - `audit.rs`: the receipt audit, the index's counts against the definition over the stored cursors;
@@ -38,11 +39,13 @@ mod passivation;
 mod queries;
 pub mod receipts;
 mod reminders;
+mod retention;
 mod stored;
 mod tick;
 
 pub use messages::*;
 pub use passivation::{Retire, HANDED_OUT_GRACE};
+pub use retention::{prune_batch, Prune, Pruned};
 pub use stored::stored_summary;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -59,7 +62,7 @@ use crate::presence::Presence;
 use crate::protocol::{Message, ServerFrame};
 use crate::store::{
     now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, Note,
-    ReceiptPolicyRecord, RoleRecord, Store, StoreError,
+    ReceiptPolicyRecord, RetentionRecord, RoleRecord, Store, StoreError,
 };
 
 use commit_queue::{AfterFlush, CommitQueue, Flushed};
@@ -97,6 +100,8 @@ pub struct GroupActor {
     first_seq: u64,
     /// When the newest message was sent (ms; 0: none yet).
     last_ts: u64,
+    /// The group's own retention (`None`: the server's).
+    retention: Option<RetentionRecord>,
     /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages.
     resend: HashMap<(UserId, String), (u64, u64)>,
     resend_order: VecDeque<(UserId, String)>,

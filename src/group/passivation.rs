@@ -20,8 +20,9 @@ use actix::prelude::*;
 
 use super::GroupActor;
 
-/// How long after the registry last handed out an actor's address the actor may still retire
-/// (a holder uses the address within microseconds; this is a wide margin).
+/// How long after the registry last handed out an actor's address the actor may not retire
+/// (a holder uses the address within microseconds; this is a wide margin), or the idle time
+/// when that is shorter.
 pub const HANDED_OUT_GRACE: Duration = Duration::from_secs(1);
 
 /// The registry's side of passivation: forgets `me` and answers true, or answers false (it was

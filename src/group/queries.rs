@@ -89,13 +89,24 @@ impl GroupActor {
             self.check_member(user)?;
         }
         let head = self.queue.durable_seq();
+        // Nothing below `first_seq` is stored (pruned): `sync` answers from it, `history` stops
+        // there.
+        let oldest = self.first_seq.max(1);
         let (first, last, limit, direction) = match msg.page {
-            Page::After { after, limit } => {
-                (after.saturating_add(1), head, limit, Direction::Ascending)
-            }
+            Page::After { after, limit } => (
+                after.saturating_add(1).max(oldest),
+                head,
+                limit,
+                Direction::Ascending,
+            ),
             Page::Before { before, limit } => {
                 let below = before.unwrap_or(u64::MAX).min(head.saturating_add(1));
-                (1, below.saturating_sub(1), limit, Direction::Descending)
+                (
+                    oldest,
+                    below.saturating_sub(1),
+                    limit,
+                    Direction::Descending,
+                )
             }
         };
         let mut messages: Vec<StoredMessage> = Vec::new();
@@ -135,6 +146,7 @@ impl GroupActor {
             messages,
             more,
             last_seq: head,
+            first_seq: self.first_seq.min(head + 1),
         })
     }
 
@@ -194,8 +206,8 @@ impl GroupActor {
                 let mut items = Vec::with_capacity(seqs.len());
                 for seq in seqs {
                     self.check_seq(seq)?;
-                    if self.deleted_seqs.contains(&seq) {
-                        continue; // left out: a deleted message has no receipts
+                    if self.deleted_seqs.contains(&seq) || seq < self.first_seq {
+                        continue; // left out: a deleted or pruned message has no receipts
                     }
                     let sender = self.sender_of(seq)?;
                     items.push(self.receipt(seq, &sender));
@@ -247,6 +259,8 @@ impl GroupActor {
             kind: self.record.kind,
             receipts: self.settings.receipts,
             last_seq: self.queue.durable_seq(),
+            first_seq: self.first_seq.min(self.queue.durable_seq() + 1),
+            retention: self.retention,
             members,
         }
     }

@@ -40,6 +40,17 @@ impl Reminders {
         self.pending.entry(user).or_default().insert(seq, record);
     }
 
+    /// Messages below `first_seq` were pruned (their records with them): forget their
+    /// reminders and schedules.
+    pub(super) fn forget_below(&mut self, first_seq: u64) {
+        for by_seq in self.pending.values_mut() {
+            *by_seq = by_seq.split_off(&first_seq);
+        }
+        self.pending.retain(|_, by_seq| !by_seq.is_empty());
+        self.scheduled = self.scheduled.split_off(&first_seq);
+        self.last_sent.retain(|&seq, _| seq >= first_seq);
+    }
+
     /// Whether a scheduled reminder is armed (its timer lives in the actor).
     pub(super) fn has_schedules(&self) -> bool {
         !self.scheduled.is_empty()

@@ -140,7 +140,7 @@ impl GroupActor {
                 let scanned = self.deps.store.scan_sent(
                     &self.id,
                     sender,
-                    Seq(lo),
+                    Seq(lo.max(self.first_seq.saturating_sub(1))),
                     Seq(hi.min(durable)),
                     Direction::Descending,
                     &mut |seq| {

@@ -19,9 +19,10 @@ use crate::protocol::{
     CreatedUser, ErrorCode, GroupEntry, GroupInfo, GroupList, ListQuery, LoginLink, MemberInfo,
     MemberUpdate, MessagesQuery, MessagesReply, NewGroup, NewMessage, NewUser, PostedMessage,
     Readers, Refusal, TokenReply, TokenRequest, UpdateGroup, UpdateUser, UserInfo, UserList,
+    MAX_RETENTION_SECS,
 };
 use crate::registry::add_member;
-use crate::store::{now_ms, GroupKindRecord, GroupSettingsRecord, UserRecord};
+use crate::store::{now_ms, GroupKindRecord, GroupSettingsRecord, RetentionRecord, UserRecord};
 
 use super::{json_response, Admin, ApiError, ApiResult, Body, JsonBody, State};
 
@@ -295,6 +296,7 @@ async fn list_groups(_admin: Admin, req: HttpRequest, state: State) -> ApiResult
             receipts: settings.receipts.into(),
             created_ms: record.created_ms,
             last_seq: store.last_seq(&id)?.0,
+            first_seq: store.first_seq(&id)?.0,
             members: u64::try_from(store.members(&id)?.len()).unwrap_or(u64::MAX),
         });
     }
@@ -314,6 +316,11 @@ async fn describe(
         kind: view.kind.into(),
         receipts: view.receipts.into(),
         last_seq: view.last_seq,
+        first_seq: view.first_seq,
+        retention_secs: match view.retention {
+            Some(own) => own.secs,
+            None => state.registry.config().retention.map(|r| r.as_secs()),
+        },
         members: view
             .members
             .iter()
@@ -352,10 +359,21 @@ async fn put_group(
     if name.is_some() {
         refuse_direct(&state, &id, "it has no name of its own to change")?;
     }
+    let retention = match update.retention_secs {
+        Some(Some(secs)) if secs == 0 || secs > MAX_RETENTION_SECS => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("retention_secs is 1 to {MAX_RETENTION_SECS}, or null for forever"),
+            ));
+        }
+        Some(secs) => Some(RetentionRecord { secs }),
+        None => None,
+    };
     let addr = group_actor(&state, &id)?;
     let (reply, answer) = reply_channel();
     addr.send(UpdateGroupCommand {
         name,
+        retention,
         receipts: update.receipts.map(Into::into),
         by: By::Admin,
         reply,
@@ -561,6 +579,7 @@ async fn get_messages(
         messages: page.messages.into_iter().map(Into::into).collect(),
         more: page.more,
         last_seq: page.last_seq,
+        first_seq: page.first_seq,
     };
     Ok(json_response(StatusCode::OK, &reply))
 }

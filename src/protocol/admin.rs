@@ -85,6 +85,8 @@ pub struct GroupEntry {
     pub receipts: ReceiptPolicy,
     pub created_ms: u64,
     pub last_seq: u64,
+    /// The oldest kept seq (older ones were pruned).
+    pub first_seq: u64,
     /// How many members.
     pub members: u64,
 }
@@ -152,6 +154,26 @@ pub struct UpdateGroup {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipts: Option<ReceiptPolicy>,
+    /// The group's own retention in seconds (1 to [`MAX_RETENTION_SECS`]); `null`: keep its
+    /// messages forever, whatever `--retention-secs` says; absent: unchanged.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention_secs: Option<Option<u64>>,
+}
+
+/// The longest retention a group may set: 100 years, in seconds.
+pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// A field that is present, `null` included (absent stays `None` through `default`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A user as the admin sees it (`GET`/`PUT /api/users/{uid}`).
@@ -188,6 +210,10 @@ pub struct GroupInfo {
     pub kind: GroupKind,
     pub receipts: ReceiptPolicy,
     pub last_seq: u64,
+    /// The oldest kept seq (older ones were pruned).
+    pub first_seq: u64,
+    /// The retention in force, in seconds (the group's own, else the server's); `null`: forever.
+    pub retention_secs: Option<u64>,
     /// Sorted by user id.
     pub members: Vec<MemberInfo>,
 }
@@ -238,6 +264,8 @@ pub struct MessagesReply {
     pub messages: Vec<Message>,
     pub more: bool,
     pub last_seq: u64,
+    /// The oldest kept seq.
+    pub first_seq: u64,
 }
 
 /// The body of `POST /api/backup`: none, or `{}` (no options yet).

@@ -245,6 +245,7 @@ const CLIENT_TYPES: &[&str] = &[
     "receipts",
     "readers",
     "users",
+    "groups",
     "ping",
     "settings",
     "remind",

@@ -169,6 +169,10 @@ mod tests {
             ErrorCode::BadFrame
         );
         assert!(ClientFrame::parse(r#"{"type":"ping","id":"x"}"#).is_ok());
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"groups","after":"g","limit":2}"#),
+            Ok(ClientFrame::Groups { .. })
+        ));
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum ServerFrame {
         messages: Vec<Message>,
         more: bool,
         last_seq: u64,
+        /// The oldest kept seq: older messages were pruned (a `sync` below it answers from it).
+        #[serde(default = "first_seq_default")]
+        first_seq: u64,
     },
     Direct {
         #[serde(default, skip_serializing_if = "Option::is_none")]

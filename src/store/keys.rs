@@ -5,7 +5,8 @@
 //! `c` (the group's settings), `f` + user id (a member's flags), `r` + seq + user id (a pending
 //! reminder), `s` + seq (a scheduled reminder) and `o` + user id (a member's role, when not
 //! `Member`), and the notes about messages, `p`/`e`/`x` + seq (replied-to seq, edited and deleted
-//! times), the per-sender index `b` + `[len][sender]` + seq (with `B` marking it complete). Every kind has its own first byte, so a
+//! times), the per-sender index `b` + `[len][sender]` + seq (with `B` marking it complete) and `t` (the
+//! group's own retention). Every kind has its own first byte, so a
 //! prefix scan reads one kind. In the shared
 //! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
 //! group id, so a prefix scan for one user never matches another id that merely starts with the
@@ -50,6 +51,10 @@ pub const SENT: u8 = b'b';
 /// Present once the group's per-sender index covers every message (groups written before the
 /// index existed get it built once, on their first start).
 pub const SENT_INDEXED: &[u8] = b"B";
+
+/// The key of a group's own retention ([`RetentionRecord`](super::RetentionRecord)); absent: the
+/// server's `--retention-secs`.
+pub const RETENTION: &[u8] = b"t";
 
 /// `b` + `[len][sender]` + seq: one message in its sender's index.
 pub fn sent(sender: &str, seq: Seq) -> Vec<u8> {

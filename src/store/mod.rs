@@ -157,6 +157,13 @@ pub struct ScheduleRecord {
     pub due_ms: u64,
 }
 
+/// A group's own retention, which overrides the server's `--retention-secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRecord {
+    /// Messages older than this many seconds are pruned; `None`: kept forever.
+    pub secs: Option<u64>,
+}
+
 /// A fact about one message kept beside it (its record's encoding never changes): a `u64` per
 /// message and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,6 +380,18 @@ pub trait Store: Send + Sync + 'static {
         direction: Direction,
         visit: &mut dyn FnMut(Seq) -> bool,
     ) -> Result<(), StoreError>;
+    /// The group's own retention, if it has one.
+    fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError>;
+    /// Sets the group's own retention.
+    fn put_group_retention(
+        &self,
+        group: &GroupId,
+        retention: &RetentionRecord,
+    ) -> Result<(), StoreError>;
+    /// Prunes message `seq` and everything about it (its sender index entry, notes, reminders
+    /// and schedule). The message key goes first: a crash part-way leaves only leftovers below
+    /// `first_seq`, which nothing reads.
+    fn prune_message(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError>;
     /// Adds (`live`) or removes one entry of the per-sender index.
     fn index_sent(
         &self,

@@ -35,8 +35,8 @@ use super::codec::{decode, encode};
 use super::keys;
 use super::{
     AccountRecord, Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord,
-    MemberRecord, MessageRecord, Note, ReminderRecord, RoleRecord, ScheduleRecord, Store,
-    StoreError, UserRecord, UserSettingsRecord,
+    MemberRecord, MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord,
+    Store, StoreError, UserRecord, UserSettingsRecord,
 };
 use crate::config::Durability;
 use crate::ids::{GroupId, Seq, UserId};
@@ -752,6 +752,44 @@ impl Store for SledStore {
         } else {
             self.delete(self.tree(group), &key)
         }
+    }
+
+    fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError> {
+        self.tree(group)?
+            .get(keys::RETENTION)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn put_group_retention(
+        &self,
+        group: &GroupId,
+        retention: &RetentionRecord,
+    ) -> Result<(), StoreError> {
+        self.put(self.tree(group), keys::RETENTION, retention)
+    }
+
+    fn prune_message(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError> {
+        let Some(record) = self.message(group, seq)? else {
+            return Ok(());
+        };
+        let tree = self.tree(group)?;
+        self.delete(Ok(tree.clone()), &keys::message(seq))?;
+        self.delete(Ok(tree.clone()), &keys::sent(&record.from, seq))?;
+        for tag in [keys::REPLY_TO, keys::EDITED, keys::DELETED] {
+            self.delete(Ok(tree.clone()), &keys::seq_key(tag, seq, ""))?;
+        }
+        let reminders: Vec<sled::IVec> = tree
+            .scan_prefix(keys::seq_key(keys::REMINDER, seq, ""))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for key in reminders {
+            self.delete(Ok(tree.clone()), &key)?;
+        }
+        if tree.contains_key(keys::seq_key(keys::SCHEDULE, seq, ""))? {
+            self.remove_schedule(group, seq)?;
+        }
+        Ok(())
     }
 
     fn sent_indexed(&self, group: &GroupId) -> Result<bool, StoreError> {

@@ -11,6 +11,12 @@
 //   except after close code 4001 (`unauthorized`: token revoked, password changed, account
 //   deactivated), after which the same token is never tried again: it reconnects only with the
 //   new token replaceToken() gives it (a password change here), else the page signs out;
+// - a welcome may list only the user's most recently active groups (`more_groups`): the rest
+//   are paged in with `groups` (by id, 500 a page) and taken as if the welcome had listed them;
+//   until a group's summary has come, the pushes about it are held, then replayed (a `msg` the
+//   summary already counts is left out). Only then are the groups no longer listed dropped and
+//   the open conversation restored. Once every group is known, a `msg` of an unknown group is
+//   dropped (a new group comes with `joined` first, so it can only be one just left);
 // - the people (`users`) are fetched page by page after every welcome;
 // - edits and deletions (`msg_edited`, `msg_deleted`, and our own `edited` / `deleted`
 //   replies) change the held message in place; a deleted unread message leaves the count;
@@ -24,6 +30,7 @@ import * as presence from './presence.js';
 const PAGE = 50;
 const CONTEXT = 10; // messages above the first unread one in the first page
 const SYNC_PAGE = 500;
+const GROUPS_PAGE = 500; // groups per `groups` page after a welcome with more_groups
 const ACK_DELAY_MS = 200;
 const READ_DELAY_MS = 300;
 const BACKOFF_FIRST_MS = 500;
@@ -48,6 +55,9 @@ let reconnectTimer = null;
 let awaitingToken = false; // closed with 4001 while a new token is on its way (replaceToken)
 let nextRequestId = 1;
 const requests = new Map(); // request id -> callback(reply frame)
+// From a welcome until every group is known (see pageGroups): {wasOpen, wasTitle, held: group
+// id -> the pushes about it that came before its summary}; null otherwise.
+let listing = null;
 
 export function init(callbacks) {
   ui = callbacks;
@@ -132,6 +142,7 @@ function connect() {
     ws = null;
     online = false;
     requests.clear();
+    listing = null;
     for (const g of model.allGroups()) g.syncing = false;
     if (event.code === 4001) {
       onUnauthorized(used, event.reason);
@@ -221,8 +232,22 @@ function onFrame(frame) {
     callback(frame);
     return;
   }
+  if (frame.type === 'welcome') return onWelcome(frame);
+  if (listing && HELD.has(frame.type) && !model.isSummarized(frame.group)) {
+    // About a group whose summary has not come yet in this connection: after it.
+    if (!listing.held.has(frame.group)) listing.held.set(frame.group, []);
+    listing.held.get(frame.group).push(frame);
+    return undefined;
+  }
+  return onPush(frame);
+}
+
+// The pushes about one group that wait for its summary while the groups are paged in.
+const HELD = new Set(['msg', 'receipt', 'read_sync', 'group_updated', 'reminder',
+  'msg_edited', 'msg_deleted']);
+
+function onPush(frame) {
   switch (frame.type) {
-    case 'welcome': return onWelcome(frame);
     case 'msg': return onMsg(frame);
     case 'receipt': return onReceipt(frame);
     case 'read_sync': return onReadSync(frame);
@@ -253,8 +278,70 @@ function onWelcome(frame) {
   const wasTitle = wasOpen && model.hasGroup(wasOpen) ? model.groupTitle(model.group(wasOpen)) : null;
   // A read mark the server has not seen yet (lost with the connection) is sent again.
   for (const g of model.welcome(frame)) scheduleRead(g);
-  ui.restored(wasOpen, wasTitle);
   fetchUsers(null, []);
+  for (const entry of model.outboxEntries()) {
+    if (!entry.failed) transmit(entry);
+  }
+  listing = { wasOpen, wasTitle, held: new Map() };
+  if (frame.more_groups) {
+    pageGroups(listing, null); // the rest of the groups, then endWelcome()
+    ui.render();
+  } else {
+    endWelcome(true);
+  }
+}
+
+// The groups `welcome` did not list, in `groups` pages by id; each entry is taken as if the
+// welcome had listed it, and the pushes held for it meanwhile follow.
+function pageGroups(current, after) {
+  const frame = { type: 'groups', limit: GROUPS_PAGE };
+  if (after !== null) frame.after = after;
+  request(frame, (reply) => {
+    if (listing !== current) return;
+    if (reply.type !== 'groups') {
+      // Not listed: keep what we had rather than drop groups that may still be ours.
+      console.warn('rollcall: paging the groups failed:', reply.code, reply.message);
+      endWelcome(false);
+      return;
+    }
+    for (const summary of reply.groups) {
+      const taken = model.takeListed(summary);
+      if (!taken) continue;
+      if (taken.readAhead) scheduleRead(taken.g);
+      replayHeld(taken.g, summary.last_seq);
+    }
+    if (reply.more && reply.groups.length) {
+      pageGroups(current, reply.groups[reply.groups.length - 1].group);
+    } else {
+      endWelcome(true);
+    }
+    ui.render();
+  });
+}
+
+// The pushes about `g` that came before its summary, in their order; a `msg` the summary
+// already counts (seq ≤ its last_seq) is left out.
+function replayHeld(g, lastSeq) {
+  const frames = listing.held.get(g.id) || [];
+  listing.held.delete(g.id);
+  for (const frame of frames) {
+    if (frame.type === 'msg' && frame.seq <= lastSeq) continue;
+    onPush(frame);
+  }
+}
+
+// Every group is known now (`complete`: listed in the welcome or its pages): what follows a
+// welcome for them all.
+function endWelcome(complete) {
+  const { wasOpen, wasTitle, held } = listing;
+  listing = null;
+  model.endListing(complete);
+  // Pushes still held are about groups the listing left out (not ours any more): dropped,
+  // unless the listing failed and kept the groups we had.
+  for (const [id, frames] of held) {
+    if (model.hasGroup(id)) for (const frame of frames) onPush(frame);
+  }
+  ui.restored(wasOpen, wasTitle);
   for (const g of model.allGroups()) {
     // The other person's dot; the open group's member list.
     if (g.kind === 'direct' || g.id === model.activeId()) members(g.id, () => ui.live());
@@ -266,9 +353,6 @@ function onWelcome(frame) {
     }
   }
   if (model.activeId()) ui.open(model.activeId());
-  for (const entry of model.outboxEntries()) {
-    if (!entry.failed) transmit(entry);
-  }
   ui.render();
 }
 
@@ -289,6 +373,9 @@ function fetchUsers(after, soFar) {
   });
 }
 
+// A `msg` of a group we do not know is dropped: once the listing after a welcome is complete
+// every group of ours is known (a new one comes with `joined` before its first `msg`), so it is
+// a late push of a group we just left.
 function onMsg(m) {
   const g = model.group(m.group);
   if (!g) return;
@@ -341,7 +428,10 @@ function onJoined(summary) {
 // Left, removed, or the group deleted: the conversation goes (the page says why).
 function onLeft(frame) {
   const g = model.group(frame.group);
-  if (!g) return;
+  if (!g) {
+    model.removeGroup(frame.group); // a `groups` page answered before it must not add it
+    return;
+  }
   ui.left(frame, g); // before it goes: the page says why where it was open
   model.removeGroup(frame.group);
   ui.render();

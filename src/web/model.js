@@ -10,6 +10,8 @@
 //   (a push, a sync page and a history page may all carry it); of two versions the newer one
 //   is kept (a deletion is final, then the later `edited_ts`), and a deleted message keeps
 //   only its seq, sender and time, so it never counts as unread;
+// - a welcome that lists only some groups is completed by `groups` pages (takeListed, then
+//   endListing); a group is dropped only when the whole listing left it out;
 // - the outbox holds sends not yet answered by `sent`, also in sessionStorage so a reload of
 //   the tab keeps them;
 // - a reminder is kept until the read mark reaches its seq (the server drops it then too), and
@@ -23,6 +25,8 @@ let active = null; // the open group id
 let outbox = []; // {group, client_id, body, remind_after_secs?, reply_to?, failed?}: not yet `sent`
 let openWhenJoined = null; // a direct conversation asked for, waiting for its `joined`
 const groups = new Map(); // group id -> group (see newGroup)
+const summarized = new Set(); // group ids this connection has a summary of, or saw go
+const listedReminders = new Map(); // group id -> the welcome's reminders, until it is listed
 const names = new Map(); // user id -> display name
 let people = []; // [{id, name}] from the `users` pages, in id order (deactivated users excluded)
 
@@ -110,20 +114,43 @@ export function sortedGroups() {
 
 // ---- what the server says ------------------------------------------------------------------
 
-// Takes a `welcome`: known groups keep their messages and take the server's cursors, new ones
-// are added, those no longer listed are dropped. Returns the groups whose read mark here is
-// ahead of the server's (lost with the connection): their `read` must be sent again.
+// Takes a `welcome`: known groups keep their messages and take the server's cursors and
+// pending reminders, new ones are added. Returns the groups whose read mark here is ahead of
+// the server's (lost with the connection): their `read` must be sent again. A welcome may list
+// only the most recently active groups (`more_groups`): the others come in `groups` pages
+// (takeListed), and endListing() then drops the groups no longer listed.
 export function welcome(frame) {
   user = frame.user;
-  const seen = new Set();
+  summarized.clear();
+  // The user's pending reminders in all of their groups (older servers send none), taken by
+  // each group as its summary comes.
+  listedReminders.clear();
+  for (const reminder of frame.reminders || []) {
+    if (!listedReminders.has(reminder.group)) listedReminders.set(reminder.group, []);
+    listedReminders.get(reminder.group).push(reminder);
+  }
   const readAhead = [];
   for (const summary of frame.groups) {
-    seen.add(summary.group);
-    const g = groups.get(summary.group);
-    if (!g) {
-      groups.set(summary.group, newGroup(summary));
-      continue;
-    }
+    const taken = takeListed(summary);
+    if (taken && taken.readAhead) readAhead.push(taken.g);
+  }
+  return readAhead;
+}
+
+// One group's summary from this connection's `welcome` or one of its `groups` pages, taken as
+// from `welcome`. Returns {g, readAhead} (readAhead: the read mark here is ahead of the
+// server's and must be sent again), or null when this connection already has a summary of it
+// (the welcome's, or a `joined`) or saw it go (a `left`): that, and the pushes since, are newer
+// than a page.
+export function takeListed(summary) {
+  if (summarized.has(summary.group)) return null;
+  summarized.add(summary.group);
+  let g = groups.get(summary.group);
+  let readAhead = false;
+  if (!g) {
+    g = newGroup(summary);
+    groups.set(summary.group, g);
+  } else {
     g.name = summary.name;
     g.policy = summary.receipts || 'full';
     g.role = summary.role || 'member';
@@ -133,21 +160,34 @@ export function welcome(frame) {
     g.ackSent = summary.delivered;
     g.readSent = summary.read;
     g.othersSeen.clear();
-    if (g.read > summary.read) {
-      readAhead.push(g);
-    } else {
+    readAhead = g.read > summary.read;
+    if (!readAhead) {
       g.read = summary.read;
       g.unread = summary.unread;
     }
   }
-  for (const id of [...groups.keys()]) {
-    if (!seen.has(id)) groups.delete(id);
+  // Its pending reminders are the server's list.
+  g.reminders.clear();
+  for (const reminder of listedReminders.get(g.id) || []) addReminder(reminder);
+  return { g, readAhead };
+}
+
+// Whether this connection has a summary of the group yet (from `welcome`, a `groups` page or
+// `joined`), or saw it go.
+export function isSummarized(id) {
+  return summarized.has(id);
+}
+
+// Every group of the user is listed now (the welcome's, then every `groups` page): when the
+// listing is `complete`, the groups it did not list are gone (left or deleted while offline).
+export function endListing(complete) {
+  if (complete) {
+    for (const id of [...groups.keys()]) {
+      if (!summarized.has(id)) groups.delete(id);
+    }
   }
+  listedReminders.clear();
   if (active && !groups.has(active)) active = null;
-  // The pending reminders are the server's list (older servers send none).
-  for (const g of groups.values()) g.reminders.clear();
-  for (const reminder of frame.reminders || []) addReminder(reminder);
-  return readAhead;
 }
 
 // The people (every page of `users`).
@@ -178,6 +218,7 @@ export function setMembers(id, members) {
 
 // A `joined`: the group is added unless known.
 export function addGroup(summary) {
+  summarized.add(summary.group);
   if (!groups.has(summary.group)) groups.set(summary.group, newGroup(summary));
 }
 
@@ -204,8 +245,9 @@ export function setMarkedUnread(g, marked) {
   g.markedUnread = marked;
 }
 
-// A `left`.
+// A `left` (a `groups` page answered before it may still list the group: it is ignored).
 export function removeGroup(id) {
+  summarized.add(id);
   groups.delete(id);
   if (active === id) active = null;
 }
@@ -495,6 +537,8 @@ export function markFailed(entry, reason) {
 
 export function clear() {
   groups.clear();
+  summarized.clear();
+  listedReminders.clear();
   active = null;
   outbox = [];
   sessionStorage.removeItem(OUTBOX_KEY);

@@ -94,13 +94,14 @@ impl Engine {
                 messages,
                 more,
                 last_seq,
+                first_seq,
             } => {
                 let id = frame_id(id.as_ref());
                 if let Some(sync_group) = id.and_then(|id| self.take_sync(id)) {
                     if sync_group != group {
                         log::warn!("client: sync of {sync_group} answered for {group}");
                     }
-                    self.on_sync_page(&sync_group, messages, more);
+                    self.on_sync_page(&sync_group, messages, more, first_seq);
                 } else {
                     self.answer(
                         id,
@@ -110,6 +111,7 @@ impl Engine {
                             messages,
                             more,
                             last_seq,
+                            first_seq,
                         },
                     );
                 }

@@ -29,8 +29,10 @@ impl Engine {
     /// releases, and says whether the group needs a catch-up sync.
     pub(super) fn resume_inbox(&mut self, summary: &GroupSummary) -> bool {
         let mut released = Vec::new();
-        let inbox = self.inbox_starting_after(&summary.group, summary.delivered);
-        inbox.skip_to(summary.delivered, &mut released);
+        // Seqs below `first_seq` were pruned: nothing to wait for there.
+        let start = summary.delivered.max(summary.first_seq.saturating_sub(1));
+        let inbox = self.inbox_starting_after(&summary.group, start);
+        inbox.skip_to(start, &mut released);
         let needs_sync = inbox.is_behind(summary.last_seq);
         self.emit_messages(released);
         needs_sync
@@ -64,10 +66,18 @@ impl Engine {
 
     /// One page of the client's own sync of `group`: deliver it, then ask for the next one or end
     /// the round.
-    pub(super) fn on_sync_page(&mut self, group: &str, messages: Vec<Message>, more: bool) {
+    pub(super) fn on_sync_page(
+        &mut self,
+        group: &str,
+        messages: Vec<Message>,
+        more: bool,
+        first_seq: u64,
+    ) {
         let last = messages.last().map(|m| m.seq);
         let inbox = self.inbox_starting_after(group, 0);
         let mut released = Vec::new();
+        // Seqs below `first_seq` were pruned while the client was away: skip, do not wait.
+        inbox.skip_to(first_seq.saturating_sub(1), &mut released);
         for message in messages {
             if message.group == group {
                 inbox.accept(message, &mut released);

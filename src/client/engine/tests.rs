@@ -112,6 +112,7 @@ fn page(id: u64, group: &str, seqs: std::ops::RangeInclusive<u64>, more: bool) -
         messages: seqs.map(|s| message(group, s)).collect(),
         more,
         last_seq: 0,
+        first_seq: 1,
     }
 }
 

@@ -49,6 +49,7 @@ fn fetch(
                 messages: page.messages.into_iter().map(Into::into).collect(),
                 more: page.more,
                 last_seq: page.last_seq,
+                first_seq: page.first_seq,
             },
             Ok(Err(e)) => group_error(id, e),
             Err(_) => unavailable(id),

@@ -205,6 +205,7 @@ pub(super) fn update_group(
     }
     let (reply, answer) = reply_channel();
     addr.do_send(UpdateGroup {
+        retention: None,
         name,
         receipts: receipts.map(Into::into),
         by: By::User(session.user.clone()),
