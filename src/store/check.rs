@@ -22,7 +22,9 @@
 //!   ([`Store::scan_sent`]). A crash can cut off only a group's last write, so two differences are
 //!   only warnings: the newest message without its entry (written just after the message; the
 //!   group's start adds it), and the newest deletion's entry still there (removed just after the
-//!   deletion; the start removes it when the message is among its newest `--dedup-window`).
+//!   deletion; the start removes it when the message is among its newest `--dedup-window`). So
+//!   is an entry below `first_seq`, left by a prune cut short (the message goes first), which
+//!   nothing reads.
 //!
 //! A finding names the group, the key (readable: `m/<seq>`, `u/<user>`, `b/<user>/<seq>`,
 //! `user_groups/<user>/<group>`, `format`) and what is wrong, one line each. The check reads
@@ -374,7 +376,17 @@ impl Checker<'_> {
                 }
             } else {
                 let problem = format!("stale: there is no live message {seq} from {sender}");
-                if Some(diff.seq) == newest_deletion {
+                if seq < messages.first_seq {
+                    self.report.warning(
+                        Some(id),
+                        key,
+                        format!(
+                            "{problem} (below first_seq {}: left by a prune cut short; nothing \
+                             reads below first_seq)",
+                            messages.first_seq
+                        ),
+                    );
+                } else if Some(diff.seq) == newest_deletion {
                     self.report.warning(
                         Some(id),
                         key,
@@ -459,6 +471,7 @@ impl Checker<'_> {
             return None;
         }
         Some(Messages {
+            first_seq,
             last_seq: previous,
             senders,
         })
@@ -566,6 +579,8 @@ impl Checker<'_> {
 
 /// What [`Checker::messages`] hands on.
 struct Messages {
+    /// The lowest stored seq (0: none).
+    first_seq: u64,
     /// The highest stored seq (0: none).
     last_seq: u64,
     /// Each message's seq and sender, when asked for.
@@ -761,6 +776,36 @@ mod tests {
         );
         assert!(
             report.violations.iter().any(|v| v.key == "b/alice/1"),
+            "{:#?}",
+            report.violations
+        );
+
+        // A prune cut short after the message went: its entry is below first_seq, a warning.
+        let fresh = GroupId::parse("fresh").unwrap();
+        store
+            .create_group(&fresh, &group(GroupKindRecord::Group))
+            .unwrap();
+        for seq in 1..=3 {
+            store
+                .put_message(&fresh, Seq(seq), &message("alice"))
+                .unwrap();
+        }
+        store.prune_message(&fresh, Seq(1)).unwrap();
+        store.index_sent(&fresh, &alice, Seq(1), true).unwrap();
+        let report = check(&store);
+        assert!(
+            report.warnings.iter().any(|w| w.to_string().starts_with(
+                "group fresh: key b/alice/1: stale: there is no live message 1 from alice (below \
+                 first_seq 2"
+            )),
+            "{:#?}",
+            report.warnings
+        );
+        assert!(
+            !report
+                .violations
+                .iter()
+                .any(|v| v.group.as_ref() == Some(&fresh)),
             "{:#?}",
             report.violations
         );
