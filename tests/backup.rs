@@ -454,3 +454,37 @@ async fn a_backup_carries_the_generated_secrets_and_goes_to_backup_dir() {
     let client = Client::connect(&restored.ws_url(), &alice_token).await;
     assert_eq!(client.welcome["user"], "alice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_pruned_group_starts_at_its_first_seq() {
+    let server = Server::start_with(&["--retention-secs", "2", "--prune-interval-secs", "1"]);
+    server.create_group("team", &["alice", "bob"]);
+    for n in 1..=5 {
+        server.post("team", "alice", &format!("old {n}"));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.post("team", "alice", "new 1");
+    server.post("team", "alice", "new 2");
+    let started = Instant::now();
+    while server.group("team")["first_seq"] != 6 {
+        assert!(started.elapsed() < TIMEOUT, "{}", server.group("team"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = server.admin_expect("POST", "/api/backup", None, 200);
+    let path = PathBuf::from(answer["path"].as_str().expect("path"));
+    let (code, report) = check(&path);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("0 violations, 0 warnings"), "{report}");
+
+    // Restored without a retention: the history starts where the snapshot's did.
+    let restored = Server::options().data_path(&path).start();
+    let group = restored.group("team");
+    assert_eq!(group["last_seq"], 7, "{group}");
+    let first = group["first_seq"].as_u64().expect("first_seq");
+    assert!((6..=7).contains(&first), "{group}");
+    let seqs: Vec<u64> = history(&restored, "team")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (first..=7).collect::<Vec<_>>());
+}
