@@ -10,11 +10,11 @@
 //!    (`group/backup.rs`), so every group in the snapshot is one consistent state of it, taken
 //!    after the request arrived: every message acknowledged before the request is in, gapless.
 //!    A group whose actor is not running is started for it (through [`Registry::group`], as any
-//!    request does), so its actor is the one writer it waits for. The rejected option, copying
-//!    an idle group straight from the store under the registry's slot lock, saves loading the
-//!    group but needs a second way of keeping writers out that the registry would have to offer
-//!    and keep right as it changes; groups are one at a time, so only one group's writes pause
-//!    at any moment;
+//!    request does), so its actor is the one writer it waits for: one path for every group. The
+//!    option not taken, copying an idle group straight from the store under the registry's slot
+//!    lock (as the pruner does), saves that group's load but needs a registry method that holds
+//!    the slot lock across a blocking copy. Groups go one at a time, so only one group's writes
+//!    pause at any moment;
 //! 3. copy what belongs to no group (users, accounts, settings, deleted ids), after the groups so
 //!    that every member in the snapshot is a user there (users are never deleted);
 //! 4. flush the snapshot, write its storage format (the mark of a finished copy), flush again;
