@@ -10,6 +10,10 @@ use std::time::Duration;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7600";
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// The server the CLI's admin commands (`rollcall backup`) talk to by default: [`DEFAULT_ADDR`].
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7600";
+/// Where backups go inside the data directory unless `--backup-dir` says otherwise.
+pub const BACKUPS_SUBDIR: &str = "backups";
 pub const DEFAULT_RECEIPT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 10_000;
 pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 30_000;
@@ -104,6 +108,9 @@ pub struct Config {
     pub presence_max_members: usize,
     /// `serve --demo`: seed demo data into a data directory without users and print login links.
     pub demo: bool,
+    /// Where `POST /api/backup` writes its snapshots (one directory each); `None`:
+    /// `<data_dir>/backups`.
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -136,6 +143,7 @@ impl Config {
             user_groups: true,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             demo: false,
+            backup_dir: None,
         }
     }
 }
@@ -148,5 +156,6 @@ mod tests {
     fn the_default_address_parses_and_is_the_one_config_uses() {
         let addr: SocketAddr = DEFAULT_ADDR.parse().expect("DEFAULT_ADDR");
         assert_eq!(Config::new(DEFAULT_DATA_DIR).addr, addr);
+        assert_eq!(DEFAULT_URL, format!("http://{DEFAULT_ADDR}"));
     }
 }

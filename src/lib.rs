@@ -7,7 +7,8 @@
 //! - `server`, `demo`: start-up and shutdown; `serve --demo` seeding.
 //! - `http`: the admin API, the `/ws` upgrade, `/healthz`, `/metrics` and the web client's files
 //!   (embedded by `http/embedded.rs` from `src/web/`).
-//! - `session`: one actor per WebSocket connection, one function per client frame type.
+//! - `session`: one actor per WebSocket connection, one function per client frame type;
+//!   `backup`: the online backup (a snapshot written group by group through the group actors).
 //! - `registry`: group id → group actor (started lazily from storage); cross-group operations.
 //! - [`group`]: one actor per group, the only writer of that group's messages and cursors; it
 //!   assigns seqs, waits for durability, pushes, and aggregates receipts on a timer.
@@ -45,6 +46,7 @@ pub mod registry;
 pub mod store;
 
 mod accounts;
+mod backup;
 mod demo;
 mod http;
 mod session;

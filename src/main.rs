@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    // Boxed: its flags outweigh every other command's by far (clippy::large_enum_variant).
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a user token signed with the server's secret (no running server needed).
     Token {
         /// The user id the token is for.
@@ -41,6 +42,30 @@ enum Command {
         /// started with, when it runs with ROLLCALL_JWT_SECRET.
         #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
+    },
+    /// Ask a running server for an online backup (`POST /api/backup`) and print its answer
+    /// (`{"path","groups","messages","bytes"}`); the server keeps serving meanwhile.
+    Backup {
+        /// The server, as `http://host:port`.
+        #[arg(long, default_value = config::DEFAULT_URL)]
+        url: String,
+        /// The admin token; when unset, read from `<data>/admin-token`.
+        #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// The data directory whose `admin-token` to use when no token is given.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+    /// Check a data directory (of a stopped server, or a backup): the storage format, gapless
+    /// seqs, cursors, direct conversations, the user -> groups and per-sender indexes. Prints each
+    /// violation and a summary; exits 1 on any violation, 2 when the directory cannot be checked.
+    Check {
+        /// The data directory (holding `db/`).
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// sled page cache while checking, in MiB.
+        #[arg(long, default_value_t = config::DEFAULT_CACHE_MB)]
+        cache_mb: u64,
     },
 }
 
@@ -114,6 +139,10 @@ struct ServeArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Where `POST /api/backup` (`rollcall backup`) writes its snapshots, one directory each
+    /// (default: `<data>/backups`).
+    #[arg(long, env = "ROLLCALL_BACKUP_DIR")]
+    backup_dir: Option<PathBuf>,
     /// Whether users may create groups themselves (`create_group`); with `false` only the admin
     /// API creates groups.
     #[arg(long, env = "ROLLCALL_USER_GROUPS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -189,6 +218,7 @@ impl ServeArgs {
         config.user_groups = self.user_groups;
         config.presence_max_members = self.presence_max_members;
         config.demo = self.demo;
+        config.backup_dir = self.backup_dir;
         config
     }
 }
@@ -198,7 +228,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
-            let config = args.into_config();
+            let config = (*args).into_config();
             actix_web::rt::System::new().block_on(async {
                 // Installed first, so a signal that arrives while starting is not fatal.
                 let shutdown = rollcall::server::shutdown_signal()?;
@@ -211,6 +241,12 @@ fn main() -> ExitCode {
             ttl_secs,
             jwt_secret,
         } => print_token(&user, &data, ttl_secs, jwt_secret),
+        Command::Backup {
+            url,
+            admin_token,
+            data,
+        } => backup(&url, admin_token, &data),
+        Command::Check { data, cache_mb } => return check(&data, cache_mb),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,4 +267,63 @@ fn print_token(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     println!("{}", Auth::mint_offline(data, secret, &user, ttl_secs)?);
     Ok(())
+}
+
+fn backup(url: &str, admin_token: Option<String>, data: &std::path::Path) -> std::io::Result<()> {
+    let token = match admin_token.filter(|t| !t.is_empty()) {
+        Some(token) => token,
+        None => {
+            let file = data.join(rollcall::auth::ADMIN_TOKEN_FILE);
+            std::fs::read_to_string(&file)
+                .map(|token| token.trim().to_owned())
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "no --admin-token (ROLLCALL_ADMIN_TOKEN), and reading {}: {e}",
+                            file.display()
+                        ),
+                    )
+                })?
+        }
+    };
+    let answer = rollcall::client::admin::request(url, "POST", "/api/backup", &token)?;
+    if answer.status == 200 {
+        println!("{}", answer.body.trim_end());
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "the server answered {}: {}",
+            answer.status,
+            answer.body.trim_end()
+        )))
+    }
+}
+
+/// `rollcall check`: exit 0 when consistent, 1 on violations, 2 when it could not check.
+fn check(data: &std::path::Path, cache_mb: u64) -> ExitCode {
+    match rollcall::store::check::check_data_dir(data, cache_mb.saturating_mul(1 << 20)) {
+        Ok(report) => {
+            for finding in &report.violations {
+                println!("{finding}");
+            }
+            for finding in &report.warnings {
+                println!("warning: {finding}");
+            }
+            println!("rollcall check: {}: {}", data.display(), report.summary());
+            if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "rollcall check: cannot open {}: {e} (if a server runs on it, stop it first, or \
+                 check a backup of it)",
+                data.display()
+            );
+            ExitCode::from(2)
+        }
+    }
 }

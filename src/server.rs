@@ -21,6 +21,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::accounts::Accounts;
 use crate::auth::Auth;
+use crate::backup::Backups;
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::http::{routes, AppState};
@@ -77,6 +78,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     let state = web::Data::new(AppState {
         registry: Arc::clone(&registry),
         accounts: Accounts::new(auth, Arc::clone(&registry)),
+        backups: Backups::default(),
     });
     let app_state = state.clone();
     let client_timeout = config.client_timeout;

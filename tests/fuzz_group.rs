@@ -60,7 +60,7 @@ use rollcall::registry::Registry;
 use rollcall::store::{
     AccountRecord, Direction, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
     MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord, SledStore,
-    Store, StoreError, UserRecord, UserSettingsRecord,
+    Snapshot, Store, StoreError, UserRecord, UserSettingsRecord,
 };
 
 /// The users; sorted, so an index order is the id order.
@@ -837,6 +837,18 @@ impl Store for ProbedStore {
     }
     fn last_seq(&self, group: &GroupId) -> Result<Seq, StoreError> {
         self.inner.last_seq(group)
+    }
+    fn format(&self) -> Result<Option<u32>, StoreError> {
+        self.inner.format()
+    }
+    fn scan_user_groups(
+        &self,
+        visit: &mut dyn FnMut(UserId, GroupId) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_user_groups(visit)
+    }
+    fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn Snapshot>, StoreError> {
+        self.inner.begin_snapshot(dir)
     }
     fn member(&self, group: &GroupId, user: &UserId) -> Result<Option<MemberRecord>, StoreError> {
         self.inner.member(group, user)

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("http", 8),
     ("session", 7),
     ("accounts", 7),
+    ("backup", 7),
     ("registry", 6),
     ("group", 5),
     ("presence", 4),

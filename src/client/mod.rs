@@ -29,10 +29,13 @@
 //! - **Read marks survive reconnects.** The client remembers the highest `read` it was asked
 //!   for per group and repeats it on reconnect when `welcome` shows the server has less.
 //!
+//! Beside the client, [`admin`] makes one admin API call over plain HTTP (for `rollcall backup`).
+//!
 //! Events are delivered through an unbounded channel, so the worker never blocks on a slow
 //! application (a bounded one could deadlock a caller that awaits a reply without draining
 //! events); an application that never drains events grows its memory instead.
 
+pub mod admin;
 mod engine;
 mod inbox;
 mod worker;

@@ -6,6 +6,7 @@
 //! edge (the session, the HTTP handlers, or the group's own pushes), so the wire format can
 //! change without touching the actor and the actor can be tested without JSON.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Message as ActixMessage;
@@ -14,11 +15,12 @@ use tokio::sync::oneshot;
 use crate::ids::{GroupId, UserId};
 use crate::presence::SessionHandle;
 use crate::protocol::{
-    ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem, ReceiptPolicy, Refusal,
-    RemindedMessage, Reminder, Role,
+    AuditMismatch, AuditReply, ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem,
+    ReceiptPolicy, ReceiptTally, Refusal, RemindedMessage, Reminder, Role,
 };
 use crate::store::{
-    GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord, StoreError,
+    GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord, Snapshot,
+    StoreError,
 };
 
 /// Why a group refused a command. Each maps to one protocol error code.
@@ -615,6 +617,82 @@ impl From<ReminderView> for Reminder {
                 ts: r.sent_ts,
                 body: r.body,
             },
+        }
+    }
+}
+
+/// Copies the group whole into a snapshot (`POST /api/backup`), answering once copied: the
+/// actor first writes its pending cursor moves, then takes no other message until the copy is
+/// done, so the copy is one consistent state of the group (`group/backup.rs`). `None`: the
+/// group was deleted.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct ExportGroup {
+    pub snapshot: Arc<dyn Snapshot>,
+    pub reply: Reply<Option<GroupExported>>,
+}
+
+/// The answer to [`ExportGroup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupExported {
+    pub messages: u64,
+    /// Bytes of keys and values copied.
+    pub bytes: u64,
+    /// How long the group took no commands (its writes paused): the cursor writes and the copy.
+    pub pause: Duration,
+}
+
+/// Recomputes the receipt counts of the newest `limit` live messages from the stored cursors,
+/// the naive way, and compares them with the receipt index's (`group/audit.rs`).
+#[derive(ActixMessage)]
+#[rtype(result = "Result<ReceiptAudit, GroupError>")]
+pub struct AuditReceipts {
+    pub limit: usize,
+}
+
+/// The answer to [`AuditReceipts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptAudit {
+    /// How many messages were compared.
+    pub checked: u64,
+    /// The messages whose counts differ, by seq.
+    pub mismatches: Vec<ReceiptMismatch>,
+}
+
+/// One message whose index counts differ from the recomputed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptMismatch {
+    pub seq: u64,
+    /// Recomputed from the stored cursors.
+    pub expected: ReceiptCounts,
+    /// What the group's receipt index says (and pushes).
+    pub actual: ReceiptCounts,
+}
+
+impl From<ReceiptCounts> for ReceiptTally {
+    fn from(c: ReceiptCounts) -> ReceiptTally {
+        ReceiptTally {
+            recipients: c.recipients,
+            delivered: c.delivered,
+            read: c.read,
+        }
+    }
+}
+
+impl From<ReceiptAudit> for AuditReply {
+    fn from(audit: ReceiptAudit) -> AuditReply {
+        AuditReply {
+            ok: audit.mismatches.is_empty(),
+            checked: audit.checked,
+            mismatches: audit
+                .mismatches
+                .into_iter()
+                .map(|m| AuditMismatch {
+                    seq: m.seq,
+                    expected: m.expected.into(),
+                    actual: m.actual.into(),
+                })
+                .collect(),
         }
     }
 }

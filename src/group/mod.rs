@@ -18,12 +18,16 @@
 //! - `reminders.rs`: reminders of non-readers, now or scheduled;
 //! - `retention.rs`: pruning messages past their retention, in small batches;
 //! - `passivation.rs`: stopping after `--group-idle-secs` without a command, nothing lost;
+//! - `backup.rs`: copying the group into an online backup's snapshot while the actor holds it;
+//! - `audit.rs`: the receipt audit, the index's counts against the definition over the stored cursors;
 //! - `messages.rs`: the commands, and the replies (actor types, converted to wire types at the edge).
 //!
 //! It keeps no address of other actors and no registry: sessions are reached through
 //! [`SessionHandle`](crate::presence::SessionHandle)s, and a newly added member's online sessions are found in
 //! [`Presence`](crate::presence::Presence), which it gets in its [`GroupDeps`].
 
+mod audit;
+mod backup;
 mod commit_queue;
 mod controls;
 mod edits;

@@ -9,16 +9,17 @@ use crate::auth::{
     password, random_hex, DEFAULT_LINK_TTL_SECS, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
 use crate::group::{
-    reply_channel, By, DescribeGroup, FetchMessages, GroupActor, GroupError, ListMembers,
-    ListReaders, MemberView, Page, PostMessage, RemoveMember, SetRole,
+    reply_channel, AuditReceipts, By, DescribeGroup, FetchMessages, GroupActor, GroupError,
+    ListMembers, ListReaders, MemberView, Page, PostMessage, RemoveMember, SetRole,
     UpdateGroup as UpdateGroupCommand,
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
-    check_name, check_send, page_limit, CreatedUser, ErrorCode, GroupEntry, GroupInfo, GroupList,
-    ListQuery, LoginLink, MemberInfo, MemberUpdate, MessagesQuery, MessagesReply, NewGroup,
-    NewMessage, NewUser, PostedMessage, Readers, TokenReply, TokenRequest, UpdateGroup, UpdateUser,
-    UserInfo, UserList, MAX_RETENTION_SECS,
+    check_name, check_send, page_limit, AuditQuery, AuditReply, BackupReply, BackupRequest,
+    CreatedUser, ErrorCode, GroupEntry, GroupInfo, GroupList, ListQuery, LoginLink, MemberInfo,
+    MemberUpdate, MessagesQuery, MessagesReply, NewGroup, NewMessage, NewUser, PostedMessage,
+    Readers, Refusal, TokenReply, TokenRequest, UpdateGroup, UpdateUser, UserInfo, UserList,
+    MAX_RETENTION_SECS,
 };
 use crate::registry::add_member;
 use crate::store::{now_ms, GroupKindRecord, GroupSettingsRecord, RetentionRecord, UserRecord};
@@ -56,6 +57,8 @@ pub(super) fn scope() -> actix_web::Scope {
             "/groups/{gid}/messages/{seq}/receipts",
             web::get().to(get_receipts),
         )
+        .route("/groups/{gid}/audit", web::get().to(audit))
+        .route("/backup", web::post().to(backup))
         .default_service(web::to(api_not_found))
 }
 
@@ -590,4 +593,39 @@ async fn get_receipts(_admin: Admin, state: State, path: web::Path<(String, Stri
     let addr = group_actor(&state, &id)?;
     let readers: Readers = addr.send(ListReaders { user: None, seq }).await??.into();
     Ok(json_response(StatusCode::OK, &readers))
+}
+
+/// The receipt audit of a group's newest live messages (`?limit=`, default 100, at most 1,000).
+async fn audit(
+    _admin: Admin,
+    req: HttpRequest,
+    state: State,
+    path: web::Path<String>,
+) -> ApiResult {
+    let id = group_id(&path)?;
+    let query: AuditQuery = query(&req)?;
+    let addr = group_actor(&state, &id)?;
+    let audit = addr
+        .send(AuditReceipts {
+            limit: page_limit(query.limit),
+        })
+        .await??;
+    Ok(json_response(StatusCode::OK, &AuditReply::from(audit)))
+}
+
+/// An online backup; answers once the snapshot is durable and in place.
+async fn backup(_admin: Admin, state: State, body: Body) -> ApiResult {
+    let BackupRequest {} = optional_body(&body)?;
+    let done = state
+        .backups
+        .run(&state.registry)
+        .await
+        .map_err(Refusal::from)?;
+    let reply = BackupReply {
+        path: done.path.display().to_string(),
+        groups: done.groups,
+        messages: done.messages,
+        bytes: done.bytes,
+    };
+    Ok(json_response(StatusCode::OK, &reply))
 }

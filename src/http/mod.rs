@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::accounts::Accounts;
 use crate::auth::Credential;
+use crate::backup::Backups;
 use crate::group::GroupError;
 use crate::protocol::{
     from_json, to_json, ErrorCode, Health, HttpError, HttpErrorBody, Refusal, TokenQuery,
@@ -35,6 +36,7 @@ use crate::store::StoreError;
 pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub accounts: Accounts,
+    pub backups: Backups,
 }
 
 type State = web::Data<AppState>;

@@ -268,6 +268,59 @@ pub struct MessagesReply {
     pub first_seq: u64,
 }
 
+/// The body of `POST /api/backup`: none, or `{}` (no options yet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {}
+
+/// The answer to `POST /api/backup`: where the snapshot is and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupReply {
+    /// The snapshot's directory, absolute: a data directory (`rollcall serve --data <path>`).
+    pub path: String,
+    pub groups: u64,
+    pub messages: u64,
+    /// The snapshot's size on disk.
+    pub bytes: u64,
+}
+
+/// The query of `GET /api/groups/{gid}/audit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// How many of the newest live messages to check (default 100, at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The answer to `GET /api/groups/{gid}/audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReply {
+    /// No mismatches.
+    pub ok: bool,
+    /// How many messages were compared.
+    pub checked: u64,
+    pub mismatches: Vec<AuditMismatch>,
+}
+
+/// One message whose receipt counts differ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditMismatch {
+    pub seq: u64,
+    /// Recomputed from the stored cursors.
+    pub expected: ReceiptTally,
+    /// What the group's receipt index says.
+    pub actual: ReceiptTally,
+}
+
+/// The receipt counts of one message (as in a `receipt` item, without the seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptTally {
+    pub recipients: u64,
+    pub delivered: u64,
+    pub read: u64,
+}
+
 /// The query of `GET /ws` (the token may come in the query instead of a header).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenQuery {

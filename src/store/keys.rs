@@ -117,6 +117,15 @@ pub fn pair(a: &str, b: &str) -> Vec<u8> {
     out
 }
 
+/// The two ids of a [`pair`] key.
+pub fn split_pair(key: &[u8]) -> Option<(&str, &str)> {
+    let (&len, rest) = key.split_first()?;
+    let len = usize::from(len);
+    let a = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let b = std::str::from_utf8(rest.get(len..)?).ok()?;
+    Some((a, b))
+}
+
 /// The `b` of a [`pair`] key, given the prefix length.
 pub fn second_of(key: &[u8], prefix_len: usize) -> Option<&str> {
     std::str::from_utf8(key.get(prefix_len..)?).ok()
@@ -169,6 +178,7 @@ mod tests {
             let key = pair(&a, &group);
             proptest::prop_assert_eq!(key.starts_with(&prefix(&b)), a == b);
             proptest::prop_assert_eq!(second_of(&key, prefix(&a).len()), Some(group.as_str()));
+            proptest::prop_assert_eq!(split_pair(&key), Some((a.as_str(), group.as_str())));
         }
     }
 

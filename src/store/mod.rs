@@ -11,17 +11,24 @@
 //!
 //! Records are plain values; a message is stored once, under one key that also carries its sender
 //! and `client_id`, so a send is one atomic write and the resend map can be rebuilt from messages.
+//!
+//! Two tools work on a whole store through this trait: [`Snapshot`] (the online backup's copy,
+//! written one group at a time while the server runs) and [`check`] (`rollcall check`, the
+//! consistency check of a stopped server's data or of a snapshot).
 
+pub mod check;
 mod codec;
 mod guard;
 mod keys;
 mod sled_store;
 
 pub use guard::DiskGuard;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, FORMAT_VERSION};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::ids::{GroupId, Seq, UserId};
 
@@ -398,12 +405,57 @@ pub trait Store: Send + Sync + 'static {
     /// Records that the per-sender index covers every message of the group.
     fn mark_sent_indexed(&self, group: &GroupId) -> Result<(), StoreError>;
 
+    /// The storage format recorded in the store; `None` when it records none (a database whose
+    /// creation or snapshot never finished, or not a Rollcall database).
+    fn format(&self) -> Result<Option<u32>, StoreError>;
+    /// Calls `visit` for every entry of the user → groups index, by user then group, until it
+    /// returns false.
+    fn scan_user_groups(
+        &self,
+        visit: &mut dyn FnMut(UserId, GroupId) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Starts a snapshot into a new database in `dir` (which must not exist yet): an empty copy
+    /// that [`Snapshot`]'s methods fill while the server keeps running.
+    fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn Snapshot>, StoreError>;
+
     /// Makes every earlier write durable (survives a process crash).
     fn flush(&self) -> Result<(), StoreError>;
     /// Ok when writes are accepted now; why not otherwise (disk nearly full, failed flush).
     fn writable(&self) -> Result<(), StoreError>;
     /// Why the store failed for good (a flush failed), if it did: the server must restart.
     fn failure(&self) -> Option<String>;
+}
+
+/// A copy of the store being written while the server runs (`POST /api/backup`): once
+/// [`Snapshot::finish`]ed, a database a server opens like any other.
+///
+/// Piece by piece rather than in one pass, because only a group's actor may decide when its
+/// tree holds still: each group is copied whole by [`Snapshot::copy_group`] while its actor (or
+/// whoever keeps writers away) holds it, so every group in the copy is one consistent state of
+/// that group, including its entries in the shared trees (its record, its members' index
+/// entries, its schedule marker). The rest ([`Snapshot::copy_global`]) comes after the groups, so
+/// every member in the copy is a user there too (users are never deleted).
+pub trait Snapshot: Send + Sync {
+    /// Copies one group whole: its record, everything of its own (messages, members and their
+    /// cursors, settings, roles, flags, reminders, notes, and any key kind this build does not
+    /// know), the index entries of its members and its schedule marker. `None` when the group
+    /// does not exist (any more). The caller keeps every writer of the group away meanwhile.
+    fn copy_group(&self, group: &GroupId) -> Result<Option<GroupCopy>, StoreError>;
+    /// Copies everything that belongs to no group: users, accounts, user settings, the ids of
+    /// deleted groups (and any shared data this build does not know).
+    fn copy_global(&self) -> Result<(), StoreError>;
+    /// Makes the copy durable, then records the storage format (the mark of a finished copy)
+    /// and makes that durable too.
+    fn finish(&self) -> Result<(), StoreError>;
+}
+
+/// What [`Snapshot::copy_group`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCopy {
+    /// Messages (deleted ones included: their seqs stay).
+    pub messages: u64,
+    /// Bytes of keys and values of the group's own data.
+    pub bytes: u64,
 }
 
 /// Milliseconds since the Unix epoch.

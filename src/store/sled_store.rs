@@ -24,6 +24,9 @@
 //!
 //! Every write first asks the [`DiskGuard`], so a nearly full disk or a failed flush refuses
 //! writes before they reach sled.
+//!
+//! A [`Snapshot`](super::Snapshot) (the online backup) is a second sled database that
+//! `snapshot.rs` fills with raw copies of this one's keys and values, a group at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +65,22 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The key of the format version in sled's default tree.
 const FORMAT_KEY: &[u8] = b"format";
 
+/// The file in a sled directory that holds its log (and its lock).
+const LOG_FILE: &str = "db";
+
+/// The shared trees that hold an entry per group (copied with their group by a snapshot).
+const GROUPS: &str = "groups";
+const USER_GROUPS: &str = "user_groups";
+const SCHEDULED_GROUPS: &str = "scheduled_groups";
+
+/// The prefix of every group's own tree.
+const GROUP_TREE_PREFIX: &str = "group:";
+
+/// The name of a group's own tree.
+fn group_tree(group: &GroupId) -> String {
+    format!("{GROUP_TREE_PREFIX}{group}")
+}
+
 /// Reads the format version, writing ours into a new database; refuses a newer one.
 fn check_format(db: &sled::Db) -> Result<(), StoreError> {
     match db.get(FORMAT_KEY)? {
@@ -97,11 +116,33 @@ impl SledStore {
             .cache_capacity(cache_bytes)
             .open()?;
         check_format(&db)?;
+        SledStore::with_db(db, dir, durability)
+    }
+
+    /// Opens an existing database in `dir` for `rollcall check`: refuses a directory without
+    /// one, and neither writes nor refuses a format (the check reports it, see
+    /// [`Store::format`]).
+    pub fn open_to_check(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        // sled creates a database where it finds none; a typo in --data must not "check" one.
+        if !dir.join(LOG_FILE).is_file() {
+            return Err(StoreError::Engine(sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} holds no sled database", dir.display()),
+            ))));
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        SledStore::with_db(db, dir, Durability::Process)
+    }
+
+    fn with_db(db: sled::Db, dir: &Path, durability: Durability) -> Result<SledStore, StoreError> {
         // sled keeps its log in `<dir>/db`. fsync on any descriptor of a file syncs the file.
         let log_file = match durability {
             Durability::Process => None,
             Durability::Power => Some(
-                std::fs::File::open(dir.join("db"))
+                std::fs::File::open(dir.join(LOG_FILE))
                     .map_err(|e| StoreError::Engine(sled::Error::Io(e)))?,
             ),
         };
@@ -109,9 +150,9 @@ impl SledStore {
             log_file,
             users: db.open_tree("users")?,
             user_settings: db.open_tree("user_settings")?,
-            groups: db.open_tree("groups")?,
-            user_groups: db.open_tree("user_groups")?,
-            scheduled_groups: db.open_tree("scheduled_groups")?,
+            groups: db.open_tree(GROUPS)?,
+            user_groups: db.open_tree(USER_GROUPS)?,
+            scheduled_groups: db.open_tree(SCHEDULED_GROUPS)?,
             accounts: db.open_tree("accounts")?,
             deleted_groups: db.open_tree("deleted_groups")?,
             db,
@@ -142,7 +183,7 @@ impl SledStore {
 
     /// The tree of one group (sled keeps opened trees; reopening one is a map lookup).
     fn tree(&self, group: &GroupId) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(format!("group:{group}"))?)
+        Ok(self.db.open_tree(group_tree(group))?)
     }
 }
 
@@ -324,7 +365,7 @@ impl Store for SledStore {
         // Messages, cursors, settings, flags, reminders: the whole tree goes.
         self.checked(
             self.db
-                .drop_tree(format!("group:{group}"))
+                .drop_tree(group_tree(group))
                 .map(drop)
                 .map_err(StoreError::from),
         )
@@ -770,6 +811,45 @@ impl Store for SledStore {
         }
     }
 
+    fn format(&self) -> Result<Option<u32>, StoreError> {
+        match self.db.get(FORMAT_KEY)? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 4] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("format version".into()))?;
+                Ok(Some(u32::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    fn scan_user_groups(
+        &self,
+        visit: &mut dyn FnMut(UserId, GroupId) -> bool,
+    ) -> Result<(), StoreError> {
+        for entry in self.user_groups.iter() {
+            let (key, _) = entry?;
+            let pair = keys::split_pair(&key).and_then(|(user, group)| {
+                Some((UserId::parse(user).ok()?, GroupId::parse(group).ok()?))
+            });
+            let Some((user, group)) = pair else {
+                return Err(StoreError::Corrupt(format!(
+                    "user_groups key {:?}",
+                    String::from_utf8_lossy(&key)
+                )));
+            };
+            if !visit(user, group) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn super::Snapshot>, StoreError> {
+        Ok(Arc::new(snapshot::SledSnapshot::create(self, dir)?))
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         if let Some(reason) = self.guard.failure() {
             return Err(StoreError::Unwritable(format!("storage failed: {reason}")));
@@ -798,6 +878,8 @@ impl Store for SledStore {
         self.guard.failure()
     }
 }
+
+mod snapshot;
 
 #[cfg(test)]
 mod tests;

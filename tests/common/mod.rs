@@ -6,7 +6,8 @@
 //! - [`ws`]: a raw WebSocket client that speaks JSON frames;
 //! - [`http`]: HTTP requests to the server, the admin API helpers and the error-body helpers;
 //! - [`auth`]: user tokens signed with the test servers' secret;
-//! - [`controls`]: receipt policy, private reads, reminders and mark-unread helpers.
+//! - [`controls`]: receipt policy, private reads, reminders and mark-unread helpers;
+//! - [`raw_store`]: writing a stopped server's database behind its back (corruption on purpose).
 //!
 //! The server runs as a separate process (not in-process) so that durability tests can kill it with
 //! SIGKILL and start it again on the same data dir, exactly as a crash would. Each test starts its
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub mod auth;
 pub mod controls;
 pub mod http;
+pub mod raw_store;
 pub mod rust_client;
 pub mod server;
 pub mod ws;

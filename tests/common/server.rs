@@ -27,7 +27,23 @@ pub struct ServerOptions {
     args: Vec<String>,
     env: Vec<(String, Option<String>)>,
     default_send_rate: bool,
-    data: Option<TempDir>,
+    data: Option<DataDir>,
+}
+
+/// Where a server keeps its data: a temp dir of its own (removed with it), or a directory
+/// someone else owns (a backup snapshot).
+enum DataDir {
+    Temp(TempDir),
+    Given(std::path::PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            DataDir::Temp(dir) => dir.path(),
+            DataDir::Given(path) => path,
+        }
+    }
 }
 
 impl ServerOptions {
@@ -70,7 +86,14 @@ impl ServerOptions {
 
     /// Runs on a data dir the test made (e.g. on a small file system of its own).
     pub fn data_dir(mut self, data: TempDir) -> ServerOptions {
-        self.data = Some(data);
+        self.data = Some(DataDir::Temp(data));
+        self
+    }
+
+    /// Runs on an existing directory the server does not own (left in place when it is
+    /// dropped): a backup's snapshot, `serve --data <snapshot>`.
+    pub fn data_path(mut self, path: &std::path::Path) -> ServerOptions {
+        self.data = Some(DataDir::Given(path.to_path_buf()));
         self
     }
 
@@ -80,7 +103,7 @@ impl ServerOptions {
             child: None,
             data: match self.data {
                 Some(data) => data,
-                None => tempfile::tempdir().expect("creating the data dir"),
+                None => DataDir::Temp(tempfile::tempdir().expect("creating the data dir")),
             },
             logs: tempfile::tempdir().expect("creating the log dir"),
             args: self.args,
@@ -100,7 +123,7 @@ impl ServerOptions {
 pub struct Server {
     child: Option<Child>,
     /// The data dir; kept alive across restarts, removed when the harness is dropped.
-    data: TempDir,
+    data: DataDir,
     /// Where the server's stderr (logs) goes, all runs appended; printed when a test fails.
     logs: TempDir,
     /// Extra command-line flags, reused on every restart.

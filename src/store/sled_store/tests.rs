@@ -309,6 +309,112 @@ fn roles_and_accounts_round_trip() {
 }
 
 #[test]
+fn a_snapshot_is_an_openable_copy_of_every_group_and_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("live"), 1 << 20, Durability::Process).unwrap();
+    let (alice, bob) = (
+        UserId::parse("alice").unwrap(),
+        UserId::parse("bob").unwrap(),
+    );
+    let user = UserRecord {
+        name: "Alice".into(),
+        created_ms: 1,
+    };
+    store.create_user(&alice, &user).unwrap();
+    store
+        .put_user_settings(&bob, &UserSettingsRecord { share_reads: false })
+        .unwrap();
+    let record = GroupRecord {
+        name: "Eng".into(),
+        kind: GroupKindRecord::Group,
+        created_ms: 2,
+    };
+    let (eng, gone, later) = (
+        GroupId::parse("eng").unwrap(),
+        GroupId::parse("gone").unwrap(),
+        GroupId::parse("later").unwrap(),
+    );
+    for g in [&eng, &gone] {
+        store.create_group(g, &record).unwrap();
+    }
+    for seq in 1..=3 {
+        store.put_message(&eng, Seq(seq), &msg("m")).unwrap();
+    }
+    store.put_note(&eng, Note::Edited, Seq(2), 9).unwrap();
+    let cursors = MemberRecord {
+        joined_seq: 0,
+        delivered: 3,
+        read: 2,
+    };
+    store.add_member(&eng, &alice, &cursors).unwrap();
+    store
+        .put_schedule(&eng, Seq(3), &ScheduleRecord { due_ms: 5 })
+        .unwrap();
+    store.delete_group(&gone).unwrap();
+
+    let snapshot = store.begin_snapshot(&dir.path().join("copy")).unwrap();
+    assert!(
+        store.begin_snapshot(&dir.path().join("copy")).is_err(),
+        "an existing database"
+    );
+    let copied = snapshot.copy_group(&eng).unwrap().expect("eng exists");
+    assert_eq!(copied.messages, 3);
+    assert!(copied.bytes > 0);
+    assert_eq!(snapshot.copy_group(&gone).unwrap(), None);
+    // Made after the group was copied: not in the copy.
+    store.put_message(&eng, Seq(4), &msg("late")).unwrap();
+    store.create_group(&later, &record).unwrap();
+    snapshot.copy_global().unwrap();
+    snapshot.finish().unwrap();
+    drop(snapshot);
+
+    let copy = reopen(&dir.path().join("copy"));
+    assert_eq!(copy.format().unwrap(), Some(FORMAT_VERSION));
+    assert_eq!(copy.last_seq(&eng).unwrap(), Seq(3));
+    assert_eq!(copy.group(&eng).unwrap(), Some(record));
+    assert_eq!(copy.group(&later).unwrap(), None);
+    assert_eq!(copy.group(&gone).unwrap(), None);
+    assert!(
+        !copy.create_group(&gone, &msg_group()).unwrap(),
+        "a deleted id stays taken"
+    );
+    assert_eq!(copy.members(&eng).unwrap(), vec![(alice.clone(), cursors)]);
+    assert_eq!(copy.user_groups(&alice).unwrap(), vec![eng.clone()]);
+    assert_eq!(
+        copy.notes(&eng, Note::Edited, Seq(1), Seq(9)).unwrap(),
+        vec![(Seq(2), 9)]
+    );
+    assert_eq!(copy.scheduled_groups().unwrap(), vec![eng.clone()]);
+    assert_eq!(copy.user(&alice).unwrap(), Some(user));
+    assert_eq!(
+        copy.user_settings(&bob).unwrap(),
+        Some(UserSettingsRecord { share_reads: false })
+    );
+    assert!(crate::store::check::check(&copy).is_ok());
+}
+
+fn msg_group() -> GroupRecord {
+    GroupRecord {
+        name: "again".into(),
+        kind: GroupKindRecord::Group,
+        created_ms: 3,
+    }
+}
+
+#[test]
+fn a_snapshot_cut_short_records_no_format_and_check_opens_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("live"), 1 << 20, Durability::Process).unwrap();
+    let snapshot = store.begin_snapshot(&dir.path().join("copy")).unwrap();
+    snapshot.copy_global().unwrap();
+    drop(snapshot);
+    let copy = SledStore::open_to_check(&dir.path().join("copy"), 1 << 20).unwrap();
+    assert_eq!(copy.format().unwrap(), None);
+    assert!(SledStore::open_to_check(&dir.path().join("nothing"), 1 << 20).is_err());
+    assert!(!dir.path().join("nothing").exists());
+}
+
+#[test]
 fn the_sender_index_answers_ranges_per_sender() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
