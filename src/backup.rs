@@ -233,13 +233,26 @@ async fn export(
     snapshot: &Arc<dyn Snapshot>,
     id: &GroupId,
 ) -> Result<Option<GroupExported>, BackupError> {
+    // The bulk first, while the group keeps serving (its writes do not wait for this part).
+    let precopied = {
+        let (snapshot, id) = (Arc::clone(snapshot), id.clone());
+        blocking(move || snapshot.precopy_group(&id)).await?
+    };
     for _ in 0..EXPORT_ATTEMPTS {
         let Some(addr) = registry.group(id)? else {
             return Ok(None);
         };
         let (reply, answer) = reply_channel();
         let snapshot = Arc::clone(snapshot);
-        if addr.send(ExportGroup { snapshot, reply }).await.is_err() {
+        if addr
+            .send(ExportGroup {
+                snapshot,
+                precopied,
+                reply,
+            })
+            .await
+            .is_err()
+        {
             continue;
         }
         match answer.wait().await {

@@ -1,5 +1,8 @@
 //! A group's part of an online backup (`POST /api/backup`, the flow is in `src/backup.rs`): the
-//! actor copies its own tree into the snapshot while it holds it.
+//! actor copies its own tree into the snapshot while it holds it. The bulk, its messages and
+//! their index entries, was copied before while the group kept serving (a precopy); under the
+//! pause only the rest is copied, with the messages written, edited, deleted or pruned since,
+//! so the pause depends on the members and the recent traffic, not on the history.
 //!
 //! The actor is the only writer of its group, so a copy made while it takes no commands is one
 //! consistent state of the group: every message it acknowledged is in, with the cursors of that
@@ -38,7 +41,8 @@ impl Handler<ExportGroup> for GroupActor {
         }
         let id = self.id.clone();
         let snapshot = Arc::clone(&msg.snapshot);
-        let copy = tokio::task::spawn_blocking(move || snapshot.copy_group(&id));
+        let precopied = msg.precopied;
+        let copy = tokio::task::spawn_blocking(move || snapshot.copy_group(&id, &precopied));
         let reply = msg.reply;
         ctx.wait(copy.into_actor(self).map(move |copied, actor, _ctx| {
             let pause = started.elapsed();

@@ -19,8 +19,8 @@ use crate::protocol::{
     ReceiptPolicy, ReceiptTally, Refusal, RemindedMessage, Reminder, Role,
 };
 use crate::store::{
-    GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord, Snapshot,
-    StoreError,
+    GroupCopy, GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord,
+    Snapshot, StoreError,
 };
 
 /// Why a group refused a command. Each maps to one protocol error code.
@@ -629,6 +629,8 @@ impl From<ReminderView> for Reminder {
 #[rtype(result = "()")]
 pub struct ExportGroup {
     pub snapshot: Arc<dyn Snapshot>,
+    /// What a precopy (made while the group kept serving) copied already.
+    pub precopied: GroupCopy,
     pub reply: Reply<Option<GroupExported>>,
 }
 

@@ -440,7 +440,19 @@ pub trait Snapshot: Send + Sync {
     /// cursors, settings, roles, flags, reminders, notes, and any key kind this build does not
     /// know), the index entries of its members and its schedule marker. `None` when the group
     /// does not exist (any more). The caller keeps every writer of the group away meanwhile.
-    fn copy_group(&self, group: &GroupId) -> Result<Option<GroupCopy>, StoreError>;
+    ///
+    /// `precopied` is what [`Snapshot::precopy_group`] copied of it before (`GroupCopy::default()`
+    /// if nothing): those messages and their index entries are not copied again, only the ones
+    /// changed since (edited, deleted, pruned), so the group holds still only for the rest.
+    fn copy_group(
+        &self,
+        group: &GroupId,
+        precopied: &GroupCopy,
+    ) -> Result<Option<GroupCopy>, StoreError>;
+    /// Copies the bulk of a group while its actor keeps serving: its messages up to the newest
+    /// one now and their sender index entries (messages only change by an edit, a delete or a
+    /// prune, which [`Snapshot::copy_group`] then catches up on).
+    fn precopy_group(&self, group: &GroupId) -> Result<GroupCopy, StoreError>;
     /// Copies everything that belongs to no group: users, accounts, user settings, the ids of
     /// deleted groups (and any shared data this build does not know).
     fn copy_global(&self) -> Result<(), StoreError>;
@@ -456,6 +468,8 @@ pub struct GroupCopy {
     pub messages: u64,
     /// Bytes of keys and values of the group's own data.
     pub bytes: u64,
+    /// The highest seq copied by a precopy (0: none).
+    pub upto: u64,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -14,12 +14,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::{GroupCopy, Snapshot, StoreError};
+use super::super::codec::decode;
+use super::super::{GroupCopy, MessageRecord, Snapshot, StoreError};
 use super::{
     group_tree, keys, SledStore, FORMAT_KEY, FORMAT_VERSION, GROUPS, GROUP_TREE_PREFIX, LOG_FILE,
     SCHEDULED_GROUPS, USER_GROUPS,
 };
-use crate::ids::GroupId;
+use crate::ids::{GroupId, Seq};
 
 /// The page cache of the target: it is written once, front to back, and read by nobody.
 const TARGET_CACHE_BYTES: u64 = 16 << 20;
@@ -71,8 +72,69 @@ fn copied_per_group(name: &[u8]) -> bool {
             .any(|tree| tree.as_bytes() == name)
 }
 
+impl SledSnapshot {
+    /// Copies `from`'s keys in `range` into `into`; adds what it copied to `copy`.
+    fn copy_range<R: std::ops::RangeBounds<Vec<u8>>>(
+        from: &sled::Tree,
+        into: &sled::Tree,
+        range: R,
+        copy: &mut GroupCopy,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in from.range(range) {
+            let (key, value) = entry?;
+            each(&key, &value)?;
+            copy.bytes += u64::try_from(key.len() + value.len()).unwrap_or(u64::MAX);
+            into.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// The sender index key of the message stored under `value` at `seq`.
+    fn sent_key(value: &[u8], seq: Seq) -> Result<Vec<u8>, StoreError> {
+        let record: MessageRecord = decode(value)?;
+        Ok(keys::sent(&record.from, seq))
+    }
+}
+
 impl Snapshot for SledSnapshot {
-    fn copy_group(&self, group: &GroupId) -> Result<Option<GroupCopy>, StoreError> {
+    fn precopy_group(&self, group: &GroupId) -> Result<GroupCopy, StoreError> {
+        let mut copy = GroupCopy::default();
+        if !self.source_groups.contains_key(group.as_str().as_bytes())? {
+            return Ok(copy);
+        }
+        let name = group_tree(group);
+        let from = self.source.open_tree(&name)?;
+        let into = self.target.open_tree(&name)?;
+        let Some(last) = from.scan_prefix([keys::MESSAGE]).next_back() else {
+            return Ok(copy);
+        };
+        let upto = keys::seq_of(&last?.0)
+            .ok_or_else(|| StoreError::Corrupt(format!("message key in group {group}")))?;
+        let messages = keys::message(Seq(1)).to_vec()..=keys::message(upto).to_vec();
+        let mut n = 0;
+        Self::copy_range(&from, &into, messages, &mut copy, |_, _| {
+            n += 1;
+            Ok(())
+        })?;
+        // Their index entries (those of later messages come with the rest).
+        for entry in from.scan_prefix([keys::SENT]) {
+            let (key, value) = entry?;
+            if keys::seq_of(&key).is_some_and(|seq| seq <= upto) {
+                copy.bytes += u64::try_from(key.len() + value.len()).unwrap_or(u64::MAX);
+                into.insert(key, value)?;
+            }
+        }
+        copy.messages = n;
+        copy.upto = upto.0;
+        Ok(copy)
+    }
+
+    fn copy_group(
+        &self,
+        group: &GroupId,
+        precopied: &GroupCopy,
+    ) -> Result<Option<GroupCopy>, StoreError> {
         let id = group.as_str().as_bytes();
         // Before its tree: a group without a record (deleted) must not get its tree back.
         let Some(record) = self.source_groups.get(id)? else {
@@ -81,26 +143,90 @@ impl Snapshot for SledSnapshot {
         let name = group_tree(group);
         let from = self.source.open_tree(&name)?;
         let into = self.target.open_tree(&name)?;
-        let mut copy = GroupCopy::default();
-        for entry in from.iter() {
-            let (key, value) = entry?;
-            match key.first() {
-                Some(&keys::MESSAGE) => copy.messages += 1,
-                Some(&keys::MEMBER) => {
-                    // The member's index entry, as it is now (the member record is the truth;
-                    // an entry missing in the live store stays missing in the copy).
-                    if let Some(user) = keys::second_of(&key, 1) {
-                        let entry = keys::pair(user, group.as_str());
-                        if let Some(marker) = self.source_user_groups.get(&entry)? {
-                            self.target_user_groups.insert(entry, marker)?;
-                        }
+        let upto = Seq(precopied.upto);
+        let mut copy = GroupCopy {
+            messages: precopied.messages,
+            bytes: precopied.bytes,
+            upto: precopied.upto,
+        };
+        let mut changed: Vec<u64> = Vec::new();
+        let mut deleted: Vec<u64> = Vec::new();
+        let (sent, messages) = (vec![keys::SENT], vec![keys::MESSAGE]);
+        let after_sent = vec![keys::SENT + 1];
+        let after_messages = vec![keys::MESSAGE + 1];
+        // Everything below the sender index, and between it and the messages.
+        Self::copy_range(&from, &into, ..sent, &mut copy, |_, _| Ok(()))?;
+        Self::copy_range(&from, &into, after_sent..messages, &mut copy, |key, _| {
+            // An edit (or a delete) since the precopy rewrote its message.
+            if matches!(key.first(), Some(&keys::EDITED) | Some(&keys::DELETED)) {
+                if let Some((seq, _)) = keys::seq_key_parts(key).filter(|(s, _)| *s <= upto) {
+                    changed.push(seq.0);
+                    if key.first() == Some(&keys::DELETED) {
+                        deleted.push(seq.0);
                     }
                 }
-                _ => {}
             }
-            copy.bytes += u64::try_from(key.len() + value.len()).unwrap_or(u64::MAX);
-            into.insert(key, value)?;
+            Ok(())
+        })?;
+        // The messages after the precopy, with their index entries.
+        let mut newer = 0;
+        let later = keys::message(Seq(upto.0 + 1)).to_vec()..after_messages.clone();
+        Self::copy_range(&from, &into, later, &mut copy, |key, value| {
+            newer += 1;
+            let seq = keys::seq_of(key)
+                .ok_or_else(|| StoreError::Corrupt(format!("message key in group {group}")))?;
+            let entry = Self::sent_key(value, seq)?;
+            if let Some(marker) = from.get(&entry)? {
+                into.insert(entry, marker)?;
+            }
+            Ok(())
+        })?;
+        Self::copy_range(&from, &into, after_messages.., &mut copy, |key, _| {
+            if key.first() == Some(&keys::MEMBER) {
+                // The member's index entry, as it is now (the member record is the truth;
+                // an entry missing in the live store stays missing in the copy).
+                if let Some(user) = keys::second_of(key, 1) {
+                    let entry = keys::pair(user, group.as_str());
+                    if let Some(marker) = self.source_user_groups.get(&entry)? {
+                        self.target_user_groups.insert(entry, marker)?;
+                    }
+                }
+            }
+            // A deletion note below the precopy's head: its message changed (see above).
+            if key.first() == Some(&keys::DELETED) {
+                if let Some((seq, _)) = keys::seq_key_parts(key).filter(|(s, _)| *s <= upto) {
+                    changed.push(seq.0);
+                    deleted.push(seq.0);
+                }
+            }
+            Ok(())
+        })?;
+        // Messages changed since the precopy: copied again; a deleted one leaves the index.
+        for seq in changed {
+            let key = keys::message(Seq(seq));
+            if let Some(value) = from.get(key)? {
+                if deleted.contains(&seq) {
+                    into.remove(Self::sent_key(&value, Seq(seq))?)?;
+                }
+                into.insert(key, value)?;
+            }
         }
+        // Messages pruned since the precopy: gone from the copy too, with their index entries.
+        let first = match from.scan_prefix([keys::MESSAGE]).next() {
+            Some(entry) => keys::seq_of(&entry?.0).unwrap_or(Seq(u64::MAX)),
+            None => Seq(u64::MAX),
+        };
+        let pruned: Vec<(sled::IVec, sled::IVec)> = into
+            .range(keys::message(Seq(0)).to_vec()..keys::message(first).to_vec())
+            .collect::<Result<_, _>>()?;
+        let n_pruned = u64::try_from(pruned.len()).unwrap_or(0);
+        for (key, value) in pruned {
+            if let Some(seq) = keys::seq_of(&key) {
+                into.remove(Self::sent_key(&value, seq)?)?;
+            }
+            into.remove(key)?;
+        }
+        copy.messages = (copy.messages + newer).saturating_sub(n_pruned);
         if let Some(marker) = self.source_scheduled_groups.get(id)? {
             self.target_scheduled_groups.insert(id, marker)?;
         }

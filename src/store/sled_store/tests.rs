@@ -1,7 +1,7 @@
 //! Unit tests of the sled store.
 
 use super::*;
-use crate::store::GroupKindRecord;
+use crate::store::{GroupCopy, GroupKindRecord};
 
 fn msg(body: &str) -> MessageRecord {
     MessageRecord {
@@ -357,10 +357,16 @@ fn a_snapshot_is_an_openable_copy_of_every_group_and_the_rest() {
         store.begin_snapshot(&dir.path().join("copy")).is_err(),
         "an existing database"
     );
-    let copied = snapshot.copy_group(&eng).unwrap().expect("eng exists");
+    let copied = snapshot
+        .copy_group(&eng, &GroupCopy::default())
+        .unwrap()
+        .expect("eng exists");
     assert_eq!(copied.messages, 3);
     assert!(copied.bytes > 0);
-    assert_eq!(snapshot.copy_group(&gone).unwrap(), None);
+    assert_eq!(
+        snapshot.copy_group(&gone, &GroupCopy::default()).unwrap(),
+        None
+    );
     // Made after the group was copied: not in the copy.
     store.put_message(&eng, Seq(4), &msg("late")).unwrap();
     store.create_group(&later, &record).unwrap();
@@ -454,4 +460,61 @@ fn the_sender_index_answers_ranges_per_sender() {
     assert!(!store.sent_indexed(&g).unwrap());
     store.mark_sent_indexed(&g).unwrap();
     assert!(store.sent_indexed(&g).unwrap());
+}
+
+#[test]
+fn a_precopy_then_a_copy_catches_up_on_edits_deletes_prunes_and_new_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db"), 1 << 20, Durability::Power).unwrap();
+    let g = GroupId::parse("g").unwrap();
+    let (alice, bob) = (
+        UserId::parse("alice").unwrap(),
+        UserId::parse("bob").unwrap(),
+    );
+    store.create_group(&g, &msg_group()).unwrap();
+    let from = |s: u64| if s % 2 == 1 { "alice" } else { "bob" };
+    let at = |s: u64, body: &str| MessageRecord {
+        from: from(s).into(),
+        ..msg(body)
+    };
+    for s in 1..=5 {
+        store.put_message(&g, Seq(s), &at(s, "first")).unwrap();
+    }
+    let snapshot = store.begin_snapshot(&dir.path().join("copy")).unwrap();
+    let pre = snapshot.precopy_group(&g).unwrap();
+    assert_eq!((pre.messages, pre.upto), (5, 5));
+    // Meanwhile (the group kept serving): 1 pruned, 2 edited, 3 deleted, 6 sent.
+    store.prune_message(&g, Seq(1)).unwrap();
+    store.put_message(&g, Seq(2), &at(2, "edited")).unwrap();
+    store.put_note(&g, Note::Edited, Seq(2), 7).unwrap();
+    store.put_note(&g, Note::Deleted, Seq(3), 8).unwrap();
+    store.put_message(&g, Seq(3), &at(3, "")).unwrap();
+    store.index_sent(&g, &alice, Seq(3), false).unwrap();
+    store.put_message(&g, Seq(6), &at(6, "new")).unwrap();
+    let copied = snapshot.copy_group(&g, &pre).unwrap().expect("g exists");
+    assert_eq!(copied.messages, 5, "2..=6");
+    snapshot.copy_global().unwrap();
+    snapshot.finish().unwrap();
+    drop(snapshot);
+
+    let copy = reopen(&dir.path().join("copy"));
+    assert_eq!(
+        (copy.first_seq(&g).unwrap(), copy.last_seq(&g).unwrap()),
+        (Seq(2), Seq(6))
+    );
+    assert_eq!(copy.message(&g, Seq(2)).unwrap().unwrap().body, "edited");
+    assert_eq!(copy.message(&g, Seq(3)).unwrap().unwrap().body, "");
+    assert_eq!(copy.message(&g, Seq(1)).unwrap(), None);
+    let sent = |user: &UserId| {
+        let mut out = Vec::new();
+        copy.scan_sent(&g, user, Seq(0), Seq(9), Direction::Ascending, &mut |s| {
+            out.push(s.0);
+            true
+        })
+        .unwrap();
+        out
+    };
+    assert_eq!(sent(&alice), [5], "1 pruned, 3 deleted");
+    assert_eq!(sent(&bob), [2, 4, 6]);
+    assert!(crate::store::check::check(&copy).is_ok());
 }
