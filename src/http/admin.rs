@@ -626,6 +626,7 @@ async fn backup(_admin: Admin, state: State, body: Body) -> ApiResult {
         groups: done.groups,
         messages: done.messages,
         bytes: done.bytes,
+        longest_pause_ms: done.longest_pause.as_secs_f64() * 1000.0,
     };
     Ok(json_response(StatusCode::OK, &reply))
 }

@@ -282,6 +282,9 @@ pub struct BackupReply {
     pub messages: u64,
     /// The snapshot's size on disk.
     pub bytes: u64,
+    /// The longest time one group's writes waited for its copy, in milliseconds.
+    #[serde(default)]
+    pub longest_pause_ms: f64,
 }
 
 /// The query of `GET /api/groups/{gid}/audit`.
