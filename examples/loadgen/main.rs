@@ -69,6 +69,7 @@ mod idle;
 mod member;
 mod older;
 mod policy;
+mod posting;
 mod presence;
 mod remind;
 mod report;
