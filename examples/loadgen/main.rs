@@ -68,6 +68,7 @@ mod groups;
 mod idle;
 mod member;
 mod older;
+mod passivate;
 mod policy;
 mod posting;
 mod presence;
@@ -107,6 +108,7 @@ fn main() -> std::process::ExitCode {
         Scenario::Remind => remind::remind(args),
         Scenario::Presence => presence::presence(args),
         Scenario::Typing => typing::typing(args),
+        Scenario::Passivate => passivate::passivate(args),
         _ => storm::run(args),
     });
     let code = match result {
@@ -140,6 +142,7 @@ fn with_server(args: &Args, f: impl FnOnce(&Args) -> Result<bool, Error>) -> Res
             | Scenario::Idle
             | Scenario::Ceiling
             | Scenario::Presence
+            | Scenario::Passivate
     ) {
         return f(args);
     }

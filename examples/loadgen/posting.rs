@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::crowd::{enter, Channels, Crowd};
+use crate::report::{per, sorted_all, sum_errors};
 use crate::wire::{feed, flush, frame_text, note_error, parse_frame, Read};
 use crate::Error;
 
@@ -158,4 +159,53 @@ pub async fn post(
     crowd.stop();
     let outcomes = crowd.join(tasks).await?;
     Ok((outcomes, active, timed_out))
+}
+
+/// Every sender's outcome added up.
+pub struct Totals {
+    pub answered: u64,
+    /// `sent` replies that stored a new message (not duplicates).
+    pub stored: u64,
+    pub duplicates: u64,
+    /// send → `sent`, microseconds, sorted.
+    pub latency_us: Vec<u64>,
+    /// First send → last `sent`, seconds.
+    pub span_s: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    /// "sender N: why" for each sender that lost its connection or did not finish.
+    pub lost: Vec<String>,
+}
+
+impl Totals {
+    pub fn of(outcomes: &[SenderOutcome]) -> Totals {
+        let first = outcomes.iter().filter_map(|o| o.first_send).min();
+        let last = outcomes.iter().filter_map(|o| o.last_sent).max();
+        Totals {
+            answered: outcomes.iter().map(|o| o.answered).sum(),
+            stored: outcomes.iter().map(|o| o.stored).sum(),
+            duplicates: outcomes.iter().map(|o| o.duplicates).sum(),
+            latency_us: sorted_all(outcomes.iter().map(|o| &o.latency_us)),
+            span_s: match (first, last) {
+                (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
+                _ => 0.0,
+            },
+            errors: sum_errors(outcomes.iter().map(|o| &o.errors)),
+            first_error: outcomes.iter().find_map(|o| o.first_error.clone()),
+            lost: outcomes
+                .iter()
+                .filter_map(|o| o.lost.as_ref().map(|l| format!("sender {}: {l}", o.index)))
+                .collect(),
+        }
+    }
+
+    /// `sent` replies per second, first send → last `sent`.
+    pub fn per_s(&self) -> f64 {
+        per(self.answered as f64, self.span_s)
+    }
+
+    /// Every send answered with `sent`, none refused, no connection lost.
+    pub fn clean(&self, expected: u64) -> bool {
+        self.answered == expected && self.errors.is_empty() && self.lost.is_empty()
+    }
 }
