@@ -272,6 +272,10 @@ pub struct Args {
     /// every group in the `welcome`); the first run keeps the server's default.
     #[arg(long)]
     pub welcome_groups: Option<usize>,
+    /// Welcome: connects per configuration (the first is reported apart: the first after a
+    /// restart reads a cold cache).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
     /// Welcome: the `limit` of each `groups` page (the server caps it at 1,000).
     #[arg(long, default_value_t = 500)]
     pub groups_page: usize,

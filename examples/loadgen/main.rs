@@ -59,6 +59,7 @@ use crate::server::{attach, finish_server, start_server};
 
 mod admin;
 mod args;
+mod biggroup;
 mod catchup;
 mod ceiling;
 mod cold;
@@ -78,6 +79,7 @@ mod server;
 mod storm;
 mod storm_report;
 mod typing;
+mod welcome;
 mod wire;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -109,6 +111,8 @@ fn main() -> std::process::ExitCode {
         Scenario::Presence => presence::presence(args),
         Scenario::Typing => typing::typing(args),
         Scenario::Passivate => passivate::passivate(args),
+        Scenario::Biggroup => biggroup::biggroup(args),
+        Scenario::Welcome => welcome::welcome(args),
         _ => storm::run(args),
     });
     let code = match result {
@@ -143,6 +147,8 @@ fn with_server(args: &Args, f: impl FnOnce(&Args) -> Result<bool, Error>) -> Res
             | Scenario::Ceiling
             | Scenario::Presence
             | Scenario::Passivate
+            | Scenario::Biggroup
+            | Scenario::Welcome
     ) {
         return f(args);
     }

@@ -31,7 +31,7 @@ use crate::admin::{in_parallel, run_id, Admin, Metrics};
 use crate::args::Args;
 use crate::posting::{post, Sender, Totals};
 use crate::report::{fig, fig_f, fmt_ms, percentile, set_fig_prefix};
-use crate::server::{self, finish_server, mint, start_server_with, Server, ADMIN_TOKEN};
+use crate::server::{self, finish_server, mint, rss_mib, start_server_with, Server, ADMIN_TOKEN};
 use crate::Error;
 
 /// sled's page cache when no `--cache-mb` is given (the server's default).
@@ -507,11 +507,6 @@ fn trim_probe(pid: u32) -> f64 {
             f64::NAN
         }
     }
-}
-
-/// The server's VmRSS in MiB (NaN when unreadable).
-fn rss_mib(pid: u32) -> f64 {
-    server::rss_kib(pid).map_or(f64::NAN, |(rss, _)| rss as f64 / 1024.0)
 }
 
 /// The most group actors running at once, and the RSS at that reading.

@@ -162,11 +162,6 @@ impl Server {
         self.restart()
     }
 
-    /// The flags this server was (last) started with, after the fixed ones.
-    pub fn flags(&self) -> &[String] {
-        &self.extra
-    }
-
     /// Warning and error lines the server logged so far.
     pub fn log_lines(&self) -> usize {
         std::fs::read_to_string(&self.log)
@@ -212,6 +207,11 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .ok()
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A process's VmRSS in MiB (NaN when unreadable).
+pub fn rss_mib(pid: u32) -> f64 {
+    rss_kib(pid).map_or(f64::NAN, |(rss, _)| rss as f64 / 1024.0)
 }
 
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it, so a server
