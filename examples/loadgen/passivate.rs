@@ -87,6 +87,8 @@ pub fn passivate(args: &Args) -> Result<bool, Error> {
         senders: &senders,
         group_ids: Arc::clone(&group_ids),
         deadline,
+        rss_empty,
+        bound,
     };
 
     // Metrics through new connections (`plain`): kept-alive ones may idle past the server's 5 s.
@@ -94,10 +96,10 @@ pub fn passivate(args: &Args) -> Result<bool, Error> {
     let m0 = plain.metrics()?;
     let sampler = Sampler::start(srv.pid, plain.clone());
     let created = create(&srv, &plain, &plan, &pool, threads, &sampler)?;
-    let mut rounds = vec![plan.use_all("create", 0, &srv, sampler, &m0, rss_empty, bound)?];
+    let mut rounds = vec![plan.use_all("create", 0, &srv, sampler, &m0)?];
     let m1 = plain.metrics()?;
     let sampler = Sampler::start(srv.pid, plain.clone());
-    rounds.push(plan.use_all("again", 1, &srv, sampler, &m1, rss_empty, bound)?);
+    rounds.push(plan.use_all("again", 1, &srv, sampler, &m1)?);
 
     let stop = srv.stop();
     let healthz = srv.restart()?;
@@ -112,7 +114,7 @@ pub fn passivate(args: &Args) -> Result<bool, Error> {
     let plain = Admin::new(&srv.http, ADMIN_TOKEN)?;
     let m2 = plain.metrics()?;
     let sampler = Sampler::start(srv.pid, plain.clone());
-    rounds.push(plan.use_all("restart", 2, &srv, sampler, &m2, rss_restarted, bound)?);
+    rounds.push(plan.use_all("restart", 2, &srv, sampler, &m2)?);
     let disk = server::dir_bytes(&srv.data);
 
     println!(
@@ -202,6 +204,10 @@ struct Plan<'a> {
     senders: &'a [String],
     group_ids: Arc<Vec<String>>,
     deadline: Instant,
+    /// The empty server's RSS, before anything was created.
+    rss_empty: f64,
+    /// The target for the RSS after passivation.
+    bound: f64,
 }
 
 /// What creating the groups took.
@@ -245,10 +251,10 @@ fn create(
             json!({"id": &plan.group_ids[g], "members": members}),
         )?;
         let done = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             check_free_space(&srv.data)?;
         }
-        if done % tenth == 0 {
+        if done.is_multiple_of(tenth) {
             let now = t.elapsed();
             if let (Ok(mut at), Ok(mut last)) = (tenth_at.lock(), last_tenth.lock()) {
                 *last = now.saturating_sub(*at);
@@ -331,10 +337,8 @@ impl Plan<'_> {
         srv: &Server,
         sampler: Sampler,
         before: &Metrics,
-        rss_empty: f64,
-        bound: f64,
     ) -> Result<Round, Error> {
-        let args = self.args;
+        let (args, rss_empty, bound) = (self.args, self.rss_empty, self.bound);
         let n_senders = self.senders.len();
         let n_groups = self.group_ids.len();
         let plain = Admin::new(&srv.http, ADMIN_TOKEN)?;
