@@ -1,14 +1,16 @@
 //! The `biggroup` scenario (issue #14): a group's start must cost O(members + dedup window),
 //! not O(history). One group of `--senders` (4) members is filled with `--messages`
 //! (1,000,000) as fast as the server takes them (every sender pipelined, `--window` in flight,
-//! the server started with `--durability process` for the build: sled's flush without fsync;
-//! the write budget is off in every server loadgen starts). Then `--restarts` (5) times: SIGTERM,
+//! the server started with `--durability process` for the build: sled's flush without fsync,
+//! and `--session-queue 65536` so that no sender, which gets every message pushed too, is
+//! evicted as lagging; the write budget is off in every server loadgen starts). Then `--restarts` (5) times: SIGTERM,
 //! a restart on the same data with the measured flags (the server's defaults, so `power`
-//! durability, plus `--server-arg`), a sender connects (its `welcome` comes from the store and
+//! durability, plus `--server-arg`), a probe member connects (its `welcome` comes from the store and
 //! starts no actor) and sends once: the time from writing that `send` until its `sent` includes
-//! starting the group's actor from the store. A second `send` right after times the same with
-//! the actor running (the fsync and the round trip). The RSS before and after the first send
-//! shows what the start costs in memory. The same is measured for a group of
+//! starting the group's actor from the store. The probe is a member that posted nothing in the
+//! build. A second `send` right after times the same with the actor running (the fsync and the
+//! round trip). The RSS after the restart, after the `welcome` and after the first send shows
+//! what the start costs in memory. The same is measured for a group of
 //! `--baseline-messages` (1,000) in a fresh server, to compare: memory must not depend on the
 //! message count. Target: first send → `sent` ≤ 20 ms.
 
@@ -28,6 +30,9 @@ use crate::server::{
 };
 use crate::wire::connect_welcome;
 use crate::Error;
+
+/// The server's `--session-queue` while the group is built (its default is 1,024 frames).
+const BUILD_SESSION_QUEUE: &str = "65536";
 
 /// The target for the first send after a restart.
 const TARGET_MS: f64 = 20.0;
@@ -51,7 +56,7 @@ pub fn biggroup(args: &Args) -> Result<bool, Error> {
 
     println!("--- result (biggroup) ---");
     println!(
-        "{:<5} {:>9} {:>10} {:>9} {:>10} {:>19} {:>11} {:>12} {:>22}",
+        "{:<5} {:>9} {:>10} {:>9} {:>10} {:>19} {:>11} {:>12} {:>33}",
         "group",
         "messages",
         "build/s",
@@ -60,11 +65,11 @@ pub fn biggroup(args: &Args) -> Result<bool, Error> {
         "first send p50/max",
         "warm p50",
         "welcome p50",
-        "RSS before→after first"
+        "RSS restarted → welcomed → sent"
     );
     for r in [&big_run, &base_run] {
         println!(
-            "{:<5} {:>9} {:>10.0} {:>9.1} {:>10.3} {:>9} / {:>7} ms {:>8} ms {:>9} ms {:>9.1} → {:>6.1} MiB",
+            "{:<5} {:>9} {:>10.0} {:>9.1} {:>10.3} {:>9} / {:>7} ms {:>8} ms {:>9} ms {:>9.1} → {:>6.1} → {:>6.1} MiB",
             r.label,
             r.messages,
             r.build.per_s(),
@@ -75,6 +80,7 @@ pub fn biggroup(args: &Args) -> Result<bool, Error> {
             fmt_ms(percentile(&r.warm_us, 0.5)),
             fmt_ms(percentile(&r.welcome_us, 0.5)),
             median(&r.rss_before),
+            median(&r.rss_welcomed),
             median(&r.rss_after)
         );
     }
@@ -97,12 +103,15 @@ pub fn biggroup(args: &Args) -> Result<bool, Error> {
     );
     println!(
         "memory: RSS after the first send {:.1} MiB with {big} messages vs {:.1} MiB with {} \
-         ({rss_ratio:.2}×); the start itself added {:+.1} vs {:+.1} MiB",
+         ({rss_ratio:.2}×); the actor's start (welcomed → sent) added {:+.1} vs {:+.1} MiB; \
+         the restarted server before any connect: {:.1} vs {:.1} MiB",
         median(&big_run.rss_after),
         median(&base_run.rss_after),
         args.baseline_messages,
-        median(&big_run.rss_after) - median(&big_run.rss_before),
-        median(&base_run.rss_after) - median(&base_run.rss_before)
+        median(&big_run.rss_after) - median(&big_run.rss_welcomed),
+        median(&base_run.rss_after) - median(&base_run.rss_welcomed),
+        median(&big_run.rss_before),
+        median(&base_run.rss_before)
     );
     fig_f("first_send_p50_ms", first_p50);
     fig_f("first_send_max_ms", first_max);
@@ -136,6 +145,8 @@ struct Run {
     /// The second `send` (actor running) → its `sent`, µs, sorted.
     warm_us: Vec<u64>,
     rss_before: Vec<f64>,
+    /// After the `welcome`, before the first send.
+    rss_welcomed: Vec<f64>,
     rss_after: Vec<f64>,
     clean: bool,
 }
@@ -162,6 +173,7 @@ impl Run {
             );
         }
         fig_f("rss_before_mib", median(&self.rss_before));
+        fig_f("rss_welcomed_mib", median(&self.rss_welcomed));
         fig_f("rss_after_mib", median(&self.rss_after));
     }
 }
@@ -174,15 +186,28 @@ fn measure(
     messages: u64,
     n_senders: usize,
 ) -> Result<Run, Error> {
-    let build_flags = ["--durability".to_string(), "process".to_string()];
+    // The build's senders are members that get every message pushed; a deep outbound queue
+    // keeps a sender that is busy sending from being evicted as lagging (4000).
+    let build_flags = [
+        "--durability",
+        "process",
+        "--session-queue",
+        BUILD_SESSION_QUEUE,
+    ]
+    .map(String::from);
     let (mut srv, _dir) = start_server_with(args, &build_flags)?;
     let admin = Admin::new(&srv.http, ADMIN_TOKEN)?;
     let deadline = Instant::now() + Duration::from_secs(args.deadline_secs.max(3600));
     let id = run_id();
     let senders: Vec<String> = (0..n_senders).map(|s| format!("{id}-s{s}")).collect();
+    // The probe is a member that posts nothing during the build, so its `welcome` counts no
+    // own messages (a member's stored summary counts its own messages since its read cursor).
+    let probe_user = format!("{id}-probe");
+    let mut members = senders.clone();
+    members.push(probe_user.clone());
     let group = format!("{id}-big");
-    admin.create_users(&senders, n_senders, deadline)?;
-    admin.post("/api/groups", json!({"id": &group, "members": &senders}))?;
+    admin.create_users(&members, members.len(), deadline)?;
+    admin.post("/api/groups", json!({"id": &group, "members": &members}))?;
 
     let body: Arc<str> = "x".repeat(args.body_bytes.unwrap_or(64)).into();
     let share = messages / n_senders as u64;
@@ -214,7 +239,7 @@ fn measure(
     let build = Totals::of(&outcomes);
     println!(
         "{label:<5} build : {} of {messages} stored in {:.1} s ({:.0} msgs/s, {n_senders} senders × \
-         {} in flight, --durability process); send→sent p50 {} ms",
+         {} in flight, --durability process --session-queue {BUILD_SESSION_QUEUE}); send→sent p50 {} ms",
         build.stored,
         build.span_s,
         build.per_s(),
@@ -227,7 +252,7 @@ fn measure(
     }
 
     let measured = server_flags(args, &[]);
-    let token = mint(&srv.data, &senders[0])?;
+    let token = mint(&srv.data, &probe_user)?;
     let mut run = Run {
         label,
         messages,
@@ -238,6 +263,7 @@ fn measure(
         first_us: Vec::new(),
         warm_us: Vec::new(),
         rss_before: Vec::new(),
+        rss_welcomed: Vec::new(),
         rss_after: Vec::new(),
         clean: true,
     };
@@ -257,12 +283,13 @@ fn measure(
             Ok(p) => {
                 println!(
                     "{label:<5} restart {r}: /healthz {:.3} s; welcome {:.2} ms; first send → sent \
-                     {:.2} ms, second {:.2} ms; RSS {rss_before:.1} → {:.1} MiB; actors running \
-                     {loaded_before} → {loaded_after}",
+                     {:.2} ms, second {:.2} ms; RSS {rss_before:.1} → {:.1} (welcomed) → {:.1} MiB \
+                     (first sent); actors running {loaded_before} → {loaded_after}",
                     healthz.as_secs_f64(),
                     p.welcome_us as f64 / 1000.0,
                     p.first_us as f64 / 1000.0,
                     p.warm_us as f64 / 1000.0,
+                    p.rss_welcomed,
                     p.rss_after
                 );
                 run.healthz_s.push(healthz.as_secs_f64());
@@ -270,6 +297,7 @@ fn measure(
                 run.first_us.push(p.first_us);
                 run.warm_us.push(p.warm_us);
                 run.rss_before.push(rss_before);
+                run.rss_welcomed.push(p.rss_welcomed);
                 run.rss_after.push(p.rss_after);
                 clean &= loaded_before == 0.0 && loaded_after == 1.0;
             }
@@ -292,6 +320,8 @@ struct Probe {
     welcome_us: u64,
     first_us: u64,
     warm_us: u64,
+    /// Right after the `welcome`.
+    rss_welcomed: f64,
     /// Right after the first `sent`.
     rss_after: f64,
 }
@@ -308,6 +338,7 @@ async fn probe(
     let t = Instant::now();
     let (mut ws, _) = connect_welcome(url, true, deadline).await?;
     let welcome_us = micros(t.elapsed());
+    let rss_welcomed = rss_mib(pid);
     let mut times = [0u64; 2];
     let mut rss_after = f64::NAN;
     for (i, slot) in times.iter_mut().enumerate() {
@@ -344,6 +375,7 @@ async fn probe(
         welcome_us,
         first_us: times[0],
         warm_us: times[1],
+        rss_welcomed,
         rss_after,
     })
 }
