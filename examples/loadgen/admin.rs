@@ -26,6 +26,9 @@ pub struct Admin {
     base: String,
     pub host_port: String,
     token: String,
+    /// Connections kept alive between requests ([`Admin::keep_alive`]); none: a new connection
+    /// per request (ureq's default agent), as every scenario before `passivate` measured.
+    agent: Option<ureq::Agent>,
 }
 
 /// A refused or failed admin request: what was asked, the HTTP status and the server's error
@@ -96,7 +99,23 @@ impl Admin {
             base: format!("http://{host_port}"),
             host_port,
             token: token.to_string(),
+            agent: None,
         })
+    }
+
+    /// The same admin client keeping up to `connections` connections alive between requests,
+    /// for tens of thousands of requests in a row (a new connection each would spend the
+    /// ephemeral ports on TIME_WAIT). Only for requests back to back: the server closes a
+    /// connection idle for 5 s, and a `POST` on such a connection is not retried.
+    pub fn keep_alive(&self, connections: usize) -> Admin {
+        let agent = ureq::AgentBuilder::new()
+            .max_idle_connections(connections.max(1))
+            .max_idle_connections_per_host(connections.max(1))
+            .build();
+        Admin {
+            agent: Some(agent),
+            ..self.clone()
+        }
     }
 
     fn auth(&self) -> String {
@@ -118,9 +137,13 @@ impl Admin {
             code,
             message,
         };
-        let call = ureq::request(method, &format!("{}{path}", self.base))
-            .timeout(timeout)
-            .set("Authorization", &self.auth());
+        let url = format!("{}{path}", self.base);
+        let call = match &self.agent {
+            Some(agent) => agent.request(method, &url),
+            None => ureq::request(method, &url),
+        }
+        .timeout(timeout)
+        .set("Authorization", &self.auth());
         let answer = match body {
             Some(body) => call.send_json(body),
             None => call.call(),

@@ -37,6 +37,18 @@ pub enum Scenario {
     /// Typing: one group of `--members` (500), all online, `--senders` (100) of them sending
     /// `typing` every `--typing-ms` (300): frames forwarded and dropped, CPU per frame.
     Typing,
+    /// Passivation: `--groups` (100,000) groups of two members, each used once by one `send`,
+    /// then idle: the server's RSS empty, while the groups are loaded and after every actor
+    /// stopped (`--group-idle-secs`, 5), against the target of empty + 64 MiB + sled's cache.
+    Passivate,
+    /// One group with `--messages` (1,000,000): after each of `--restarts` (5) restarts, the
+    /// first `send` → `sent` (the actor starts from the store on that path) and the RSS after
+    /// it, against the same for a group of `--baseline-messages` (1,000).
+    Biggroup,
+    /// One user in `--groups` (5,000) groups, each with a message: the `welcome` frame's size
+    /// and time with the server's `--welcome-groups` (200) and with `--welcome-groups N` (all),
+    /// then every group paged with `groups` (`--groups-page`, 500).
+    Welcome,
     /// Older scenario: one group, every member online, several closed-loop senders.
     Throughput,
     /// Older scenario: the receipt-traffic count with a paced sender (see `storm --rate`).
@@ -204,9 +216,10 @@ pub struct Args {
     /// The server's data directory, to report its size before and after (optional).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Groups and cold: number of groups.
-    #[arg(long, default_value_t = 1000)]
-    pub groups: usize,
+    /// Number of groups (default: 1,000 for groups and cold, 100,000 for passivate, 5,000 for
+    /// welcome).
+    #[arg(long)]
+    pub groups: Option<usize>,
     /// Groups: the pool of users that members are drawn from (and that the storm connects).
     #[arg(long, default_value_t = 200)]
     pub users: usize,
@@ -236,6 +249,36 @@ pub struct Args {
     /// `put`: one `PUT` each, from --create-threads threads).
     #[arg(long, value_enum, default_value_t = MembersVia::Put)]
     pub members_via: MembersVia,
+    /// Passivate: the server's `--group-idle-secs` (a group actor stops after this long without
+    /// a command).
+    #[arg(long, default_value_t = 5)]
+    pub group_idle_secs: u64,
+    /// Passivate: after every group actor stopped, wait this many seconds more before the last
+    /// RSS reading (what the allocator gives back late).
+    #[arg(long, default_value_t = 10)]
+    pub settle_secs: u64,
+    /// Passivate: after each round, call glibc's `malloc_trim(0)` inside the server through
+    /// `gdb -p` (needs gdb and ptrace rights) and read the RSS again: memory the server freed
+    /// but the allocator kept, as opposed to memory still in use. A diagnostic, off by default.
+    #[arg(long)]
+    pub trim_probe: bool,
+    /// Biggroup: restarts, each followed by one timed first `send`.
+    #[arg(long, default_value_t = 5)]
+    pub restarts: usize,
+    /// Biggroup: messages in the comparison group (its restarts measure the same).
+    #[arg(long, default_value_t = 1000)]
+    pub baseline_messages: u64,
+    /// Welcome: the server's `--welcome-groups` for the comparison run (default: `--groups`,
+    /// every group in the `welcome`); the first run keeps the server's default.
+    #[arg(long)]
+    pub welcome_groups: Option<usize>,
+    /// Welcome: connects per configuration (the first is reported apart: the first after a
+    /// restart reads a cold cache).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Welcome: the `limit` of each `groups` page (the server caps it at 1,000).
+    #[arg(long, default_value_t = 500)]
+    pub groups_page: usize,
     /// Set when loadgen started the server itself (it can then mint tokens offline).
     #[arg(skip)]
     pub own_server: bool,
@@ -301,6 +344,26 @@ impl Args {
 
     pub fn http_given(&self) -> bool {
         self.http.is_some()
+    }
+
+    /// `--groups`, or the scenario's default.
+    pub fn groups_or(&self, default: usize) -> usize {
+        self.groups.unwrap_or(default)
+    }
+
+    /// The value of a server flag given with `--server-arg` (`--name=V` or `--name V`; the
+    /// last one wins, as in the server's parser).
+    pub fn server_flag(&self, name: &str) -> Option<String> {
+        let mut found = None;
+        let mut flags = self.server_args.iter().map(String::as_str);
+        while let Some(flag) = flags.next() {
+            if let Some(v) = flag.strip_prefix(name).and_then(|v| v.strip_prefix('=')) {
+                found = Some(v.to_string());
+            } else if flag == name {
+                found = flags.next().map(str::to_string);
+            }
+        }
+        found
     }
 
     /// The admin client of the server under test.

@@ -21,8 +21,9 @@ pub fn cold(args: &Args) -> Result<bool, Error> {
         return Err("cold starts and restarts its own server; drop --http".into());
     }
     let total = args.messages.unwrap_or(1_000_000);
-    let groups_n = args.groups;
+    let groups_n = args.groups_or(1000);
     let mut a = args.clone();
+    a.groups = Some(groups_n);
     a.messages = Some((total / groups_n as u64).max(1));
     a.phase = Phase::Load;
     a.deadline_secs = args.deadline_secs.max(1200);

@@ -164,7 +164,7 @@ fn valid_prefix(prefix: &str) -> bool {
 pub fn run(args: &Args) -> Result<bool, Error> {
     let layout = Layout {
         prefix: args.prefix.clone(),
-        groups: args.groups,
+        groups: args.groups_or(1000),
         members: args.members.unwrap_or(20),
         users: args.users,
         senders: args.senders.unwrap_or(4),
@@ -303,7 +303,7 @@ pub fn sweep(args: &Args) -> Result<bool, Error> {
         let g = usize::try_from(g)?;
         set_fig_prefix(&format!("g{g}."));
         let mut a = args.clone();
-        a.groups = g;
+        a.groups = Some(g);
         a.messages = Some((total / g as u64).max(1));
         a.senders = Some(args.senders.unwrap_or(4).min(g));
         a.phase = Phase::Load;

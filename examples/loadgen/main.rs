@@ -40,6 +40,16 @@
 //!   until every `welcome`, presence frames, server CPU), and RSS.
 //! - `typing`: one group of `--members` (500), all online, `--senders` (100) typing every
 //!   `--typing-ms` (300): typing frames forwarded and dropped by the throttle, CPU per frame.
+//! - `passivate`: `--groups` (100,000) groups of two with `--group-idle-secs` (5), each used
+//!   once by one `send`, then idle (three rounds: after creating, again, after a restart): the
+//!   server's RSS empty, at its peak and after every actor passivated, against the #14 target
+//!   (empty + 64 MiB + `--cache-mb`); `--trim-probe` tells freed-but-kept memory from live.
+//! - `biggroup`: one group with `--messages` (1,000,000), then `--restarts` (5) restarts, each
+//!   timing the first `send` → `sent` (the actor starts on that path) and the RSS after it,
+//!   against a group of `--baseline-messages` (1,000).
+//! - `welcome`: one user in `--groups` (5,000) groups: the `welcome` frame's size and time
+//!   with the server's `--welcome-groups` (200) and with all listed, and paging every group
+//!   with `groups` (`--groups-page`, 500).
 //! - `throughput`, `receipts`: the older scenarios (`--scenario NAME` still works).
 //!
 //! Counters come from the server's `/metrics`, so run against a server nobody else is using.
@@ -49,7 +59,8 @@
 //!
 //! This file holds the command-line dispatch only: the flags are in `args.rs`, the servers in
 //! `server.rs`, the admin API and `/metrics` in `admin.rs`, the figures in `report.rs`, the
-//! clients' wire in `wire.rs` and `crowd.rs`; a file per scenario family after that.
+//! clients' wire in `wire.rs` and `crowd.rs`, the pipelined senders that build data in
+//! `posting.rs`; a file per scenario family after that.
 
 use clap::Parser;
 
@@ -59,6 +70,7 @@ use crate::server::{attach, finish_server, start_server};
 
 mod admin;
 mod args;
+mod biggroup;
 mod catchup;
 mod ceiling;
 mod cold;
@@ -68,7 +80,9 @@ mod groups;
 mod idle;
 mod member;
 mod older;
+mod passivate;
 mod policy;
+mod posting;
 mod presence;
 mod remind;
 mod report;
@@ -76,6 +90,7 @@ mod server;
 mod storm;
 mod storm_report;
 mod typing;
+mod welcome;
 mod wire;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -106,6 +121,9 @@ fn main() -> std::process::ExitCode {
         Scenario::Remind => remind::remind(args),
         Scenario::Presence => presence::presence(args),
         Scenario::Typing => typing::typing(args),
+        Scenario::Passivate => passivate::passivate(args),
+        Scenario::Biggroup => biggroup::biggroup(args),
+        Scenario::Welcome => welcome::welcome(args),
         _ => storm::run(args),
     });
     let code = match result {
@@ -139,6 +157,9 @@ fn with_server(args: &Args, f: impl FnOnce(&Args) -> Result<bool, Error>) -> Res
             | Scenario::Idle
             | Scenario::Ceiling
             | Scenario::Presence
+            | Scenario::Passivate
+            | Scenario::Biggroup
+            | Scenario::Welcome
     ) {
         return f(args);
     }

@@ -78,6 +78,21 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     Some(sorted[rank - 1] as f64 / 1000.0)
 }
 
+/// The median of a few readings, NaN ones left out (NaN for none).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A duration in whole microseconds (saturating).
+pub fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds with two decimals, `n/a` for none.
 pub fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.2}"))

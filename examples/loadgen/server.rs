@@ -156,6 +156,12 @@ impl Server {
         }
     }
 
+    /// [`Server::restart`] with other flags (after the fixed ones, as at the start).
+    pub fn restart_with(&mut self, extra: Vec<String>) -> Result<Duration, Error> {
+        self.extra = extra;
+        self.restart()
+    }
+
     /// Warning and error lines the server logged so far.
     pub fn log_lines(&self) -> usize {
         std::fs::read_to_string(&self.log)
@@ -203,6 +209,11 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// A process's VmRSS in MiB (NaN when unreadable).
+pub fn rss_mib(pid: u32) -> f64 {
+    rss_kib(pid).map_or(f64::NAN, |(rss, _)| rss as f64 / 1024.0)
+}
+
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it, so a server
 /// this program starts gets the same). Returns the new soft limit.
 pub fn raise_nofile() -> u64 {
@@ -230,18 +241,37 @@ pub fn raise_nofile() -> u64 {
 
 /// Starts a server with a fresh temporary data directory.
 pub fn start_server(args: &Args) -> Result<(Server, tempfile::TempDir), Error> {
+    start_server_with(args, &[])
+}
+
+/// Starts a server with a fresh temporary data directory and the scenario's own server flags
+/// `scenario_flags` before `--server-arg`'s (so those win).
+pub fn start_server_with(
+    args: &Args,
+    scenario_flags: &[String],
+) -> Result<(Server, tempfile::TempDir), Error> {
     let dir = tempfile::Builder::new().prefix("rollcall-lg").tempdir()?;
     let bin = args.server_bin.clone().unwrap_or_else(default_bin);
-    let server = Server::start(&bin, &dir.path().join("data"), &args.server_args)?;
+    let extra = server_flags(args, scenario_flags);
+    let server = Server::start(&bin, &dir.path().join("data"), &extra)?;
     println!(
         "server      : {} serve --addr 127.0.0.1:0 --data {} {} (pid {}, {})",
         bin.display(),
         server.data.display(),
-        args.server_args.join(" "),
+        extra.join(" "),
         server.pid,
         server.http
     );
     Ok((server, dir))
+}
+
+/// The scenario's server flags, then `--server-arg`'s.
+pub fn server_flags(args: &Args, scenario_flags: &[String]) -> Vec<String> {
+    scenario_flags
+        .iter()
+        .chain(args.server_args.iter())
+        .cloned()
+        .collect()
 }
 
 /// Points `args` at a started server.

@@ -1,140 +1,14 @@
 //! `groups`, the load phase: each sender posts its groups' messages round-robin over one
 //! connection with `--window` sends in flight across them; then the result block and figures.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
+use std::time::Duration;
 
 use super::Layout;
 use crate::admin::Metrics;
-use crate::crowd::{enter, Channels, Crowd};
+use crate::posting::{post, Sender, SenderOutcome};
 use crate::report::{fig, fig_f, fmt_ms, per, percentile, sorted_all, sum_errors};
-use crate::wire::{feed, flush, frame_text, note_error, parse_frame, Read};
 use crate::Error;
-
-/// One sender: its connection and what it posts.
-struct Sender {
-    index: usize,
-    url: String,
-    /// (group index, round) in sending order; the `client_id` is `m<round>`.
-    sends: Vec<(u32, u32)>,
-    window: usize,
-    body: Arc<str>,
-    nodelay: bool,
-}
-
-/// What one sender saw.
-#[derive(Default)]
-pub(super) struct SenderOutcome {
-    index: usize,
-    answered: u64,
-    stored: u64,
-    duplicates: u64,
-    latency_us: Vec<u64>,
-    first_send: Option<Instant>,
-    last_sent: Option<Instant>,
-    msgs: u64,
-    errors: BTreeMap<String, u64>,
-    first_error: Option<String>,
-    lost: Option<String>,
-    done: bool,
-}
-
-/// Runs one sender until it is done and told to stop (or the deadline).
-async fn run_sender(
-    s: Sender,
-    group_ids: Arc<Vec<String>>,
-    deadline: tokio::time::Instant,
-    mut ch: Channels,
-) -> SenderOutcome {
-    let mut out = SenderOutcome {
-        index: s.index,
-        ..SenderOutcome::default()
-    };
-    let Some(ws) = enter(&s.url, s.nodelay, deadline, &mut ch, "sender", s.index).await else {
-        return out;
-    };
-    let (mut sink, mut stream) = ws.split();
-
-    let total = s.sends.len() as u64;
-    let mut next = 0usize;
-    let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(s.window * 2);
-    loop {
-        // 1. Fill the window, across as many groups as it spans.
-        let mut fed = 0;
-        while next < s.sends.len() && in_flight.len() < s.window && out.lost.is_none() {
-            let (g, round) = s.sends[next];
-            let frame = json!({
-                "type": "send", "id": next, "group": &group_ids[g as usize],
-                "client_id": format!("m{round}"), "body": &*s.body,
-            });
-            let now = Instant::now();
-            out.first_send.get_or_insert(now);
-            in_flight.insert(next as u64, now);
-            if !feed(&mut sink, &frame, &mut out.lost).await {
-                break;
-            }
-            next += 1;
-            fed += 1;
-        }
-        flush(&mut sink, fed, &mut out.lost).await;
-        // 2. Done? (Keep reading pushes until told to stop.)
-        if !out.done && (out.answered == total || out.lost.is_some()) {
-            out.done = true;
-            let _ = ch.done_tx.send(s.index);
-        }
-        // 3. The next frame.
-        let frame = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
-            _ = ch.stop.changed() => break,
-            frame = stream.next() => frame,
-        };
-        let text = match frame_text(frame, &mut out.lost, out.done) {
-            Read::Text(text) => text,
-            Read::Skip => continue,
-            Read::Stop => break,
-        };
-        let Some(f) = parse_frame(&text, &mut out.errors, &mut out.first_error) else {
-            continue;
-        };
-        match f.kind {
-            "sent" => {
-                let Some(id) = f.id else { continue };
-                if let Some(at) = in_flight.remove(&id) {
-                    out.answered += 1;
-                    out.latency_us
-                        .push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
-                    out.last_sent = Some(Instant::now());
-                    if text.as_str().contains("\"duplicate\":true") {
-                        out.duplicates += 1;
-                    } else {
-                        out.stored += 1;
-                    }
-                }
-            }
-            "msg" => out.msgs += 1,
-            "error" => {
-                note_error(&f, &mut out.errors, &mut out.first_error);
-                if let Some(id) = f.id {
-                    if in_flight.remove(&id).is_some() {
-                        out.answered += 1; // refused: answered, counted as an error
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let _ = sink.send(Message::Close(None)).await;
-    if !out.done {
-        out.lost
-            .get_or_insert("deadline reached before done".into());
-    }
-    out
-}
 
 /// Connects the senders, posts every message, returns what each sender saw, the time from
 /// "go" until all were done, and whether the deadline cut the run short.
@@ -148,37 +22,29 @@ pub(super) async fn post_all(
 ) -> Result<(Vec<SenderOutcome>, Duration, bool), Error> {
     let group_ids: Arc<Vec<String>> =
         Arc::new((0..layout.groups).map(|g| layout.group(g)).collect());
-    let mut crowd = Crowd::new("sender");
-    let mut tasks = Vec::new();
-    for (index, url) in urls.into_iter().enumerate() {
-        // Round-robin: round r of every group of this sender, then round r + 1.
-        let mine: Vec<u32> = (index..layout.groups)
-            .step_by(layout.senders)
-            .map(|g| g as u32)
-            .collect();
-        let sends: Vec<(u32, u32)> = (0..layout.messages as u32)
-            .flat_map(|r| mine.iter().map(move |&g| (g, r)))
-            .collect();
-        let sender = Sender {
-            index,
-            url,
-            sends,
-            window,
-            body: Arc::clone(&body),
-            nodelay,
-        };
-        tasks.push(tokio::spawn(run_sender(
-            sender,
-            Arc::clone(&group_ids),
-            deadline,
-            crowd.channels(),
-        )));
-    }
-    crowd.ready(tasks.len(), deadline).await?;
-    let (active, timed_out) = crowd.go(tasks.len(), deadline).await;
-    crowd.stop();
-    let outcomes = crowd.join(tasks).await?;
-    Ok((outcomes, active, timed_out))
+    let senders = urls
+        .into_iter()
+        .enumerate()
+        .map(|(index, url)| {
+            // Round-robin: round r of every group of this sender, then round r + 1.
+            let mine: Vec<u32> = (index..layout.groups)
+                .step_by(layout.senders)
+                .map(|g| g as u32)
+                .collect();
+            let sends: Vec<(u32, u32)> = (0..layout.messages as u32)
+                .flat_map(|r| mine.iter().map(move |&g| (g, r)))
+                .collect();
+            Sender {
+                index,
+                url,
+                sends,
+                window,
+                body: Arc::clone(&body),
+                nodelay,
+            }
+        })
+        .collect();
+    post(senders, group_ids, deadline).await
 }
 
 /// The load phase's result block and figures; returns whether it was clean.
