@@ -203,8 +203,13 @@ async fn a_backup_taken_during_a_storm_of_sends_holds_every_acknowledged_message
         "{answer}"
     );
     assert!(answer["bytes"].as_u64().expect("bytes") > 0, "{answer}");
-    let pause = answer["longest_pause_ms"].as_f64().expect("longest_pause_ms");
-    assert!(pause > 0.0, "some group's writes waited for its copy: {answer}");
+    let pause = answer["longest_pause_ms"]
+        .as_f64()
+        .expect("longest_pause_ms");
+    assert!(
+        pause > 0.0,
+        "some group's writes waited for its copy: {answer}"
+    );
     let log = server.log();
     let pause = log
         .lines()

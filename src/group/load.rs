@@ -188,30 +188,40 @@ fn build_sent_index(
 
 /// Re-adds the index entries of the newest messages that a crash cut off (the entry is written
 /// just after its message) and removes those of the newest deletions (removed just after the
-/// deletion's note). Reads only: nothing is written unless something was cut off.
+/// deletion's note). One range read of the index per sender of the window, so the cost is a key
+/// scan of the window; nothing is written unless something was cut off.
 fn repair_sent_index(
     id: &GroupId,
     deps: &GroupDeps,
     newest: &[(Seq, UserId)],
     deleted: &BTreeSet<u64>,
 ) -> Result<(), StoreError> {
+    let (Some(&(first, _)), Some(&(last, _))) = (newest.first(), newest.last()) else {
+        return Ok(());
+    };
+    let mut by_sender: HashMap<&UserId, Vec<u64>> = HashMap::new();
     for (seq, from) in newest {
-        let live = !deleted.contains(&seq.0);
-        let mut indexed = false;
+        by_sender.entry(from).or_default().push(seq.0);
+    }
+    for (sender, seqs) in by_sender {
+        let mut indexed = Vec::with_capacity(seqs.len());
         deps.store.scan_sent(
             id,
-            from,
-            Seq(seq.0.saturating_sub(1)),
-            *seq,
+            sender,
+            Seq(first.0.saturating_sub(1)),
+            last,
             Direction::Ascending,
-            &mut |_| {
-                indexed = true;
-                false
+            &mut |seq| {
+                indexed.push(seq.0);
+                true
             },
         )?;
-        if indexed != live {
-            log::warn!("group {id}: repairing the sender index at message {seq:?}");
-            deps.store.index_sent(id, from, *seq, live)?;
+        for seq in seqs {
+            let live = !deleted.contains(&seq);
+            if indexed.binary_search(&seq).is_ok() != live {
+                log::warn!("group {id}: repairing the sender index at message {seq}");
+                deps.store.index_sent(id, sender, Seq(seq), live)?;
+            }
         }
     }
     Ok(())
