@@ -45,6 +45,10 @@ pub enum Scenario {
     /// first `send` → `sent` (the actor starts from the store on that path) and the RSS after
     /// it, against the same for a group of `--baseline-messages` (1,000).
     Biggroup,
+    /// Online backups under sends: one group of `--senders` (4) posting `--messages` (20,000)
+    /// once without and once with `POST /api/backup` back to back: send → `sent` latency of
+    /// both, and each backup's `longest_pause_ms` (one group's writes waiting for its copy).
+    Backup,
     /// One user in `--groups` (5,000) groups, each with a message: the `welcome` frame's size
     /// and time with the server's `--welcome-groups` (200) and with `--welcome-groups N` (all),
     /// then every group paged with `groups` (`--groups-page`, 500).

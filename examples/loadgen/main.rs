@@ -70,6 +70,7 @@ use crate::server::{attach, finish_server, start_server};
 
 mod admin;
 mod args;
+mod backup;
 mod biggroup;
 mod catchup;
 mod ceiling;
@@ -123,6 +124,7 @@ fn main() -> std::process::ExitCode {
         Scenario::Typing => typing::typing(args),
         Scenario::Passivate => passivate::passivate(args),
         Scenario::Biggroup => biggroup::biggroup(args),
+        Scenario::Backup => backup::backup(args),
         Scenario::Welcome => welcome::welcome(args),
         _ => storm::run(args),
     });
@@ -159,6 +161,7 @@ fn with_server(args: &Args, f: impl FnOnce(&Args) -> Result<bool, Error>) -> Res
             | Scenario::Presence
             | Scenario::Passivate
             | Scenario::Biggroup
+            | Scenario::Backup
             | Scenario::Welcome
     ) {
         return f(args);
