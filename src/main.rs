@@ -44,7 +44,7 @@ enum Command {
         jwt_secret: Option<String>,
     },
     /// Ask a running server for an online backup (`POST /api/backup`) and print its answer
-    /// (`{"path","groups","messages","bytes"}`); the server keeps serving meanwhile.
+    /// (`{"path","groups","messages","bytes","longest_pause_ms"}`); the server keeps serving meanwhile.
     Backup {
         /// The server, as `http://host:port`.
         #[arg(long, default_value = config::DEFAULT_URL)]
