@@ -148,8 +148,9 @@ impl Registry {
 
     /// The running actor of a group, started from storage if needed; `None` if no such group.
     ///
-    /// Loading a group scans its messages, so it happens under that group's own slot lock,
-    /// never under the map's: other groups are served meanwhile.
+    /// Loading a group reads its members and its newest `--dedup-window` messages, so it
+    /// happens under that group's own slot lock, never under the map's: other groups are served
+    /// meanwhile.
     pub fn group(&self, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {
         let Some(slot) = self.slot(id)? else {
             return Ok(None);
