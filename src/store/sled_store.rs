@@ -244,6 +244,31 @@ impl SledStore {
 }
 
 /// The first byte of a note's keys.
+/// Calls `step` on the entries of `range` in `direction` until it returns false.
+fn walk(
+    range: sled::Iter,
+    direction: Direction,
+    mut step: impl FnMut(sled::Result<(sled::IVec, sled::IVec)>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    match direction {
+        Direction::Ascending => {
+            for entry in range {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+        Direction::Descending => {
+            for entry in range.rev() {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn note_tag(note: Note) -> u8 {
     match note {
         Note::ReplyTo => keys::REPLY_TO,
@@ -623,29 +648,13 @@ impl Store for SledStore {
         }
         let tree = self.tree(group)?;
         let range = tree.range(keys::message(first)..=keys::message(last));
-        let mut step = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+        let step = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
             let (key, value) = entry?;
             let seq = keys::seq_of(&key)
                 .ok_or_else(|| StoreError::Corrupt(format!("message key in group {group}")))?;
             Ok(visit(seq, decode(&value)?))
         };
-        match direction {
-            Direction::Ascending => {
-                for entry in range {
-                    if !step(entry)? {
-                        break;
-                    }
-                }
-            }
-            Direction::Descending => {
-                for entry in range.rev() {
-                    if !step(entry)? {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
+        walk(range, direction, step)
     }
 
     fn message(&self, group: &GroupId, seq: Seq) -> Result<Option<MessageRecord>, StoreError> {
@@ -714,29 +723,13 @@ impl Store for SledStore {
             keys::sent(sender.as_str(), upto),
         );
         let range = tree.range(from..=to);
-        let mut step = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+        let step = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
             let (key, _) = entry?;
             let seq = keys::seq_of(&key)
                 .ok_or_else(|| StoreError::Corrupt(format!("sender index in group {group}")))?;
             Ok(visit(seq))
         };
-        match direction {
-            Direction::Ascending => {
-                for entry in range {
-                    if !step(entry)? {
-                        break;
-                    }
-                }
-            }
-            Direction::Descending => {
-                for entry in range.rev() {
-                    if !step(entry)? {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
+        walk(range, direction, step)
     }
 
     fn index_sent(
