@@ -22,6 +22,7 @@ use super::{GroupActor, GroupDeps};
 impl GroupActor {
     /// Rebuilds a group's actor state from the store; `None` when the group does not exist.
     pub fn load(id: GroupId, deps: GroupDeps) -> Result<Option<GroupActor>, StoreError> {
+        let started = std::time::Instant::now();
         let Some(record) = deps.store.group(&id)? else {
             return Ok(None);
         };
@@ -115,10 +116,15 @@ impl GroupActor {
                 "sender of message {seq:?} in group {id}"
             )));
         }
+        let window_read = started.elapsed();
         repair_sent_index(&id, &deps, &newest, &deleted_seqs)?;
         log::debug!(
-            "group {id} loaded: {} members, last seq {last_seq}",
-            members.len()
+            "group {id} loaded in {:?} ({:?} up to the window read): {} members, seqs \
+             {first_seq}..={last_seq}, {} in the resend window",
+            started.elapsed(),
+            window_read,
+            members.len(),
+            resend_order.len()
         );
         let fanout = Fanout::new(id.clone(), std::sync::Arc::clone(&deps.metrics));
         Ok(Some(GroupActor {
@@ -186,42 +192,47 @@ fn build_sent_index(
     Ok(())
 }
 
-/// Re-adds the index entries of the newest messages that a crash cut off (the entry is written
-/// just after its message) and removes those of the newest deletions (removed just after the
-/// deletion's note). One range read of the index per sender of the window, so the cost is a key
-/// scan of the window; nothing is written unless something was cut off.
+/// Re-adds the index entries of the newest messages that a crash cut off, and removes those of
+/// deletions a crash interrupted.
+///
+/// A message's entry is written just after it, by the one actor that writes the group, so the
+/// entries of live messages are written in seq order; sled recovers a prefix of its writes, so
+/// if the newest live message has its entry, every older one has too. The walk goes back from
+/// the newest live message until it finds one with its entry (usually the first: one read). A
+/// deletion removes the entry after its note, at any later time, so each deleted message of the
+/// window is checked (few). Nothing is written unless something was cut off.
 fn repair_sent_index(
     id: &GroupId,
     deps: &GroupDeps,
     newest: &[(Seq, UserId)],
     deleted: &BTreeSet<u64>,
 ) -> Result<(), StoreError> {
-    let (Some(&(first, _)), Some(&(last, _))) = (newest.first(), newest.last()) else {
-        return Ok(());
-    };
-    let mut by_sender: HashMap<&UserId, Vec<u64>> = HashMap::new();
-    for (seq, from) in newest {
-        by_sender.entry(from).or_default().push(seq.0);
-    }
-    for (sender, seqs) in by_sender {
-        let mut indexed = Vec::with_capacity(seqs.len());
+    let indexed = |seq: Seq, from: &UserId| -> Result<bool, StoreError> {
+        let mut found = false;
         deps.store.scan_sent(
             id,
-            sender,
-            Seq(first.0.saturating_sub(1)),
-            last,
+            from,
+            Seq(seq.0.saturating_sub(1)),
+            seq,
             Direction::Ascending,
-            &mut |seq| {
-                indexed.push(seq.0);
-                true
+            &mut |_| {
+                found = true;
+                false
             },
         )?;
-        for seq in seqs {
-            let live = !deleted.contains(&seq);
-            if indexed.binary_search(&seq).is_ok() != live {
-                log::warn!("group {id}: repairing the sender index at message {seq}");
-                deps.store.index_sent(id, sender, Seq(seq), live)?;
-            }
+        Ok(found)
+    };
+    for (seq, from) in newest.iter().rev().filter(|(s, _)| !deleted.contains(&s.0)) {
+        if indexed(*seq, from)? {
+            break;
+        }
+        log::warn!("group {id}: repairing the sender index at message {seq:?}");
+        deps.store.index_sent(id, from, *seq, true)?;
+    }
+    for (seq, from) in newest.iter().filter(|(s, _)| deleted.contains(&s.0)) {
+        if indexed(*seq, from)? {
+            log::warn!("group {id}: unindexing deleted message {seq:?}");
+            deps.store.index_sent(id, from, *seq, false)?;
         }
     }
     Ok(())
