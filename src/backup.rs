@@ -37,7 +37,7 @@ use crate::group::{reply_channel, ExportGroup, GroupError, GroupExported};
 use crate::ids::GroupId;
 use crate::protocol::{ErrorCode, Refusal};
 use crate::registry::Registry;
-use crate::store::{now_ms, Snapshot, StoreError};
+use crate::store::{now_ms, GroupCopy, Snapshot, StoreError};
 
 /// How many groups one listing call reads.
 const GROUPS_PAGE: usize = 1000;
@@ -227,17 +227,29 @@ async fn write(registry: &Registry, dir: &Path) -> Result<BackupDone, BackupErro
     Ok(done)
 }
 
+/// Precopy rounds at most per group (each copies what came in during the one before).
+const PRECOPY_ROUNDS: usize = 5;
+/// A precopy round that copied at most this many messages ends the rounds.
+const PRECOPY_SETTLED: u64 = 256;
+
 /// Has the group's actor copy the group; `None` when the group is gone (deleted meanwhile).
 async fn export(
     registry: &Registry,
     snapshot: &Arc<dyn Snapshot>,
     id: &GroupId,
 ) -> Result<Option<GroupExported>, BackupError> {
-    // The bulk first, while the group keeps serving (its writes do not wait for this part).
-    let precopied = {
-        let (snapshot, id) = (Arc::clone(snapshot), id.clone());
-        blocking(move || snapshot.precopy_group(&id)).await?
-    };
+    // The bulk first, while the group keeps serving (its writes do not wait for this part), in
+    // rounds while many messages came in during the previous one: the pause then copies few.
+    let mut precopied = GroupCopy::default();
+    for _ in 0..PRECOPY_ROUNDS {
+        let (snapshot, id, after) = (Arc::clone(snapshot), id.clone(), precopied);
+        let copied = blocking(move || snapshot.precopy_group(&id, &after)).await?;
+        let new = copied.upto.saturating_sub(precopied.upto);
+        precopied = copied;
+        if new <= PRECOPY_SETTLED {
+            break;
+        }
+    }
     for _ in 0..EXPORT_ATTEMPTS {
         let Some(addr) = registry.group(id)? else {
             return Ok(None);

@@ -449,10 +449,12 @@ pub trait Snapshot: Send + Sync {
         group: &GroupId,
         precopied: &GroupCopy,
     ) -> Result<Option<GroupCopy>, StoreError>;
-    /// Copies the bulk of a group while its actor keeps serving: its messages up to the newest
-    /// one now and their sender index entries (messages only change by an edit, a delete or a
-    /// prune, which [`Snapshot::copy_group`] then catches up on).
-    fn precopy_group(&self, group: &GroupId) -> Result<GroupCopy, StoreError>;
+    /// Copies the bulk of a group while its actor keeps serving: its messages after
+    /// `after.upto` up to the newest one now, and their sender index entries; returns `after`
+    /// grown by them (start from `GroupCopy::default()`; repeat while much was written
+    /// meanwhile). Messages only change by an edit, a delete or a prune, which
+    /// [`Snapshot::copy_group`] then catches up on.
+    fn precopy_group(&self, group: &GroupId, after: &GroupCopy) -> Result<GroupCopy, StoreError>;
     /// Copies everything that belongs to no group: users, accounts, user settings, the ids of
     /// deleted groups (and any shared data this build does not know).
     fn copy_global(&self) -> Result<(), StoreError>;

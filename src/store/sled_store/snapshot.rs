@@ -98,8 +98,8 @@ impl SledSnapshot {
 }
 
 impl Snapshot for SledSnapshot {
-    fn precopy_group(&self, group: &GroupId) -> Result<GroupCopy, StoreError> {
-        let mut copy = GroupCopy::default();
+    fn precopy_group(&self, group: &GroupId, after: &GroupCopy) -> Result<GroupCopy, StoreError> {
+        let mut copy = *after;
         if !self.source_groups.contains_key(group.as_str().as_bytes())? {
             return Ok(copy);
         }
@@ -111,21 +111,36 @@ impl Snapshot for SledSnapshot {
         };
         let upto = keys::seq_of(&last?.0)
             .ok_or_else(|| StoreError::Corrupt(format!("message key in group {group}")))?;
-        let messages = keys::message(Seq(1)).to_vec()..=keys::message(upto).to_vec();
+        if upto.0 <= after.upto {
+            return Ok(copy);
+        }
+        let first_round = after.upto == 0;
+        let messages = keys::message(Seq(after.upto + 1)).to_vec()..=keys::message(upto).to_vec();
         let mut n = 0;
-        Self::copy_range(&from, &into, messages, &mut copy, |_, _| {
+        Self::copy_range(&from, &into, messages, &mut copy, |key, value| {
             n += 1;
+            if !first_round {
+                // A later round: this message's index entry, found through its sender.
+                if let Some(seq) = keys::seq_of(key) {
+                    let entry = Self::sent_key(value, seq)?;
+                    if let Some(marker) = from.get(&entry)? {
+                        into.insert(entry, marker)?;
+                    }
+                }
+            }
             Ok(())
         })?;
-        // Their index entries (those of later messages come with the rest).
-        for entry in from.scan_prefix([keys::SENT]) {
-            let (key, value) = entry?;
-            if keys::seq_of(&key).is_some_and(|seq| seq <= upto) {
-                copy.bytes += u64::try_from(key.len() + value.len()).unwrap_or(u64::MAX);
-                into.insert(key, value)?;
+        if first_round {
+            // The index entries of everything copied, in one pass over the index.
+            for entry in from.scan_prefix([keys::SENT]) {
+                let (key, value) = entry?;
+                if keys::seq_of(&key).is_some_and(|seq| seq <= upto) {
+                    copy.bytes += u64::try_from(key.len() + value.len()).unwrap_or(u64::MAX);
+                    into.insert(key, value)?;
+                }
             }
         }
-        copy.messages = n;
+        copy.messages = after.messages + n;
         copy.upto = upto.0;
         Ok(copy)
     }

@@ -477,12 +477,19 @@ fn a_precopy_then_a_copy_catches_up_on_edits_deletes_prunes_and_new_messages() {
         from: from(s).into(),
         ..msg(body)
     };
-    for s in 1..=5 {
+    for s in 1..=4 {
         store.put_message(&g, Seq(s), &at(s, "first")).unwrap();
     }
     let snapshot = store.begin_snapshot(&dir.path().join("copy")).unwrap();
-    let pre = snapshot.precopy_group(&g).unwrap();
-    assert_eq!((pre.messages, pre.upto), (5, 5));
+    let pre = snapshot.precopy_group(&g, &GroupCopy::default()).unwrap();
+    assert_eq!((pre.messages, pre.upto), (4, 4), "a first round");
+    store.put_message(&g, Seq(5), &at(5, "first")).unwrap();
+    let pre = snapshot.precopy_group(&g, &pre).unwrap();
+    assert_eq!(
+        (pre.messages, pre.upto),
+        (5, 5),
+        "a second round takes what came since"
+    );
     // Meanwhile (the group kept serving): 1 pruned, 2 edited, 3 deleted, 6 sent.
     store.prune_message(&g, Seq(1)).unwrap();
     store.put_message(&g, Seq(2), &at(2, "edited")).unwrap();
