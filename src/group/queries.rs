@@ -37,11 +37,7 @@ impl GroupActor {
     /// The group as `welcome` (or `joined`) shows it to `user`, as of `head`: the last seq whose
     /// `msg` the session will not get pushed.
     pub(super) fn summary(&self, user: &UserId, member: &MemberRecord, head: u64) -> Summary {
-        let from = member
-            .read
-            .max(member.joined_seq)
-            .max(self.first_seq.saturating_sub(1))
-            .min(head);
+        let from = super::stored::unread_after(member, self.first_seq, head);
         // Deleted messages are not in the sender index: own and deleted never count twice.
         let unread = super::stored::unread(
             head,

@@ -5,9 +5,19 @@
 //! The figures are the ones the actor's own summary (`queries.rs`) gives.
 
 use crate::ids::{GroupId, Seq, UserId};
-use crate::store::{Direction, Note, Store, StoreError};
+use crate::store::{Direction, MemberRecord, Note, Store, StoreError};
 
 use super::{Attached, ReminderView, Summary};
+
+/// Where a member's unread messages start: after their read mark, their join point and what was
+/// pruned, never after the head.
+pub(super) fn unread_after(member: &MemberRecord, first_seq: u64, head: u64) -> u64 {
+    member
+        .read
+        .max(member.joined_seq)
+        .max(first_seq.saturating_sub(1))
+        .min(head)
+}
 
 /// Messages in `(from, head]` that are neither the member's own nor deleted (own messages are
 /// never counted as deleted: deleted ones leave the sender index).
@@ -33,11 +43,7 @@ pub fn stored_summary(
     let settings = store.group_settings(id)?.unwrap_or_default();
     let head = store.last_seq(id)?.0;
     let first_seq = store.first_seq(id)?.0;
-    let from = member
-        .read
-        .max(member.joined_seq)
-        .max(first_seq.saturating_sub(1))
-        .min(head);
+    let from = unread_after(&member, first_seq, head);
     let mut own = 0u64;
     store.scan_sent(
         id,
