@@ -11,6 +11,11 @@ use rollcall::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
 use rollcall::config::{self, Config, Durability};
 use rollcall::ids::UserId;
 
+/// mimalloc rather than glibc malloc: less CPU per allocation on the hot paths and less memory
+/// kept after a burst (BENCHMARKS.md, "Closer to the wire").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rollcall",

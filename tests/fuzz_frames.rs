@@ -2,7 +2,8 @@
 //! property tests: arbitrary text, arbitrary JSON values, and valid frames mutated at random.
 //!
 //! What must hold for every input (docs/PROTOCOL.md §3 and §5):
-//! - parsing never panics;
+//! - parsing never panics, and the one-pass parse agrees with the careful one
+//!   (`ClientFrame::parse_checked`);
 //! - a refusal carries a documented code (`bad_frame`, `unknown_type`, or `too_large`) and a
 //!   message;
 //! - the refusal echoes the frame's `id` exactly when it could be read (a JSON number or a string
@@ -91,6 +92,14 @@ fn check_text(text: &str) -> Result<Option<ClientFrame>, TestCaseError> {
         Ok(parsed) => parsed,
         Err(_) => return Err(TestCaseError::fail(format!("parse panicked on {text:?}"))),
     };
+    // The one-pass parse and the careful one agree on every text.
+    let careful = ClientFrame::parse_checked(text);
+    prop_assert_eq!(
+        parsed.as_ref(),
+        careful.as_ref(),
+        "fast and careful parse differ on {:?}",
+        text
+    );
     let value: Option<Value> = serde_json::from_str(text).ok();
     match parsed {
         Ok(frame) => {
@@ -419,6 +428,50 @@ proptest! {
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
         check_text(&apply(&frame, &mutations))?;
+    }
+}
+
+/// An `id` of `null` reads as "no id" in a one-pass parse, but is refused: also when the key is
+/// spelled with an escape. A repeated key is read as the careful parse reads it (the last one).
+#[test]
+fn null_escaped_and_repeated_ids_are_read_like_the_careful_parse() {
+    for text in [
+        r#"{"type":"read","group":"g","seq":1,"id":null}"#,
+        r#"{"type":"read","group":"g","seq":1,"\u0069d":null}"#,
+    ] {
+        let err = ClientFrame::parse(text).expect_err(text);
+        assert_eq!(err.code, ErrorCode::BadFrame, "{text}");
+        assert_eq!(err.id, None, "{text}");
+    }
+    let text = r#"{"type":"read","group":"g","seq":1,"id":1,"id":2}"#;
+    let frame = ClientFrame::parse(text).expect(text);
+    assert_eq!(frame.id().map(RequestId::as_json), Some(&json!(2)));
+    assert_eq!(Ok(frame), ClientFrame::parse_checked(text));
+}
+
+/// `read` and `ack` have a parse of their own (strings borrowed); it agrees with the careful
+/// parse on the shapes it meets: extra fields, escapes, wrong or missing fields, ids.
+#[test]
+fn cursor_frames_parse_like_the_careful_parse() {
+    for text in [
+        r#"{"type":"read","group":"g","seq":1}"#,
+        r#"{"type":"ack","id":7,"group":"g","seq":1,"extra":[1,{"a":null}]}"#,
+        r#"{"type":"read","id":"r-1","group":"g\u0041","seq":1}"#,
+        r#"{"type":"read","group":"g","seq":-1}"#,
+        r#"{"type":"read","group":"g","seq":1.5}"#,
+        r#"{"type":"read","group":"g","seq":18446744073709551616}"#,
+        r#"{"type":"read","seq":1}"#,
+        r#"{"type":"ack","group":7,"seq":1,"id":3}"#,
+        r#"{"type":"read","group":"g","seq":1,"id":[1]}"#,
+        r#"{"type":"read","type":"ack","group":"g","seq":1}"#,
+        r#" {"type":"read","group":"g","seq":2} "#,
+        r#"["read",null,"g",1]"#,
+    ] {
+        assert_eq!(
+            ClientFrame::parse(text),
+            ClientFrame::parse_checked(text),
+            "{text}"
+        );
     }
 }
 

@@ -193,6 +193,10 @@ impl GroupActor {
         marked_unread: Option<bool>,
         except: Option<u64>,
     ) {
+        // The hot path (one session per user): nobody else to tell, nothing to serialize.
+        if !self.fanout.has_other_session(user, except) {
+            return;
+        }
         let text: Arc<str> = Arc::from(
             ServerFrame::ReadSync {
                 group: self.id.to_string(),

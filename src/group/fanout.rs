@@ -72,6 +72,14 @@ impl Fanout {
         self.sessions.keys()
     }
 
+    /// Whether `user` has an attached session other than `except` (so a frame for them is worth
+    /// serializing).
+    pub(super) fn has_other_session(&self, user: &UserId, except: Option<u64>) -> bool {
+        self.sessions
+            .get(user)
+            .is_some_and(|handles| handles.iter().any(|h| Some(h.id) != except))
+    }
+
     /// Sends a frame to every attached session of `user` but `except`, evicting sessions whose
     /// queue is full.
     pub(super) fn send_to_user(

@@ -224,6 +224,19 @@ pub struct AdvanceCursor {
     pub session_id: Option<u64>,
 }
 
+/// The `ack`s and `read`s of one member read in one burst of a session's frames, in order:
+/// `(cursor, seq)` each. Cursors are max-registers, so the group applies the valid ones as one
+/// move (one index update, one write, one `read_sync`) and answers the refused ones by their
+/// place in `moves`.
+#[derive(ActixMessage)]
+#[rtype(result = "Vec<(usize, GroupError)>")]
+pub struct AdvanceCursors {
+    pub user: UserId,
+    pub moves: Vec<(Cursor, u64)>,
+    /// The session that moved them, which gets no `read_sync` of its own move.
+    pub session_id: Option<u64>,
+}
+
 /// Which page of messages [`FetchMessages`] wants.
 #[derive(Debug, Clone, Copy)]
 pub enum Page {

@@ -267,43 +267,90 @@ impl GroupActor {
     }
 
     fn advance(&mut self, msg: AdvanceCursor) -> Result<(), GroupError> {
-        let old = *self.check_member(&msg.user)?;
+        self.check_member(&msg.user)?;
         let durable_seq = self.queue.durable_seq();
         if msg.seq > durable_seq {
-            return Err(GroupError::InvalidSeq(format!(
-                "seq {} is above last_seq {durable_seq}",
-                msg.seq
-            )));
+            return Err(above_last_seq(msg.seq, durable_seq));
         }
-        let mut new = old;
-        match msg.cursor {
-            Cursor::Delivered => new.delivered = new.delivered.max(msg.seq),
-            Cursor::Read => {
-                new.read = new.read.max(msg.seq);
-                new.delivered = new.delivered.max(new.read);
+        let (delivered, read) = match msg.cursor {
+            Cursor::Delivered => (Some(msg.seq), None),
+            Cursor::Read => (None, Some(msg.seq)),
+        };
+        self.move_cursors(&msg.user, delivered, read, msg.session_id);
+        Ok(())
+    }
+
+    /// Applies a burst of moves as the one move they add up to; returns the refused ones.
+    fn advance_all(&mut self, msg: AdvanceCursors) -> Vec<(usize, GroupError)> {
+        if self.check_member(&msg.user).is_err() {
+            return (0..msg.moves.len())
+                .map(|at| (at, GroupError::NotMember))
+                .collect();
+        }
+        let durable_seq = self.queue.durable_seq();
+        let (mut delivered, mut read, mut refused) = (None, None, Vec::new());
+        for (at, &(cursor, seq)) in msg.moves.iter().enumerate() {
+            if seq > durable_seq {
+                refused.push((at, above_last_seq(seq, durable_seq)));
+                continue;
             }
+            let highest = match cursor {
+                Cursor::Delivered => &mut delivered,
+                Cursor::Read => &mut read,
+            };
+            *highest = Some(highest.map_or(seq, |h: u64| h.max(seq)));
+        }
+        if delivered.is_some() || read.is_some() {
+            self.move_cursors(&msg.user, delivered, read, msg.session_id);
+        }
+        refused
+    }
+
+    /// Moves a member's cursors forward to `delivered` and `read` (a `read` moves `delivered`
+    /// with it; lower values are ignored). The caller checked membership and the seqs.
+    fn move_cursors(
+        &mut self,
+        user: &UserId,
+        delivered: Option<u64>,
+        read: Option<u64>,
+        session_id: Option<u64>,
+    ) {
+        let Some(&old) = self.members.get(user) else {
+            return;
+        };
+        let mut new = old;
+        if let Some(seq) = delivered {
+            new.delivered = new.delivered.max(seq);
+        }
+        if let Some(seq) = read {
+            new.read = new.read.max(seq);
+            new.delivered = new.delivered.max(new.read);
         }
         // Any `read` clears "marked unread", also one that does not move the mark.
-        let cleared = msg.cursor == Cursor::Read && self.clear_marked_unread(&msg.user);
+        let cleared = read.is_some() && self.clear_marked_unread(user);
         if new != old {
-            self.unwritten_cursors.insert(msg.user.clone());
-            let shares = self.shares_reads(&msg.user);
+            self.unwritten_cursors.insert(user.clone());
+            let shares = self.shares_reads(user);
             self.index.update(&old, &new, shares);
-            self.members.insert(msg.user.clone(), new);
+            self.members.insert(user.clone(), new);
             if new.delivered > old.delivered {
-                self.note_moved(&msg.user, Cursor::Delivered, old.delivered, new.delivered);
+                self.note_moved(user, Cursor::Delivered, old.delivered, new.delivered);
             }
             if new.read > old.read {
-                self.note_moved(&msg.user, Cursor::Read, old.read, new.read);
-                self.drop_read_reminders(&msg.user, new.read);
+                self.note_moved(user, Cursor::Read, old.read, new.read);
+                self.drop_read_reminders(user, new.read);
             }
         }
         if new.read > old.read || cleared {
             let marked_unread = cleared.then_some(false);
-            self.read_sync(&msg.user, new.read, marked_unread, msg.session_id);
+            self.read_sync(user, new.read, marked_unread, session_id);
         }
-        Ok(())
     }
+}
+
+/// The refusal of a cursor move past the newest durable message.
+fn above_last_seq(seq: u64, durable_seq: u64) -> GroupError {
+    GroupError::InvalidSeq(format!("seq {seq} is above last_seq {durable_seq}"))
 }
 
 impl Actor for GroupActor {
@@ -378,6 +425,15 @@ impl Handler<AdvanceCursor> for GroupActor {
     fn handle(&mut self, msg: AdvanceCursor, _ctx: &mut Context<Self>) -> Self::Result {
         self.used();
         self.advance(msg)
+    }
+}
+
+impl Handler<AdvanceCursors> for GroupActor {
+    type Result = MessageResult<AdvanceCursors>;
+
+    fn handle(&mut self, msg: AdvanceCursors, _ctx: &mut Context<Self>) -> Self::Result {
+        self.used();
+        MessageResult(self.advance_all(msg))
     }
 }
 

@@ -95,6 +95,21 @@ pub fn page_limit(limit: Option<usize>) -> usize {
 pub struct RequestId(Value);
 
 impl RequestId {
+    /// Whether `value` may be a request id: a number, or a string of at most [`MAX_ID_CHARS`]
+    /// characters.
+    pub(crate) fn valid_value(value: &Value) -> bool {
+        match value {
+            Value::Number(_) => true,
+            Value::String(s) => s.chars().count() <= MAX_ID_CHARS,
+            _ => false,
+        }
+    }
+
+    /// Whether this id is one a client may send (see [`RequestId::valid_value`]).
+    pub(crate) fn is_valid(&self) -> bool {
+        RequestId::valid_value(&self.0)
+    }
+
     /// The id as a number, when the client used one (the client module numbers its requests).
     pub fn as_u64(&self) -> Option<u64> {
         self.0.as_u64()

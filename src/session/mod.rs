@@ -56,6 +56,7 @@ pub(crate) fn upgrade(
         sends_in_flight: 0,
         permit,
         transport_failed: transport_failed.clone(),
+        cursor_batch: commands::CursorBatch::default(),
     };
     // FrameLimit skips oversized frames before actix buffers them; actix's own limit stays as a
     // second line.
@@ -85,6 +86,8 @@ pub(crate) struct Session {
     permit: SessionPermit,
     /// Set by [`FrameLimit`] when reading the socket failed.
     transport_failed: TransportFailed,
+    /// `ack`s and `read`s read and not yet sent to their groups (see `commands/cursor.rs`).
+    cursor_batch: commands::CursorBatch,
 }
 
 type Ctx = ws::WebsocketContext<Session>;
@@ -254,6 +257,8 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Moves read before the close still count.
+        commands::flush_cursors_closing(self);
         self.registry.metrics().sessions.dec();
         self.registry.presence().unregister(&self.user, self.id);
         self.registry.session_closed(&self.user);

@@ -1,32 +1,123 @@
 //! `ack` and `read`: move the member's cursors forward; `mark_unread`: set the flag the next
 //! `read` clears. No reply on success (the hot path); only errors are written.
+//!
+//! The `ack`s and `read`s of one burst of frames (what the socket had ready, up to actix's 16
+//! frames per turn) are gathered per group and sent to the group as one [`AdvanceCursors`]
+//! when the burst ends, or before any other frame is run, so no later frame's command overtakes
+//! them. Cursors are max-registers: a client that reads one message at a time costs the group
+//! one move per burst, not one per frame. Each refused move is still answered, with its own
+//! frame's `id`, in the order the frames came.
 
 use actix::prelude::*;
 
-use crate::group::{AdvanceCursor, Cursor, GroupActor, GroupError, MarkUnread};
+use crate::group::{AdvanceCursors, Cursor, GroupActor, GroupError, MarkUnread};
 use crate::protocol::RequestId;
 
-use super::super::{group_error, unavailable, Ctx, Refusal, Session};
+use super::super::{group_error, refused, unavailable, Ctx, Refusal, Session};
 
-/// `ack` moves `delivered`, `read` moves `read` (and `delivered` with it).
+/// Cursor moves read and not yet sent to their groups.
+#[derive(Default)]
+pub(in crate::session) struct CursorBatch {
+    groups: Vec<GroupMoves>,
+    /// A flush is queued behind the frames being read now.
+    flush_queued: bool,
+}
+
+/// The moves for one group, with each frame's `id` at the same place.
+struct GroupMoves {
+    group: String,
+    moves: Vec<(Cursor, u64)>,
+    ids: Vec<Option<RequestId>>,
+}
+
+/// `ack` moves `delivered`, `read` moves `read` (and `delivered` with it): gathered, sent when
+/// the burst of frames ends.
 pub(super) fn advance(
-    session: &Session,
+    session: &mut Session,
     ctx: &mut Ctx,
     id: Option<RequestId>,
-    group: &str,
+    group: String,
     cursor: Cursor,
     seq: u64,
 ) -> Result<(), Refusal> {
-    let addr = session.group(group)?;
-    let command = AdvanceCursor {
-        user: session.user.clone(),
-        cursor,
-        seq,
-        session_id: Some(session.id),
-    };
-    // Queued now, so a later frame's command cannot overtake it.
-    answer_errors_only(session, ctx, id, addr.send(command));
+    let batch = &mut session.cursor_batch;
+    match batch.groups.iter_mut().find(|g| g.group == group) {
+        Some(moves) => {
+            moves.moves.push((cursor, seq));
+            moves.ids.push(id);
+        }
+        None => batch.groups.push(GroupMoves {
+            group,
+            moves: vec![(cursor, seq)],
+            ids: vec![id],
+        }),
+    }
+    if !batch.flush_queued {
+        batch.flush_queued = true;
+        // Runs once the frames ready now were read (spawned items run after the stream's turn).
+        ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Session, ctx| flush(act, ctx)));
+    }
     Ok(())
+}
+
+/// Sends the gathered moves to their groups; refusals are written when the groups answer.
+pub(in crate::session) fn flush(session: &mut Session, ctx: &mut Ctx) {
+    session.cursor_batch.flush_queued = false;
+    for GroupMoves { group, moves, ids } in std::mem::take(&mut session.cursor_batch.groups) {
+        let addr = match session.group(&group) {
+            Ok(addr) => addr,
+            Err(refusal) => {
+                log::debug!(
+                    "session {} of {}: {}: {}",
+                    session.id,
+                    session.user,
+                    refusal.code.as_str(),
+                    refusal.message
+                );
+                for id in ids {
+                    session.send_frame(&refused(id, refusal.clone()), ctx);
+                }
+                continue;
+            }
+        };
+        let command = AdvanceCursors {
+            user: session.user.clone(),
+            moves,
+            session_id: Some(session.id),
+        };
+        // Queued now, so a later frame's command cannot overtake it.
+        let request = addr.send(command);
+        ctx.spawn(
+            request
+                .into_actor(session)
+                .map(move |result, act, ctx| match result {
+                    Ok(refusals) => {
+                        for (at, e) in refusals {
+                            let id = ids.get(at).cloned().flatten();
+                            act.send_frame(&group_error(id, e), ctx);
+                        }
+                    }
+                    Err(_) => {
+                        for id in ids {
+                            act.send_frame(&unavailable(id), ctx);
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+/// Sends the gathered moves without waiting for answers (the session is closing).
+pub(in crate::session) fn flush_closing(session: &mut Session) {
+    for GroupMoves { group, moves, .. } in std::mem::take(&mut session.cursor_batch.groups) {
+        if let Ok(addr) = session.group(&group) {
+            addr.do_send(AdvanceCursors {
+                user: session.user.clone(),
+                moves,
+                session_id: Some(session.id),
+            });
+        }
+    }
 }
 
 pub(super) fn mark_unread(

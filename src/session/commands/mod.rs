@@ -21,6 +21,7 @@ mod users;
 
 use std::time::Duration;
 
+pub(super) use cursor::{flush_closing as flush_cursors_closing, CursorBatch};
 pub(super) use groups::summaries;
 
 use crate::group::Cursor;
@@ -34,6 +35,10 @@ pub(super) fn dispatch(
     frame: ClientFrame,
     ctx: &mut Ctx,
 ) -> Result<(), Refusal> {
+    if !matches!(frame, ClientFrame::Ack { .. } | ClientFrame::Read { .. }) {
+        // Gathered `ack`s and `read`s go first: frames are run in the order they came.
+        cursor::flush(session, ctx);
+    }
     match frame {
         ClientFrame::Ping { id } => {
             session.send_frame(&ServerFrame::Pong { id }, ctx);
@@ -57,10 +62,10 @@ pub(super) fn dispatch(
             send::send(session, ctx, id, send)
         }
         ClientFrame::Ack { id, group, seq } => {
-            cursor::advance(session, ctx, id, &group, Cursor::Delivered, seq)
+            cursor::advance(session, ctx, id, group, Cursor::Delivered, seq)
         }
         ClientFrame::Read { id, group, seq } => {
-            cursor::advance(session, ctx, id, &group, Cursor::Read, seq)
+            cursor::advance(session, ctx, id, group, Cursor::Read, seq)
         }
         ClientFrame::Sync {
             id,
