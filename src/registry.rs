@@ -13,6 +13,7 @@
 //! Group actors run on a small pool of dedicated arbiters (one per core), chosen by hashing the
 //! group id, so group work never competes with socket I/O on the HTTP workers.
 
+use crate::presence::FrameText;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -417,7 +418,7 @@ impl Registry {
             }
         }
         recipients.remove(user);
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             crate::protocol::ServerFrame::Presence {
                 user: user.to_string(),
                 online,
@@ -429,7 +430,7 @@ impl Registry {
             for session in self.presence.sessions_of(recipient) {
                 let frame = crate::presence::Outbound::Frame {
                     kind: "presence",
-                    text: Arc::clone(&text),
+                    text: text.clone(),
                 };
                 // A full session misses it (it is behind; `members` tells it again).
                 if session.outbox.try_send(frame).is_ok() {

@@ -9,8 +9,8 @@
 //! order. At most one flush request per group is in flight; the commit thread (`commit.rs`)
 //! batches the requests of every group into one flush.
 
+use crate::presence::FrameText;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -59,7 +59,7 @@ pub(super) enum AfterFlush {
     /// Answer a send; push the `msg` frame to every session unless it was a duplicate.
     Posted {
         posted: Posted,
-        push: Option<Arc<str>>,
+        push: Option<FrameText>,
         reply: oneshot::Sender<Result<Posted, GroupError>>,
         /// When this actor took the send (for the send→durable histogram).
         accepted: Instant,
@@ -80,7 +80,7 @@ pub(super) enum AfterFlush {
     /// tick (sent once the cursors behind them are durable), `group_updated`.
     Notify {
         kind: &'static str,
-        frames: Vec<(UserId, Arc<str>)>,
+        frames: Vec<(UserId, FrameText)>,
     },
     /// Answer an `UpdateGroup`.
     GroupUpdated {
@@ -94,7 +94,7 @@ pub(super) enum AfterFlush {
     /// answer).
     Farewell {
         sessions: Vec<SessionHandle>,
-        text: Arc<str>,
+        text: FrameText,
         except: Option<u64>,
     },
 }
@@ -282,7 +282,7 @@ impl GroupActor {
                 for session in sessions.iter().filter(|s| Some(s.id) != except) {
                     let left = Outbound::Frame {
                         kind: "left",
-                        text: Arc::clone(&text),
+                        text: text.clone(),
                     };
                     if session.outbox.try_send(left).is_err() {
                         // Behind: it resyncs, and its next welcome no longer lists the group.

@@ -8,7 +8,7 @@
 //! between the receipt index's vectors, and marks the member's read interval as moved so the
 //! senders' counts are pushed again on the next tick.
 
-use std::sync::Arc;
+use crate::presence::FrameText;
 
 use actix::prelude::*;
 
@@ -94,7 +94,7 @@ impl GroupActor {
             self.record.name,
             self.settings.receipts
         );
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::GroupUpdated {
                 id: None,
                 group: self.id.to_string(),
@@ -107,7 +107,7 @@ impl GroupActor {
         let frames = self
             .fanout
             .online_users()
-            .map(|user| (user.clone(), Arc::clone(&text)))
+            .map(|user| (user.clone(), text.clone()))
             .collect();
         let kind = "group_updated";
         self.after_flush(AfterFlush::Notify { kind, frames }, ctx);
@@ -197,7 +197,7 @@ impl GroupActor {
         if !self.fanout.has_other_session(user, except) {
             return;
         }
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::ReadSync {
                 group: self.id.to_string(),
                 seq,

@@ -10,7 +10,7 @@
 //! longer in its sender's index (receipt pushes and `receipts mine` skip it). Its
 //! reminders and schedule go with it.
 
-use std::sync::Arc;
+use crate::presence::FrameText;
 
 use actix::prelude::*;
 
@@ -60,11 +60,11 @@ impl GroupActor {
         frame: ServerFrame,
         ctx: &mut Context<Self>,
     ) {
-        let text: Arc<str> = Arc::from(frame.to_text());
+        let text: FrameText = FrameText::from(frame.to_text());
         let frames = self
             .fanout
             .online_users()
-            .map(|user| (user.clone(), Arc::clone(&text)))
+            .map(|user| (user.clone(), text.clone()))
             .collect();
         self.after_flush(AfterFlush::Notify { kind, frames }, ctx);
     }
@@ -201,7 +201,7 @@ impl Handler<Typing> for GroupActor {
         if self.members.len() > self.deps.config.presence_max_members {
             return Ok(());
         }
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::Typing {
                 group: self.id.to_string(),
                 user: msg.user.to_string(),

@@ -4,8 +4,9 @@
 //! push after the head that summary showed and none before. Pushes use `try_send` on the
 //! session's bounded mailbox: a group never waits for a session. A session whose queue is full
 //! is evicted (closed with 4000, it resyncs from its cursor) and detached here. The frame text is
-//! serialized once and shared (`Arc<str>`) by every recipient.
+//! serialized once and shared (`FrameText`) by every recipient.
 
+use crate::presence::FrameText;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -86,45 +87,54 @@ impl Fanout {
         &mut self,
         user: &UserId,
         kind: &'static str,
-        text: &Arc<str>,
+        text: &FrameText,
         except: Option<u64>,
     ) {
         let Some(handles) = self.sessions.get_mut(user) else {
             return;
         };
         let (group, metrics) = (&self.group, &self.metrics);
-        handles.retain(|handle| {
-            if Some(handle.id) == except {
-                return true;
-            }
-            match handle.outbox.try_send(Outbound::Frame {
-                kind,
-                text: Arc::clone(text),
-            }) {
-                Ok(()) => true,
-                Err(SendError::Full(_)) => {
-                    log::warn!(
-                        "group {group}: session {} of {} is behind; evicting it",
-                        handle.id,
-                        handle.user
-                    );
-                    metrics.outbound_queue_overflows.inc();
-                    handle.outbox.do_send(Outbound::Evict);
-                    false
-                }
-                Err(SendError::Closed(_)) => false,
-            }
-        });
+        handles
+            .retain(|handle| Some(handle.id) == except || push(group, metrics, handle, kind, text));
         if handles.is_empty() {
             self.sessions.remove(user);
         }
     }
 
     /// Sends a frame to every attached session.
-    pub(super) fn push_to_all(&mut self, kind: &'static str, text: &Arc<str>) {
-        let users: Vec<UserId> = self.sessions.keys().cloned().collect();
-        for user in users {
-            self.send_to_user(&user, kind, text, None);
+    pub(super) fn push_to_all(&mut self, kind: &'static str, text: &FrameText) {
+        let (group, metrics) = (&self.group, &self.metrics);
+        self.sessions.retain(|_, handles| {
+            handles.retain(|handle| push(group, metrics, handle, kind, text));
+            !handles.is_empty()
+        });
+    }
+}
+
+/// Queues a frame for one session; `false` when the session is gone or was evicted (its queue
+/// was full), so the caller detaches it.
+fn push(
+    group: &GroupId,
+    metrics: &Metrics,
+    handle: &SessionHandle,
+    kind: &'static str,
+    text: &FrameText,
+) -> bool {
+    match handle.outbox.try_send(Outbound::Frame {
+        kind,
+        text: text.clone(),
+    }) {
+        Ok(()) => true,
+        Err(SendError::Full(_)) => {
+            log::warn!(
+                "group {group}: session {} of {} is behind; evicting it",
+                handle.id,
+                handle.user
+            );
+            metrics.outbound_queue_overflows.inc();
+            handle.outbox.do_send(Outbound::Evict);
+            false
         }
+        Err(SendError::Closed(_)) => false,
     }
 }

@@ -11,7 +11,7 @@
 //! Roles are stored beside the members (`o` + user in the group's tree, absent for `member`);
 //! every change answers once durable, like every other write.
 
-use std::sync::Arc;
+use crate::presence::FrameText;
 
 use actix::prelude::*;
 
@@ -154,14 +154,14 @@ impl GroupActor {
         }
         // Every message after the join point is pushed after this, whatever is durable by now.
         let summary = self.summary(user, &record, record.joined_seq).into();
-        let text: Arc<str> = Arc::from(ServerFrame::Joined { summary }.to_text());
+        let text: FrameText = FrameText::from(ServerFrame::Joined { summary }.to_text());
         for session in self.deps.presence.sessions_of(user) {
             if self.fanout.is_attached(user, session.id) {
                 continue; // attached by its own welcome meanwhile
             }
             let joined = Outbound::Frame {
                 kind: "joined",
-                text: Arc::clone(&text),
+                text: text.clone(),
             };
             if session.outbox.try_send(joined).is_ok() {
                 self.fanout.attach(session);
@@ -192,7 +192,7 @@ impl GroupActor {
         }
         self.drop_read_reminders(user, u64::MAX);
         // Stop pushing at once; tell the user's sessions once durable.
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::Left {
                 id: None,
                 group: self.id.to_string(),
@@ -219,7 +219,7 @@ impl GroupActor {
         } else {
             self.roles.insert(user.clone(), role);
         }
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::GroupUpdated {
                 id: None,
                 group: self.id.to_string(),
@@ -308,7 +308,7 @@ impl GroupActor {
             return Err(GroupError::Deleted);
         }
         self.deps.store.writable()?;
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::Left {
                 id: None,
                 group: self.id.to_string(),

@@ -48,6 +48,7 @@ pub use passivation::{Retire, HANDED_OUT_GRACE};
 pub use retention::{prune_batch, Prune, Pruned};
 pub use stored::stored_summary;
 
+use crate::presence::FrameText;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -229,7 +230,7 @@ impl GroupActor {
             }
         }
         self.deps.metrics.message_stored(record.body.len());
-        let text: Arc<str> = Arc::from(
+        let text: FrameText = FrameText::from(
             ServerFrame::Msg(Message {
                 group: self.id.to_string(),
                 seq,

@@ -11,8 +11,8 @@
 //! interval between two reminders of one message (`--remind-interval-secs`) is kept in memory:
 //! a restart forgets it, which at worst allows one reminder early.
 
+use crate::presence::FrameText;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -105,7 +105,7 @@ pub(super) struct RemindersSent {
     to: Vec<UserId>,
     /// The one record written for each of them.
     record: ReminderRecord,
-    frame: Arc<str>,
+    frame: FrameText,
     outcome: Reminded,
     /// The `remind` waiting for its answer; `None` for a scheduled reminder, whose sender's
     /// sessions are told with a `reminded` frame instead.
@@ -220,7 +220,7 @@ impl GroupActor {
             self.queue.wrote();
         }
         let view = self.reminder_view(seq, &record, message);
-        let frame = Arc::from(ServerFrame::Reminder(Reminder::from(view)).to_text());
+        let frame = FrameText::from(ServerFrame::Reminder(Reminder::from(view)).to_text());
         let outcome = Reminded {
             group: self.id.clone(),
             seq,
@@ -263,7 +263,7 @@ impl GroupActor {
                 let _ = reply.send(Ok(sent.outcome));
             }
             None => {
-                let text: Arc<str> = Arc::from(sent.outcome.into_frame(None).to_text());
+                let text: FrameText = FrameText::from(sent.outcome.into_frame(None).to_text());
                 self.fanout.send_to_user(&sent.by, "reminded", &text, None);
             }
         }

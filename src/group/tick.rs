@@ -8,8 +8,8 @@
 //! them in the store's per-sender index (newest first, at most a page) and builds one frame. The frames wait in the commit queue for the flush that
 //! makes those cursors durable.
 
+use crate::presence::FrameText;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -164,7 +164,7 @@ impl GroupActor {
                 group: self.id.to_string(),
                 items,
             };
-            frames.push((sender.clone(), Arc::from(frame.to_text())));
+            frames.push((sender.clone(), FrameText::from(frame.to_text())));
         }
         if !frames.is_empty() {
             let kind = "receipt";

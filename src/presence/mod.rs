@@ -28,12 +28,16 @@ use crate::ids::UserId;
 /// Throttle entries kept before the old ones are dropped.
 const MAX_TYPING_ENTRIES: usize = 100_000;
 
+/// A serialized frame: cheap to clone (a reference count), and written to a socket without a
+/// copy per recipient.
+pub type FrameText = bytestring::ByteString;
+
 /// A frame for a session, from a group actor (or the server, at shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
     /// An already serialized frame (shared by every recipient of a push).
-    Frame { kind: &'static str, text: Arc<str> },
+    Frame { kind: &'static str, text: FrameText },
     /// The session fell behind: close it so the client resyncs.
     Evict,
     /// The server is shutting down: close with 1001 (`going away`).

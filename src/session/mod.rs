@@ -281,7 +281,7 @@ impl Handler<Outbound> for Session {
         match msg {
             Outbound::Frame { kind, text } => {
                 self.registry.metrics().frame_out(kind);
-                ctx.text(&*text);
+                ctx.text(text);
             }
             Outbound::Evict => {
                 log::warn!(
