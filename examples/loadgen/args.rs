@@ -153,6 +153,11 @@ pub struct Args {
     /// connected once (default 10,000).
     #[arg(long)]
     pub connections: Option<u64>,
+    /// Idle: spread the connections over this many loopback source addresses (127.0.0.1,
+    /// 127.0.0.2, ...), each with its own ~28,000 ephemeral ports, for more connections than one
+    /// source address has ports.
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: u8,
     /// Presence: how the groups of `--members` cover the users: `disjoint` (each user in one
     /// group) or `ring` (a group starts every `--members`/2 users: each user in two groups that
     /// overlap by half).

@@ -50,7 +50,7 @@ pub fn idle(args: &Args) -> Result<bool, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let result = runtime.block_on(open_idle(urls, args.deadline_secs));
+        let result = runtime.block_on(open_idle(urls, args.source_addrs, args.deadline_secs));
         let (conns, latencies, took, failures) = result?;
         std::thread::sleep(Duration::from_millis(1000));
         let (rss1, hwm) = server::rss_kib(srv.pid).unwrap_or((0, 0));
@@ -99,20 +99,21 @@ pub fn idle(args: &Args) -> Result<bool, Error> {
 /// Opens every connection (at most 256 connecting at once) and waits for each `welcome`.
 async fn open_idle(
     urls: Vec<String>,
+    source_addrs: u8,
     deadline_secs: u64,
 ) -> Result<(Vec<Ws>, Vec<u64>, Duration, u64), Error> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(deadline_secs);
     let start = Instant::now();
     let mut pending = FuturesUnordered::new();
-    let mut urls = urls.into_iter();
+    let mut urls = urls.into_iter().enumerate();
     let mut conns = Vec::new();
     let mut latencies = Vec::new();
     let mut failures = 0u64;
-    let connect = |url: String| async move {
+    let connect = |(i, url): (usize, String)| async move {
         let t = Instant::now();
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let source =
+            std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(source_addrs.max(1))) as u8);
+        let mut ws = connect_from(source, &url).await?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(t2))) if t2.as_str().contains("\"type\":\"welcome\"") => {
@@ -153,4 +154,30 @@ async fn open_idle(
         println!("first connection error: {e}");
     }
     Ok((conns, latencies, start.elapsed(), failures))
+}
+
+/// Opens a WebSocket to `url` (a `ws://127.0.0.1:PORT/...` address) from the loopback address
+/// `source`, so that many source addresses multiply the ephemeral ports available.
+async fn connect_from(source: std::net::Ipv4Addr, url: &str) -> Result<Ws, String> {
+    let authority = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let server: std::net::SocketAddr =
+        authority.parse().map_err(|e| format!("{authority}: {e}"))?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .map_err(|e| format!("binding {source}: {e}"))?;
+    let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        None,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(ws)
 }

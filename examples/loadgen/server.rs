@@ -216,6 +216,9 @@ pub fn rss_mib(pid: u32) -> f64 {
 
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it, so a server
 /// this program starts gets the same). Returns the new soft limit.
+/// The descriptor limit loadgen asks for when the hard limit is lower (granted to root only).
+const WANTED_NOFILE: u64 = 120_000;
+
 pub fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -225,6 +228,17 @@ pub fn raise_nofile() -> u64 {
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
+        }
+        // Root may raise the hard limit too (CAP_SYS_RESOURCE, up to fs.nr_open): 50,000 idle
+        // connections need about 50,100 descriptors in each process.
+        if lim.rlim_max < WANTED_NOFILE {
+            let raised = libc::rlimit {
+                rlim_cur: WANTED_NOFILE,
+                rlim_max: WANTED_NOFILE,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
