@@ -627,7 +627,7 @@ fn sender_index_diffs(live: &[(Seq, String)], entries: &[(UserId, Seq)]) -> Vec<
 mod tests {
     use super::*;
     use crate::config::Durability;
-    use crate::store::{MemberRecord, MessageRecord};
+    use crate::store::{MemberRecord, MessageRecord, SentRecord};
 
     fn uid(s: &str) -> UserId {
         UserId::parse(s).unwrap()
@@ -640,6 +640,11 @@ mod tests {
             ts: 1,
             body: "hi".into(),
         }
+    }
+
+    /// The index entry of a [`message`] from `from`.
+    fn sent(from: &str) -> SentRecord {
+        SentRecord::from(&message(from))
     }
 
     fn member(joined_seq: u64, delivered: u64, read: u64) -> MemberRecord {
@@ -735,9 +740,11 @@ mod tests {
         store.add_member(&dm, &carol, &member(0, 0, 0)).unwrap();
         store.add_member(&eng, &carol, &member(0, 0, 0)).unwrap();
         store.put_cursors(&eng, &carol, &member(6, 7, 6)).unwrap();
-        store.index_sent(&eng, &alice, Seq(2), false).unwrap();
-        store.index_sent(&eng, &bob, Seq(1), true).unwrap();
-        store.index_sent(&eng, &bob, Seq(5), false).unwrap();
+        store.index_sent(&eng, &alice, Seq(2), None).unwrap();
+        store
+            .index_sent(&eng, &bob, Seq(1), Some(&sent("bob")))
+            .unwrap();
+        store.index_sent(&eng, &bob, Seq(5), None).unwrap();
         let report = check(&store);
         let lines: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
         let expect = [
@@ -764,7 +771,9 @@ mod tests {
         );
 
         // The newest deletion's entry left behind is a warning; an older one's a violation.
-        store.index_sent(&eng, &bob, Seq(5), true).unwrap();
+        store
+            .index_sent(&eng, &bob, Seq(5), Some(&sent("bob")))
+            .unwrap();
         store.put_note(&eng, Note::Deleted, Seq(1), 10).unwrap();
         store.put_note(&eng, Note::Deleted, Seq(3), 20).unwrap();
         let report = check(&store);
@@ -791,7 +800,9 @@ mod tests {
                 .unwrap();
         }
         store.prune_message(&fresh, Seq(1)).unwrap();
-        store.index_sent(&fresh, &alice, Seq(1), true).unwrap();
+        store
+            .index_sent(&fresh, &alice, Seq(1), Some(&sent("alice")))
+            .unwrap();
         let report = check(&store);
         assert!(
             report.warnings.iter().any(|w| w.to_string().starts_with(
