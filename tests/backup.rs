@@ -304,10 +304,17 @@ async fn check_names_each_violation_it_finds() {
             raw_store::member_value(0, 2, 4),
         )
         .expect("write");
-        // The per-sender index: alice's 2 out of it, and an entry for a message bob never sent.
+        // The per-sender index: alice's 2 out of it, an entry for a message bob never sent
+        // (with the value builds before client ids in entries wrote), and alice's 4 with
+        // another client id than its message's.
         eng.remove(raw_store::sent_key("alice", 2)).expect("write");
-        eng.insert(raw_store::sent_key("bob", 1), &[])
+        eng.insert(raw_store::sent_key("bob", 1), &[1u8])
             .expect("write");
+        eng.insert(
+            raw_store::sent_key("alice", 4),
+            raw_store::sent_value("wrong", 0),
+        )
+        .expect("write");
         let ops = raw_store::group_tree(&db, "ops");
         // Not in the index either: two violations.
         ops.insert(
@@ -339,6 +346,7 @@ async fn check_names_each_violation_it_finds() {
         "group eng: key u/bob: read 4 is above delivered 2",
         "group eng: key b/alice/2: missing: live message 2 from alice has no sender index entry",
         "group eng: key b/bob/1: stale: there is no live message 1 from bob",
+        "group eng: key b/alice/4: the entry holds client_id \"wrong\" and ts 0, its message",
         // The message taken out above leaves its index entry behind.
         "group eng: key b/alice/3: stale: there is no live message 3 from alice",
         "group ops: key u/carol: delivered 99 is above last_seq 0",
@@ -361,7 +369,7 @@ async fn check_names_each_violation_it_finds() {
             .any(|l| l.starts_with(&format!("group {dm}: key user_groups/carol/{dm}: missing"))),
         "{report}"
     );
-    assert!(report.contains("11 violations, 1 warnings"), "{report}");
+    assert!(report.contains("12 violations, 1 warnings"), "{report}");
     assert!(
         report.contains("per-sender index: checked in 3 groups"),
         "{report}"

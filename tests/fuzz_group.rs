@@ -59,8 +59,8 @@ use rollcall::protocol::{
 use rollcall::registry::Registry;
 use rollcall::store::{
     AccountRecord, Direction, GroupRecord, GroupSettingsRecord, MemberFlagsRecord, MemberRecord,
-    MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord, SledStore,
-    Snapshot, Store, StoreError, UserRecord, UserSettingsRecord,
+    MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord, SentRecord,
+    SledStore, Snapshot, Store, StoreError, UserRecord, UserSettingsRecord,
 };
 
 /// The users; sorted, so an index order is the id order.
@@ -868,14 +868,23 @@ impl Store for ProbedStore {
         self.inner
             .scan_sent(group, sender, after, upto, direction, visit)
     }
+    fn scan_sent_window(
+        &self,
+        group: &GroupId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(&UserId, Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_sent_window(group, after, upto, visit)
+    }
     fn index_sent(
         &self,
         group: &GroupId,
         sender: &UserId,
         seq: Seq,
-        live: bool,
+        entry: Option<&SentRecord>,
     ) -> Result<(), StoreError> {
-        self.inner.index_sent(group, sender, seq, live)
+        self.inner.index_sent(group, sender, seq, entry)
     }
     fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError> {
         self.inner.group_retention(group)

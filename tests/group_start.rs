@@ -3,12 +3,26 @@
 //! entry of the newest message (written just after it) missing, or the entry of a deleted
 //! message (removed just after the deletion's note) still there. Both would show in counts a
 //! client sees: the sender's own message counted as unread for them, a deleted one in
-//! `receipts mine`.
+//! `receipts mine`. The resend map of that window comes from the index entries (each holds
+//! its message's `client_id` and `ts`), from the messages where the index cannot tell: a resend
+//! after the start must still be answered with the original seq.
 
 mod common;
 
-use common::{raw_store, Server, TIMEOUT};
+use common::{raw_store, seq, Server, TIMEOUT};
 use serde_json::json;
+
+/// `rollcall check` on the stopped server's data, asserted clean.
+fn assert_check_clean(server: &Server) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["check", "--data", &server.data_dir().display().to_string()])
+        .output()
+        .expect("rollcall check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{report}{errors}");
+    assert!(report.contains("0 violations, 0 warnings"), "{report}");
+}
 
 fn seqs(items: &serde_json::Value) -> Vec<u64> {
     items
@@ -51,14 +65,13 @@ async fn a_start_repairs_the_sender_index_a_crash_cut_off() {
     }
     server.restart();
     // Her own messages are not unread for her: 4 is hers again.
-    let alice = server.connect("alice").await;
+    let mut alice = server.connect("alice").await;
     let team = alice.welcome_group("team").expect("team").clone();
     assert_eq!(
         (&team["last_seq"], &team["unread"]),
         (&json!(4), &json!(0)),
         "{team}"
     );
-    let mut alice = alice;
     let mine = alice
         .request(json!({"type": "receipts", "group": "team", "mine": true}))
         .await;
@@ -73,18 +86,98 @@ async fn a_start_repairs_the_sender_index_a_crash_cut_off() {
         3,
         "1, 3, 4"
     );
-    // And the stored index is whole again: `rollcall check` finds nothing.
+    // Resends of the message whose entry was cut off, and of the deleted one: duplicates.
+    for (client_id, original) in [("c4", 4), ("c2", 2)] {
+        let again = alice.send_msg("team", client_id, "again").await;
+        assert_eq!(
+            (seq(&again), &again["duplicate"]),
+            (original, &json!(true)),
+            "{again}"
+        );
+    }
+    // And the stored index is whole again (the re-added entry with its client id): `rollcall
+    // check` finds nothing.
     alice.close().await;
     server.signal("TERM");
     assert!(
         server.wait_exit(TIMEOUT).is_some(),
         "the server did not stop"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["check", "--data", &server.data_dir().display().to_string()])
-        .output()
-        .expect("rollcall check");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(report.contains("0 violations, 0 warnings"), "{report}");
+    assert_check_clean(&server);
+}
+
+/// After a restart, a resend of a message 5,000 back (inside the default `--dedup-window` of
+/// 10,000) is answered with its original seq and ts and `duplicate`, for each sender and for a
+/// deleted message too; then the same on a data directory whose index entries hold the `()`
+/// an older build wrote (no client ids: the start reads those messages instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_deep_in_the_window_is_a_duplicate_after_a_restart() {
+    const N: u64 = 6000;
+    let mut server = Server::start();
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    let mut originals = Vec::new();
+    for sent in alice.send_in_windows("team", N, 200, "m").await {
+        let client_id = sent["client_id"].as_str().expect("client_id").to_owned();
+        if ["c1000", "c1001", "c6000"].contains(&client_id.as_str()) {
+            originals.push(("alice", client_id, seq(&sent), sent["ts"].clone()));
+        }
+    }
+    let mut bob = server.connect("bob").await;
+    let bobs = bob.send_msg("team", "c1001", "bob's own c1001").await;
+    assert_eq!(seq(&bobs), N + 1);
+    originals.push(("bob", "c1001".into(), N + 1, bobs["ts"].clone()));
+    alice
+        .request(json!({"type": "delete", "group": "team", "seq": 1000}))
+        .await;
+    alice.close().await;
+    bob.close().await;
+    assert_eq!(originals.len(), 4);
+
+    for phase in ["entries with client ids", "entries of an older build"] {
+        server.restart();
+        for (user, client_id, original, ts) in &originals {
+            let mut client = server.connect(user).await;
+            let again = client.send_msg("team", client_id, "a resend").await;
+            assert_eq!(
+                (seq(&again), &again["duplicate"], &again["ts"]),
+                (*original, &json!(true), ts),
+                "{phase}: {user}'s resend of {client_id}: {again}"
+            );
+            client.close().await;
+        }
+        server.signal("TERM");
+        assert!(
+            server.wait_exit(TIMEOUT).is_some(),
+            "the server did not stop"
+        );
+        // Every entry holds its message's client id (the start gave the older build's theirs).
+        assert_check_clean(&server);
+        // What an older build wrote: `()` (the version byte alone) under every entry.
+        {
+            let db = raw_store::open(server.data_dir());
+            let tree = raw_store::group_tree(&db, "team");
+            let keys: Vec<_> = tree
+                .scan_prefix([b'b'])
+                .keys()
+                .collect::<Result<_, _>>()
+                .expect("index keys");
+            assert_eq!(
+                keys.len(),
+                usize::try_from(N).expect("N"),
+                "the live messages: alice's and bob's, less the deleted one"
+            );
+            for key in keys {
+                tree.insert(key, vec![1u8]).expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        // Entries without client ids are no violation.
+        assert_check_clean(&server);
+    }
+    // A client id not sent yet is a new message.
+    server.restart();
+    let mut bob = server.connect("bob").await;
+    let new = bob.send_msg("team", "c1002", "bob's second").await;
+    assert_eq!((seq(&new), &new["duplicate"]), (N + 2, &json!(false)));
 }

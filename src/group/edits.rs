@@ -133,7 +133,7 @@ impl GroupActor {
             if let Err(e) = self
                 .deps
                 .store
-                .index_sent(&self.id, &sender, Seq(msg.seq), false)
+                .index_sent(&self.id, &sender, Seq(msg.seq), None)
             {
                 log::error!("group {}: unindexing message {}: {e}", self.id, msg.seq);
             }

@@ -18,8 +18,10 @@
 //!   crash in between leaves one behind), and the member records are the truth;
 //! - the per-sender index of every group whose index is complete ([`Store::sent_indexed`]; a
 //!   group written before the index existed gets it at its next start) holds exactly one entry
-//!   per live (not deleted) message, looked up for every sender of a message and every member
-//!   ([`Store::scan_sent`]). A crash can cut off only a group's last write, so two differences are
+//!   per live (not deleted) message, under whoever it names ([`Store::scan_sent_window`] over
+//!   all seqs), and an entry's `client_id` and `ts` are its message's (the resend map after a
+//!   start is built from them; an entry an older build wrote holds no value, which is fine).
+//!   A crash can cut off only a group's last write, so two differences are
 //!   only warnings: the newest message without its entry (written just after the message; the
 //!   group's start adds it), and the newest deletion's entry still there (removed just after the
 //!   deletion; the start removes it when the message is among its newest `--dedup-window`). So
@@ -36,7 +38,9 @@ use std::fmt;
 use std::path::Path;
 
 use super::FORMAT_VERSION;
-use super::{Direction, GroupKindRecord, GroupRecord, Note, SledStore, Store, StoreError};
+use super::{
+    Direction, GroupKindRecord, GroupRecord, Note, SentRecord, SledStore, Store, StoreError,
+};
 use crate::ids::{GroupId, Seq, UserId};
 
 /// How many users or groups one listing call reads.
@@ -299,16 +303,16 @@ impl Checker<'_> {
         let Some(messages) = self.messages(id, indexed) else {
             return;
         };
-        let members = self.members(id, record, messages.last_seq);
+        self.members(id, record, messages.last_seq);
         if indexed {
-            self.sender_index(id, &messages, &members);
+            self.sender_index(id, &messages);
         } else {
             self.report.sender_indexes_not_built += 1;
         }
     }
 
     /// Checks a group's per-sender index against its live messages (see the module doc).
-    fn sender_index(&mut self, id: &GroupId, messages: &Messages, members: &[UserId]) {
+    fn sender_index(&mut self, id: &GroupId, messages: &Messages) {
         self.report.sender_indexes += 1;
         let deleted = match self.store.notes(id, Note::Deleted, Seq(1), Seq(u64::MAX)) {
             Ok(deleted) => deleted,
@@ -324,38 +328,36 @@ impl Checker<'_> {
             .max_by_key(|(_, ms)| *ms)
             .map(|(seq, _)| *seq);
         let deleted: HashSet<Seq> = deleted.into_iter().map(|(seq, _)| seq).collect();
-        let mut senders: BTreeSet<UserId> = members.iter().cloned().collect();
-        senders.extend(
-            messages
-                .senders
-                .iter()
-                .filter_map(|(_, from)| UserId::parse(from).ok()),
-        );
         let mut entries = Vec::new();
-        for sender in &senders {
-            let scanned = self.store.scan_sent(
-                id,
-                sender,
-                Seq(0),
-                Seq(u64::MAX),
-                Direction::Ascending,
-                &mut |seq| {
+        let mut values = Vec::new();
+        let scanned =
+            self.store
+                .scan_sent_window(id, Seq(0), Seq(u64::MAX), &mut |sender, seq, entry| {
                     entries.push((sender.clone(), seq));
+                    if let Some(entry) = entry {
+                        values.push((sender.clone(), seq, entry));
+                    }
                     true
-                },
+                });
+        if let Err(e) = scanned {
+            let after = entries
+                .last()
+                .map_or_else(String::new, |(sender, seq)| format!("/{sender}/{}", seq.0));
+            self.report.violation(
+                Some(id),
+                format!("b{after}"),
+                format!("unreadable (the index after it not checked): {e}"),
             );
-            if let Err(e) = scanned {
-                self.report
-                    .violation(Some(id), format!("b/{sender}"), format!("unreadable: {e}"));
-                return;
-            }
+            return;
         }
         let live: Vec<(Seq, String)> = messages
             .senders
             .iter()
-            .filter(|(seq, _)| !deleted.contains(seq))
-            .cloned()
+            .filter(|m| !deleted.contains(&m.seq))
+            .map(|m| (m.seq, m.from.clone()))
             .collect();
+        values.retain(|(_, seq, _)| !deleted.contains(seq));
+        self.sender_index_values(id, messages, &values);
         for diff in sender_index_diffs(&live, &entries) {
             let key = format!("b/{}/{}", diff.sender, diff.seq.0);
             let (seq, sender) = (diff.seq.0, &diff.sender);
@@ -403,6 +405,35 @@ impl Checker<'_> {
         }
     }
 
+    /// Checks that each index entry's value is its live message's `client_id` and `ts` (an
+    /// entry without a live message, or under another sender, is a difference of
+    /// [`sender_index_diffs`]).
+    fn sender_index_values(
+        &mut self,
+        id: &GroupId,
+        messages: &Messages,
+        values: &[(UserId, Seq, SentRecord)],
+    ) {
+        for (sender, seq, entry) in values {
+            let Ok(at) = messages.senders.binary_search_by_key(seq, |m| m.seq) else {
+                continue;
+            };
+            let message = &messages.senders[at];
+            if message.from != sender.as_str() || message.sent == *entry {
+                continue;
+            }
+            self.report.violation(
+                Some(id),
+                format!("b/{sender}/{}", seq.0),
+                format!(
+                    "the entry holds client_id {:?} and ts {}, its message client_id {:?} and ts \
+                     {} (a resend after the group's start would be misread)",
+                    entry.client_id, entry.ts, message.sent.client_id, message.sent.ts
+                ),
+            );
+        }
+    }
+
     /// Checks a group's messages; `None` when they could not be read at all.
     fn messages(&mut self, id: &GroupId, keep_senders: bool) -> Option<Messages> {
         let mut first: Option<u64> = None;
@@ -428,7 +459,11 @@ impl Checker<'_> {
                     bad_senders.push(seq.0);
                 }
                 if keep_senders {
-                    senders.push((seq, message.from));
+                    senders.push(MessageHead {
+                        seq,
+                        sent: SentRecord::from(&message),
+                        from: message.from,
+                    });
                 }
                 true
             },
@@ -477,14 +512,14 @@ impl Checker<'_> {
         })
     }
 
-    /// Checks a group's members; returns who they are (none when unreadable).
-    fn members(&mut self, id: &GroupId, record: &GroupRecord, last_seq: u64) -> Vec<UserId> {
+    /// Checks a group's members.
+    fn members(&mut self, id: &GroupId, record: &GroupRecord, last_seq: u64) {
         let members = match self.store.members(id) {
             Ok(members) => members,
             Err(e) => {
                 self.report
                     .violation(Some(id), "u", format!("unreadable: {e}"));
-                return Vec::new();
+                return;
             }
         };
         self.report.members += u64::try_from(members.len()).unwrap_or(u64::MAX);
@@ -551,7 +586,6 @@ impl Checker<'_> {
                 ),
             }
         }
-        members.into_iter().map(|(user, _)| user).collect()
     }
 
     /// Index entries without a membership: warnings (see the module doc).
@@ -583,8 +617,15 @@ struct Messages {
     first_seq: u64,
     /// The highest stored seq (0: none).
     last_seq: u64,
-    /// Each message's seq and sender, when asked for.
-    senders: Vec<(Seq, String)>,
+    /// Each message's seq, sender, `client_id` and `ts`, by seq, when asked for.
+    senders: Vec<MessageHead>,
+}
+
+/// What the per-sender index repeats of a message.
+struct MessageHead {
+    seq: Seq,
+    from: String,
+    sent: SentRecord,
 }
 
 /// One difference between a group's per-sender index and its live messages.
@@ -640,6 +681,11 @@ mod tests {
             ts: 1,
             body: "hi".into(),
         }
+    }
+
+    /// The index entry of a [`message`] from `from`.
+    fn sent(from: &str) -> SentRecord {
+        SentRecord::from(&message(from))
     }
 
     fn member(joined_seq: u64, delivered: u64, read: u64) -> MemberRecord {
@@ -735,9 +781,19 @@ mod tests {
         store.add_member(&dm, &carol, &member(0, 0, 0)).unwrap();
         store.add_member(&eng, &carol, &member(0, 0, 0)).unwrap();
         store.put_cursors(&eng, &carol, &member(6, 7, 6)).unwrap();
-        store.index_sent(&eng, &alice, Seq(2), false).unwrap();
-        store.index_sent(&eng, &bob, Seq(1), true).unwrap();
-        store.index_sent(&eng, &bob, Seq(5), false).unwrap();
+        // And alice's 1 with another client_id than its message's.
+        store.index_sent(&eng, &alice, Seq(2), None).unwrap();
+        store
+            .index_sent(&eng, &bob, Seq(1), Some(&sent("bob")))
+            .unwrap();
+        store.index_sent(&eng, &bob, Seq(5), None).unwrap();
+        let other = SentRecord {
+            client_id: "other".into(),
+            ts: 1,
+        };
+        store
+            .index_sent(&eng, &alice, Seq(1), Some(&other))
+            .unwrap();
         let report = check(&store);
         let lines: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
         let expect = [
@@ -747,6 +803,8 @@ mod tests {
             "group dm:alice:bob: key u: a direct conversation has 3 members (alice, bob, carol)",
             "group eng: key b/alice/2: missing: live message 2 from alice has no sender index",
             "group eng: key b/bob/1: stale: there is no live message 1 from bob",
+            "group eng: key b/alice/1: the entry holds client_id \"other\" and ts 1, its message \
+             client_id \"c\" and ts 1",
         ];
         for expected in expect {
             assert!(
@@ -764,7 +822,9 @@ mod tests {
         );
 
         // The newest deletion's entry left behind is a warning; an older one's a violation.
-        store.index_sent(&eng, &bob, Seq(5), true).unwrap();
+        store
+            .index_sent(&eng, &bob, Seq(5), Some(&sent("bob")))
+            .unwrap();
         store.put_note(&eng, Note::Deleted, Seq(1), 10).unwrap();
         store.put_note(&eng, Note::Deleted, Seq(3), 20).unwrap();
         let report = check(&store);
@@ -791,7 +851,9 @@ mod tests {
                 .unwrap();
         }
         store.prune_message(&fresh, Seq(1)).unwrap();
-        store.index_sent(&fresh, &alice, Seq(1), true).unwrap();
+        store
+            .index_sent(&fresh, &alice, Seq(1), Some(&sent("alice")))
+            .unwrap();
         let report = check(&store);
         assert!(
             report.warnings.iter().any(|w| w.to_string().starts_with(

@@ -5,8 +5,10 @@
 //! `c` (the group's settings), `f` + user id (a member's flags), `r` + seq + user id (a pending
 //! reminder), `s` + seq (a scheduled reminder) and `o` + user id (a member's role, when not
 //! `Member`), and the notes about messages, `p`/`e`/`x` + seq (replied-to seq, edited and deleted
-//! times), the per-sender index `b` + `[len][sender]` + seq (with `B` marking it complete) and `t` (the
-//! group's own retention). Every kind has its own first byte, so a
+//! times), the per-sender index `b` + `[len][sender]` + seq (its value the message's `client_id`
+//! and `ts`; `B` marks it complete) and `t` (the group's own retention). The length prefix makes
+//! one sender's index keys contiguous and lets a scan skip from one sender to the next (seek past
+//! `b` + `[len][sender]` + `u64::MAX`). Every kind has its own first byte, so a
 //! prefix scan reads one kind. In the shared
 //! `user_groups` index a key is a length-prefixed user id (`[len: u8][id bytes]`) followed by the
 //! group id, so a prefix scan for one user never matches another id that merely starts with the
@@ -45,8 +47,9 @@ pub const ROLE: u8 = b'o';
 pub const REPLY_TO: u8 = b'p';
 pub const EDITED: u8 = b'e';
 pub const DELETED: u8 = b'x';
-/// The first byte of the per-sender index: `b` + `[len][sender]` + seq → empty, one entry per
-/// live (not deleted, not pruned) message, so a sender's seqs in a range are a range scan.
+/// The first byte of the per-sender index: `b` + `[len][sender]` + seq →
+/// [`SentRecord`](super::SentRecord) (`()` where an older build wrote it), one entry per live
+/// (not deleted, not pruned) message, so a sender's seqs in a range are a range scan.
 pub const SENT: u8 = b'b';
 /// Present once the group's per-sender index covers every message (groups written before the
 /// index existed get it built once, on their first start).
@@ -62,6 +65,19 @@ pub fn sent(sender: &str, seq: Seq) -> Vec<u8> {
     out.extend_from_slice(&prefix(sender));
     out.extend_from_slice(&seq.0.to_be_bytes());
     out
+}
+
+/// The sender and seq of a [`sent`] key.
+pub fn sent_parts(key: &[u8]) -> Option<(&str, Seq)> {
+    let (&tag, rest) = key.split_first()?;
+    if tag != SENT {
+        return None;
+    }
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    let sender = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let bytes: [u8; 8] = rest.get(len..)?.try_into().ok()?;
+    Some((sender, Seq(u64::from_be_bytes(bytes))))
 }
 
 /// `tag` + user id.
@@ -180,6 +196,20 @@ mod tests {
             proptest::prop_assert_eq!(second_of(&key, prefix(&a).len()), Some(group.as_str()));
             proptest::prop_assert_eq!(split_pair(&key), Some((a.as_str(), group.as_str())));
         }
+    }
+
+    #[test]
+    fn sent_keys_split_back_and_group_by_sender() {
+        let key = sent("alice", Seq(7));
+        assert_eq!(sent_parts(&key), Some(("alice", Seq(7))));
+        assert_eq!(sent_parts(&key[..key.len() - 1]), None);
+        assert_eq!(sent_parts(&message(Seq(7))), None);
+        // Senders sort by length, then bytes, and every key of one sorts before every key of
+        // the next, whatever the seqs: the skip past a sender's last possible key lands on the
+        // next sender.
+        assert!(sent("al", Seq(u64::MAX)) < sent("bob", Seq(0)));
+        assert!(sent("bob", Seq(u64::MAX)) < sent("alice", Seq(0)));
+        assert!(sent("alice", Seq(u64::MAX)) < sent("alicf", Seq(0)));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!
 //! Records are plain values; a message is stored once, under one key that also carries its sender
 //! and `client_id`, so a send is one atomic write and the resend map can be rebuilt from messages.
+//! Its entry in the per-sender index, written just after it, repeats the `client_id` and `ts`
+//! ([`SentRecord`]), so a group's start rebuilds the resend map from those small entries.
 //!
 //! Two tools work on a whole store through this trait: [`Snapshot`] (the online backup's copy,
 //! written one group at a time while the server runs) and [`check`] (`rollcall check`, the
@@ -101,6 +103,25 @@ pub struct MessageRecord {
     pub client_id: String,
     pub ts: u64,
     pub body: String,
+}
+
+/// A message's entry in its sender's index (`b` + sender + seq): what the resend map needs of
+/// the message, so a group's start reads the small entries of its newest `--dedup-window`
+/// messages instead of the messages. Entries written by builds before it held `()`, which
+/// [`Store::scan_sent_window`] reports as `None` (the message itself then tells).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRecord {
+    pub client_id: String,
+    pub ts: u64,
+}
+
+impl From<&MessageRecord> for SentRecord {
+    fn from(message: &MessageRecord) -> SentRecord {
+        SentRecord {
+            client_id: message.client_id.clone(),
+            ts: message.ts,
+        }
+    }
 }
 
 /// Who sees receipts in a group.
@@ -334,7 +355,8 @@ pub trait Store: Send + Sync + 'static {
     fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError>;
 
     /// Stores a message under its seq (one atomic write), then its entry in the sender's index
-    /// (idempotent: rewriting a message, as an edit does, changes no index).
+    /// with the message's [`SentRecord`] (idempotent: rewriting a message, as an edit does,
+    /// rewrites the same entry).
     fn put_message(
         &self,
         group: &GroupId,
@@ -380,6 +402,18 @@ pub trait Store: Send + Sync + 'static {
         direction: Direction,
         visit: &mut dyn FnMut(Seq) -> bool,
     ) -> Result<(), StoreError>;
+    /// Calls `visit` with every entry of the per-sender index whose seq is in `(after, upto]`:
+    /// sender by sender (in key order), each sender's entries newest first, until it returns
+    /// false. The senders are found by skipping from one sender's keys to the next (one seek
+    /// each), so this reads O(senders + entries in the range), not the whole index. An entry
+    /// written by a build before entries had values comes with `None`: its message tells.
+    fn scan_sent_window(
+        &self,
+        group: &GroupId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(&UserId, Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError>;
     /// The group's own retention, if it has one.
     fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError>;
     /// Sets the group's own retention.
@@ -392,13 +426,14 @@ pub trait Store: Send + Sync + 'static {
     /// and schedule). The message key goes first: a crash part-way leaves only leftovers below
     /// `first_seq`, which nothing reads.
     fn prune_message(&self, group: &GroupId, seq: Seq) -> Result<(), StoreError>;
-    /// Adds (`live`) or removes one entry of the per-sender index.
+    /// Adds one entry of the per-sender index with its value (`Some`: the message is live), or
+    /// removes it (`None`: deleted).
     fn index_sent(
         &self,
         group: &GroupId,
         sender: &UserId,
         seq: Seq,
-        live: bool,
+        entry: Option<&SentRecord>,
     ) -> Result<(), StoreError>;
     /// Whether the per-sender index covers every message of the group.
     fn sent_indexed(&self, group: &GroupId) -> Result<bool, StoreError>;

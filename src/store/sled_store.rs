@@ -12,8 +12,14 @@
 //! | `user_groups` | `[len][user][group]` | empty (index for `welcome`) |
 //! | `group:<id>` | `m` + seq (big-endian u64) | [`MessageRecord`] |
 //! | `group:<id>` | `u` + user id | [`MemberRecord`] |
+//! | `group:<id>` | `b` + `[len][sender]` + seq | [`SentRecord`] (`()` where an older build wrote it) |
 //! | `accounts` | user id | [`AccountRecord`] (absent: the defaults) |
 //! | `deleted_groups` | group id | empty (a deleted id, never handed out again) |
+//!
+//! (The other keys of a group's tree are in `keys.rs`.) A sender index entry held `()` before it
+//! held a [`SentRecord`]; the storage format did not change for it, because no build reads that
+//! value but [`Store::scan_sent_window`] (the older ones ignore it: `scan_sent` and the check
+//! read only keys, a snapshot copies it raw), and that reads `()` as "ask the message".
 //!
 //! No transactions and no batches: sled takes a process-wide lock for them. Membership writes the
 //! index entry before the member record and removes it after, so the index is always a superset.
@@ -36,7 +42,7 @@ use super::keys;
 use super::{
     AccountRecord, Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord,
     MemberRecord, MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord,
-    Store, StoreError, UserRecord, UserSettingsRecord,
+    SentRecord, Store, StoreError, UserRecord, UserSettingsRecord,
 };
 use crate::config::Durability;
 use crate::ids::{GroupId, Seq, UserId};
@@ -631,8 +637,10 @@ impl Store for SledStore {
         let tree = self.tree(group)?;
         self.put(Ok(tree.clone()), &keys::message(seq), record)?;
         // After the message: a crash between the two loses at most the index entries of the
-        // newest messages, which the group's start re-adds (it reads the newest messages anyway).
-        self.put(Ok(tree), &keys::sent(&record.from, seq), &())
+        // newest messages, which the group's start re-adds from the messages after the newest
+        // entry.
+        let entry = SentRecord::from(record);
+        self.put(Ok(tree), &keys::sent(&record.from, seq), &entry)
     }
 
     fn scan_messages(
@@ -732,18 +740,58 @@ impl Store for SledStore {
         walk(range, direction, step)
     }
 
+    fn scan_sent_window(
+        &self,
+        group: &GroupId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(&UserId, Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        use std::ops::Bound;
+        if after >= upto {
+            return Ok(());
+        }
+        let tree = self.tree(group)?;
+        let corrupt = || StoreError::Corrupt(format!("sender index in group {group}"));
+        // What builds before `SentRecord` wrote as every entry's value.
+        let unit = encode(&())?;
+        let end = Bound::Excluded(vec![keys::SENT + 1]);
+        let mut from = Bound::Included(vec![keys::SENT]);
+        // One seek per sender: the first key past the previous sender's keys names the next.
+        while let Some(entry) = tree.range((from, end.clone())).next() {
+            let (key, _) = entry?;
+            let (sender, _) = keys::sent_parts(&key).ok_or_else(corrupt)?;
+            let user = UserId::parse(sender).map_err(|_| corrupt())?;
+            let window =
+                tree.range(keys::sent(sender, Seq(after.0 + 1))..=keys::sent(sender, upto));
+            for entry in window.rev() {
+                let (key, value) = entry?;
+                let seq = keys::seq_of(&key).ok_or_else(corrupt)?;
+                let record = if value.as_ref() == unit.as_slice() {
+                    None
+                } else {
+                    Some(decode(&value)?)
+                };
+                if !visit(&user, seq, record) {
+                    return Ok(());
+                }
+            }
+            from = Bound::Excluded(keys::sent(sender, Seq(u64::MAX)));
+        }
+        Ok(())
+    }
+
     fn index_sent(
         &self,
         group: &GroupId,
         sender: &UserId,
         seq: Seq,
-        live: bool,
+        entry: Option<&SentRecord>,
     ) -> Result<(), StoreError> {
         let key = keys::sent(sender.as_str(), seq);
-        if live {
-            self.put(self.tree(group), &key, &())
-        } else {
-            self.delete(self.tree(group), &key)
+        match entry {
+            Some(entry) => self.put(self.tree(group), &key, entry),
+            None => self.delete(self.tree(group), &key),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollcall::store::MemberRecord;
+use rollcall::store::{MemberRecord, SentRecord};
 
 use super::TIMEOUT;
 
@@ -77,4 +77,15 @@ pub fn sent_key(sender: &str, seq: u64) -> Vec<u8> {
     key.extend_from_slice(sender.as_bytes());
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// A per-sender index entry's stored value (`[1]` alone is what builds before it wrote).
+pub fn sent_value(client_id: &str, ts: u64) -> Vec<u8> {
+    let record = SentRecord {
+        client_id: client_id.into(),
+        ts,
+    };
+    let mut value = vec![1];
+    value.extend(bincode::serialize(&record).expect("encoding an index entry"));
+    value
 }

@@ -396,7 +396,8 @@ fn a_snapshot_is_an_openable_copy_of_every_group_and_the_rest() {
         copy.user_settings(&bob).unwrap(),
         Some(UserSettingsRecord { share_reads: false })
     );
-    assert!(crate::store::check::check(&copy).is_ok());
+    let report = crate::store::check::check(&copy);
+    assert!(report.is_ok(), "{:?}", report.violations);
 }
 
 fn msg_group() -> GroupRecord {
@@ -452,7 +453,7 @@ fn the_sender_index_answers_ranges_per_sender() {
     assert_eq!(seqs(&alice, 0, 6, Direction::Ascending), [2, 4, 6]);
     assert_eq!(seqs(&alice, 2, 5, Direction::Descending), [4]);
     assert_eq!(seqs(&al, 3, 3, Direction::Ascending), Vec::<u64>::new());
-    store.index_sent(&g, &al, Seq(3), false).unwrap();
+    store.index_sent(&g, &al, Seq(3), None).unwrap();
     assert_eq!(seqs(&al, 0, 6, Direction::Descending), [5, 1]);
     assert_eq!(store.first_seq(&g).unwrap(), Seq(1));
     let empty = GroupId::parse("empty").unwrap();
@@ -460,6 +461,108 @@ fn the_sender_index_answers_ranges_per_sender() {
     assert!(!store.sent_indexed(&g).unwrap());
     store.mark_sent_indexed(&g).unwrap();
     assert!(store.sent_indexed(&g).unwrap());
+}
+
+/// An entry [`Store::scan_sent_window`] visits: sender, seq, and `(client_id, ts)` if any.
+type Visited = (String, u64, Option<(String, u64)>);
+
+/// Every entry [`Store::scan_sent_window`] visits.
+fn window(store: &SledStore, g: &GroupId, after: u64, upto: u64) -> Vec<Visited> {
+    let mut out = Vec::new();
+    store
+        .scan_sent_window(g, Seq(after), Seq(upto), &mut |sender, seq, entry| {
+            out.push((
+                sender.to_string(),
+                seq.0,
+                entry.map(|e| (e.client_id, e.ts)),
+            ));
+            true
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn the_sent_window_lists_every_senders_entries_with_their_client_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let g = GroupId::parse("g").unwrap();
+    assert_eq!(window(&store, &g, 0, 9), [], "an empty group");
+    // Senders whose ids share a prefix, one ("zed") with nothing in the window, and many
+    // entries of one ("bob") before the window: the skip from sender to sender passes them.
+    let from = |s: u64| match s % 3 {
+        0 => "al",
+        1 => "alice",
+        _ => "bob",
+    };
+    store
+        .put_message(
+            &g,
+            Seq(1),
+            &MessageRecord {
+                from: "zed".into(),
+                ..msg("z")
+            },
+        )
+        .unwrap();
+    for s in 2..=40 {
+        let record = MessageRecord {
+            from: from(s).into(),
+            client_id: format!("c{s}"),
+            ts: 100 + s,
+            body: "hi".into(),
+        };
+        store.put_message(&g, Seq(s), &record).unwrap();
+    }
+    let expect = |seqs: &[u64]| -> Vec<Visited> {
+        seqs.iter()
+            .map(|&s| (from(s).to_owned(), s, Some((format!("c{s}"), 100 + s))))
+            .collect()
+    };
+    // Sender by sender in key order (length, then bytes: al, bob, alice), newest first.
+    assert_eq!(
+        window(&store, &g, 34, 40),
+        expect(&[39, 36, 38, 35, 40, 37])
+    );
+    assert_eq!(window(&store, &g, 38, 39), expect(&[39]));
+    assert_eq!(window(&store, &g, 39, 39), [], "an empty range");
+    assert_eq!(window(&store, &g, 40, 9), [], "a reversed range");
+    assert_eq!(
+        window(&store, &g, 0, 1),
+        [("zed".to_owned(), 1, Some(("z".to_owned(), 1)))]
+    );
+    // A deleted message has no entry; an entry an older build wrote holds `()`.
+    store
+        .index_sent(&g, &UserId::parse("bob").unwrap(), Seq(38), None)
+        .unwrap();
+    store
+        .tree(&g)
+        .unwrap()
+        .insert(keys::sent("alice", Seq(37)), encode(&()).unwrap())
+        .unwrap();
+    let found = window(&store, &g, 34, 40);
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert!(found.contains(&("alice".to_owned(), 37, None)), "{found:?}");
+    assert!(!found.iter().any(|(_, s, _)| *s == 38), "{found:?}");
+    // The visit stops the scan.
+    let mut visited = 0;
+    store
+        .scan_sent_window(&g, Seq(0), Seq(40), &mut |_, _, _| {
+            visited += 1;
+            visited < 3
+        })
+        .unwrap();
+    assert_eq!(visited, 3);
+    // A value that is neither is corruption, not an old entry.
+    store
+        .tree(&g)
+        .unwrap()
+        .insert(keys::sent("al", Seq(36)), vec![1, 7])
+        .unwrap();
+    assert!(matches!(
+        store.scan_sent_window(&g, Seq(34), Seq(40), &mut |_, _, _| true),
+        Err(StoreError::Corrupt(_))
+    ));
 }
 
 #[test]
@@ -492,11 +595,16 @@ fn a_precopy_then_a_copy_catches_up_on_edits_deletes_prunes_and_new_messages() {
     );
     // Meanwhile (the group kept serving): 1 pruned, 2 edited, 3 deleted, 6 sent.
     store.prune_message(&g, Seq(1)).unwrap();
-    store.put_message(&g, Seq(2), &at(2, "edited")).unwrap();
+    // An edit keeps the client id and ts (the index entry repeats them).
+    let edited = MessageRecord {
+        body: "edited".into(),
+        ..at(2, "first")
+    };
+    store.put_message(&g, Seq(2), &edited).unwrap();
     store.put_note(&g, Note::Edited, Seq(2), 7).unwrap();
     store.put_note(&g, Note::Deleted, Seq(3), 8).unwrap();
     store.put_message(&g, Seq(3), &at(3, "")).unwrap();
-    store.index_sent(&g, &alice, Seq(3), false).unwrap();
+    store.index_sent(&g, &alice, Seq(3), None).unwrap();
     store.put_message(&g, Seq(6), &at(6, "new")).unwrap();
     let copied = snapshot.copy_group(&g, &pre).unwrap().expect("g exists");
     assert_eq!(copied.messages, 5, "2..=6");
@@ -523,5 +631,6 @@ fn a_precopy_then_a_copy_catches_up_on_edits_deletes_prunes_and_new_messages() {
     };
     assert_eq!(sent(&alice), [5], "1 pruned, 3 deleted");
     assert_eq!(sent(&bob), [2, 4, 6]);
-    assert!(crate::store::check::check(&copy).is_ok());
+    let report = crate::store::check::check(&copy);
+    assert!(report.is_ok(), "{:?}", report.violations);
 }
