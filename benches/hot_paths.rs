@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the hot paths (criterion): frame encode/decode (`protocol.rs`), the
+//! Micro-benchmarks of the hot paths (criterion): frame encode/decode (`protocol/`, with the careful
+//! parse beside the one-pass one), counting frames by type (`metrics.rs`), the
 //! receipt index at 10 / 1,000 / 10,000 members (`group/receipts.rs`), and the message store's
 //! write and range scan (`store/`). Run with `cargo bench --bench hot_paths`; results and the
 //! machine are in BENCHMARKS.md. `cargo clippy --all-targets` and `cargo test --benches`
@@ -10,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rollcall::config::Durability;
 use rollcall::group::receipts::{Counted, ReceiptIndex};
 use rollcall::ids::GroupId;
+use rollcall::metrics::Metrics;
 use rollcall::protocol::{ClientFrame, Message, ServerFrame};
 use rollcall::store::{
     Direction, GroupKindRecord, GroupRecord, MemberRecord, MessageRecord, SledStore, Store,
@@ -36,7 +38,29 @@ fn frames(c: &mut Criterion) {
         client_id: "c-000123".into(),
         ..Default::default()
     });
+    // The careful parse (through a `serde_json::Value`), which every frame went through before
+    // the one-pass and the cursor parses; `parse` falls back to it for malformed frames.
+    g.bench_function("decode_send_careful", |b| {
+        b.iter(|| ClientFrame::parse_checked(black_box(send)).is_ok())
+    });
+    g.bench_function("decode_read_careful", |b| {
+        b.iter(|| ClientFrame::parse_checked(black_box(ack)).is_ok())
+    });
     g.bench_function("encode_msg", |b| b.iter(|| black_box(&msg).to_text().len()));
+    g.finish();
+}
+
+/// Counting a frame by type: the busy types (`msg`, counted once per delivery) have their
+/// counter at hand; the others go through the family's hashed, locked map.
+fn frame_counters(c: &mut Criterion) {
+    let metrics = Metrics::default();
+    let mut g = c.benchmark_group("frame_counter");
+    g.bench_function("busy_type", |b| {
+        b.iter(|| metrics.frame_out(black_box("msg")))
+    });
+    g.bench_function("family_lookup", |b| {
+        b.iter(|| metrics.frame_out(black_box("users")))
+    });
     g.finish();
 }
 
@@ -163,5 +187,5 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frames, receipts, store);
+criterion_group!(benches, frames, frame_counters, receipts, store);
 criterion_main!(benches);
