@@ -877,6 +877,17 @@ impl Store for ProbedStore {
     ) -> Result<(), StoreError> {
         self.inner.scan_sent_window(group, after, upto, visit)
     }
+    fn scan_sent_entries(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .scan_sent_entries(group, sender, after, upto, visit)
+    }
     fn index_sent(
         &self,
         group: &GroupId,

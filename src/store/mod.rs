@@ -414,6 +414,18 @@ pub trait Store: Send + Sync + 'static {
         upto: Seq,
         visit: &mut dyn FnMut(&UserId, Seq, Option<SentRecord>) -> bool,
     ) -> Result<(), StoreError>;
+    /// Calls `visit` with `sender`'s index entries whose seq is in `(after, upto]`, newest
+    /// first, with their values (`None`: an entry a build before entries had values wrote),
+    /// until it returns false: one range of one sender's keys (a sender's first send after its
+    /// group's start reads its part of the resend window with it).
+    fn scan_sent_entries(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError>;
     /// The group's own retention, if it has one.
     fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError>;
     /// Sets the group's own retention.
