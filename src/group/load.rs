@@ -1,9 +1,10 @@
 //! Loading a group actor's memory from the store when it starts (lazily, on first use): its
 //! record and settings, members (with who shares reads and their roles) and the receipt index, the unread flags,
-//! pending reminders and schedules, the deleted seqs, and the `(sender, client_id) → seq`
-//! resend map of the last `--dedup-window` messages.
+//! pending reminders and schedules, the deleted seqs, and the deleted messages of the
+//! `(sender, client_id) → seq` resend map of the last `--dedup-window` messages.
 //!
-//! Loading reads O(members + deletions + dedup window), never the whole history: each sender's
+//! Loading reads O(members + deletions in the dedup window), never the whole history nor the
+//! whole window: each sender's
 //! seqs (for `unread`, `receipts mine` and receipt pushes) are the store's per-sender index,
 //! read by range when needed. A group written before that index existed gets it built once, on
 //! its first start (one scan of its messages).
