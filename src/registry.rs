@@ -149,7 +149,8 @@ impl Registry {
 
     /// The running actor of a group, started from storage if needed; `None` if no such group.
     ///
-    /// Loading a group reads its members and its newest `--dedup-window` messages, so it
+    /// Loading a group reads its members and the deletions among its newest `--dedup-window`
+    /// messages (each sender's resend entries come on their first send), so it
     /// happens under that group's own slot lock, never under the map's: other groups are served
     /// meanwhile.
     pub fn group(&self, id: &GroupId) -> Result<Option<Addr<GroupActor>>, StoreError> {

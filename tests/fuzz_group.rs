@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -644,6 +644,9 @@ impl FlushProbe {
 struct ProbedStore {
     inner: SledStore,
     probe: Arc<FlushProbe>,
+    /// While set, reading one sender's index entries fails (a sender's first send after the
+    /// start reads them for the resend map).
+    fail_sent_entries: AtomicBool,
 }
 
 impl Store for ProbedStore {
@@ -876,6 +879,22 @@ impl Store for ProbedStore {
         visit: &mut dyn FnMut(&UserId, Seq, Option<SentRecord>) -> bool,
     ) -> Result<(), StoreError> {
         self.inner.scan_sent_window(group, after, upto, visit)
+    }
+    fn scan_sent_entries(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        if self.fail_sent_entries.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt(
+                "injected: reading the sender index".into(),
+            ));
+        }
+        self.inner
+            .scan_sent_entries(group, sender, after, upto, visit)
     }
     fn index_sent(
         &self,
@@ -1596,6 +1615,7 @@ fn run_case(dedup_window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         inner: SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process)
             .map_err(|e| fail(e.to_string()))?,
         probe: Arc::clone(&probe),
+        fail_sent_entries: AtomicBool::new(false),
     });
     let mut model = Model {
         dedup_window,
@@ -1708,4 +1728,81 @@ fn edits_and_deletes_follow_the_rules_and_survive_a_restart() {
     if let Err(e) = run_case(10_000, ops) {
         panic!("{e}");
     }
+}
+
+/// A storage error while a sender's resend entries are read (on their first send after the
+/// group's start) answers that send `storage` and stores nothing; the client's resend then
+/// reads them and is answered as the duplicate of the message sent before the restart.
+#[test]
+fn a_failed_read_of_a_senders_resends_answers_storage_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(ProbedStore {
+        inner: SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process)
+            .expect("store"),
+        probe: Arc::new(FlushProbe::default()),
+        fail_sent_entries: AtomicBool::new(false),
+    });
+    let registry = |store: &Arc<ProbedStore>| {
+        let store: Arc<dyn Store> = Arc::clone(store) as Arc<dyn Store>;
+        let metrics = Arc::new(Metrics::default());
+        let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
+        Registry::new(
+            store,
+            committer,
+            Arc::new(Config::new(dir.path())),
+            metrics,
+            Vec::new(),
+        )
+    };
+    let send = |addr: &Addr<rollcall::group::GroupActor>, client_id: &str| {
+        let (reply, answer) = reply_channel();
+        addr.do_send(PostMessage {
+            remind_after: None,
+            reply_to: None,
+            from: uid(0),
+            client_id: client_id.into(),
+            body: format!("body of {client_id}"),
+            reply,
+        });
+        answer.wait()
+    };
+    System::new().block_on(async {
+        let registry = registry(&store);
+        registry
+            .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
+            .await
+            .expect("create")
+            .expect("created");
+        let addr = registry.group(&gid()).expect("load").expect("group");
+        let (reply, answer) = reply_channel();
+        addr.do_send(AddMember {
+            user: uid(0),
+            role: RoleRecord::Member,
+            by: By::Admin,
+            reply,
+        });
+        answer.wait().await.expect("added");
+        let sent = send(&addr, "c1").await.expect("sent");
+        assert_eq!((sent.seq, sent.duplicate), (1, false));
+    });
+    // A restart: a new actor over the same store.
+    System::new().block_on(async {
+        let registry = registry(&store);
+        let addr = registry.group(&gid()).expect("load").expect("group");
+        store.fail_sent_entries.store(true, Ordering::SeqCst);
+        let refused = send(&addr, "c2").await;
+        assert!(
+            matches!(refused, Err(GroupError::Storage(_))),
+            "{refused:?}"
+        );
+        store.fail_sent_entries.store(false, Ordering::SeqCst);
+        let again = send(&addr, "c1").await.expect("resent");
+        assert_eq!((again.seq, again.duplicate), (1, true), "the resend of c1");
+        let new = send(&addr, "c2").await.expect("sent");
+        assert_eq!(
+            (new.seq, new.duplicate),
+            (2, false),
+            "the refused c2 stored nothing"
+        );
+    });
 }

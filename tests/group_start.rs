@@ -5,7 +5,9 @@
 //! client sees: the sender's own message counted as unread for them, a deleted one in
 //! `receipts mine`. The resend map of that window comes from the index entries (each holds
 //! its message's `client_id` and `ts`), from the messages where the index cannot tell: a resend
-//! after the start must still be answered with the original seq.
+//! after the start must still be answered with the original seq. The start reads none of the
+//! window's live entries: each sender's are read on their first send after it, so these tests
+//! resend after other senders sent, and right at the window's edge.
 
 mod common;
 
@@ -180,4 +182,85 @@ async fn a_resend_deep_in_the_window_is_a_duplicate_after_a_restart() {
     let mut bob = server.connect("bob").await;
     let new = bob.send_msg("team", "c1002", "bob's second").await;
     assert_eq!((seq(&new), &new["duplicate"]), (N + 2, &json!(false)));
+}
+
+/// After a restart, bob's first send is a new message (the next seq, though alice used its
+/// client id) while alice's resend of a message 5,000 back is a duplicate; so is her resend of
+/// a message deleted after the restart, before her first send (its index entry is gone by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_senders_resends_are_known_on_their_first_send_after_a_restart() {
+    const N: u64 = 6000;
+    let mut server = Server::start();
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    let sent = alice.send_in_windows("team", N, 200, "m").await;
+    let ts_of = |client_id: &str| {
+        sent.iter()
+            .find(|s| s["client_id"] == client_id)
+            .map(|s| s["ts"].clone())
+            .expect("sent")
+    };
+    alice.close().await;
+    server.restart();
+
+    let mut bob = server.connect("bob").await;
+    let bobs = bob.send_msg("team", "c1000", "bob's first").await;
+    assert_eq!(
+        (seq(&bobs), &bobs["duplicate"]),
+        (N + 1, &json!(false)),
+        "{bobs}"
+    );
+    let mut alice = server.connect("alice").await;
+    let deleted = alice
+        .request(json!({"type": "delete", "group": "team", "seq": 2000}))
+        .await;
+    assert_ne!(deleted["type"], "error", "{deleted}");
+    for (client_id, original) in [("c1000", 1000), ("c2000", 2000), ("c6000", 6000)] {
+        let again = alice.send_msg("team", client_id, "a resend").await;
+        assert_eq!(
+            (seq(&again), &again["duplicate"], &again["ts"]),
+            (original, &json!(true), &ts_of(client_id)),
+            "alice's resend of {client_id}: {again}"
+        );
+    }
+    let again = bob.send_msg("team", "c1000", "bob's again").await;
+    assert_eq!((seq(&again), &again["duplicate"]), (N + 1, &json!(true)));
+    let new = alice.send_msg("team", "c6001", "new").await;
+    assert_eq!((seq(&new), &new["duplicate"]), (N + 2, &json!(false)));
+}
+
+/// With `--dedup-window 100`, after a restart: a resend of the message just outside the window
+/// is stored as new, one just inside is a duplicate; and the entries loaded on the first send
+/// age out by seq as new messages come (the window moves by one with each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_edge_holds_after_a_restart() {
+    let mut server = Server::start_with(&["--dedup-window", "100"]);
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    alice.send_in_windows("team", 150, 50, "m").await;
+    alice.close().await;
+    let mut bob = server.connect("bob").await;
+    assert_eq!(seq(&bob.send_msg("team", "b1", "bob's").await), 151);
+    bob.close().await;
+    server.restart();
+
+    // The window is (51, 151]; each new message moves it by one.
+    let mut alice = server.connect("alice").await;
+    for (client_id, expect, duplicate) in [
+        ("c51", 152, false), // outside: a new message, the window is now (52, 152]
+        ("c53", 53, true),
+        ("c52", 153, false), // aged out by 152: (53, 153]
+        ("c54", 54, true),
+        ("c51", 152, true), // the new c51
+    ] {
+        let got = alice.send_msg("team", client_id, "again").await;
+        assert_eq!(
+            (seq(&got), &got["duplicate"]),
+            (expect, &json!(duplicate)),
+            "alice's {client_id}: {got}"
+        );
+    }
+    let mut bob = server.connect("bob").await;
+    let again = bob.send_msg("team", "b1", "bob's again").await;
+    assert_eq!((seq(&again), &again["duplicate"]), (151, &json!(true)));
 }

@@ -1,5 +1,5 @@
-//! The `biggroup` scenario (issue #14): a group's start must cost O(members + dedup window),
-//! not O(history). One group of `--senders` (4) members is filled with `--messages`
+//! The `biggroup` scenario (issue #14): a group's start must cost O(members + deletions in the
+//! dedup window), not O(history). One group of `--senders` (4) members is filled with `--messages`
 //! (1,000,000) as fast as the server takes them (every sender pipelined, `--window` in flight,
 //! the server started with `--durability process` for the build: sled's flush without fsync,
 //! and `--session-queue 65536` so that no sender, which gets every message pushed too, is

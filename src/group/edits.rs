@@ -128,6 +128,15 @@ impl GroupActor {
         self.queue.wrote();
         self.deleted_seqs.insert(msg.seq);
         if let Ok(sender) = UserId::parse(&record.from) {
+            // Its index entry goes: a sender whose entries are loaded later would miss it, so
+            // the map keeps it now (a resend of a deleted message is still a duplicate).
+            let last_seq = self.queue.last_seq();
+            self.resend.insert(
+                (sender.clone(), record.client_id.clone()),
+                msg.seq,
+                record.ts,
+                last_seq,
+            );
             // Last: a crash before it leaves an index entry of a deleted message, which the
             // group's start removes (it checks the newest deletions).
             if let Err(e) = self

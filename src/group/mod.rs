@@ -9,6 +9,7 @@
 //! - `fanout.rs`: the sessions attached to this group and pushing to them (`try_send`, evict);
 //! - `tick.rs`: cursor moves → at most one `receipt` frame per online sender per tick;
 //! - `load.rs`: rebuilding the state from the store on start;
+//! - `resend.rs`: the resend map, each sender's part loaded on their first send after a start;
 //! - `stored.rs`: a summary straight from the store, for a group whose actor is not running;
 //! - `queries.rs`: summaries, pages of messages, receipts, readers;
 //! - `receipts.rs`: the receipt index, counts in O(log members) (pure, property-tested);
@@ -39,6 +40,7 @@ mod passivation;
 mod queries;
 pub mod receipts;
 mod reminders;
+mod resend;
 mod retention;
 mod stored;
 mod tick;
@@ -49,7 +51,7 @@ pub use retention::{prune_batch, Prune, Pruned};
 pub use stored::stored_summary;
 
 use crate::presence::FrameText;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,6 +72,7 @@ use commit_queue::{AfterFlush, CommitQueue, Flushed};
 use fanout::Fanout;
 use receipts::ReceiptIndex;
 use reminders::Reminders;
+use resend::ResendMap;
 use tick::Moved;
 
 /// What the actor needs from the rest of the server.
@@ -103,9 +106,9 @@ pub struct GroupActor {
     last_ts: u64,
     /// The group's own retention (`None`: the server's).
     retention: Option<RetentionRecord>,
-    /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages.
-    resend: HashMap<(UserId, String), (u64, u64)>,
-    resend_order: VecDeque<(UserId, String)>,
+    /// `(sender, client_id) → (seq, ts)` for the last `dedup_window` messages, each sender's
+    /// loaded on their first send (see `resend.rs`).
+    resend: ResendMap,
     /// Online sessions of members, attached to this group.
     fanout: Fanout,
     /// Cursor intervals moved since the last receipt tick.
@@ -160,8 +163,18 @@ impl GroupActor {
                 return;
             }
         }
+        if let Err(e) = self.load_resends_of(&msg.from) {
+            // Nothing stored: the client resends, and the load is tried again.
+            log::error!(
+                "group {}: loading the resend entries of {}: {e}",
+                self.id,
+                msg.from
+            );
+            let _ = msg.reply.send(Err(e.into()));
+            return;
+        }
         let key = (msg.from, msg.client_id);
-        if let Some(&(seq, ts)) = self.resend.get(&key) {
+        if let Some((seq, ts)) = self.resend.get(&key, self.queue.last_seq()) {
             log::debug!("group {}: duplicate send {} from {}", self.id, seq, key.0);
             let posted = Posted {
                 seq,
@@ -243,14 +256,7 @@ impl GroupActor {
             })
             .to_text(),
         );
-        let key = (from, record.client_id);
-        self.resend.insert(key.clone(), (seq, ts));
-        self.resend_order.push_back(key);
-        while self.resend_order.len() > self.deps.config.dedup_window.max(1) {
-            if let Some(old) = self.resend_order.pop_front() {
-                self.resend.remove(&old);
-            }
-        }
+        self.resend.insert((from, record.client_id), seq, ts, seq);
         log::trace!("group {}: stored message {seq}", self.id);
         self.after_flush(
             AfterFlush::Posted {

@@ -20,7 +20,7 @@
 //!   group written before the index existed gets it at its next start) holds exactly one entry
 //!   per live (not deleted) message, under whoever it names ([`Store::scan_sent_window`] over
 //!   all seqs), and an entry's `client_id` and `ts` are its message's (the resend map after a
-//!   start is built from them; an entry an older build wrote holds no value, which is fine).
+//!   start is built from them, each sender's on their first send; an entry an older build wrote holds no value, which is fine).
 //!   A crash can cut off only a group's last write, so two differences are
 //!   only warnings: the newest message without its entry (written just after the message; the
 //!   group's start adds it), and the newest deletion's entry still there (removed just after the

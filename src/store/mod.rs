@@ -12,7 +12,8 @@
 //! Records are plain values; a message is stored once, under one key that also carries its sender
 //! and `client_id`, so a send is one atomic write and the resend map can be rebuilt from messages.
 //! Its entry in the per-sender index, written just after it, repeats the `client_id` and `ts`
-//! ([`SentRecord`]), so a group's start rebuilds the resend map from those small entries.
+//! ([`SentRecord`]), so the resend map is rebuilt from those small entries, each sender's
+//! ([`Store::scan_sent_entries`]) on their first send after the group's start.
 //!
 //! Two tools work on a whole store through this trait: [`Snapshot`] (the online backup's copy,
 //! written one group at a time while the server runs) and [`check`] (`rollcall check`, the
@@ -106,9 +107,10 @@ pub struct MessageRecord {
 }
 
 /// A message's entry in its sender's index (`b` + sender + seq): what the resend map needs of
-/// the message, so a group's start reads the small entries of its newest `--dedup-window`
-/// messages instead of the messages. Entries written by builds before it held `()`, which
-/// [`Store::scan_sent_window`] reports as `None` (the message itself then tells).
+/// the message, so a sender's first send after a group's start reads the small entries of
+/// their messages among the newest `--dedup-window` instead of the messages. Entries written by
+/// builds before it held `()`, which [`Store::scan_sent_entries`] and
+/// [`Store::scan_sent_window`] report as `None` (the message itself then tells).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRecord {
     pub client_id: String,
@@ -413,6 +415,18 @@ pub trait Store: Send + Sync + 'static {
         after: Seq,
         upto: Seq,
         visit: &mut dyn FnMut(&UserId, Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Calls `visit` with `sender`'s index entries whose seq is in `(after, upto]`, newest
+    /// first, with their values (`None`: an entry a build before entries had values wrote),
+    /// until it returns false: one range of one sender's keys (a sender's first send after its
+    /// group's start reads its part of the resend window with it).
+    fn scan_sent_entries(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Option<SentRecord>) -> bool,
     ) -> Result<(), StoreError>;
     /// The group's own retention, if it has one.
     fn group_retention(&self, group: &GroupId) -> Result<Option<RetentionRecord>, StoreError>;

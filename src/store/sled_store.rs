@@ -249,6 +249,39 @@ impl SledStore {
     }
 }
 
+/// One sender's index entries with seq in `(after, upto]`, newest first, with their values
+/// (`None`: the `()` a build before [`SentRecord`] wrote); `Ok(false)` when `visit` stopped it.
+fn sent_entries_newest_first(
+    tree: &sled::Tree,
+    group: &GroupId,
+    sender: &UserId,
+    after: Seq,
+    upto: Seq,
+    visit: &mut dyn FnMut(Seq, Option<SentRecord>) -> bool,
+) -> Result<bool, StoreError> {
+    if after >= upto {
+        return Ok(true);
+    }
+    let corrupt = || StoreError::Corrupt(format!("sender index in group {group}"));
+    // What builds before `SentRecord` wrote as every entry's value.
+    let unit = encode(&())?;
+    let range = tree
+        .range(keys::sent(sender.as_str(), Seq(after.0 + 1))..=keys::sent(sender.as_str(), upto));
+    for entry in range.rev() {
+        let (key, value) = entry?;
+        let seq = keys::seq_of(&key).ok_or_else(corrupt)?;
+        let record = if value.as_ref() == unit.as_slice() {
+            None
+        } else {
+            Some(decode(&value)?)
+        };
+        if !visit(seq, record) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The first byte of a note's keys.
 /// Calls `step` on the entries of `range` in `direction` until it returns false.
 fn walk(
@@ -753,8 +786,6 @@ impl Store for SledStore {
         }
         let tree = self.tree(group)?;
         let corrupt = || StoreError::Corrupt(format!("sender index in group {group}"));
-        // What builds before `SentRecord` wrote as every entry's value.
-        let unit = encode(&())?;
         let end = Bound::Excluded(vec![keys::SENT + 1]);
         let mut from = Bound::Included(vec![keys::SENT]);
         // One seek per sender: the first key past the previous sender's keys names the next.
@@ -762,23 +793,29 @@ impl Store for SledStore {
             let (key, _) = entry?;
             let (sender, _) = keys::sent_parts(&key).ok_or_else(corrupt)?;
             let user = UserId::parse(sender).map_err(|_| corrupt())?;
-            let window =
-                tree.range(keys::sent(sender, Seq(after.0 + 1))..=keys::sent(sender, upto));
-            for entry in window.rev() {
-                let (key, value) = entry?;
-                let seq = keys::seq_of(&key).ok_or_else(corrupt)?;
-                let record = if value.as_ref() == unit.as_slice() {
-                    None
-                } else {
-                    Some(decode(&value)?)
-                };
-                if !visit(&user, seq, record) {
-                    return Ok(());
-                }
+            if !sent_entries_newest_first(&tree, group, &user, after, upto, &mut |seq, record| {
+                visit(&user, seq, record)
+            })? {
+                return Ok(());
             }
             from = Bound::Excluded(keys::sent(sender, Seq(u64::MAX)));
         }
         Ok(())
+    }
+
+    fn scan_sent_entries(
+        &self,
+        group: &GroupId,
+        sender: &UserId,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Option<SentRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let tree = self.tree(group)?;
+        sent_entries_newest_first(&tree, group, sender, after, upto, visit).map(|_| ())
     }
 
     fn index_sent(

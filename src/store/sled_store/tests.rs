@@ -565,6 +565,109 @@ fn the_sent_window_lists_every_senders_entries_with_their_client_ids() {
     ));
 }
 
+/// Every entry [`Store::scan_sent_entries`] visits for `sender`: seq and `(client_id, ts)`.
+fn entries_of(
+    store: &SledStore,
+    g: &GroupId,
+    sender: &str,
+    after: u64,
+    upto: u64,
+) -> Vec<(u64, Option<(String, u64)>)> {
+    let mut out = Vec::new();
+    store
+        .scan_sent_entries(
+            g,
+            &UserId::parse(sender).unwrap(),
+            Seq(after),
+            Seq(upto),
+            &mut |seq, entry| {
+                out.push((seq.0, entry.map(|e| (e.client_id, e.ts))));
+                true
+            },
+        )
+        .unwrap();
+    out
+}
+
+#[test]
+fn one_senders_entries_come_newest_first_with_their_values_and_no_one_elses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20, Durability::Power).unwrap();
+    let g = GroupId::parse("g").unwrap();
+    assert_eq!(entries_of(&store, &g, "al", 0, 9), [], "an empty group");
+    // "al" is a prefix of "alice": her entries are not his.
+    for s in 1..=10 {
+        let record = MessageRecord {
+            from: if s % 2 == 0 { "al" } else { "alice" }.into(),
+            client_id: format!("c{s}"),
+            ts: 100 + s,
+            body: "hi".into(),
+        };
+        store.put_message(&g, Seq(s), &record).unwrap();
+    }
+    let valued = |seqs: &[u64]| -> Vec<(u64, Option<(String, u64)>)> {
+        seqs.iter()
+            .map(|&s| (s, Some((format!("c{s}"), 100 + s))))
+            .collect()
+    };
+    assert_eq!(entries_of(&store, &g, "al", 3, 8), valued(&[8, 6, 4]));
+    assert_eq!(
+        entries_of(&store, &g, "alice", 0, 10),
+        valued(&[9, 7, 5, 3, 1])
+    );
+    assert_eq!(entries_of(&store, &g, "al", 4, 4), [], "an empty range");
+    assert_eq!(entries_of(&store, &g, "al", 8, 2), [], "a reversed range");
+    assert_eq!(entries_of(&store, &g, "bob", 0, 10), [], "no messages");
+    // An entry an older build wrote holds `()`; a removed one is gone.
+    store
+        .tree(&g)
+        .unwrap()
+        .insert(keys::sent("al", Seq(6)), encode(&()).unwrap())
+        .unwrap();
+    store
+        .index_sent(&g, &UserId::parse("al").unwrap(), Seq(4), None)
+        .unwrap();
+    assert_eq!(
+        entries_of(&store, &g, "al", 0, 10),
+        [
+            (10, Some(("c10".to_owned(), 110))),
+            (8, Some(("c8".to_owned(), 108))),
+            (6, None),
+            (2, Some(("c2".to_owned(), 102)))
+        ]
+    );
+    // The visit stops the scan; a value that is neither is corruption.
+    let mut visited = 0;
+    store
+        .scan_sent_entries(
+            &g,
+            &UserId::parse("al").unwrap(),
+            Seq(0),
+            Seq(10),
+            &mut |_, _| {
+                visited += 1;
+                visited < 2
+            },
+        )
+        .unwrap();
+    assert_eq!(visited, 2);
+    store
+        .tree(&g)
+        .unwrap()
+        .insert(keys::sent("al", Seq(8)), vec![1, 7])
+        .unwrap();
+    assert!(matches!(
+        store.scan_sent_entries(
+            &g,
+            &UserId::parse("al").unwrap(),
+            Seq(0),
+            Seq(10),
+            &mut |_, _| true
+        ),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
 #[test]
 fn a_precopy_then_a_copy_catches_up_on_edits_deletes_prunes_and_new_messages() {
     let dir = tempfile::tempdir().unwrap();
