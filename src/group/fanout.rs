@@ -10,7 +10,7 @@ use crate::presence::FrameText;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::prelude::SendError;
+use actix::prelude::{Recipient, SendError};
 
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
@@ -120,21 +120,46 @@ fn push(
     kind: &'static str,
     text: &FrameText,
 ) -> bool {
-    match handle.outbox.try_send(Outbound::Frame {
-        kind,
-        text: text.clone(),
-    }) {
+    match send_to(metrics, &handle.outbox, kind, text) {
         Ok(()) => true,
-        Err(SendError::Full(_)) => {
+        Err(Undelivered::Evicted) => {
             log::warn!(
                 "group {group}: session {} of {} is behind; evicting it",
                 handle.id,
                 handle.user
             );
-            metrics.outbound_queue_overflows.inc();
-            handle.outbox.do_send(Outbound::Evict);
             false
         }
-        Err(SendError::Closed(_)) => false,
+        Err(Undelivered::Closed) => false,
+    }
+}
+
+/// Why [`send_to`] did not queue a frame.
+pub(super) enum Undelivered {
+    /// The session's mailbox was full: it is told to close (4000) and resync.
+    Evicted,
+    /// The session is gone.
+    Closed,
+}
+
+/// Queues a frame in a session's mailbox with `try_send` (a group never waits for a session);
+/// a full mailbox evicts the session.
+pub(super) fn send_to(
+    metrics: &Metrics,
+    outbox: &Recipient<Outbound>,
+    kind: &'static str,
+    text: &FrameText,
+) -> Result<(), Undelivered> {
+    match outbox.try_send(Outbound::Frame {
+        kind,
+        text: text.clone(),
+    }) {
+        Ok(()) => Ok(()),
+        Err(SendError::Full(_)) => {
+            metrics.outbound_queue_overflows.inc();
+            outbox.do_send(Outbound::Evict);
+            Err(Undelivered::Evicted)
+        }
+        Err(SendError::Closed(_)) => Err(Undelivered::Closed),
     }
 }

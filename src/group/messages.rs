@@ -13,10 +13,10 @@ use actix::Message as ActixMessage;
 use tokio::sync::oneshot;
 
 use crate::ids::{GroupId, UserId};
-use crate::presence::SessionHandle;
+use crate::presence::{Outbound, SessionHandle};
 use crate::protocol::{
     AuditMismatch, AuditReply, ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem,
-    ReceiptPolicy, ReceiptTally, Refusal, RemindedMessage, Reminder, Role,
+    ReceiptPolicy, ReceiptTally, Refusal, RemindedMessage, Reminder, RequestId, Role,
 };
 use crate::store::{
     GroupCopy, GroupKindRecord, MemberRecord, ReceiptPolicyRecord, RetentionRecord, RoleRecord,
@@ -225,16 +225,20 @@ pub struct AdvanceCursor {
 }
 
 /// The `ack`s and `read`s of one member read in one burst of a session's frames, in order:
-/// `(cursor, seq)` each. Cursors are max-registers, so the group applies the valid ones as one
-/// move (one index update, one write, one `read_sync`) and answers the refused ones by their
-/// place in `moves`.
+/// `(cursor, seq)` each, with each frame's `id` at the same place in `ids`. Cursors are
+/// max-registers, so the group applies the valid ones as one move (one index update, one write,
+/// one `read_sync`). Each refused one is answered with an `error` frame (its own `id`) put in the
+/// session's mailbox, `refusals_to`: a reply the session is waiting for from a later frame comes
+/// after it, as every reply of the group comes in the order it handled the frames' commands.
 #[derive(ActixMessage)]
-#[rtype(result = "Vec<(usize, GroupError)>")]
+#[rtype(result = "()")]
 pub struct AdvanceCursors {
     pub user: UserId,
     pub moves: Vec<(Cursor, u64)>,
+    pub ids: Vec<Option<RequestId>>,
     /// The session that moved them, which gets no `read_sync` of its own move.
     pub session_id: Option<u64>,
+    pub refusals_to: actix::Recipient<Outbound>,
 }
 
 /// Which page of messages [`FetchMessages`] wants.

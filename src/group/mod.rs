@@ -62,7 +62,7 @@ use crate::config::Config;
 use crate::ids::{GroupId, Seq, UserId};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::protocol::{Message, ServerFrame};
+use crate::protocol::{Message, Refusal, ServerFrame};
 use crate::store::{
     now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, Note,
     ReceiptPolicyRecord, RetentionRecord, RoleRecord, Store, StoreError,
@@ -288,7 +288,7 @@ impl GroupActor {
     }
 
     /// Applies a burst of moves as the one move they add up to; returns the refused ones.
-    fn advance_all(&mut self, msg: AdvanceCursors) -> Vec<(usize, GroupError)> {
+    fn advance_all(&mut self, msg: &AdvanceCursors) -> Vec<(usize, GroupError)> {
         if self.check_member(&msg.user).is_err() {
             return (0..msg.moves.len())
                 .map(|at| (at, GroupError::NotMember))
@@ -436,11 +436,29 @@ impl Handler<AdvanceCursor> for GroupActor {
 }
 
 impl Handler<AdvanceCursors> for GroupActor {
-    type Result = MessageResult<AdvanceCursors>;
+    type Result = ();
 
-    fn handle(&mut self, msg: AdvanceCursors, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: AdvanceCursors, _ctx: &mut Context<Self>) {
         self.used();
-        MessageResult(self.advance_all(msg))
+        let refused = self.advance_all(&msg);
+        for (at, e) in refused {
+            let refusal = Refusal::from(e);
+            let frame = ServerFrame::Error {
+                id: msg.ids.get(at).cloned().flatten(),
+                code: refusal.code,
+                message: refusal.message,
+                retry_after_ms: refusal.retry_after_ms,
+            };
+            let text = FrameText::from(frame.to_text());
+            let sent = fanout::send_to(&self.deps.metrics, &msg.refusals_to, "error", &text);
+            if let Err(fanout::Undelivered::Evicted) = sent {
+                log::warn!(
+                    "group {}: session of {} is behind; evicting it",
+                    self.id,
+                    msg.user
+                );
+            }
+        }
     }
 }
 

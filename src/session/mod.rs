@@ -256,9 +256,9 @@ impl Actor for Session {
         self.welcome(ctx);
     }
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
         // Moves read before the close still count.
-        commands::flush_cursors_closing(self);
+        commands::flush_cursors_closing(self, ctx);
         self.registry.metrics().sessions.dec();
         self.registry.presence().unregister(&self.user, self.id);
         self.registry.session_closed(&self.user);

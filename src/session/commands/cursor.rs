@@ -6,7 +6,9 @@
 //! when the burst ends, or before any other frame is run, so no later frame's command overtakes
 //! them. Cursors are max-registers: a client that reads one message at a time costs the group
 //! one move per burst, not one per frame. Each refused move is still answered, with its own
-//! frame's `id`, in the order the frames came.
+//! frame's `id`: the group puts the `error` in the session's mailbox, so it comes before the
+//! reply to any later frame (the group handles commands in order, and the session reads its
+//! mailbox before the replies it waits for).
 
 use actix::prelude::*;
 
@@ -54,10 +56,25 @@ pub(super) fn advance(
     }
     if !batch.flush_queued {
         batch.flush_queued = true;
-        // Runs once the frames ready now were read (spawned items run after the stream's turn).
-        ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Session, ctx| flush(act, ctx)));
+        // Handled once the frames ready now were read: the mailbox is read after the stream's
+        // turn. A message rather than a spawned future, whose completion would reorder the
+        // session's other pending replies (actix keeps them in a vector and swap-removes).
+        ctx.address().do_send(FlushCursors);
     }
     Ok(())
+}
+
+/// Sends the gathered cursor moves (queued by the session to itself after a burst of frames).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(in crate::session) struct FlushCursors;
+
+impl Handler<FlushCursors> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: FlushCursors, ctx: &mut Ctx) {
+        flush(self, ctx);
+    }
 }
 
 /// Sends the gathered moves to their groups; refusals are written when the groups answer.
@@ -83,38 +100,37 @@ pub(in crate::session) fn flush(session: &mut Session, ctx: &mut Ctx) {
         let command = AdvanceCursors {
             user: session.user.clone(),
             moves,
+            ids,
             session_id: Some(session.id),
+            refusals_to: ctx.address().recipient(),
         };
-        // Queued now, so a later frame's command cannot overtake it.
-        let request = addr.send(command);
-        ctx.spawn(
-            request
-                .into_actor(session)
-                .map(move |result, act, ctx| match result {
-                    Ok(refusals) => {
-                        for (at, e) in refusals {
-                            let id = ids.get(at).cloned().flatten();
-                            act.send_frame(&group_error(id, e), ctx);
-                        }
-                    }
-                    Err(_) => {
-                        for id in ids {
-                            act.send_frame(&unavailable(id), ctx);
-                        }
-                    }
-                }),
-        );
+        // Queued now, so a later frame's command cannot overtake it, and without a reply to
+        // wait for: the group puts its refusals in this session's mailbox, ahead of the replies
+        // to later frames.
+        match addr.try_send(command) {
+            Ok(()) => {}
+            // `send` on a fresh address queues past the bound too (one message per sender):
+            // the same here, so the order is kept.
+            Err(SendError::Full(command)) => addr.do_send(command),
+            Err(SendError::Closed(command)) => {
+                for id in command.ids {
+                    session.send_frame(&unavailable(id), ctx);
+                }
+            }
+        }
     }
 }
 
 /// Sends the gathered moves without waiting for answers (the session is closing).
-pub(in crate::session) fn flush_closing(session: &mut Session) {
-    for GroupMoves { group, moves, .. } in std::mem::take(&mut session.cursor_batch.groups) {
+pub(in crate::session) fn flush_closing(session: &mut Session, ctx: &mut Ctx) {
+    for GroupMoves { group, moves, ids } in std::mem::take(&mut session.cursor_batch.groups) {
         if let Ok(addr) = session.group(&group) {
             addr.do_send(AdvanceCursors {
                 user: session.user.clone(),
                 moves,
+                ids,
                 session_id: Some(session.id),
+                refusals_to: ctx.address().recipient(),
             });
         }
     }
