@@ -475,6 +475,16 @@ fn cursor_frames_parse_like_the_careful_parse() {
     }
 }
 
+/// A float `id` reads the same in the one-pass and the careful parse (serde_json's
+/// `float_roundtrip`: without it the two paths could round the last digit differently).
+#[test]
+fn float_ids_read_alike() {
+    let text = r#"{"type":"receipts","id":-4.960083608606575e+40,"group":"g","mine":false}"#;
+    assert_eq!(ClientFrame::parse(text), ClientFrame::parse_checked(text));
+    let frame = ClientFrame::parse(text).expect(text);
+    assert_eq!(ClientFrame::parse(&frame.to_text()).as_ref(), Ok(&frame));
+}
+
 /// Deeply nested JSON is refused (serde_json's recursion limit), not a stack overflow.
 #[test]
 fn deep_nesting_is_bad_frame() {
