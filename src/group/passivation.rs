@@ -66,13 +66,28 @@ impl GroupActor {
         let Some(idle) = self.deps.config.group_idle else {
             return;
         };
-        if self.last_used.elapsed() < idle || !self.settled() {
+        if self.last_used.elapsed() < idle {
+            return;
+        }
+        if !self.settled() {
+            log::trace!(
+                "group {}: idle but not settled (queue settled {}, unwritten {}, moved {}, \
+                 deferred {}, schedules {}, deleted {})",
+                self.id,
+                self.queue.is_settled(),
+                self.unwritten_cursors.len(),
+                self.moved.len(),
+                self.deferred.len(),
+                self.reminders.has_schedules(),
+                self.deleted
+            );
             return;
         }
         let Some(retire) = self.retire.as_ref() else {
             return;
         };
         if !retire(&ctx.address()) {
+            log::trace!("group {}: idle, but the registry keeps it", self.id);
             return;
         }
         self.deps.metrics.group_passivations.inc();
