@@ -273,30 +273,31 @@ impl GroupActor {
         );
     }
 
+    /// One move: [`GroupActor::advance_all`] of one.
     fn advance(&mut self, msg: AdvanceCursor) -> Result<(), GroupError> {
-        self.check_member(&msg.user)?;
-        let durable_seq = self.queue.durable_seq();
-        if msg.seq > durable_seq {
-            return Err(above_last_seq(msg.seq, durable_seq));
+        let moves = [(msg.cursor, msg.seq)];
+        match self.advance_all(&msg.user, &moves, msg.session_id).pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
-        let (delivered, read) = match msg.cursor {
-            Cursor::Delivered => (Some(msg.seq), None),
-            Cursor::Read => (None, Some(msg.seq)),
-        };
-        self.move_cursors(&msg.user, delivered, read, msg.session_id);
-        Ok(())
     }
 
-    /// Applies a burst of moves as the one move they add up to; returns the refused ones.
-    fn advance_all(&mut self, msg: &AdvanceCursors) -> Vec<(usize, GroupError)> {
-        if self.check_member(&msg.user).is_err() {
-            return (0..msg.moves.len())
+    /// Applies a burst of moves as the one move they add up to; returns the refused ones, by
+    /// their place in `moves`.
+    fn advance_all(
+        &mut self,
+        user: &UserId,
+        moves: &[(Cursor, u64)],
+        session_id: Option<u64>,
+    ) -> Vec<(usize, GroupError)> {
+        if self.check_member(user).is_err() {
+            return (0..moves.len())
                 .map(|at| (at, GroupError::NotMember))
                 .collect();
         }
         let durable_seq = self.queue.durable_seq();
         let (mut delivered, mut read, mut refused) = (None, None, Vec::new());
-        for (at, &(cursor, seq)) in msg.moves.iter().enumerate() {
+        for (at, &(cursor, seq)) in moves.iter().enumerate() {
             if seq > durable_seq {
                 refused.push((at, above_last_seq(seq, durable_seq)));
                 continue;
@@ -308,7 +309,7 @@ impl GroupActor {
             *highest = Some(highest.map_or(seq, |h: u64| h.max(seq)));
         }
         if delivered.is_some() || read.is_some() {
-            self.move_cursors(&msg.user, delivered, read, msg.session_id);
+            self.move_cursors(user, delivered, read, session_id);
         }
         refused
     }
@@ -440,16 +441,10 @@ impl Handler<AdvanceCursors> for GroupActor {
 
     fn handle(&mut self, msg: AdvanceCursors, _ctx: &mut Context<Self>) {
         self.used();
-        let refused = self.advance_all(&msg);
+        let refused = self.advance_all(&msg.user, &msg.moves, msg.session_id);
         for (at, e) in refused {
-            let refusal = Refusal::from(e);
-            let frame = ServerFrame::Error {
-                id: msg.ids.get(at).cloned().flatten(),
-                code: refusal.code,
-                message: refusal.message,
-                retry_after_ms: refusal.retry_after_ms,
-            };
-            let text = FrameText::from(frame.to_text());
+            let id = msg.ids.get(at).cloned().flatten();
+            let text = FrameText::from(ServerFrame::refused(id, Refusal::from(e)).to_text());
             let sent = fanout::send_to(&self.deps.metrics, &msg.refusals_to, "error", &text);
             if let Err(fanout::Undelivered::Evicted) = sent {
                 log::warn!(

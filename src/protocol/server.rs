@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{to_json, ErrorCode, RequestId};
+use super::{to_json, ErrorCode, Refusal, RequestId};
 
 /// A frame sent by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +242,16 @@ impl ServerFrame {
     /// Parses one text frame sent by a server (used by the client module).
     pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// The `error` frame for a refused request.
+    pub fn refused(id: Option<RequestId>, refusal: Refusal) -> ServerFrame {
+        ServerFrame::Error {
+            id,
+            code: refusal.code,
+            message: refusal.message,
+            retry_after_ms: refusal.retry_after_ms,
+        }
     }
 
     /// An `error` frame.

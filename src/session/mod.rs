@@ -389,12 +389,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 
 /// The `error` frame for a refused request.
 fn refused(id: Option<RequestId>, refusal: Refusal) -> ServerFrame {
-    ServerFrame::Error {
-        id,
-        code: refusal.code,
-        message: refusal.message,
-        retry_after_ms: refusal.retry_after_ms,
-    }
+    ServerFrame::refused(id, refusal)
 }
 
 /// The `error` frame for a request a group refused.

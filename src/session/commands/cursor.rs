@@ -77,7 +77,8 @@ impl Handler<FlushCursors> for Session {
     }
 }
 
-/// Sends the gathered moves to their groups; refusals are written when the groups answer.
+/// Sends the gathered moves to their groups; the groups put their refusals in this session's
+/// mailbox.
 pub(in crate::session) fn flush(session: &mut Session, ctx: &mut Ctx) {
     session.cursor_batch.flush_queued = false;
     for GroupMoves { group, moves, ids } in std::mem::take(&mut session.cursor_batch.groups) {
@@ -97,13 +98,7 @@ pub(in crate::session) fn flush(session: &mut Session, ctx: &mut Ctx) {
                 continue;
             }
         };
-        let command = AdvanceCursors {
-            user: session.user.clone(),
-            moves,
-            ids,
-            session_id: Some(session.id),
-            refusals_to: ctx.address().recipient(),
-        };
+        let command = command(session, ctx, moves, ids);
         // Queued now, so a later frame's command cannot overtake it, and without a reply to
         // wait for: the group puts its refusals in this session's mailbox, ahead of the replies
         // to later frames.
@@ -125,14 +120,24 @@ pub(in crate::session) fn flush(session: &mut Session, ctx: &mut Ctx) {
 pub(in crate::session) fn flush_closing(session: &mut Session, ctx: &mut Ctx) {
     for GroupMoves { group, moves, ids } in std::mem::take(&mut session.cursor_batch.groups) {
         if let Ok(addr) = session.group(&group) {
-            addr.do_send(AdvanceCursors {
-                user: session.user.clone(),
-                moves,
-                ids,
-                session_id: Some(session.id),
-                refusals_to: ctx.address().recipient(),
-            });
+            addr.do_send(command(session, ctx, moves, ids));
         }
+    }
+}
+
+/// The group command for one group's gathered moves; refusals go to this session's mailbox.
+fn command(
+    session: &Session,
+    ctx: &mut Ctx,
+    moves: Vec<(Cursor, u64)>,
+    ids: Vec<Option<RequestId>>,
+) -> AdvanceCursors {
+    AdvanceCursors {
+        user: session.user.clone(),
+        moves,
+        ids,
+        session_id: Some(session.id),
+        refusals_to: ctx.address().recipient(),
     }
 }
 
