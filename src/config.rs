@@ -28,6 +28,18 @@ pub const DEFAULT_DEDUP_WINDOW: usize = 10_000;
 pub const DEFAULT_CACHE_MB: u64 = 64;
 pub const DEFAULT_REMIND_INTERVAL_SECS: u64 = 300;
 
+/// How long an active node's lease lasts without renewal (PostgreSQL store).
+pub const DEFAULT_LEASE_MS: u64 = 5_000;
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// sled in `<data>/db` (the embedded default).
+    Sled,
+    /// PostgreSQL at this connection URL (`postgres://user:pass@host:port/db`).
+    Postgres(String),
+}
+
 /// How much a store flush guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -111,6 +123,12 @@ pub struct Config {
     /// Where `POST /api/backup` writes its snapshots (one directory each); `None`:
     /// `<data_dir>/backups`.
     pub backup_dir: Option<PathBuf>,
+    /// sled in the data directory, or PostgreSQL.
+    pub store: StoreKind,
+    /// This node's id in the database's ownership records (PostgreSQL store).
+    pub node_id: String,
+    /// How long the active node's lease lasts without renewal (PostgreSQL store).
+    pub lease: Duration,
 }
 
 impl Config {
@@ -144,8 +162,20 @@ impl Config {
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             demo: false,
             backup_dir: None,
+            store: StoreKind::Sled,
+            node_id: default_node_id(),
+            lease: Duration::from_millis(DEFAULT_LEASE_MS),
         }
     }
+}
+
+/// The machine's host name (`--node-id`'s default), or `rollcall`.
+pub fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "rollcall".into())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use rollcall::auth::{Auth, DEFAULT_TOKEN_TTL_SECS};
-use rollcall::config::{self, Config, Durability};
+use rollcall::config::{self, Config, Durability, StoreKind};
 use rollcall::ids::UserId;
 
 /// mimalloc rather than glibc malloc: less CPU per allocation on the hot paths (BENCHMARKS.md,
@@ -98,6 +98,18 @@ struct ServeArgs {
     /// `jwt-secret`.
     #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
+    /// Where the data lives: `sled` (in `<data>/db`), or a PostgreSQL URL
+    /// `postgres://user:pass@host:port/db` (the secrets stay in `--data`).
+    #[arg(long, env = "ROLLCALL_STORE", default_value = "sled")]
+    store: String,
+    /// This node's id in the database (PostgreSQL store): the active node and the owner of
+    /// every group are recorded by it. Default: the host name.
+    #[arg(long, env = "ROLLCALL_NODE_ID")]
+    node_id: Option<String>,
+    /// How long the active node's lease lasts without renewal, in milliseconds (PostgreSQL
+    /// store): a standby takes over once it has expired.
+    #[arg(long, env = "ROLLCALL_LEASE_MS", default_value_t = config::DEFAULT_LEASE_MS)]
+    lease_ms: u64,
     /// Admin bearer token for `/api/*` and `/metrics`; when unset, generated into
     /// `<data>/admin-token` and printed once.
     #[arg(long, env = "ROLLCALL_ADMIN_TOKEN", hide_env_values = true)]
@@ -238,6 +250,15 @@ impl ServeArgs {
         config.presence_max_members = self.presence_max_members;
         config.demo = self.demo;
         config.backup_dir = self.backup_dir;
+        config.store = if self.store == "sled" {
+            StoreKind::Sled
+        } else {
+            StoreKind::Postgres(self.store)
+        };
+        if let Some(node_id) = self.node_id.filter(|id| !id.is_empty()) {
+            config.node_id = node_id;
+        }
+        config.lease = Duration::from_millis(self.lease_ms.max(100));
         config
     }
 }

@@ -23,11 +23,13 @@ use crate::accounts::Accounts;
 use crate::auth::Auth;
 use crate::backup::Backups;
 use crate::commit::Committer;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::http::{routes, AppState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::{SledStore, Store};
+use crate::store::{PgOptions, SledStore, Store};
+
+mod standby;
 
 /// How long the HTTP workers may take to finish their connections after a stop signal; a
 /// client that does not read its close frame is cut off after this.
@@ -35,21 +37,137 @@ pub const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 
 /// Runs the server until `shutdown` resolves (or storage fails), then shuts down gracefully
 /// (see the module doc). Must be called inside an actix system (`actix_web::rt::System`).
+///
+/// On PostgreSQL the node first waits as a standby until it holds the lease (`standby.rs`),
+/// then serves; fenced (another node took over), it closes its sessions with 1012 and waits as
+/// a standby again, on the same listener.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -> io::Result<()> {
+    use futures_util::FutureExt;
     std::fs::create_dir_all(&config.data_dir)?;
     let (auth, generated_admin_token) = Auth::load(
         &config.data_dir,
         config.admin_token.clone(),
         config.jwt_secret.clone(),
     )?;
-    let sled = SledStore::open(
-        &config.data_dir.join("db"),
-        config.cache_bytes,
-        config.durability,
-    )
-    .map_err(|e| io::Error::other(format!("opening the database: {e}")))?;
-    sled.guard_disk(config.min_free_bytes);
-    let store: Arc<dyn Store> = Arc::new(sled);
+    // The store is opened (its format or schema checked) before anything listens.
+    let opened = match &config.store {
+        StoreKind::Sled => {
+            let sled = SledStore::open(
+                &config.data_dir.join("db"),
+                config.cache_bytes,
+                config.durability,
+            )
+            .map_err(|e| io::Error::other(format!("opening the database: {e}")))?;
+            sled.guard_disk(config.min_free_bytes);
+            Opened::Sled(sled)
+        }
+        StoreKind::Postgres(url) => Opened::Postgres(
+            standby::connect(PgOptions {
+                url: url.clone(),
+                node_id: config.node_id.clone(),
+                lease: config.lease,
+            })
+            .await?,
+        ),
+    };
+    let listener = std::net::TcpListener::bind(config.addr)?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "rollcall: listening on {}", listener.local_addr()?)?;
+        if let Some(token) = generated_admin_token {
+            writeln!(
+                out,
+                "rollcall: generated admin token (shown once; stored in {}): {token}",
+                config
+                    .data_dir
+                    .join(crate::auth::ADMIN_TOKEN_FILE)
+                    .display()
+            )?;
+        }
+        out.flush()?;
+    }
+    log::info!("data directory {}", config.data_dir.display());
+    let shutdown = shutdown.boxed_local().shared();
+    let config = Arc::new(config);
+    let mut pg = match opened {
+        Opened::Sled(sled) => {
+            serve(config, auth, Arc::new(sled), listener, shutdown).await?;
+            return Ok(());
+        }
+        Opened::Postgres(pg) => Some(pg),
+    };
+    let mut auth = Some(auth);
+    loop {
+        let pg = match pg.take() {
+            Some(pg) => pg,
+            None => {
+                let StoreKind::Postgres(url) = &config.store else {
+                    return Ok(());
+                };
+                standby::connect(PgOptions {
+                    url: url.clone(),
+                    node_id: config.node_id.clone(),
+                    lease: config.lease,
+                })
+                .await?
+            }
+        };
+        let Some(store) =
+            standby::wait_until_active(pg, &config, listener.try_clone()?, shutdown.clone())
+                .await?
+        else {
+            return Ok(());
+        };
+        let auth = match auth.take() {
+            Some(auth) => auth,
+            None => {
+                Auth::load(
+                    &config.data_dir,
+                    config.admin_token.clone(),
+                    config.jwt_secret.clone(),
+                )?
+                .0
+            }
+        };
+        let listening = listener.try_clone()?;
+        match serve(
+            Arc::clone(&config),
+            auth,
+            store,
+            listening,
+            shutdown.clone(),
+        )
+        .await?
+        {
+            Ended::Stopped => return Ok(()),
+            Ended::Fenced => log::warn!("this node was fenced: waiting as a standby"),
+        }
+    }
+}
+
+/// The store as opened at start, before anything listens.
+enum Opened {
+    Sled(SledStore),
+    /// Connected, its schema up to date; not active yet.
+    Postgres(crate::store::Postgres),
+}
+
+/// How [`serve`] ended.
+enum Ended {
+    /// Shutdown was asked for (or storage failed, which returns an error instead).
+    Stopped,
+    /// Another node took over: serve again once this node holds the lease.
+    Fenced,
+}
+
+/// Serves on `store` until `shutdown`, a storage failure or a fence.
+async fn serve(
+    config: Arc<Config>,
+    auth: Auth,
+    store: Arc<dyn Store>,
+    listener: std::net::TcpListener,
+    shutdown: futures_util::future::Shared<futures_util::future::LocalBoxFuture<'static, ()>>,
+) -> io::Result<Ended> {
     // Demo data goes only into a store with no users yet: other files in the directory (a
     // README, the secrets Rollcall generated on an earlier start) do not count.
     let seed_demo = config.demo
@@ -61,7 +179,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
-    let config = Arc::new(config);
     let registry = Registry::new(
         Arc::clone(&store),
         committer,
@@ -94,25 +211,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    let server = server.bind(config.addr)?;
-    {
-        let mut out = io::stdout().lock();
-        for addr in server.addrs() {
-            writeln!(out, "rollcall: listening on {addr}")?;
-        }
-        if let Some(token) = generated_admin_token {
-            writeln!(
-                out,
-                "rollcall: generated admin token (shown once; stored in {}): {token}",
-                config
-                    .data_dir
-                    .join(crate::auth::ADMIN_TOKEN_FILE)
-                    .display()
-            )?;
-        }
-        out.flush()?;
-    }
-    log::info!("data directory {}", config.data_dir.display());
+    let server = server.listen(listener)?;
     if config.demo {
         // The listener is bound (early browsers wait in its backlog); seed before serving so
         // the printed links open a page with history.
@@ -135,17 +234,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     });
     let closing = Arc::clone(&registry);
     let watched = Arc::clone(&store);
+    let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let was_fenced = Arc::clone(&fenced);
     actix_web::rt::spawn(async move {
         let reason = tokio::select! {
             () = shutdown => "shutdown requested",
-            () = storage_failed(watched) => "storage failure",
+            () = storage_failed(Arc::clone(&watched)) => "storage failure",
+            () = fenced_off(watched) => "fenced",
         };
         log::info!("{reason}: closing sessions and stopping");
         // Stop accepting first (the command goes out now), then close the open sessions; a
         // session that starts after this closes itself at once.
         let stopped = handle.stop(true);
-        let n_sessions = closing.presence().close_all();
-        log::info!("closing {n_sessions} sessions (1001)");
+        if reason == "fenced" {
+            was_fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+            let n_sessions = closing.presence().restart_all();
+            log::info!("closing {n_sessions} sessions (1012)");
+        } else {
+            let n_sessions = closing.presence().close_all();
+            log::info!("closing {n_sessions} sessions (1001)");
+        }
         stopped.await;
     });
     let served = running.await;
@@ -161,11 +269,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
             log::error!("a group arbiter panicked while stopping");
         }
     }
+    let fenced = fenced.load(std::sync::atomic::Ordering::SeqCst);
     let result = match store.failure() {
         Some(reason) => Err(io::Error::other(format!(
             "storage failed ({reason}); stopped. Every `sent` before the failure is on disk; \
              restart once the data directory is writable"
         ))),
+        None if fenced => Ok(()),
         None => {
             log::info!("stopping: flushing the database");
             store
@@ -177,7 +287,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
     // wait until the last handle on the store (the commit thread's) is gone.
     drop((state, registry));
     release(store).await;
-    result
+    result.map(|()| {
+        if fenced {
+            Ended::Fenced
+        } else {
+            Ended::Stopped
+        }
+    })
 }
 
 /// Sets `TCP_USER_TIMEOUT` on an accepted connection: once data it wrote stays unacknowledged,
@@ -216,6 +332,18 @@ async fn release(store: Arc<dyn Store>) {
     }
     if weak.strong_count() > 0 {
         log::warn!("the database is still in use after the shutdown bound");
+    }
+}
+
+/// Resolves once the store was fenced: another node took over (PostgreSQL).
+async fn fenced_off(store: Arc<dyn Store>) {
+    let mut check = actix_web::rt::time::interval(Duration::from_millis(100));
+    loop {
+        check.tick().await;
+        if let Some(reason) = store.fenced() {
+            log::error!("fenced ({reason}): closing every session with 1012");
+            return;
+        }
     }
 }
 

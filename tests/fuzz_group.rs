@@ -930,6 +930,18 @@ impl Store for ProbedStore {
         self.probe.durable.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
+    fn claim_group(&self, group: &GroupId) -> Result<u64, StoreError> {
+        self.inner.claim_group(group)
+    }
+    fn flush_claimed(&self, claims: &[(GroupId, u64)]) -> Result<Vec<GroupId>, StoreError> {
+        let covered = self.probe.writes.load(Ordering::SeqCst);
+        let fenced = self.inner.flush_claimed(claims)?;
+        self.probe.durable.fetch_max(covered, Ordering::SeqCst);
+        Ok(fenced)
+    }
+    fn fenced(&self) -> Option<String> {
+        self.inner.fenced()
+    }
     fn writable(&self) -> Result<(), StoreError> {
         self.inner.writable()
     }
@@ -975,6 +987,7 @@ impl Handler<Outbound> for Recorder {
             }
             Outbound::Evict => ("evict".to_string(), String::new(), true),
             Outbound::GoingAway => ("going_away".to_string(), String::new(), true),
+            Outbound::Restart => ("restart".to_string(), String::new(), true),
             Outbound::Unauthorized(why) => ("unauthorized".to_string(), why.to_string(), true),
         };
         self.frames.lock().expect("frames").push(frame);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::commit::FlushOutcome;
 use crate::ids::UserId;
 use crate::presence::{Outbound, SessionHandle};
 use crate::store::MemberRecord;
@@ -100,6 +101,36 @@ pub(super) enum AfterFlush {
 }
 
 impl AfterFlush {
+    /// After a flush whose outcome is unknown (the database failed; the writes are kept and
+    /// retried): answers a waiting command with `error` now, and returns what still waits for
+    /// the writes to become durable (pushes and notifications, never an answer).
+    fn answer_failed(self, error: GroupError) -> Option<AfterFlush> {
+        match self {
+            AfterFlush::Posted {
+                posted,
+                push: Some(text),
+                reply,
+                accepted,
+            } => {
+                let _ = reply.send(Err(error));
+                let (reply, _) = oneshot::channel();
+                Some(AfterFlush::Posted {
+                    posted,
+                    push: Some(text),
+                    reply,
+                    accepted,
+                })
+            }
+            keep @ (AfterFlush::AttachNewMember { .. }
+            | AfterFlush::Notify { .. }
+            | AfterFlush::Farewell { .. }) => Some(keep),
+            answer => {
+                answer.fail(error);
+                None
+            }
+        }
+    }
+
     /// Answers a waiting command with `error`; actions nobody waits for are dropped.
     fn fail(self, error: GroupError) {
         match self {
@@ -210,7 +241,7 @@ impl CommitQueue {
 #[rtype(result = "()")]
 pub(super) struct Flushed {
     written: Written,
-    ok: bool,
+    outcome: FlushOutcome,
 }
 
 impl GroupActor {
@@ -227,9 +258,10 @@ impl GroupActor {
             return;
         };
         let addr = ctx.address();
-        self.deps
-            .committer
-            .request(Box::new(move |ok| addr.do_send(Flushed { written, ok })));
+        self.deps.committer.request(
+            Some((self.id.clone(), self.epoch)),
+            Box::new(move |outcome| addr.do_send(Flushed { written, outcome })),
+        );
     }
 
     /// Completes the pending work that the durable writes cover, in order.
@@ -295,7 +327,25 @@ impl GroupActor {
 
     /// The committer answered a flush request.
     pub(super) fn on_flushed(&mut self, msg: Flushed, ctx: &mut Context<Self>) {
-        if msg.ok {
+        if msg.outcome == FlushOutcome::Fenced {
+            // Another claim of the group came after this actor's: none of its writes may be
+            // answered as durable. Its senders retry (`internal`) and reach the new owner.
+            log::error!(
+                "group {}: fenced at epoch {}; failing {} waiting answers and stopping",
+                self.id,
+                self.epoch,
+                self.queue.n_pending()
+            );
+            for Pending { action, .. } in std::mem::take(&mut self.queue.pending) {
+                action.fail(GroupError::Unavailable(
+                    "another owner took over the group".into(),
+                ));
+            }
+            self.queue.flush_in_flight = false;
+            ctx.stop();
+            return;
+        }
+        if msg.outcome == FlushOutcome::Durable {
             self.queue.flushed(msg.written);
             self.release();
             if self.queue.n_pending() > 0 {
@@ -320,13 +370,26 @@ impl GroupActor {
                 action.fail(GroupError::Storage(format!("storage failed: {reason}")));
             }
         } else {
-            // The writes are applied (in memory) and will be visible once a flush succeeds, so
-            // they are not failed: their answers and pushes wait, and the flush is retried.
+            // The writes are applied (in memory) and kept by the store for its next flush (a
+            // database that did not answer), so the outcome is unknown: the waiting commands
+            // are answered `storage` now (a sender resends with the same client_id, which
+            // finds the message if it was stored after all), while pushes wait for the flush,
+            // retried until it succeeds. Nothing is shown before it is durable.
             log::error!(
-                "group {}: flush failed; {} answers wait; retrying in {FLUSH_RETRY:?}",
+                "group {}: flush failed; answering {} waiting commands `storage`; retrying in \
+                 {FLUSH_RETRY:?}",
                 self.id,
                 self.queue.n_pending()
             );
+            let error = GroupError::Storage(
+                "the write may not be stored; resend it (the same client_id is stored once)".into(),
+            );
+            let pending = std::mem::take(&mut self.queue.pending);
+            for Pending { behind, action } in pending {
+                if let Some(action) = action.answer_failed(error.clone()) {
+                    self.queue.pending.push_back(Pending { behind, action });
+                }
+            }
             ctx.run_later(FLUSH_RETRY, |actor, ctx| actor.request_flush(ctx));
         }
     }

@@ -37,6 +37,7 @@ impl GroupActor {
         let Some(record) = deps.store.group(&id)? else {
             return Ok(None);
         };
+        let epoch = deps.store.claim_group(&id)?;
         let settings = deps.store.group_settings(&id)?.unwrap_or_default();
         let mut index = ReceiptIndex::default();
         let mut members = HashMap::new();
@@ -113,6 +114,7 @@ impl GroupActor {
         let fanout = Fanout::new(id.clone(), std::sync::Arc::clone(&deps.metrics));
         Ok(Some(GroupActor {
             id,
+            epoch,
             record,
             settings,
             deps,

@@ -88,6 +88,8 @@ pub struct GroupDeps {
 /// One group's actor.
 pub struct GroupActor {
     id: GroupId,
+    /// The owner epoch this actor claimed at its start; every flush it asks for names it.
+    epoch: u64,
     record: GroupRecord,
     settings: GroupSettingsRecord,
     deps: GroupDeps,

@@ -258,9 +258,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-async fn healthz() -> HttpResponse {
+async fn healthz(state: State) -> HttpResponse {
+    let config = state.registry.config();
     let health = Health {
         status: "ok".into(),
+        role: Some("active".into()),
+        node: matches!(config.store, crate::config::StoreKind::Postgres(_))
+            .then(|| config.node_id.clone()),
     };
     json_response(StatusCode::OK, &health)
 }

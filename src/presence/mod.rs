@@ -33,7 +33,7 @@ const MAX_TYPING_ENTRIES: usize = 100_000;
 pub type FrameText = bytestring::ByteString;
 
 /// A frame for a session, from a group actor (or the server, at shutdown).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub enum Outbound {
     /// An already serialized frame (shared by every recipient of a push).
@@ -42,6 +42,9 @@ pub enum Outbound {
     Evict,
     /// The server is shutting down: close with 1001 (`going away`).
     GoingAway,
+    /// Close with 1012 (service restart): this node stopped owning its groups (another node
+    /// took over); the client reconnects, to another server if it knows one.
+    Restart,
     /// The user's tokens were revoked or the account deactivated: close with 4001
     /// (`unauthorized`), saying why.
     Unauthorized(&'static str),
@@ -130,12 +133,21 @@ impl Presence {
     /// At shutdown: tells every online session to close with 1001 (`going away`), and makes
     /// every later [`Presence::register`] refuse. Returns how many were told.
     pub fn close_all(&self) -> usize {
+        self.close_all_with(Outbound::GoingAway)
+    }
+
+    /// [`Presence::close_all`] with 1012 (service restart) instead: the node was fenced.
+    pub fn restart_all(&self) -> usize {
+        self.close_all_with(Outbound::Restart)
+    }
+
+    fn close_all_with(&self, close: Outbound) -> usize {
         let sessions = lock(&self.sessions);
         self.closing.store(true, Ordering::SeqCst);
         let mut n_sessions = 0;
         for handle in sessions.values().flatten() {
             // `do_send`: a full mailbox must not keep a session open.
-            handle.outbox.do_send(Outbound::GoingAway);
+            handle.outbox.do_send(close.clone());
             n_sessions += 1;
         }
         n_sessions

@@ -335,4 +335,11 @@ pub struct TokenQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
+    /// `active` (serving), or `standby` (PostgreSQL store: waiting for the active node's lease
+    /// to expire). Absent from servers before roles existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The node id (`--node-id`), on the PostgreSQL store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     /// The caller may not do this (e.g. remind for a message they did not send).
     NotAllowed,
     Internal,
+    /// This node is a standby (PostgreSQL store): another node is active; retry there, or
+    /// here after `retry_after_ms`.
+    Standby,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -66,6 +69,7 @@ impl ErrorCode {
             ErrorCode::ReceiptsOff => "receipts_off",
             ErrorCode::NotAllowed => "not_allowed",
             ErrorCode::Internal => "internal",
+            ErrorCode::Standby => "standby",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -86,7 +90,7 @@ impl ErrorCode {
             ErrorCode::UserExists | ErrorCode::GroupExists => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::Busy | ErrorCode::RateLimited | ErrorCode::TooManySessions => 429,
-            ErrorCode::Storage => 503,
+            ErrorCode::Storage | ErrorCode::Standby => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }

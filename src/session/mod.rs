@@ -296,6 +296,13 @@ impl Handler<Outbound> for Session {
                 ctx.stop();
             }
             Outbound::GoingAway => going_away(ctx),
+            Outbound::Restart => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Restart,
+                    description: Some("this node stopped serving; reconnect".into()),
+                }));
+                ctx.stop();
+            }
             Outbound::Unauthorized(why) => {
                 log::info!("session {} of {}: closing ({why})", self.id, self.user);
                 unauthorized(ctx, why);

@@ -23,9 +23,12 @@ pub mod check;
 mod codec;
 mod guard;
 mod keys;
+mod mirror;
+pub mod postgres;
 mod sled_store;
 
 pub use guard::DiskGuard;
+pub use postgres::{PgOptions, Postgres, SCHEMA_VERSION};
 pub use sled_store::{SledStore, FORMAT_VERSION};
 
 use serde::{Deserialize, Serialize};
@@ -211,6 +214,11 @@ pub enum StoreError {
     Unwritable(String),
     /// The data directory was written by a newer version of Rollcall.
     NewerFormat { found: u32, supported: u32 },
+    /// PostgreSQL failed or could not be reached (the operation may be retried).
+    Database(String),
+    /// This node no longer owns the group (or any group): another node claimed it after this
+    /// one did. Nothing was committed; the node stops serving it.
+    Fenced(String),
 }
 
 impl fmt::Display for StoreError {
@@ -225,6 +233,8 @@ impl fmt::Display for StoreError {
                  this build reads formats up to {supported}: upgrade Rollcall, or point --data \
                  at another directory"
             ),
+            StoreError::Database(why) => write!(f, "database: {why}"),
+            StoreError::Fenced(why) => write!(f, "fenced: {why}"),
         }
     }
 }
@@ -469,6 +479,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every earlier write durable (survives a process crash).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Claims a group for this node before its actor writes to it: raises the group's owner
+    /// epoch and returns it. Every later flush of the actor's writes names that epoch
+    /// ([`Store::flush_claimed`]); once someone claims the group again, they are fenced.
+    /// sled (one process) always grants it; PostgreSQL records it with the next commit.
+    fn claim_group(&self, group: &GroupId) -> Result<u64, StoreError>;
+    /// [`Store::flush`], for actors holding `claims` (group, epoch): the answer lists the
+    /// groups among them whose epoch is no longer the group's (another claim came after).
+    /// PostgreSQL commits nothing of a fenced group (the whole node stops being active); sled
+    /// has already written it (its only other claimer is in the same process).
+    fn flush_claimed(&self, claims: &[(GroupId, u64)]) -> Result<Vec<GroupId>, StoreError>;
+    /// Why this node lost ownership of its groups, if it did: it must stop serving and close
+    /// its sessions with 1012 (service restart).
+    fn fenced(&self) -> Option<String>;
     /// Ok when writes are accepted now; why not otherwise (disk nearly full, failed flush).
     fn writable(&self) -> Result<(), StoreError>;
     /// Why the store failed for good (a flush failed), if it did: the server must restart.

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use super::codec::{decode, encode};
 use super::keys;
+use super::mirror::{Change, Remote};
 use super::{
     AccountRecord, Direction, DiskGuard, GroupRecord, GroupSettingsRecord, MemberFlagsRecord,
     MemberRecord, MessageRecord, Note, ReminderRecord, RetentionRecord, RoleRecord, ScheduleRecord,
@@ -61,8 +62,25 @@ pub struct SledStore {
     accounts: sled::Tree,
     /// Ids of deleted groups (a key each, no value).
     deleted_groups: sled::Tree,
+    /// Group id → the owner epoch of its last claim (see [`Store::claim_group`]); unused in
+    /// a mirror, whose claims are the remote's.
+    owners: sled::Tree,
     guard: Arc<DiskGuard>,
     dir: PathBuf,
+    /// A mirror's journal of raw changes since the last flush, and where they become durable
+    /// (see `mirror.rs`); `None` for a database of its own.
+    mirror: Option<Mirror>,
+}
+
+/// Called with (tree, key, value) of raw entries.
+pub(super) type RawVisit<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// What makes a [`SledStore`] a mirror: every raw write is journaled in write order, and a
+/// flush hands the journal to the remote store instead of flushing sled.
+struct Mirror {
+    /// Held while a write is applied and journaled, so the journal's order is sled's.
+    journal: std::sync::Mutex<Vec<Change>>,
+    remote: Arc<dyn Remote>,
 }
 
 /// The storage format this build writes, and the newest it reads.
@@ -78,6 +96,8 @@ const LOG_FILE: &str = "db";
 const GROUPS: &str = "groups";
 const USER_GROUPS: &str = "user_groups";
 const SCHEDULED_GROUPS: &str = "scheduled_groups";
+/// Group id → owner epoch (a database of its own; a mirror's epochs are its remote's).
+const OWNERS: &str = "owners";
 
 /// The prefix of every group's own tree.
 const GROUP_TREE_PREFIX: &str = "group:";
@@ -161,10 +181,121 @@ impl SledStore {
             scheduled_groups: db.open_tree(SCHEDULED_GROUPS)?,
             accounts: db.open_tree("accounts")?,
             deleted_groups: db.open_tree("deleted_groups")?,
+            owners: db.open_tree(OWNERS)?,
             db,
             guard: Arc::default(),
             dir: dir.to_path_buf(),
+            mirror: None,
         })
+    }
+
+    /// An empty in-memory database that mirrors `remote` (PostgreSQL): fill it with
+    /// [`SledStore::load_raw`], then every write is journaled and [`Store::flush`] commits the
+    /// journal to the remote.
+    pub(super) fn mirror(
+        remote: Arc<dyn Remote>,
+        cache_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
+        check_format(&db)?;
+        let mut store = SledStore::with_db(db, Path::new(""), Durability::Process)?;
+        store.mirror = Some(Mirror {
+            journal: std::sync::Mutex::new(Vec::new()),
+            remote,
+        });
+        Ok(store)
+    }
+
+    /// Writes one raw entry into a mirror being loaded (not journaled: it came from the remote).
+    pub(super) fn load_raw(&self, tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db.open_tree(tree)?.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Calls `visit` with every raw entry of every tree but the default one (`rollcall
+    /// migrate` copies them), tree by tree in name order.
+    pub(super) fn scan_raw(&self, visit: &mut RawVisit<'_>) -> Result<(), StoreError> {
+        let mut names = self.db.tree_names();
+        names.sort();
+        for name in names {
+            if name.as_ref() == b"__sled__default" || name.as_ref() == OWNERS.as_bytes() {
+                continue;
+            }
+            for entry in self.db.open_tree(&name)?.iter() {
+                let (key, value) = entry?;
+                visit(&name, &key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every owner epoch a database of its own recorded (`rollcall migrate` carries them over).
+    pub(super) fn owner_epochs(&self) -> Result<Vec<(GroupId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.owners.iter() {
+            let (key, value) = entry?;
+            let group = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|s| GroupId::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt("owner key".into()))?;
+            out.push((group, decode(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Runs `write` (one raw change of sled) and, in a mirror, journals `change` in the same
+    /// critical section, so the journal lists changes in the order sled applied them.
+    fn journaled<T>(
+        &self,
+        write: impl FnOnce() -> sled::Result<T>,
+        change: impl FnOnce(&T) -> Option<Change>,
+    ) -> Result<T, StoreError> {
+        let Some(mirror) = &self.mirror else {
+            return self.checked(write().map_err(StoreError::from));
+        };
+        let mut journal = mirror
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let done = self.checked(write().map_err(StoreError::from))?;
+        if let Some(change) = change(&done) {
+            journal.push(change);
+        }
+        Ok(done)
+    }
+
+    /// Inserts a raw value (a guarded, journaled write).
+    fn raw_insert(&self, tree: &sled::Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.writable()?;
+        let value = sled::IVec::from(value);
+        self.journaled(
+            || tree.insert(key, value.clone()).map(drop),
+            |()| {
+                Some(Change::Put {
+                    tree: tree.name(),
+                    key: key.into(),
+                    value: value.clone(),
+                })
+            },
+        )
+    }
+
+    /// Removes a raw key (a guarded, journaled write).
+    fn raw_remove(&self, tree: &sled::Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
+        self.journaled(
+            || tree.remove(key).map(drop),
+            |()| {
+                Some(Change::Remove {
+                    tree: tree.name(),
+                    key: key.into(),
+                })
+            },
+        )
     }
 
     /// Passes `result` on; an I/O or corruption error of sled fails the store for good (sled
@@ -201,21 +332,13 @@ impl SledStore {
         key: &[u8],
         value: &T,
     ) -> Result<(), StoreError> {
-        self.guard.check()?;
         let value = encode(value)?;
-        self.checked(tree.and_then(|tree| {
-            tree.insert(key, value)?;
-            Ok(())
-        }))
+        self.raw_insert(&tree?, key, value)
     }
 
     /// Removes `key` (a guarded write).
     fn delete(&self, tree: Result<sled::Tree, StoreError>, key: &[u8]) -> Result<(), StoreError> {
-        self.guard.check()?;
-        self.checked(tree.and_then(|tree| {
-            tree.remove(key)?;
-            Ok(())
-        }))
+        self.raw_remove(&tree?, key)
     }
 
     /// Every entry of a group's tree whose key starts with `tag`, decoded.
@@ -240,11 +363,20 @@ impl SledStore {
         key: &[u8],
         value: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        self.guard.check()?;
-        self.checked(
-            tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))
-                .map(|swapped| swapped.is_ok())
-                .map_err(StoreError::from),
+        self.writable()?;
+        let value = sled::IVec::from(value);
+        self.journaled(
+            || {
+                tree.compare_and_swap(key, None as Option<&[u8]>, Some(value.clone()))
+                    .map(|swapped| swapped.is_ok())
+            },
+            |&inserted| {
+                inserted.then(|| Change::Put {
+                    tree: tree.name(),
+                    key: key.into(),
+                    value: value.clone(),
+                })
+            },
         )
     }
 }
@@ -425,13 +557,16 @@ impl Store for SledStore {
         }
         self.delete(Ok(self.scheduled_groups.clone()), key)?;
         self.delete(Ok(self.groups.clone()), key)?;
-        self.guard.check()?;
+        self.writable()?;
         // Messages, cursors, settings, flags, reminders: the whole tree goes.
-        self.checked(
-            self.db
-                .drop_tree(group_tree(group))
-                .map(drop)
-                .map_err(StoreError::from),
+        let name = group_tree(group);
+        self.journaled(
+            || self.db.drop_tree(&name).map(drop),
+            |()| {
+                Some(Change::DropTree {
+                    tree: name.as_bytes().into(),
+                })
+            },
         )
     }
 
@@ -619,12 +754,8 @@ impl Store for SledStore {
         user: &UserId,
         record: &MemberRecord,
     ) -> Result<(), StoreError> {
-        self.guard.check()?;
-        self.checked(
-            self.user_groups
-                .insert(keys::pair(user.as_str(), group.as_str()), &[])
-                .map_err(StoreError::from),
-        )?;
+        let entry = keys::pair(user.as_str(), group.as_str());
+        self.raw_insert(&self.user_groups, &entry, Vec::new())?;
         self.put_cursors(group, user, record)
     }
 
@@ -638,14 +769,11 @@ impl Store for SledStore {
     }
 
     fn remove_member(&self, group: &GroupId, user: &UserId) -> Result<(), StoreError> {
-        self.guard.check()?;
-        self.checked(self.tree(group).and_then(|tree| {
-            tree.remove(keys::member(user.as_str()))?;
-            tree.remove(keys::tagged(keys::ROLE, user.as_str()))?;
-            self.user_groups
-                .remove(keys::pair(user.as_str(), group.as_str()))?;
-            Ok(())
-        }))
+        let tree = self.tree(group)?;
+        self.raw_remove(&tree, &keys::member(user.as_str()))?;
+        self.raw_remove(&tree, &keys::tagged(keys::ROLE, user.as_str()))?;
+        let entry = keys::pair(user.as_str(), group.as_str());
+        self.raw_remove(&self.user_groups, &entry)
     }
 
     fn user_groups(&self, user: &UserId) -> Result<Vec<GroupId>, StoreError> {
@@ -925,10 +1053,20 @@ impl Store for SledStore {
     }
 
     fn begin_snapshot(&self, dir: &Path) -> Result<Arc<dyn super::Snapshot>, StoreError> {
+        if self.mirror.is_some() {
+            return Err(StoreError::Unwritable(
+                "the online backup copies a sled data directory; back up PostgreSQL with its \
+                 own tools (pg_dump, a standby, base backups)"
+                    .into(),
+            ));
+        }
         Ok(Arc::new(snapshot::SledSnapshot::create(self, dir)?))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        if let Some(mirror) = &self.mirror {
+            return self.commit_journal(mirror, &[]).map(drop);
+        }
         if let Some(reason) = self.guard.failure() {
             return Err(StoreError::Unwritable(format!("storage failed: {reason}")));
         }
@@ -948,12 +1086,76 @@ impl Store for SledStore {
         })
     }
 
+    fn claim_group(&self, group: &GroupId) -> Result<u64, StoreError> {
+        if let Some(mirror) = &self.mirror {
+            return mirror.remote.claim(group);
+        }
+        if let Some(reason) = self.guard.failure() {
+            return Err(StoreError::Unwritable(format!("storage failed: {reason}")));
+        }
+        // Not refused on a nearly full disk (eight bytes; a group must still start and be
+        // read): the next flush makes it durable, or fails the store as any flush does.
+        let epoch = self.owner_epoch(group)? + 1;
+        let value = encode(&epoch)?;
+        self.checked(
+            self.owners
+                .insert(group.as_str().as_bytes(), value)
+                .map(drop)
+                .map_err(StoreError::from),
+        )?;
+        Ok(epoch)
+    }
+
+    fn flush_claimed(&self, claims: &[(GroupId, u64)]) -> Result<Vec<GroupId>, StoreError> {
+        if let Some(mirror) = &self.mirror {
+            return self.commit_journal(mirror, claims);
+        }
+        self.flush()?;
+        let mut fenced = Vec::new();
+        for (group, epoch) in claims {
+            if self.owner_epoch(group)? != *epoch {
+                fenced.push(group.clone());
+            }
+        }
+        Ok(fenced)
+    }
+
+    fn fenced(&self) -> Option<String> {
+        self.mirror.as_ref().and_then(|m| m.remote.fenced())
+    }
+
     fn writable(&self) -> Result<(), StoreError> {
-        self.guard.check()
+        self.guard.check()?;
+        match &self.mirror {
+            Some(mirror) => mirror.remote.writable(),
+            None => Ok(()),
+        }
     }
 
     fn failure(&self) -> Option<String> {
         self.guard.failure()
+    }
+}
+
+impl SledStore {
+    /// A group's owner epoch in a database of its own (0: never claimed).
+    fn owner_epoch(&self, group: &GroupId) -> Result<u64, StoreError> {
+        Ok(read::<u64>(&self.owners, group.as_str())?.unwrap_or(0))
+    }
+
+    /// Hands a mirror's journal to its remote (see `mirror.rs`).
+    fn commit_journal(
+        &self,
+        mirror: &Mirror,
+        claims: &[(GroupId, u64)],
+    ) -> Result<Vec<GroupId>, StoreError> {
+        let changes = std::mem::take(
+            &mut *mirror
+                .journal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        mirror.remote.commit(changes, claims)
     }
 }
 
