@@ -20,6 +20,7 @@ use std::time::Duration;
 pub mod auth;
 pub mod controls;
 pub mod http;
+pub mod postgres;
 pub mod raw_store;
 pub mod rust_client;
 pub mod server;
@@ -28,6 +29,7 @@ pub mod ws;
 pub use auth::{now_secs, sign, token, token_with};
 pub use http::{http_error_code, member_of};
 pub use server::{Server, ServerOptions};
+pub use postgres::{on_postgres, sled_only};
 pub use ws::{raw_ws_upgrade, raw_ws_upgrade_over, seq, seqs, Client, WireEnd};
 
 /// The admin bearer token every test server is started with.

@@ -113,7 +113,11 @@ impl ServerOptions {
             stdout: Default::default(),
             run: 0,
             pipes: Vec::new(),
+            store: None,
         };
+        if super::postgres::on_postgres() && !server.args.iter().any(|a| a.starts_with("--store")) {
+            server.store = Some(super::postgres::cluster().database());
+        }
         server.spawn();
         server
     }
@@ -141,6 +145,9 @@ pub struct Server {
     /// The threads copying the current run's stdout and stderr; joined when it ends, so that
     /// the log and the stdout lines are complete once the process is gone.
     pipes: Vec<JoinHandle<()>>,
+    /// The PostgreSQL database of this server, kept across restarts (`ROLLCALL_TEST_STORE=
+    /// postgres`, see `postgres.rs`); `None`: sled in the data dir.
+    pub store: Option<String>,
 }
 
 impl Server {
@@ -373,6 +380,7 @@ impl Server {
             .arg("--data")
             .arg(self.data.path())
             .args(&self.args)
+            .args(self.store.iter().flat_map(|url| ["--store", url.as_str()]))
             // Tests send in bursts far above a person's pace; tests/limits.rs turns the rate
             // limit on (a later flag wins).
             .args(
