@@ -5,6 +5,10 @@
 //! cargo run --example chat -- --url ws://127.0.0.1:7600/ws --token "$TOKEN" --group eng
 //! ```
 //!
+//! Several `--url`s (the flag repeated, or one comma-separated list) are the nodes of one
+//! service: the client connects to the first that accepts it, and moves on to the next when that
+//! one goes down or steps down to standby (`ClientConfig::fallback_urls`).
+//!
 //! On start it prints the group's last 20 messages (a `history` query), then every new one as it
 //! arrives, each as `[seq] from: body`; every displayed message is marked read. Refusals are said
 //! in words: a token the server does not accept (HTTP 401), a send to a group you are not a
@@ -24,9 +28,9 @@ use tokio::sync::mpsc;
 #[derive(Parser, Debug)]
 #[command(about = "Chat in one Rollcall group from a terminal")]
 struct Args {
-    /// The server's WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:7600/ws")]
-    url: String,
+    /// The server's WebSocket URL; several (repeated, or comma-separated) are tried in turn.
+    #[arg(long, default_value = "ws://127.0.0.1:7600/ws", value_delimiter = ',')]
+    url: Vec<String>,
     /// The user token (a JWT from `rollcall token <user>` or the server's admin API).
     #[arg(long, env = "ROLLCALL_TOKEN", hide_env_values = true)]
     token: String,
@@ -42,10 +46,20 @@ const HISTORY_ON_START: usize = 20;
 async fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
-    let client = match Client::connect(ClientConfig::new(&args.url, &args.token)).await {
+    let mut urls = args
+        .url
+        .iter()
+        .map(|url| url.trim())
+        .filter(|url| !url.is_empty());
+    let Some(first) = urls.next() else {
+        eprintln!("! no --url given");
+        return ExitCode::FAILURE;
+    };
+    let config = ClientConfig::new(first, &args.token).with_fallback_urls(urls);
+    let client = match Client::connect(config).await {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("! {}", explain_connect(&args.url, &e));
+            eprintln!("! {}", explain_connect(&args.url.join(", "), &e));
             return ExitCode::FAILURE;
         }
     };
@@ -123,6 +137,10 @@ fn explain_connect(url: &str, error: &ClientError) -> String {
         ClientError::Rejected { status: 429 } => "the server refused the connection (HTTP 429): \
             this user has as many sessions open as the server allows"
             .to_owned(),
+        ClientError::Rejected { status: 503 } => format!(
+            "the server refused the connection (HTTP 503): {url} is a standby or unavailable; \
+             give the active node's URL too (--url a,b)"
+        ),
         ClientError::Rejected { status } => {
             format!("the server refused the connection (HTTP {status}); is {url} Rollcall's /ws?")
         }
@@ -170,10 +188,17 @@ fn show(client: &Client, group: &str, event: Event) {
     match event {
         Event::Connected { user, groups } => match groups.iter().find(|g| g.group == group) {
             Some(g) => eprintln!(
-                "* connected as {user}; {} ({}): {} messages, {} unread",
-                g.group, g.name, g.last_seq, g.unread
+                "* connected to {} as {user}; {} ({}): {} messages, {} unread",
+                client.url(),
+                g.group,
+                g.name,
+                g.last_seq,
+                g.unread
             ),
-            None => eprintln!("* connected as {user}; not (yet) a member of {group}"),
+            None => eprintln!(
+                "* connected to {} as {user}; not (yet) a member of {group}",
+                client.url()
+            ),
         },
         Event::Message(message) if message.group == group => {
             print_message(&message);

@@ -17,8 +17,9 @@
 //! - [`store`]: the storage boundary (a trait) and its sled implementation.
 //! - Beside all of them: [`protocol`] (the wire frames, the only place that knows JSON),
 //!   [`ids`], [`config`], [`metrics`]; [`auth`] (tokens) sits just above the store.
-//! - [`client`]: the Rust client (reconnect, resend by `client_id`, dedupe, batched acks,
-//!   receipts), used by the tests and examples; it uses only `protocol` and `ids`.
+//! - [`client`]: the Rust client (reconnect, over several URLs if given, resend by `client_id`,
+//!   dedupe, batched acks, receipts), used by the tests and examples; it uses only `protocol`
+//!   and `ids`.
 //!
 //! The public surface is what an embedder needs ([`server::run`], [`config`], [`protocol`],
 //! [`client`], [`ids`], [`auth`] for the `token` command) plus the internals that the

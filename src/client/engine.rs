@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::failover::loggable;
 use super::inbox::{AckBatch, Inbox};
 use super::{lock, ClientConfig, ClientError, Event, Sent, Snapshot};
 use crate::protocol::{
@@ -165,8 +166,11 @@ impl Engine {
 
     /// A connection is up and its `welcome` arrived: catch up every group, resend the outbox,
     /// repeat read marks the server lacks, and send the queries that waited.
+    /// `url` is the one connected (of several, the node that accepted the session); nothing
+    /// else depends on which: every connection resumes from the same cursors.
     pub(crate) fn on_connected(
         &mut self,
+        url: &str,
         user: String,
         groups: Vec<GroupSummary>,
         reminders: Vec<Reminder>,
@@ -177,8 +181,13 @@ impl Engine {
             snapshot.user = user.clone();
             snapshot.groups = groups.clone();
             snapshot.connected = true;
+            snapshot.url = url.to_owned();
         }
-        log::info!("client: connected as {user} with {} groups", groups.len());
+        log::info!(
+            "client: connected to {} as {user} with {} groups",
+            loggable(url),
+            groups.len()
+        );
         self.emit(Event::Connected {
             user,
             groups: groups.clone(),

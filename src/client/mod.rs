@@ -28,6 +28,11 @@
 //!   itself. A caller that wants a deadline wraps the call in `tokio::time::timeout`.
 //! - **Read marks survive reconnects.** The client remembers the highest `read` it was asked
 //!   for per group and repeats it on reconnect when `welcome` shows the server has less.
+//! - **Several servers.** Given [`ClientConfig::fallback_urls`] besides its `url`, the client
+//!   goes round the list (`failover.rs`) until a node accepts it: past refused or failed
+//!   attempts (a standby's `503`, a dead node), and on to the next URL after a drop or a close
+//!   with 1012. A connection to any URL resumes like any reconnect; [`Client::url`] says
+//!   which one is up.
 //!
 //! Beside the client, [`admin`] makes one admin API call over plain HTTP (for `rollcall backup`).
 //!
@@ -37,6 +42,7 @@
 
 pub mod admin;
 mod engine;
+mod failover;
 mod inbox;
 mod worker;
 
@@ -58,6 +64,10 @@ use engine::{Command, Engine};
 pub struct ClientConfig {
     /// The WebSocket URL, for example `ws://127.0.0.1:7600/ws`.
     pub url: String,
+    /// The WebSocket URLs of further nodes of the same service (a standby that may take over),
+    /// tried in turn after `url` when a node refuses the upgrade (a standby answers `503`), cannot
+    /// be reached, or closes with 1012; empty by default. See [`ClientConfig::with_fallback_urls`].
+    pub fallback_urls: Vec<String>,
     /// The user token, sent as `Authorization: Bearer <token>`.
     pub token: String,
     /// Send a cumulative `ack` after this many consumed messages of a group (at least 1).
@@ -82,6 +92,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> ClientConfig {
         ClientConfig {
             url: url.into(),
+            fallback_urls: Vec::new(),
             token: token.into(),
             ack_every: 20,
             ack_interval: Duration::from_millis(200),
@@ -91,6 +102,23 @@ impl ClientConfig {
             idle_timeout: Duration::from_secs(45),
         }
     }
+
+    /// The same configuration with these [`ClientConfig::fallback_urls`] (replacing any given
+    /// before): `ClientConfig::new(a, token).with_fallback_urls([b, c])` tries `a`, `b`, `c`.
+    pub fn with_fallback_urls<I, U>(mut self, urls: I) -> ClientConfig
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.fallback_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every URL the client may connect to, in the order it tries them: `url`, then
+    /// `fallback_urls`.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.fallback_urls.iter().map(String::as_str))
+    }
 }
 
 impl fmt::Debug for ClientConfig {
@@ -98,6 +126,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("url", &self.url)
+            .field("fallback_urls", &self.fallback_urls)
             .field("token", &"<redacted>")
             .field("ack_every", &self.ack_every)
             .field("ack_interval", &self.ack_interval)
@@ -114,9 +143,11 @@ impl fmt::Debug for ClientConfig {
 pub enum ClientError {
     /// The server refused the request with an `error` frame.
     Server { code: ErrorCode, message: String },
-    /// The first connection could not be made (bad URL, refused, timed out, closed early).
+    /// The first connection could not be made (bad URL, refused, timed out, closed early); with
+    /// several URLs, why the last one failed (each failure is logged at `warn`).
     Connect(String),
-    /// The WebSocket upgrade was answered with this HTTP status (401: bad or expired token).
+    /// The WebSocket upgrade was answered with this HTTP status (401: bad or expired token;
+    /// 503: a standby node, which takes no sessions).
     Rejected { status: u16 },
     /// The client was closed (or its worker stopped) before the answer arrived.
     Closed,
@@ -247,6 +278,8 @@ pub(crate) struct Snapshot {
     pub(crate) user: String,
     pub(crate) groups: Vec<GroupSummary>,
     pub(crate) connected: bool,
+    /// The URL of the current (or last) connection.
+    pub(crate) url: String,
 }
 
 /// Locks the snapshot; a poisoned lock still holds consistent plain data, so it is used as is.
@@ -269,13 +302,16 @@ pub struct Client {
 impl Client {
     /// Connects, waits for `welcome`, and starts the background worker (on the current tokio
     /// runtime). Only this first attempt can fail; later connections are retried forever.
+    /// With [`ClientConfig::fallback_urls`], the first attempt tries each URL once, in order,
+    /// and fails only if none accepts (at once on a `401`: the token is the problem).
     /// The first event is [`Event::Connected`] with the `welcome` data.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let connection = worker::connect(&config).await?;
+        let connection = worker::connect_first(&config).await?;
         let snapshot = Arc::new(Mutex::new(Snapshot {
             user: connection.user.clone(),
             groups: connection.groups.clone(),
             connected: true,
+            url: connection.url.clone(),
         }));
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -303,6 +339,12 @@ impl Client {
     /// Whether a connection is currently up.
     pub fn is_connected(&self) -> bool {
         lock(&self.snapshot).connected
+    }
+
+    /// The URL of the current connection (one of [`ClientConfig::urls`]), or of the last one
+    /// while reconnecting.
+    pub fn url(&self) -> String {
+        lock(&self.snapshot).url.clone()
     }
 
     /// The next event; `None` once the client is closed and every event was taken.

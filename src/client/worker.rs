@@ -11,6 +11,10 @@
 //! and the only gain, writing while a read is pending, is already had here because the select
 //! returns as soon as either side is ready. While disconnected the task keeps taking commands
 //! (sends and queries queue up in the engine), so callers never block on a reconnect.
+//!
+//! With several URLs (`ClientConfig::fallback_urls`), which URL each attempt goes to, and how
+//! long it waits first, is `failover.rs`'s [`Rotation`]; this module only reports to it how each
+//! attempt and connection ended.
 
 use std::time::Duration;
 
@@ -19,12 +23,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, RETRY_AFTER};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::engine::{Command, Engine};
+use super::failover::{loggable, parse_retry_after, Rotation};
 use super::{ClientConfig, ClientError};
 use crate::protocol::{ClientFrame, GroupSummary, Reminder, ServerFrame};
 
@@ -33,6 +38,9 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// An open connection whose `welcome` has arrived.
 pub(crate) struct Connection {
     socket: Socket,
+    /// The URL it was opened to, and that URL's place in `ClientConfig::urls`.
+    pub(crate) url: String,
+    url_index: usize,
     pub(crate) user: String,
     pub(crate) groups: Vec<GroupSummary>,
     pub(crate) reminders: Vec<Reminder>,
@@ -53,23 +61,67 @@ enum Ending {
     Shutdown,
 }
 
-/// Opens one connection and waits for `welcome`, within `config.connect_timeout`.
-pub(crate) async fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
-    match tokio::time::timeout(config.connect_timeout, connect_inner(config)).await {
-        Ok(result) => result,
-        Err(_) => Err(ClientError::Connect(format!(
-            "no welcome within {} ms",
-            config.connect_timeout.as_millis()
-        ))),
+/// Why one connection attempt failed.
+struct Failed {
+    error: ClientError,
+    /// The `Retry-After` of a refused upgrade (a standby's `503`), capped.
+    retry_after: Option<Duration>,
+}
+
+impl From<ClientError> for Failed {
+    fn from(error: ClientError) -> Failed {
+        Failed {
+            error,
+            retry_after: None,
+        }
     }
 }
 
-async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError> {
-    let mut request = config
-        .url
-        .as_str()
+/// The first connection: each of `config.urls()` once, in order, until one sends `welcome`.
+/// A `401` ends it at once (every node checks the same token); otherwise the last URL's
+/// failure is the answer.
+pub(crate) async fn connect_first(config: &ClientConfig) -> Result<Connection, ClientError> {
+    let mut last_error = None;
+    for (index, url) in config.urls().enumerate() {
+        match connect(config, index, url).await {
+            Ok(connection) => return Ok(connection),
+            Err(Failed {
+                error: ClientError::Rejected { status: 401 },
+                ..
+            }) => return Err(ClientError::Rejected { status: 401 }),
+            Err(failed) => {
+                log::warn!(
+                    "client: connecting to {} failed: {}",
+                    loggable(url),
+                    failed.error
+                );
+                last_error = Some(failed.error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ClientError::Connect("no URL".into())))
+}
+
+/// Opens one connection to `url` (number `index` of `config.urls()`) and waits for `welcome`,
+/// within `config.connect_timeout`.
+async fn connect(config: &ClientConfig, index: usize, url: &str) -> Result<Connection, Failed> {
+    match tokio::time::timeout(config.connect_timeout, connect_inner(config, index, url)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failed::from(ClientError::Connect(format!(
+            "no welcome within {} ms",
+            config.connect_timeout.as_millis()
+        )))),
+    }
+}
+
+async fn connect_inner(
+    config: &ClientConfig,
+    index: usize,
+    url: &str,
+) -> Result<Connection, Failed> {
+    let mut request = url
         .into_client_request()
-        .map_err(|e| ClientError::Connect(format!("bad URL {}: {e}", config.url)))?;
+        .map_err(|e| ClientError::Connect(format!("bad URL {}: {e}", loggable(url))))?;
     let bearer = HeaderValue::from_str(&format!("Bearer {}", config.token))
         .map_err(|_| ClientError::Connect("the token is not a valid header value".into()))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
@@ -78,22 +130,33 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
     let (mut socket, _response) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| match e {
-            tungstenite::Error::Http(response) => ClientError::Rejected {
-                status: response.status().as_u16(),
+            tungstenite::Error::Http(response) => Failed {
+                error: ClientError::Rejected {
+                    status: response.status().as_u16(),
+                },
+                retry_after: response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(parse_retry_after),
             },
-            other => ClientError::Connect(other.to_string()),
+            other => Failed::from(ClientError::Connect(other.to_string())),
         })?;
     loop {
         let text = match socket.next().await {
             Some(Ok(WsMessage::Text(text))) => text,
             Some(Ok(WsMessage::Close(close))) => {
-                return Err(ClientError::Connect(format!(
+                return Err(Failed::from(ClientError::Connect(format!(
                     "closed before welcome: {close:?}"
-                )))
+                ))))
             }
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
-            None => return Err(ClientError::Connect("closed before welcome".into())),
+            Some(Err(e)) => return Err(Failed::from(ClientError::Connect(e.to_string()))),
+            None => {
+                return Err(Failed::from(ClientError::Connect(
+                    "closed before welcome".into(),
+                )))
+            }
         };
         match ServerFrame::parse(&text) {
             Ok(ServerFrame::Welcome {
@@ -111,6 +174,8 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
                 }
                 return Ok(Connection {
                     socket,
+                    url: url.to_owned(),
+                    url_index: index,
                     user,
                     groups,
                     reminders,
@@ -118,12 +183,12 @@ async fn connect_inner(config: &ClientConfig) -> Result<Connection, ClientError>
                 });
             }
             Ok(ServerFrame::Error { code, message, .. }) => {
-                return Err(ClientError::Server { code, message })
+                return Err(Failed::from(ClientError::Server { code, message }))
             }
             Ok(_) => {
-                return Err(ClientError::Connect(
+                return Err(Failed::from(ClientError::Connect(
                     "the first frame was not welcome".into(),
-                ))
+                )))
             }
             Err(e) => log::debug!("client: ignoring a frame before welcome: {e}"),
         }
@@ -186,6 +251,10 @@ async fn all_groups(
 /// The close code of a session whose token is no longer good (docs/PROTOCOL.md §3.4).
 const UNAUTHORIZED_CLOSE: u16 = 4001;
 
+/// The close code of a node that stops taking sessions (a fenced active node stepping down to
+/// standby, docs/PROTOCOL.md §3.4): another URL is to be tried.
+const SERVICE_RESTART_CLOSE: u16 = 1012;
+
 /// The worker task: serves connections until the client is closed, reconnecting after drops.
 pub(crate) async fn run(
     config: ClientConfig,
@@ -193,23 +262,39 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     first: Connection,
 ) {
+    let urls: Vec<String> = config.urls().map(str::to_owned).collect();
+    let mut rotation = Rotation::starting_at(urls.len(), first.url_index);
     let mut next = Some(first);
     loop {
         let connection = match next.take() {
             Some(connection) => connection,
-            None => match reconnect(&config, &mut engine, &mut commands).await {
-                Some(connection) => connection,
-                None => break,
-            },
+            None => {
+                let delay = rotation.on_dropped(config.reconnect_delay);
+                match reconnect(
+                    &config,
+                    &urls,
+                    &mut rotation,
+                    delay,
+                    &mut engine,
+                    &mut commands,
+                )
+                .await
+                {
+                    Some(connection) => connection,
+                    None => break,
+                }
+            }
         };
         let Connection {
             mut socket,
+            url,
             user,
             groups,
             reminders,
             early,
+            ..
         } = connection;
-        engine.on_connected(user, groups, reminders);
+        engine.on_connected(&url, user, groups, reminders);
         for frame in early {
             engine.on_frame(frame);
         }
@@ -269,6 +354,14 @@ async fn serve(
                     {
                         return Ending::Unauthorized(close.reason.to_string());
                     }
+                    Some(Ok(WsMessage::Close(Some(close))))
+                        if u16::from(close.code) == SERVICE_RESTART_CLOSE =>
+                    {
+                        log::info!(
+                            "client: the server stopped taking sessions (1012); trying the next URL"
+                        );
+                        return Ending::Dropped;
+                    }
                     Some(Ok(WsMessage::Close(close))) => {
                         log::warn!("client: server closed the connection: {close:?}");
                         return Ending::Dropped;
@@ -317,23 +410,31 @@ async fn serve(
     }
 }
 
-/// Waits `reconnect_delay`, then tries to connect, again and again, while still taking commands.
-/// Returns `None` when the client is closed meanwhile.
+/// Waits `delay`, then tries the URL `rotation` is at, and again after each failure with the
+/// wait the rotation says, while still taking commands. Returns `None` when the client is
+/// closed meanwhile, or when the token is refused (401).
 async fn reconnect(
     config: &ClientConfig,
+    urls: &[String],
+    rotation: &mut Rotation,
+    mut delay: Duration,
     engine: &mut Engine,
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Option<Connection> {
     loop {
-        let delay = tokio::time::sleep(config.reconnect_delay);
-        tokio::pin!(delay);
-        loop {
-            tokio::select! {
-                _ = &mut delay => break,
-                command = commands.recv() => offline_command(engine, command)?,
+        if !delay.is_zero() {
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    command = commands.recv() => offline_command(engine, command)?,
+                }
             }
         }
-        let attempt = connect(config);
+        let index = rotation.current();
+        let url = urls.get(index).map_or(config.url.as_str(), String::as_str);
+        let attempt = connect(config, index, url);
         tokio::pin!(attempt);
         let result = loop {
             tokio::select! {
@@ -342,13 +443,26 @@ async fn reconnect(
             }
         };
         match result {
-            Ok(connection) => return Some(connection),
-            Err(ClientError::Rejected { status: 401 }) => {
+            Ok(connection) => {
+                rotation.on_connected();
+                return Some(connection);
+            }
+            Err(Failed {
+                error: ClientError::Rejected { status: 401 },
+                ..
+            }) => {
                 log::error!("client: the server refuses the token now (401); stopping");
                 engine.on_unauthorized("the token was refused (401)".into());
                 return None;
             }
-            Err(e) => log::warn!("client: reconnect to {} failed: {e}", config.url),
+            Err(failed) => {
+                log::warn!(
+                    "client: reconnect to {} failed: {}",
+                    loggable(url),
+                    failed.error
+                );
+                delay = rotation.on_failed(failed.retry_after, config.reconnect_delay);
+            }
         }
     }
 }

@@ -8,7 +8,10 @@
 // - a conversation with unread messages is first loaded around its read mark (so the page can
 //   show the first unread one), then filled up to the head with `sync`;
 // - after any disconnect it reconnects with exponential backoff, then fills every gap with `sync`;
-//   except after close code 4001 (`unauthorized`: token revoked, password changed, account
+//   with several servers (the page's own first, then those of setServers(): `?servers=`), it
+//   goes on to the next one after any close (1012 included: that node became a standby) or
+//   failed attempt, trying the rest of the list at once and backing off only once every server
+//   failed in a row; except after close code 4001 (`unauthorized`: token revoked, password changed, account
 //   deactivated), after which the same token is never tried again: it reconnects only with the
 //   new token replaceToken() gives it (a password change here), else the page signs out;
 // - a welcome may list only the user's most recently active groups (`more_groups`): the rest
@@ -52,6 +55,9 @@ let attempt = 0; // reconnect attempts since the last welcome
 let welcomedEver = false; // this token was accepted at least once
 let refusals = 0; // failed connects while /healthz answered (see checkToken)
 let reconnectTimer = null;
+let servers = []; // further servers' WebSocket URLs, after the page's own (setServers)
+let current = 0; // the server (index into serverUrls()) connected now, or to try next
+let failedInRow = 0; // attempts that failed since the last welcome or backoff
 let awaitingToken = false; // closed with 4001 while a new token is on its way (replaceToken)
 let nextRequestId = 1;
 const requests = new Map(); // request id -> callback(reply frame)
@@ -65,6 +71,55 @@ export function init(callbacks) {
 
 export function isOnline() {
   return online;
+}
+
+// The servers besides the page's own, as `?servers=` gives them: comma-separated `host:port`
+// or `ws://` / `wss://` URLs (the path defaults to /ws). Call before start().
+export function setServers(text) {
+  servers = parseServers(text || '');
+  current = 0;
+  failedInRow = 0;
+}
+
+// The WebSocket URLs of a `servers` list, without the page's own and without repeats; an entry
+// that is no URL is left out.
+export function parseServers(text) {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const own = ownUrl();
+  const urls = [];
+  for (const raw of text.split(',')) {
+    const entry = raw.trim();
+    if (!entry) continue;
+    let url;
+    try {
+      url = new URL(/^wss?:\/\//i.test(entry) ? entry : `${scheme}://${entry}`);
+    } catch (e) {
+      continue;
+    }
+    if (url.protocol !== 'ws:' && url.protocol !== 'wss:') continue;
+    const path = url.pathname === '/' || url.pathname === '' ? '/ws' : url.pathname;
+    const ws = `${url.protocol}//${url.host}${path}`;
+    if (ws !== own && !urls.includes(ws)) urls.push(ws);
+  }
+  return urls;
+}
+
+function ownUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  return `${scheme}://${location.host}/ws`;
+}
+
+// Every server to connect to, in order: the page's own first.
+function serverUrls() {
+  return [ownUrl(), ...servers];
+}
+
+// The server connected now (or being tried), for the status line: its host, or null for the
+// page's own.
+export function serverHost() {
+  if (current === 0) return null;
+  const url = serverUrls()[current];
+  return url ? new URL(url).host : null;
 }
 
 // Connects with this token (and keeps reconnecting until stop()).
@@ -114,9 +169,11 @@ export function stop() {
 
 function connect() {
   clearTimeout(reconnectTimer);
-  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const url = `${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`;
-  ui.status('connecting', 'Connecting\u2026');
+  const urls = serverUrls();
+  if (current >= urls.length) current = 0;
+  const url = `${urls[current]}?token=${encodeURIComponent(token)}`;
+  const host = serverHost();
+  ui.status('connecting', host ? `Connecting to ${host}\u2026` : 'Connecting\u2026');
   let socket;
   try {
     socket = new WebSocket(url);
@@ -168,9 +225,25 @@ function onUnauthorized(used, reason) {
   }
 }
 
+// Any close but 4001, or a failed attempt: on to the next server. A failed attempt is followed
+// by the next server's at once, until every server failed in a row; only then the backoff (and,
+// with no welcome yet, the token check). With one server that is a backoff after every close.
 function scheduleReconnect(wasWelcomed) {
   if (!token) return;
-  if (!wasWelcomed && (!welcomedEver || attempt >= 3)) {
+  const count = serverUrls().length;
+  current = (current + 1) % count;
+  if (wasWelcomed) {
+    failedInRow = 0;
+    backoff();
+    return;
+  }
+  failedInRow += 1;
+  if (failedInRow < count) {
+    connect();
+    return;
+  }
+  failedInRow = 0;
+  if (!welcomedEver || attempt >= 3) {
     // Not accepted: find out whether the server is down or refuses the token.
     checkToken();
   } else {
@@ -187,11 +260,14 @@ function backoff() {
 }
 
 // The upgrade answers 401 for a bad token, which a browser does not show to scripts; if the
-// server is healthy and still refuses us, the token is the problem.
+// server is healthy and still refuses us, the token is the problem. Only the page's own server
+// is asked (the others' /healthz is another origin's); a standby (`"role":"standby"`) counts
+// as down: it refuses every session, whatever the token.
 async function checkToken() {
   let healthy = false;
   try {
-    healthy = (await fetch('/healthz', { cache: 'no-store' })).ok;
+    const reply = await fetch('/healthz', { cache: 'no-store' });
+    healthy = reply.ok && !(await isStandby(reply));
   } catch (e) {
     healthy = false;
   }
@@ -205,6 +281,14 @@ async function checkToken() {
     // The server may have come up just now: one more try before giving up on the token.
     refusals += 1;
     connect();
+  }
+}
+
+async function isStandby(reply) {
+  try {
+    return (await reply.json()).role === 'standby';
+  } catch (e) {
+    return false;
   }
 }
 
@@ -271,7 +355,9 @@ function onWelcome(frame) {
   welcomedEver = true;
   attempt = 0;
   refusals = 0;
-  ui.status('online', 'Online');
+  failedInRow = 0;
+  const host = serverHost();
+  ui.status('online', host ? `Online (${host})` : 'Online');
   ui.welcome(frame.user);
   presence.reset();
   const wasOpen = model.activeId();

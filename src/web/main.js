@@ -15,6 +15,9 @@
 // forgets it; a token in the address bar is removed from it at once (history.replaceState), so
 // it does not end up in bookmarks, the history or screenshots. (Rejected: sessionStorage,
 // which signs every new tab out, and loses a one-time link's session with its tab.)
+//
+// It also keeps the list of further servers (`/?servers=`, see serverList) in localStorage and
+// hands it to connection.js, which goes round them when its own server fails.
 
 import * as model from './model.js';
 import * as connection from './connection.js';
@@ -23,6 +26,7 @@ import * as account from './account.js';
 import * as api from './api.js';
 
 const TOKEN_KEY = 'rollcall.token';
+const SERVERS_KEY = 'rollcall.servers';
 
 let token = null; // the token in use, or null while signed out
 let user = null; // the signed-in user, from `welcome` or the login answer
@@ -41,6 +45,17 @@ function storedToken() {
   } catch (e) {
     return null;
   }
+}
+
+// The servers besides this page's own (`?servers=host:port,wss://host/ws`, connection.js): a
+// list in the address is remembered in localStorage, so the next visit without it still has
+// it; `?servers=` (empty) forgets it.
+function serverList(given) {
+  try {
+    if (given === null) return localStorage.getItem(SERVERS_KEY) || '';
+    if (given.trim()) localStorage.setItem(SERVERS_KEY, given); else localStorage.removeItem(SERVERS_KEY);
+  } catch (e) { /* storage disabled: the list holds for this page only */ }
+  return given || '';
 }
 
 function start(value) {
@@ -181,6 +196,7 @@ window.addEventListener('storage', (event) => {
 });
 
 const params = new URLSearchParams(location.search);
+connection.setServers(serverList(params.get('servers')));
 const fromUrl = params.get('token');
 const link = params.get('link');
 // (The open conversation's `#/c/<group>` stays: a token link may name one.)

@@ -67,7 +67,8 @@ impl Harness {
     }
 
     fn connect(&mut self, groups: Vec<GroupSummary>) -> Vec<ClientFrame> {
-        self.engine.on_connected("me".into(), groups, Vec::new());
+        self.engine
+            .on_connected("ws://test/ws", "me".into(), groups, Vec::new());
         self.engine.take_outgoing()
     }
 }
