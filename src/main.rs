@@ -82,7 +82,26 @@ enum Command {
         /// The data directory (holding `db/`).
         #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// Check a PostgreSQL database instead (`postgres://…`): a read-only copy taken in one
+        /// transaction, so the nodes may keep running.
+        #[arg(long, env = "ROLLCALL_STORE")]
+        store: Option<String>,
         /// sled page cache while checking, in MiB.
+        #[arg(long, default_value_t = config::DEFAULT_CACHE_MB)]
+        cache_mb: u64,
+    },
+    /// Copy a stopped server's sled data directory into an empty PostgreSQL database: users,
+    /// accounts, groups, messages, cursors and every other record, and the owner epochs. The
+    /// secrets (`admin-token`, `jwt-secret`) stay in the data directory: give every node the
+    /// same ones. Checks the directory first and refuses a database that holds Rollcall data.
+    Migrate {
+        /// The stopped server's data directory (holding `db/`).
+        #[arg(long)]
+        from_data: PathBuf,
+        /// The database, `postgres://user:pass@host:port/db`.
+        #[arg(long)]
+        to: String,
+        /// sled page cache while copying, in MiB.
         #[arg(long, default_value_t = config::DEFAULT_CACHE_MB)]
         cache_mb: u64,
     },
@@ -287,7 +306,16 @@ fn main() -> ExitCode {
             admin_token,
             data,
         } => backup(&url, admin_token, &data),
-        Command::Check { data, cache_mb } => return check(&data, cache_mb),
+        Command::Check {
+            data,
+            store,
+            cache_mb,
+        } => return check(&data, store.filter(|s| s != "sled"), cache_mb),
+        Command::Migrate {
+            from_data,
+            to,
+            cache_mb,
+        } => migrate(&from_data, &to, cache_mb),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -341,9 +369,36 @@ fn backup(url: &str, admin_token: Option<String>, data: &std::path::Path) -> std
     }
 }
 
+/// `rollcall migrate`: a sled data directory into an empty PostgreSQL database.
+fn migrate(from: &std::path::Path, to: &str, cache_mb: u64) -> std::io::Result<()> {
+    let copied =
+        rollcall::store::check::migrate_to_postgres(from, to, cache_mb.saturating_mul(1 << 20))
+            .map_err(|e| std::io::Error::other(format!("migrating {}: {e}", from.display())))?;
+    println!(
+        "rollcall migrate: copied {copied} records from {} into the database; start the nodes \
+         with --store and the same secrets ({}/admin-token, {}/jwt-secret, or \
+         ROLLCALL_ADMIN_TOKEN and ROLLCALL_JWT_SECRET)",
+        from.display(),
+        from.display(),
+        from.display()
+    );
+    Ok(())
+}
+
 /// `rollcall check`: exit 0 when consistent, 1 on violations, 2 when it could not check.
-fn check(data: &std::path::Path, cache_mb: u64) -> ExitCode {
-    match rollcall::store::check::check_data_dir(data, cache_mb.saturating_mul(1 << 20)) {
+fn check(data: &std::path::Path, store: Option<String>, cache_mb: u64) -> ExitCode {
+    let cache_bytes = cache_mb.saturating_mul(1 << 20);
+    let (checked, what) = match &store {
+        Some(url) => (
+            rollcall::store::check::check_postgres(url, cache_bytes),
+            "the PostgreSQL database".to_string(),
+        ),
+        None => (
+            rollcall::store::check::check_data_dir(data, cache_bytes),
+            data.display().to_string(),
+        ),
+    };
+    match checked {
         Ok(report) => {
             for finding in &report.violations {
                 println!("{finding}");
@@ -351,7 +406,7 @@ fn check(data: &std::path::Path, cache_mb: u64) -> ExitCode {
             for finding in &report.warnings {
                 println!("warning: {finding}");
             }
-            println!("rollcall check: {}: {}", data.display(), report.summary());
+            println!("rollcall check: {what}: {}", report.summary());
             if report.is_ok() {
                 ExitCode::SUCCESS
             } else {
@@ -360,9 +415,8 @@ fn check(data: &std::path::Path, cache_mb: u64) -> ExitCode {
         }
         Err(e) => {
             eprintln!(
-                "rollcall check: cannot open {}: {e} (if a server runs on it, stop it first, or \
-                 check a backup of it)",
-                data.display()
+                "rollcall check: cannot open {what}: {e} (if a server runs on a data directory, \
+                 stop it first, or check a backup of it)"
             );
             ExitCode::from(2)
         }

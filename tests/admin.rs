@@ -515,7 +515,10 @@ async fn admin_api_requires_the_admin_token() {
     server.create_group("team", &["alice"]);
 
     let (status, body) = server.http("GET", "/healthz", None, None);
-    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!(
+        (status, &body["status"], &body["role"]),
+        (200, &json!("ok"), &json!("active"))
+    );
 
     let user_token = common::token("alice");
     for bearer in [None, Some("wrong-token"), Some(user_token.as_str())] {

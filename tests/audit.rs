@@ -27,6 +27,9 @@ fn seqs_of(mismatches: &Value) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_agrees_after_reads_and_names_cursors_that_break_the_index() {
+    if common::sled_only("it rewrites a member record in the stopped server's sled database") {
+        return;
+    }
     let mut server = Server::start();
     server.create_group("eng", &["alice", "bob", "carol", "dave"]);
     server.admin_expect(

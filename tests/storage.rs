@@ -68,6 +68,9 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
+    if common::sled_only("the free space of the data directory's disk (sled's)") {
+        return;
+    }
     let disk = SmallDisk::mount(64);
     let data = tempfile::TempDir::new_in(&disk.path).expect("data dir on the small disk");
     let mut server = Server::start_in(data, &["--min-free-mb", "16"]);
@@ -150,6 +153,9 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_flush_answers_storage_and_stops_the_server_without_losing_acknowledged_messages()
 {
+    if common::sled_only("a file-size limit on the data directory's sled log (tests/database_restart.rs covers a failing PostgreSQL)") {
+        return;
+    }
     // A write past RLIMIT_FSIZE fails with EFBIG instead of killing the process when SIGXFSZ is
     // ignored; the disposition is inherited by the server this test starts.
     // SAFETY: setting a signal to SIG_IGN has no handler to race with.
@@ -243,6 +249,11 @@ async fn a_failed_flush_answers_storage_and_stops_the_server_without_losing_ackn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_a_newer_format_is_refused() {
+    if common::sled_only(
+        "the sled format record (tests/failover.rs covers a newer PostgreSQL schema)",
+    ) {
+        return;
+    }
     let mut server = Server::start();
     server.create_group("team", &["alice"]);
     server.kill9();

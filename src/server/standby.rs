@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::config::Config;
-use crate::protocol::{ErrorCode, Health, HttpError, HttpErrorBody};
+use crate::protocol::{to_json, ErrorCode, Health, HttpError, HttpErrorBody};
 use crate::store::{PgOptions, Postgres, Store};
 
 /// What the standby's answers say.
@@ -120,14 +120,13 @@ fn waiting_leader(waiting: &Waiting) -> std::sync::MutexGuard<'_, (String, i64)>
 }
 
 async fn healthz(waiting: web::Data<Waiting>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(
-        serde_json::to_string(&Health {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(to_json(&Health {
             status: "ok".into(),
             role: Some("standby".into()),
             node: Some(waiting.node.clone()),
-        })
-        .unwrap_or_default(),
-    )
+        }))
 }
 
 async fn refuse(waiting: web::Data<Waiting>) -> HttpResponse {
@@ -151,5 +150,5 @@ async fn refuse(waiting: web::Data<Waiting>) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", retry_ms.div_ceil(1000).to_string()))
         .content_type("application/json")
-        .body(serde_json::to_string(&body).unwrap_or_default())
+        .body(to_json(&body))
 }

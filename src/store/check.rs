@@ -140,6 +140,49 @@ pub fn check_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Report, Store
     Ok(check(&store))
 }
 
+/// Checks a PostgreSQL database (`--store postgres://…`): a read-only copy of it, taken in
+/// one repeatable-read transaction, so it may run beside the active node. `Err` when it
+/// cannot be read.
+pub fn check_postgres(url: &str, cache_bytes: u64) -> Result<Report, StoreError> {
+    let pg = super::Postgres::connect_to_read(url)?;
+    let store = pg.snapshot_store(cache_bytes)?;
+    Ok(check(store.as_ref()))
+}
+
+/// Copies a stopped server's sled data directory (`<data>/db`) into an empty PostgreSQL
+/// database (`rollcall migrate`); returns the number of records copied.
+pub fn migrate_to_postgres(
+    data_dir: &Path,
+    url: &str,
+    cache_bytes: u64,
+) -> Result<u64, StoreError> {
+    let source = SledStore::open_to_check(&data_dir.join("db"), cache_bytes)?;
+    match source.format()? {
+        Some(format) if format <= super::FORMAT_VERSION => {}
+        Some(found) => {
+            return Err(StoreError::NewerFormat {
+                found,
+                supported: super::FORMAT_VERSION,
+            })
+        }
+        None => {
+            return Err(StoreError::Corrupt(
+                "the data directory records no storage format (an unfinished backup?)".into(),
+            ))
+        }
+    }
+    let report = check(&source);
+    if !report.is_ok() {
+        return Err(StoreError::Corrupt(format!(
+            "rollcall check finds violations in {}: {}; fix them before migrating",
+            data_dir.display(),
+            report.summary()
+        )));
+    }
+    let pg = super::Postgres::connect_to_read(url)?;
+    pg.copy_from(&source)
+}
+
 /// Checks a whole store (see the module doc). Never fails: what cannot be read is a violation.
 pub fn check(store: &dyn Store) -> Report {
     let mut checker = Checker {

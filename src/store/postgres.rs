@@ -146,6 +146,19 @@ impl Postgres {
         }
         config.keepalives(true);
         config.application_name("rollcall");
+        // A node paused in the middle of a transaction (SIGSTOP, a long GC-like stall, a
+        // partition) must not hold its locks, the leadership row's among them, for longer than
+        // half a lease: the database ends such a session, and a takeover waits at most as long
+        // for a lock before it asks again.
+        let half_lease = (options.lease.as_millis() / 2).max(100);
+        let ours = format!(
+            "-c idle_in_transaction_session_timeout={half_lease} -c lock_timeout={half_lease}"
+        );
+        let options_string = match config.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {ours}"),
+            _ => ours,
+        };
+        config.options(&options_string);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -177,6 +190,15 @@ impl Postgres {
         let inner = Arc::clone(&postgres.inner);
         postgres.block_on(async move { inner.migrate().await })?;
         Ok(postgres)
+    }
+
+    /// Connects for a tool (`rollcall check`, `rollcall migrate`): no node id, no lease.
+    pub fn connect_to_read(url: &str) -> Result<Postgres, StoreError> {
+        Postgres::connect(PgOptions {
+            url: url.to_string(),
+            node_id: String::new(),
+            lease: Duration::from_secs(5),
+        })
     }
 
     /// Runs `future` on the database runtime and waits for it (from any thread, an actix one

@@ -28,8 +28,8 @@ pub mod ws;
 
 pub use auth::{now_secs, sign, token, token_with};
 pub use http::{http_error_code, member_of};
-pub use server::{Server, ServerOptions};
 pub use postgres::{on_postgres, sled_only};
+pub use server::{Server, ServerOptions};
 pub use ws::{raw_ws_upgrade, raw_ws_upgrade_over, seq, seqs, Client, WireEnd};
 
 /// The admin bearer token every test server is started with.

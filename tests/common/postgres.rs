@@ -184,12 +184,18 @@ impl Cluster {
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
              {owner}{pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
             pid = std::process::id(),
-            owner = if is_root() { "runuser -u postgres -- " } else { "" },
+            owner = if is_root() {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
             pg_ctl = self.bin.join("pg_ctl").display(),
             data = self.data().display(),
             dir = self.dir.display(),
         );
-        Command::new("sh")
+        // Never waited for: it outlives this process on purpose.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -201,7 +207,15 @@ impl Cluster {
     /// `psql` against the cluster's `postgres` database, running `sql`; its output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
             .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .stdin(Stdio::null())
             .output()

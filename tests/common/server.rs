@@ -282,6 +282,19 @@ impl Server {
         }
     }
 
+    /// The arguments of `rollcall check` for this server's data: `--store` on PostgreSQL,
+    /// else `--data`.
+    pub fn check_args(&self) -> Vec<String> {
+        match &self.store {
+            Some(url) => vec!["check".into(), "--store".into(), url.clone()],
+            None => vec![
+                "check".into(),
+                "--data".into(),
+                self.data.path().display().to_string(),
+            ],
+        }
+    }
+
     /// The data dir the server runs on.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.path()
