@@ -139,6 +139,11 @@ pub struct Args {
     /// Extra flags for the started server, e.g. `--server-arg=--cache-mb=16` (repeatable).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// Run every started server on PostgreSQL: a fresh database (created with `psql`) on the
+    /// server of this URL, e.g. `postgres://postgres@127.0.0.1:5432/postgres` (any existing
+    /// database of it), passed as the server's `--store`.
+    #[arg(long)]
+    pub postgres: Option<String>,
     /// Storm: post at this many messages per second (open loop) instead of closed loop.
     #[arg(long)]
     pub rate: Option<f64>,

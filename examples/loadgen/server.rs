@@ -266,7 +266,10 @@ pub fn start_server_with(
 ) -> Result<(Server, tempfile::TempDir), Error> {
     let dir = tempfile::Builder::new().prefix("rollcall-lg").tempdir()?;
     let bin = args.server_bin.clone().unwrap_or_else(default_bin);
-    let extra = server_flags(args, scenario_flags);
+    let mut extra = server_flags(args, scenario_flags);
+    if let Some(url) = &args.postgres {
+        extra.push(format!("--store={}", fresh_database(url)?));
+    }
     let server = Server::start(&bin, &dir.path().join("data"), &extra)?;
     println!(
         "server      : {} serve --addr 127.0.0.1:0 --data {} {} (pid {}, {})",
@@ -277,6 +280,35 @@ pub fn start_server_with(
         server.http
     );
     Ok((server, dir))
+}
+
+/// A new database on the PostgreSQL server of `url` (`psql`); its URL.
+fn fresh_database(url: &str) -> Result<String, Error> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "loadgen_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let out = Command::new("psql")
+        .arg(url)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "creating database {name} on {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+    Ok(format!("{base}/{name}"))
 }
 
 /// The scenario's server flags, then `--server-arg`'s.

@@ -701,8 +701,13 @@ impl Inner {
 }
 
 /// The active node's lease task: renews every third of the lease; commits what a failed
-/// commit kept once the database answers; stops when the node is fenced or the store dropped.
+/// commit kept once the database answers; fences the node when a whole lease passed without a
+/// renewal (it may have been taken over meanwhile); stops when the node is fenced or the store
+/// dropped.
 async fn renew(inner: std::sync::Weak<Inner>) {
+    // Measured from before each renewal was asked for, so it never runs past the lease the
+    // database granted.
+    let mut renewed_at = tokio::time::Instant::now();
     loop {
         let Some(node) = inner.upgrade() else {
             return;
@@ -711,8 +716,10 @@ async fn renew(inner: std::sync::Weak<Inner>) {
         if node.fenced.load(Ordering::SeqCst) {
             return;
         }
+        let asked_at = tokio::time::Instant::now();
         match node.renew_once().await {
             Ok(true) => {
+                renewed_at = asked_at;
                 if node.unreachable.load(Ordering::SeqCst) {
                     if let Err(e) = node.commit(Vec::new(), &[]).await {
                         log::warn!("committing the writes kept from a failed commit: {e}");
@@ -721,6 +728,14 @@ async fn renew(inner: std::sync::Weak<Inner>) {
             }
             Ok(false) => {
                 node.fence("another node took over the lease".into());
+                return;
+            }
+            Err(e) if renewed_at.elapsed() >= node.options.lease => {
+                // Unrenewed for a whole lease: a standby may hold it now. Stop acting on it
+                // before anyone could (the sessions go with 1012; clients try other nodes).
+                node.fence(format!(
+                    "the lease could not be renewed for a whole lease ({e})"
+                ));
                 return;
             }
             Err(e) => log::warn!("renewing the lease: {e}"),
