@@ -245,6 +245,13 @@ async fn failover(kill: bool) {
         failover_ms(&acked, &a.ws_url(), &b.ws_url())
     );
     check_history(&b, &acked).await;
+    // And the whole database, offline of the nodes' memory: `rollcall check --store`.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["check", "--store", &url])
+        .output()
+        .expect("rollcall check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{report}");
     let after = cursors(&b, "carol").await;
     assert!(
         after.0 >= before.0 && after.1 >= before.1,

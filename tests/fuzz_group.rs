@@ -1819,3 +1819,77 @@ fn a_failed_read_of_a_senders_resends_answers_storage_and_stores_nothing() {
         );
     });
 }
+
+/// The fenced path on sled: another claim of the group behind its running actor (as a second
+/// owner would make) fences the actor's next flush. The send is answered `internal` (retry),
+/// never `sent`, and the actor stops; the next request starts a new actor (a new claim), which
+/// answers the resend with the seq the fenced actor had written (sled had stored it: its only
+/// other claimer is in the same process).
+#[test]
+fn a_claim_behind_a_running_actor_fences_its_next_flush() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process).expect("store"),
+    );
+    let metrics = Arc::new(Metrics::default());
+    let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
+    let registry = Registry::new(
+        Arc::clone(&store),
+        committer,
+        Arc::new(Config::new(dir.path())),
+        metrics,
+        Vec::new(),
+    );
+    let send = |addr: &Addr<rollcall::group::GroupActor>, client_id: &str| {
+        let (reply, answer) = reply_channel();
+        addr.do_send(PostMessage {
+            remind_after: None,
+            reply_to: None,
+            from: uid(0),
+            client_id: client_id.into(),
+            body: format!("body of {client_id}"),
+            reply,
+        });
+        answer.wait()
+    };
+    System::new().block_on(async {
+        registry
+            .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
+            .await
+            .expect("create")
+            .expect("created");
+        let addr = registry.group(&gid()).expect("load").expect("group");
+        let (reply, answer) = reply_channel();
+        addr.do_send(AddMember {
+            user: uid(0),
+            role: RoleRecord::Member,
+            by: By::Admin,
+            reply,
+        });
+        answer.wait().await.expect("added");
+        let sent = send(&addr, "c1").await.expect("sent");
+        assert_eq!(sent.seq, 1);
+
+        let theirs = store.claim_group(&gid()).expect("a second claim");
+        let fenced = send(&addr, "c2").await;
+        assert!(
+            matches!(fenced, Err(GroupError::Unavailable(_))),
+            "a fenced send is `internal`, never `sent`: {fenced:?}"
+        );
+        for _ in 0..100 {
+            if !addr.connected() {
+                break;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!addr.connected(), "the fenced actor stopped");
+
+        let addr = registry.group(&gid()).expect("load").expect("a new actor");
+        let again = send(&addr, "c2").await.expect("the resend");
+        assert_eq!((again.seq, again.duplicate), (2, true), "{again:?}");
+        assert!(
+            store.claim_group(&gid()).expect("claim") > theirs + 1,
+            "the new actor claimed after the second claim"
+        );
+    });
+}

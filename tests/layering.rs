@@ -6,7 +6,8 @@
 //!   no circle between modules. The client module uses only `protocol` and `ids`.
 //! - **Who knows what.** Only `protocol/` (and the client module) uses `serde_json`; only
 //!   `session/` imports actix-web-actors; only `store/` names sled, and only `store/codec.rs`
-//!   names bincode.
+//!   names bincode; only `store/postgres.rs` names the PostgreSQL client and pool, and no SQL
+//!   is written outside `store/`.
 //!
 //! Read from the files, not from the compiler: a cheap, exact check of `crate::` paths (which
 //! is how every module names another here) that fails with the file and line to fix.
@@ -231,6 +232,26 @@ fn only_the_store_knows_sled_and_bincode() {
         "bincode outside store/codec.rs:\n{}",
         outside.join("\n")
     );
+}
+
+#[test]
+fn only_the_postgres_store_knows_postgres_and_sql() {
+    for client in ["tokio_postgres", "deadpool_postgres"] {
+        let outside = mentions(client, |p| p == src_dir().join("store/postgres.rs"));
+        assert!(
+            outside.is_empty(),
+            "{client} outside store/postgres.rs:\n{}",
+            outside.join("\n")
+        );
+    }
+    for sql in ["SELECT ", "INSERT INTO", "UPDATE ", "DELETE FROM"] {
+        let outside = mentions(sql, |p| under(p, "store"));
+        assert!(
+            outside.is_empty(),
+            "SQL outside store/:\n{}",
+            outside.join("\n")
+        );
+    }
 }
 
 #[test]
