@@ -340,6 +340,9 @@ const PUT_SQL: &str = "INSERT INTO kv (tree, key, value) \
      ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const REMOVE_SQL: &str = "DELETE FROM kv USING UNNEST($1::text[], $2::bytea[]) AS r(tree, key) \
      WHERE kv.tree = r.tree AND kv.key = r.key";
+const LEADERSHIP_SQL: &str = "SELECT node_id, term FROM leadership WHERE id = 1 FOR SHARE";
+const OWNERS_SQL: &str = "SELECT group_id, epoch, node_id FROM group_owners \
+     WHERE group_id = ANY($1::text[]) FOR SHARE";
 const DROP_SQL: &str = "DELETE FROM kv WHERE tree = ANY($1::text[])";
 /// A claim: epoch + 1 over the one before (or again, when a commit whose outcome was unknown
 /// had already made it this node's).
@@ -600,12 +603,9 @@ impl Inner {
         let tx = client.transaction().await?;
         let node = self.options.node_id.as_str();
         let term = self.term.load(Ordering::SeqCst);
-        let leader = tx
-            .query_one(
-                "SELECT node_id, term FROM leadership WHERE id = 1 FOR SHARE",
-                &[],
-            )
-            .await?;
+        // Prepared once per connection (deadpool caches them): one round trip per statement.
+        let leadership = tx.prepare_cached(LEADERSHIP_SQL).await?;
+        let leader = tx.query_one(&leadership, &[]).await?;
         let (leader_node, leader_term): (String, i64) = (leader.get(0), leader.get(1));
         if leader_node != node || u64::try_from(leader_term).ok() != Some(term) {
             return Err(Refused::Fenced(format!(
@@ -614,9 +614,8 @@ impl Inner {
         }
         for (group, epoch) in claims {
             let epoch = i64::try_from(*epoch).unwrap_or(i64::MAX);
-            let claimed = tx
-                .execute(CLAIM_SQL, &[&group.as_str(), &epoch, &node])
-                .await?;
+            let claim = tx.prepare_cached(CLAIM_SQL).await?;
+            let claimed = tx.execute(&claim, &[&group.as_str(), &epoch, &node]).await?;
             if claimed == 0 {
                 return Err(Refused::Fenced(format!(
                     "group {group} was claimed by another node before epoch {epoch}"
@@ -625,13 +624,8 @@ impl Inner {
         }
         if !expected.is_empty() {
             let ids: Vec<&str> = expected.iter().map(|(g, _)| g.as_str()).collect();
-            let rows = tx
-                .query(
-                    "SELECT group_id, epoch, node_id FROM group_owners \
-                     WHERE group_id = ANY($1::text[]) FOR SHARE",
-                    &[&ids],
-                )
-                .await?;
+            let owners = tx.prepare_cached(OWNERS_SQL).await?;
+            let rows = tx.query(&owners, &[&ids]).await?;
             let owners: HashMap<String, (i64, String)> = rows
                 .into_iter()
                 .map(|row| (row.get(0), (row.get(1), row.get(2))))
@@ -659,7 +653,8 @@ impl Inner {
                 .iter()
                 .map(name)
                 .collect::<Result<Vec<_>, _>>()?;
-            tx.execute(DROP_SQL, &[&trees]).await?;
+            let drop = tx.prepare_cached(DROP_SQL).await?;
+            tx.execute(&drop, &[&trees]).await?;
         }
         if !batch.removed.is_empty() {
             let trees = batch
@@ -668,7 +663,8 @@ impl Inner {
                 .map(|(t, _)| name(t))
                 .collect::<Result<Vec<_>, _>>()?;
             let keys: Vec<&[u8]> = batch.removed.iter().map(|(_, k)| k.as_ref()).collect();
-            tx.execute(REMOVE_SQL, &[&trees, &keys]).await?;
+            let remove = tx.prepare_cached(REMOVE_SQL).await?;
+            tx.execute(&remove, &[&trees, &keys]).await?;
         }
         if !batch.put.is_empty() {
             let trees = batch
@@ -678,7 +674,8 @@ impl Inner {
                 .collect::<Result<Vec<_>, _>>()?;
             let keys: Vec<&[u8]> = batch.put.iter().map(|(_, k, _)| k.as_ref()).collect();
             let values: Vec<&[u8]> = batch.put.iter().map(|(_, _, v)| v.as_ref()).collect();
-            tx.execute(PUT_SQL, &[&trees, &keys, &values]).await?;
+            let put = tx.prepare_cached(PUT_SQL).await?;
+            tx.execute(&put, &[&trees, &keys, &values]).await?;
         }
         tx.commit().await?;
         Ok(())
