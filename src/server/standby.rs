@@ -17,6 +17,9 @@ use crate::config::Config;
 use crate::protocol::{to_json, ErrorCode, Health, HttpError, HttpErrorBody};
 use crate::store::{PgOptions, Postgres, Store};
 
+/// Where an active node keeps its mirror of the database, inside `--data`.
+pub const MIRROR_DIR: &str = "mirror";
+
 /// What the standby's answers say.
 struct Waiting {
     node: String,
@@ -106,7 +109,9 @@ pub(super) async fn wait_until_active(
         handle.stop(false).await;
     }
     let cache = config.cache_bytes;
-    let store = blocking(move || pg.into_store(cache))
+    // The mirror's scratch directory, in the data directory (emptied at every start).
+    let dir = config.data_dir.join(MIRROR_DIR);
+    let store = blocking(move || pg.into_store(cache, &dir))
         .await?
         .map_err(|e| io::Error::other(format!("loading from PostgreSQL: {e}")))?;
     Ok(Some(store))

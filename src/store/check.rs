@@ -145,8 +145,12 @@ pub fn check_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Report, Store
 /// cannot be read.
 pub fn check_postgres(url: &str, cache_bytes: u64) -> Result<Report, StoreError> {
     let pg = super::Postgres::connect_to_read(url)?;
-    let store = pg.snapshot_store(cache_bytes)?;
-    Ok(check(store.as_ref()))
+    let scratch = std::env::temp_dir().join(format!("rollcall-check-{}", std::process::id()));
+    let store = pg.snapshot_store(cache_bytes, &scratch)?;
+    let report = check(store.as_ref());
+    drop(store);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(report)
 }
 
 /// Copies a stopped server's sled data directory (`<data>/db`) into an empty PostgreSQL

@@ -1,8 +1,9 @@
-//! A mirror: the sled layout held in memory, with another store (PostgreSQL) as the durable
+//! A mirror: the sled layout held by the node, with another store (PostgreSQL) as the durable
 //! copy.
 //!
-//! [`SledStore::mirror`](super::SledStore) opens an in-memory sled database, fills it from the
-//! remote when the node becomes active, and from then on journals every raw change it applies
+//! [`SledStore::mirror`](super::SledStore) opens a scratch sled database (`<data>/mirror`,
+//! emptied at every start and removed when dropped), fills it from the remote when the node
+//! becomes active, and from then on journals every raw change it applies
 //! (a key put or removed, a group's tree dropped) in the order sled applied it. Reads never
 //! leave the process, so no actor waits on a network round trip; a flush hands the journal to
 //! the [`Remote`], which commits it in one transaction, conditional on this node's ownership,

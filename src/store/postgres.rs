@@ -30,6 +30,7 @@
 //! database with a newer schema is refused with both versions named.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -245,16 +246,19 @@ impl Postgres {
     }
 
     /// Becomes the store of an active node (after [`Postgres::try_become_active`]): loads the
-    /// whole database into a mirror and starts renewing the lease.
-    pub fn into_store(self, cache_bytes: u64) -> Result<Arc<dyn Store>, StoreError> {
+    /// whole database into a mirror in `dir` (a scratch directory, emptied first) and starts
+    /// renewing the lease.
+    pub fn into_store(self, cache_bytes: u64, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
         let this = Arc::new(self);
-        let mirror = SledStore::mirror(Arc::clone(&this) as Arc<dyn Remote>, cache_bytes)?;
+        let mirror = SledStore::mirror(Arc::clone(&this) as Arc<dyn Remote>, cache_bytes, dir)?;
         let mirror = Arc::new(mirror);
         let inner = Arc::clone(&this.inner);
         let target = Arc::clone(&mirror);
+        let started = std::time::Instant::now();
         let (entries, groups) = this.block_on(async move { inner.load(&target).await })?;
         log::info!(
-            "loaded {entries} records of {groups} groups from PostgreSQL (term {})",
+            "loaded {entries} records of {groups} groups from PostgreSQL in {:?} (term {})",
+            started.elapsed(),
             this.inner.term.load(Ordering::SeqCst)
         );
         if let Some(runtime) = &this.runtime {
@@ -265,13 +269,18 @@ impl Postgres {
 
     /// A read-only copy of the whole database, for `rollcall check`: no lease is taken and no
     /// write of it ever reaches the database.
-    pub fn snapshot_store(self, cache_bytes: u64) -> Result<Arc<dyn Store>, StoreError> {
+    pub fn snapshot_store(
+        self,
+        cache_bytes: u64,
+        dir: &Path,
+    ) -> Result<Arc<dyn Store>, StoreError> {
         self.inner.fenced.store(true, Ordering::SeqCst);
         self.inner.reasons().fenced = Some("a read-only copy (rollcall check)".into());
         let this = Arc::new(self);
         let mirror = Arc::new(SledStore::mirror(
             Arc::clone(&this) as Arc<dyn Remote>,
             cache_bytes,
+            dir,
         )?);
         let inner = Arc::clone(&this.inner);
         let target = Arc::clone(&mirror);
@@ -491,21 +500,24 @@ impl Inner {
         }
         let rows = tx
             .query_raw(
-                "SELECT tree, key, value FROM kv",
+                // In the primary key's order: tree by tree, keys sorted (see MirrorLoader).
+                "SELECT tree, key, value FROM kv ORDER BY tree, key",
                 std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
             )
             .await
             .map_err(db_error)?;
         futures_util::pin_mut!(rows);
         let mut n = 0u64;
+        let mut loader = mirror.loader();
         while let Some(row) = rows.next().await {
             let row = row.map_err(db_error)?;
             let tree: &str = row.get(0);
             let key: &[u8] = row.get(1);
             let value: &[u8] = row.get(2);
-            mirror.load_raw(tree.as_bytes(), key, value)?;
+            loader.add(tree.as_bytes(), key, value)?;
             n += 1;
         }
+        loader.apply()?;
         tx.commit().await.map_err(db_error)?;
         let groups = epochs.len();
         self.state().epochs = epochs;
@@ -615,7 +627,9 @@ impl Inner {
         for (group, epoch) in claims {
             let epoch = i64::try_from(*epoch).unwrap_or(i64::MAX);
             let claim = tx.prepare_cached(CLAIM_SQL).await?;
-            let claimed = tx.execute(&claim, &[&group.as_str(), &epoch, &node]).await?;
+            let claimed = tx
+                .execute(&claim, &[&group.as_str(), &epoch, &node])
+                .await?;
             if claimed == 0 {
                 return Err(Refused::Fenced(format!(
                     "group {group} was claimed by another node before epoch {epoch}"

@@ -72,6 +72,52 @@ pub struct SledStore {
     mirror: Option<Mirror>,
 }
 
+/// Fills a mirror from the remote, tree by tree, in sled batches: nothing else runs on the
+/// mirror while it loads, so the process-wide lock a batch takes stalls no one (and a batch
+/// of sorted keys is several times faster than inserts one by one).
+pub(super) struct MirrorLoader<'a> {
+    db: &'a sled::Db,
+    /// The tree being filled and its name.
+    tree: Option<(Vec<u8>, sled::Tree)>,
+    batch: sled::Batch,
+    n_batched: usize,
+}
+
+/// Entries per batch while loading a mirror.
+const LOAD_BATCH: usize = 10_000;
+
+impl MirrorLoader<'_> {
+    /// Adds one entry (best in tree, then key, order).
+    pub(super) fn add(&mut self, tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if self
+            .tree
+            .as_ref()
+            .is_none_or(|(name, _)| name.as_slice() != tree)
+        {
+            self.apply()?;
+            self.tree = Some((tree.to_vec(), self.db.open_tree(tree)?));
+        }
+        self.batch.insert(key, value);
+        self.n_batched += 1;
+        if self.n_batched >= LOAD_BATCH {
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    /// Applies what is batched.
+    pub(super) fn apply(&mut self) -> Result<(), StoreError> {
+        if self.n_batched == 0 {
+            return Ok(());
+        }
+        if let Some((_, tree)) = &self.tree {
+            tree.apply_batch(std::mem::take(&mut self.batch))?;
+        }
+        self.n_batched = 0;
+        Ok(())
+    }
+}
+
 /// Called with (tree, key, value) of raw entries.
 pub(super) type RawVisit<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
@@ -189,14 +235,23 @@ impl SledStore {
         })
     }
 
-    /// An empty in-memory database that mirrors `remote` (PostgreSQL): fill it with
-    /// [`SledStore::load_raw`], then every write is journaled and [`Store::flush`] commits the
-    /// journal to the remote.
+    /// An empty database in `dir` that mirrors `remote` (PostgreSQL), removed when dropped:
+    /// fill it with [`SledStore::loader`], then every write is journaled and [`Store::flush`]
+    /// commits the journal to the remote. Whatever a crashed node left in `dir` is removed
+    /// first (in a directory of ours, not in /dev/shm, where sled puts a temporary database by
+    /// default and a killed process would leave it in memory for good).
     pub(super) fn mirror(
         remote: Arc<dyn Remote>,
         cache_bytes: u64,
+        dir: &Path,
     ) -> Result<SledStore, StoreError> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Engine(sled::Error::Io(e))),
+        }
         let db = sled::Config::new()
+            .path(dir)
             .temporary(true)
             .cache_capacity(cache_bytes)
             .flush_every_ms(None)
@@ -210,10 +265,14 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Writes one raw entry into a mirror being loaded (not journaled: it came from the remote).
-    pub(super) fn load_raw(&self, tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.db.open_tree(tree)?.insert(key, value)?;
-        Ok(())
+    /// A loader of raw entries into a mirror (not journaled: they came from the remote).
+    pub(super) fn loader(&self) -> MirrorLoader<'_> {
+        MirrorLoader {
+            db: &self.db,
+            tree: None,
+            batch: sled::Batch::default(),
+            n_batched: 0,
+        }
     }
 
     /// Calls `visit` with every raw entry of every tree but the default one (`rollcall
