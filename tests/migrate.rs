@@ -98,3 +98,18 @@ async fn a_sled_data_directory_moves_to_postgres_whole() {
     );
     assert_eq!(status, 200, "{login}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_online_backup_is_refused_on_postgres_saying_what_to_use() {
+    let url = common::postgres::cluster().database();
+    let server = Server::options()
+        .args(&["--store", &url, "--node-id", "a"])
+        .start();
+    let (status, body) = server.admin("POST", "/api/backup", None);
+    assert_eq!(
+        (status, common::http_error_code(&body).as_str()),
+        (400, "bad_request"),
+        "{body}"
+    );
+    assert!(body.to_string().contains("pg_dump"), "{body}");
+}

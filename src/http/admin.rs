@@ -616,6 +616,16 @@ async fn audit(
 /// An online backup; answers once the snapshot is durable and in place.
 async fn backup(_admin: Admin, state: State, body: Body) -> ApiResult {
     let BackupRequest {} = optional_body(&body)?;
+    if matches!(
+        state.registry.config().store,
+        crate::config::StoreKind::Postgres(_)
+    ) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the online backup copies a sled data directory; this server runs on PostgreSQL: \
+             back it up with PostgreSQL's tools (pg_dump, base backups, a standby)",
+        ));
+    }
     let done = state
         .backups
         .run(&state.registry)
