@@ -1743,6 +1743,36 @@ fn edits_and_deletes_follow_the_rules_and_survive_a_restart() {
     }
 }
 
+/// An in-process registry on `store` (no arbiters: actors run on the test's system).
+fn registry_on(store: Arc<dyn Store>, dir: &std::path::Path) -> Arc<Registry> {
+    let metrics = Arc::new(Metrics::default());
+    let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
+    Registry::new(
+        store,
+        committer,
+        Arc::new(Config::new(dir)),
+        metrics,
+        Vec::new(),
+    )
+}
+
+/// A send of user 0 to a running group actor, with its answer.
+fn post(
+    addr: &Addr<rollcall::group::GroupActor>,
+    client_id: &str,
+) -> impl std::future::Future<Output = Result<Posted, GroupError>> {
+    let (reply, answer) = reply_channel();
+    addr.do_send(PostMessage {
+        remind_after: None,
+        reply_to: None,
+        from: uid(0),
+        client_id: client_id.into(),
+        body: format!("body of {client_id}"),
+        reply,
+    });
+    answer.wait()
+}
+
 /// A storage error while a sender's resend entries are read (on their first send after the
 /// group's start) answers that send `storage` and stores nothing; the client's resend then
 /// reads them and is answered as the duplicate of the message sent before the restart.
@@ -1755,30 +1785,9 @@ fn a_failed_read_of_a_senders_resends_answers_storage_and_stores_nothing() {
         probe: Arc::new(FlushProbe::default()),
         fail_sent_entries: AtomicBool::new(false),
     });
-    let registry = |store: &Arc<ProbedStore>| {
-        let store: Arc<dyn Store> = Arc::clone(store) as Arc<dyn Store>;
-        let metrics = Arc::new(Metrics::default());
-        let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
-        Registry::new(
-            store,
-            committer,
-            Arc::new(Config::new(dir.path())),
-            metrics,
-            Vec::new(),
-        )
-    };
-    let send = |addr: &Addr<rollcall::group::GroupActor>, client_id: &str| {
-        let (reply, answer) = reply_channel();
-        addr.do_send(PostMessage {
-            remind_after: None,
-            reply_to: None,
-            from: uid(0),
-            client_id: client_id.into(),
-            body: format!("body of {client_id}"),
-            reply,
-        });
-        answer.wait()
-    };
+    let registry =
+        |store: &Arc<ProbedStore>| registry_on(Arc::clone(store) as Arc<dyn Store>, dir.path());
+    let send = post;
     System::new().block_on(async {
         let registry = registry(&store);
         registry
@@ -1831,27 +1840,8 @@ fn a_claim_behind_a_running_actor_fences_its_next_flush() {
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process).expect("store"),
     );
-    let metrics = Arc::new(Metrics::default());
-    let committer = Committer::start(Arc::clone(&store), Arc::clone(&metrics));
-    let registry = Registry::new(
-        Arc::clone(&store),
-        committer,
-        Arc::new(Config::new(dir.path())),
-        metrics,
-        Vec::new(),
-    );
-    let send = |addr: &Addr<rollcall::group::GroupActor>, client_id: &str| {
-        let (reply, answer) = reply_channel();
-        addr.do_send(PostMessage {
-            remind_after: None,
-            reply_to: None,
-            from: uid(0),
-            client_id: client_id.into(),
-            body: format!("body of {client_id}"),
-            reply,
-        });
-        answer.wait()
-    };
+    let registry = registry_on(Arc::clone(&store), dir.path());
+    let send = post;
     System::new().block_on(async {
         registry
             .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
