@@ -615,81 +615,106 @@ impl Inner {
         let tx = client.transaction().await?;
         let node = self.options.node_id.as_str();
         let term = self.term.load(Ordering::SeqCst);
-        // Prepared once per connection (deadpool caches them): one round trip per statement.
+        let name = |tree: &sled::IVec| -> Result<String, Refused> {
+            String::from_utf8(tree.to_vec())
+                .map_err(|_| Refused::Failed("a tree name that is not UTF-8".into()))
+        };
+        let dropped = batch
+            .dropped
+            .iter()
+            .map(name)
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed_trees = batch
+            .removed
+            .iter()
+            .map(|(t, _)| name(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed_keys: Vec<&[u8]> = batch.removed.iter().map(|(_, k)| k.as_ref()).collect();
+        let put_trees = batch
+            .put
+            .iter()
+            .map(|(t, _, _)| name(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let put_keys: Vec<&[u8]> = batch.put.iter().map(|(_, k, _)| k.as_ref()).collect();
+        let put_values: Vec<&[u8]> = batch.put.iter().map(|(_, _, v)| v.as_ref()).collect();
+        let ids: Vec<&str> = expected.iter().map(|(g, _)| g.as_str()).collect();
+        // Prepared once per connection (deadpool caches them).
         let leadership = tx.prepare_cached(LEADERSHIP_SQL).await?;
-        let leader = tx.query_one(&leadership, &[]).await?;
+        let claim = tx.prepare_cached(CLAIM_SQL).await?;
+        let owners = tx.prepare_cached(OWNERS_SQL).await?;
+        let drop = tx.prepare_cached(DROP_SQL).await?;
+        let remove = tx.prepare_cached(REMOVE_SQL).await?;
+        let put = tx.prepare_cached(PUT_SQL).await?;
+        let claims: Vec<(&str, i64)> = claims
+            .iter()
+            .map(|(g, e)| (g.as_str(), i64::try_from(*e).unwrap_or(i64::MAX)))
+            .collect();
+        type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+        let claim_params: Vec<[Param<'_>; 3]> = claims
+            .iter()
+            .map(|(group, epoch)| [group as Param<'_>, epoch, &node])
+            .collect();
+        // Every statement of the transaction goes out at once (tokio-postgres pipelines the
+        // queries polled together on one connection, and the database runs them in that
+        // order): the checks first, then the writes. A failed check rolls the whole
+        // transaction back, writes included, so nothing is committed before it is known.
+        let (leader, claimed, held, (), (), ()) = tokio::try_join!(
+            tx.query_one(&leadership, &[]),
+            futures_util::future::try_join_all(
+                claim_params.iter().map(|params| tx.execute(&claim, params))
+            ),
+            async {
+                if ids.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    tx.query(&owners, &[&ids]).await
+                }
+            },
+            async {
+                if !dropped.is_empty() {
+                    tx.execute(&drop, &[&dropped]).await?;
+                }
+                Ok(())
+            },
+            async {
+                if !removed_trees.is_empty() {
+                    tx.execute(&remove, &[&removed_trees, &removed_keys])
+                        .await?;
+                }
+                Ok(())
+            },
+            async {
+                if !put_trees.is_empty() {
+                    tx.execute(&put, &[&put_trees, &put_keys, &put_values])
+                        .await?;
+                }
+                Ok(())
+            },
+        )?;
         let (leader_node, leader_term): (String, i64) = (leader.get(0), leader.get(1));
         if leader_node != node || u64::try_from(leader_term).ok() != Some(term) {
             return Err(Refused::Fenced(format!(
                 "node {leader_node} took over (term {leader_term}; this node held term {term})"
             )));
         }
-        for (group, epoch) in claims {
-            let epoch = i64::try_from(*epoch).unwrap_or(i64::MAX);
-            let claim = tx.prepare_cached(CLAIM_SQL).await?;
-            let claimed = tx
-                .execute(&claim, &[&group.as_str(), &epoch, &node])
-                .await?;
-            if claimed == 0 {
+        if let Some(((group, epoch), _)) = claims.iter().zip(&claimed).find(|(_, n)| **n == 0) {
+            return Err(Refused::Fenced(format!(
+                "group {group} was claimed by another node before epoch {epoch}"
+            )));
+        }
+        let held: HashMap<String, (i64, String)> = held
+            .into_iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        for (group, epoch) in expected {
+            let owner = held.get(group.as_str());
+            let mine = owner
+                .is_some_and(|(e, n)| u64::try_from(*e).ok() == Some(*epoch) && n.as_str() == node);
+            if !mine {
                 return Err(Refused::Fenced(format!(
-                    "group {group} was claimed by another node before epoch {epoch}"
+                    "group {group} is owned by {owner:?}, not by this node at epoch {epoch}"
                 )));
             }
-        }
-        if !expected.is_empty() {
-            let ids: Vec<&str> = expected.iter().map(|(g, _)| g.as_str()).collect();
-            let owners = tx.prepare_cached(OWNERS_SQL).await?;
-            let rows = tx.query(&owners, &[&ids]).await?;
-            let owners: HashMap<String, (i64, String)> = rows
-                .into_iter()
-                .map(|row| (row.get(0), (row.get(1), row.get(2))))
-                .collect();
-            for (group, epoch) in expected {
-                let held = owners.get(group.as_str());
-                let mine = held.is_some_and(|(e, n)| {
-                    u64::try_from(*e).ok() == Some(*epoch) && n.as_str() == node
-                });
-                if !mine {
-                    return Err(Refused::Fenced(format!(
-                        "group {group} is owned by {:?}, not by this node at epoch {epoch}",
-                        held
-                    )));
-                }
-            }
-        }
-        let name = |tree: &sled::IVec| -> Result<String, Refused> {
-            String::from_utf8(tree.to_vec())
-                .map_err(|_| Refused::Failed("a tree name that is not UTF-8".into()))
-        };
-        if !batch.dropped.is_empty() {
-            let trees = batch
-                .dropped
-                .iter()
-                .map(name)
-                .collect::<Result<Vec<_>, _>>()?;
-            let drop = tx.prepare_cached(DROP_SQL).await?;
-            tx.execute(&drop, &[&trees]).await?;
-        }
-        if !batch.removed.is_empty() {
-            let trees = batch
-                .removed
-                .iter()
-                .map(|(t, _)| name(t))
-                .collect::<Result<Vec<_>, _>>()?;
-            let keys: Vec<&[u8]> = batch.removed.iter().map(|(_, k)| k.as_ref()).collect();
-            let remove = tx.prepare_cached(REMOVE_SQL).await?;
-            tx.execute(&remove, &[&trees, &keys]).await?;
-        }
-        if !batch.put.is_empty() {
-            let trees = batch
-                .put
-                .iter()
-                .map(|(t, _, _)| name(t))
-                .collect::<Result<Vec<_>, _>>()?;
-            let keys: Vec<&[u8]> = batch.put.iter().map(|(_, k, _)| k.as_ref()).collect();
-            let values: Vec<&[u8]> = batch.put.iter().map(|(_, _, v)| v.as_ref()).collect();
-            let put = tx.prepare_cached(PUT_SQL).await?;
-            tx.execute(&put, &[&trees, &keys, &values]).await?;
         }
         tx.commit().await?;
         Ok(())
