@@ -104,12 +104,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
                 let StoreKind::Postgres(url) = &config.store else {
                     return Ok(());
                 };
-                standby::connect(PgOptions {
-                    url: url.clone(),
-                    node_id: config.node_id.clone(),
-                    lease: config.lease,
-                })
-                .await?
+                // After a fence the database may be the reason (an outage longer than a
+                // lease): ask again until it answers, rather than exit.
+                loop {
+                    let options = PgOptions {
+                        url: url.clone(),
+                        node_id: config.node_id.clone(),
+                        lease: config.lease,
+                    };
+                    match standby::connect(options).await {
+                        Ok(pg) => break pg,
+                        Err(e) => log::warn!("{e}; asking again in 1 s"),
+                    }
+                    tokio::select! {
+                        () = shutdown.clone() => return Ok(()),
+                        () = actix_web::rt::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
         };
         let Some(store) =
