@@ -1756,6 +1756,25 @@ fn registry_on(store: Arc<dyn Store>, dir: &std::path::Path) -> Arc<Registry> {
     )
 }
 
+/// Creates the group `gid()` with user 0 as its member; its running actor.
+async fn group_of_user_0(registry: &Registry) -> Addr<rollcall::group::GroupActor> {
+    registry
+        .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
+        .await
+        .expect("create")
+        .expect("created");
+    let addr = registry.group(&gid()).expect("load").expect("group");
+    let (reply, answer) = reply_channel();
+    addr.do_send(AddMember {
+        user: uid(0),
+        role: RoleRecord::Member,
+        by: By::Admin,
+        reply,
+    });
+    answer.wait().await.expect("added");
+    addr
+}
+
 /// A send of user 0 to a running group actor, with its answer.
 fn post(
     addr: &Addr<rollcall::group::GroupActor>,
@@ -1787,24 +1806,10 @@ fn a_failed_read_of_a_senders_resends_answers_storage_and_stores_nothing() {
     });
     let registry =
         |store: &Arc<ProbedStore>| registry_on(Arc::clone(store) as Arc<dyn Store>, dir.path());
-    let send = post;
     System::new().block_on(async {
         let registry = registry(&store);
-        registry
-            .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
-            .await
-            .expect("create")
-            .expect("created");
-        let addr = registry.group(&gid()).expect("load").expect("group");
-        let (reply, answer) = reply_channel();
-        addr.do_send(AddMember {
-            user: uid(0),
-            role: RoleRecord::Member,
-            by: By::Admin,
-            reply,
-        });
-        answer.wait().await.expect("added");
-        let sent = send(&addr, "c1").await.expect("sent");
+        let addr = group_of_user_0(&registry).await;
+        let sent = post(&addr, "c1").await.expect("sent");
         assert_eq!((sent.seq, sent.duplicate), (1, false));
     });
     // A restart: a new actor over the same store.
@@ -1812,15 +1817,15 @@ fn a_failed_read_of_a_senders_resends_answers_storage_and_stores_nothing() {
         let registry = registry(&store);
         let addr = registry.group(&gid()).expect("load").expect("group");
         store.fail_sent_entries.store(true, Ordering::SeqCst);
-        let refused = send(&addr, "c2").await;
+        let refused = post(&addr, "c2").await;
         assert!(
             matches!(refused, Err(GroupError::Storage(_))),
             "{refused:?}"
         );
         store.fail_sent_entries.store(false, Ordering::SeqCst);
-        let again = send(&addr, "c1").await.expect("resent");
+        let again = post(&addr, "c1").await.expect("resent");
         assert_eq!((again.seq, again.duplicate), (1, true), "the resend of c1");
-        let new = send(&addr, "c2").await.expect("sent");
+        let new = post(&addr, "c2").await.expect("sent");
         assert_eq!(
             (new.seq, new.duplicate),
             (2, false),
@@ -1841,27 +1846,13 @@ fn a_claim_behind_a_running_actor_fences_its_next_flush() {
         SledStore::open(&dir.path().join("db"), 8 << 20, Durability::Process).expect("store"),
     );
     let registry = registry_on(Arc::clone(&store), dir.path());
-    let send = post;
     System::new().block_on(async {
-        registry
-            .create_group(&gid(), "G", rollcall::store::GroupKindRecord::Group, &[])
-            .await
-            .expect("create")
-            .expect("created");
-        let addr = registry.group(&gid()).expect("load").expect("group");
-        let (reply, answer) = reply_channel();
-        addr.do_send(AddMember {
-            user: uid(0),
-            role: RoleRecord::Member,
-            by: By::Admin,
-            reply,
-        });
-        answer.wait().await.expect("added");
-        let sent = send(&addr, "c1").await.expect("sent");
+        let addr = group_of_user_0(&registry).await;
+        let sent = post(&addr, "c1").await.expect("sent");
         assert_eq!(sent.seq, 1);
 
         let theirs = store.claim_group(&gid()).expect("a second claim");
-        let fenced = send(&addr, "c2").await;
+        let fenced = post(&addr, "c2").await;
         assert!(
             matches!(fenced, Err(GroupError::Unavailable(_))),
             "a fenced send is `internal`, never `sent`: {fenced:?}"
@@ -1875,7 +1866,7 @@ fn a_claim_behind_a_running_actor_fences_its_next_flush() {
         assert!(!addr.connected(), "the fenced actor stopped");
 
         let addr = registry.group(&gid()).expect("load").expect("a new actor");
-        let again = send(&addr, "c2").await.expect("the resend");
+        let again = post(&addr, "c2").await.expect("the resend");
         assert_eq!((again.seq, again.duplicate), (2, true), "{again:?}");
         assert!(
             store.claim_group(&gid()).expect("claim") > theirs + 1,
