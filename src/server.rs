@@ -61,14 +61,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
             sled.guard_disk(config.min_free_bytes);
             Opened::Sled(sled)
         }
-        StoreKind::Postgres(url) => Opened::Postgres(
-            standby::connect(PgOptions {
-                url: url.clone(),
-                node_id: config.node_id.clone(),
-                lease: config.lease,
-            })
-            .await?,
-        ),
+        StoreKind::Postgres(url) => {
+            Opened::Postgres(standby::connect(pg_options(&config, url)).await?)
+        }
     };
     let listener = std::net::TcpListener::bind(config.addr)?;
     {
@@ -107,12 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
                 // After a fence the database may be the reason (an outage longer than a
                 // lease): ask again until it answers, rather than exit.
                 loop {
-                    let options = PgOptions {
-                        url: url.clone(),
-                        node_id: config.node_id.clone(),
-                        lease: config.lease,
-                    };
-                    match standby::connect(options).await {
+                    match standby::connect(pg_options(&config, url)).await {
                         Ok(pg) => break pg,
                         Err(e) => log::warn!("{e}; asking again in 1 s"),
                     }
@@ -153,6 +143,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + 'static) -
             Ended::Stopped => return Ok(()),
             Ended::Fenced => log::warn!("this node was fenced: waiting as a standby"),
         }
+    }
+}
+
+/// How this node reaches the database at `url`.
+fn pg_options(config: &Config, url: &str) -> PgOptions {
+    PgOptions {
+        url: url.to_string(),
+        node_id: config.node_id.clone(),
+        lease: config.lease,
     }
 }
 
@@ -248,16 +247,24 @@ async fn serve(
     let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let was_fenced = Arc::clone(&fenced);
     actix_web::rt::spawn(async move {
-        let reason = tokio::select! {
-            () = shutdown => "shutdown requested",
-            () = storage_failed(Arc::clone(&watched)) => "storage failure",
-            () = fenced_off(watched) => "fenced",
+        let fence = tokio::select! {
+            () = shutdown => {
+                log::info!("shutdown requested: closing sessions and stopping");
+                false
+            }
+            why = until_store(Arc::clone(&watched), |s| s.failure()) => {
+                log::error!("storage failed ({why}): closing sessions and stopping the server");
+                false
+            }
+            why = until_store(watched, |s| s.fenced()) => {
+                log::error!("fenced ({why}): closing every session with 1012");
+                true
+            }
         };
-        log::info!("{reason}: closing sessions and stopping");
         // Stop accepting first (the command goes out now), then close the open sessions; a
         // session that starts after this closes itself at once.
         let stopped = handle.stop(true);
-        if reason == "fenced" {
+        if fence {
             was_fenced.store(true, std::sync::atomic::Ordering::SeqCst);
             let n_sessions = closing.presence().restart_all();
             log::info!("closing {n_sessions} sessions (1012)");
@@ -346,27 +353,16 @@ async fn release(store: Arc<dyn Store>) {
     }
 }
 
-/// Resolves once the store was fenced: another node took over (PostgreSQL).
-async fn fenced_off(store: Arc<dyn Store>) {
+/// Resolves with the reason once `condition` of the store holds, looked at every 100 ms: a
+/// flush that failed for good (`Store::failure`, see `store::DiskGuard`: sled refuses every
+/// later operation, so the server stops and must restart on what reached the disk), or a fence
+/// (`Store::fenced`: another node took over, PostgreSQL).
+async fn until_store(store: Arc<dyn Store>, condition: fn(&dyn Store) -> Option<String>) -> String {
     let mut check = actix_web::rt::time::interval(Duration::from_millis(100));
     loop {
         check.tick().await;
-        if let Some(reason) = store.fenced() {
-            log::error!("fenced ({reason}): closing every session with 1012");
-            return;
-        }
-    }
-}
-
-/// Resolves once a flush failed for good (see `store::DiskGuard`): sled refuses every later
-/// operation, so the server stops and must restart on what reached the disk.
-async fn storage_failed(store: Arc<dyn Store>) {
-    let mut check = actix_web::rt::time::interval(Duration::from_millis(100));
-    loop {
-        check.tick().await;
-        if let Some(reason) = store.failure() {
-            log::error!("storage failed ({reason}): stopping the server");
-            return;
+        if let Some(reason) = condition(store.as_ref()) {
+            return reason;
         }
     }
 }

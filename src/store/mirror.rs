@@ -98,14 +98,6 @@ impl Compacted {
     }
 }
 
-/// The group a raw change belongs to, if it is in a group's own tree.
-pub fn group_of(tree: &[u8]) -> Option<GroupId> {
-    std::str::from_utf8(tree)
-        .ok()?
-        .strip_prefix("group:")
-        .and_then(|id| GroupId::parse(id).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,14 +151,5 @@ mod tests {
                 ("users".into(), "b".into(), "3".into())
             ]
         );
-    }
-
-    #[test]
-    fn a_group_tree_names_its_group() {
-        assert_eq!(
-            group_of(b"group:team").map(|g| g.to_string()),
-            Some("team".into())
-        );
-        assert_eq!(group_of(b"users"), None);
     }
 }

@@ -39,7 +39,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio_postgres::NoTls;
 
-use super::mirror::{group_of, Change, Compacted, Remote};
+use super::mirror::{Change, Compacted, Remote};
+use super::sled_store::group_of_tree;
 use super::{SledStore, Store, StoreError};
 use crate::ids::GroupId;
 
@@ -552,7 +553,7 @@ impl Inner {
                 .filter_map(|c| match c {
                     Change::Put { tree, .. }
                     | Change::Remove { tree, .. }
-                    | Change::DropTree { tree } => group_of(tree),
+                    | Change::DropTree { tree } => group_of_tree(tree),
                 })
                 .chain(claims.iter().map(|(g, _)| g.clone()))
                 .collect();

@@ -153,6 +153,22 @@ fn group_tree(group: &GroupId) -> String {
     format!("{GROUP_TREE_PREFIX}{group}")
 }
 
+/// The group whose own tree is named `tree`; `None` for a shared tree.
+pub(super) fn group_of_tree(tree: &[u8]) -> Option<GroupId> {
+    std::str::from_utf8(tree)
+        .ok()?
+        .strip_prefix(GROUP_TREE_PREFIX)
+        .and_then(|id| GroupId::parse(id).ok())
+}
+
+/// A key that is a group id (of a shared tree: `scheduled_groups`, `owners`).
+fn group_key(key: &[u8], what: &str) -> Result<GroupId, StoreError> {
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(|s| GroupId::parse(s).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} key")))
+}
+
 /// Reads the format version, writing ours into a new database; refuses a newer one.
 fn check_format(db: &sled::Db) -> Result<(), StoreError> {
     match db.get(FORMAT_KEY)? {
@@ -297,11 +313,7 @@ impl SledStore {
         let mut out = Vec::new();
         for entry in self.owners.iter() {
             let (key, value) = entry?;
-            let group = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|s| GroupId::parse(s).ok())
-                .ok_or_else(|| StoreError::Corrupt("owner key".into()))?;
-            out.push((group, decode(&value)?));
+            out.push((group_key(&key, "owner")?, decode(&value)?));
         }
         Ok(out)
     }
@@ -779,11 +791,7 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for entry in self.scheduled_groups.iter() {
             let (key, _) = entry?;
-            let group = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|s| GroupId::parse(s).ok())
-                .ok_or_else(|| StoreError::Corrupt("scheduled group key".into()))?;
-            out.push(group);
+            out.push(group_key(&key, "scheduled group")?);
         }
         Ok(out)
     }

@@ -737,3 +737,17 @@ fn a_precopy_then_a_copy_catches_up_on_edits_deletes_prunes_and_new_messages() {
     let report = crate::store::check::check(&copy);
     assert!(report.is_ok(), "{:?}", report.violations);
 }
+
+#[test]
+fn a_group_tree_names_its_group_and_a_shared_tree_none() {
+    assert_eq!(
+        group_of_tree(b"group:team").map(|g| g.to_string()),
+        Some("team".into())
+    );
+    assert_eq!(
+        group_of_tree(group_tree(&GroupId::parse("dm:a:b").expect("id")).as_bytes())
+            .map(|g| g.to_string()),
+        Some("dm:a:b".into())
+    );
+    assert_eq!(group_of_tree(b"users"), None);
+}
