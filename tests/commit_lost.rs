@@ -85,7 +85,7 @@ fn proxy(upstream: u16, armed: Arc<AtomicBool>, marker: &'static [u8]) -> u16 {
 async fn a_send_whose_commit_lost_its_connection_is_stored_once() {
     let cluster = common::postgres::cluster();
     let direct = cluster.database();
-    let db = direct.rsplit('/').next().expect("name").to_string();
+    let db = common::postgres::Cluster::name_of(&direct).to_string();
     let armed = Arc::new(AtomicBool::new(false));
     let port = proxy(cluster.port, Arc::clone(&armed), b"second");
     let url = format!("postgres://postgres@127.0.0.1:{port}/{db}");

@@ -221,7 +221,7 @@ async fn a_delete_removes_the_body_and_leaves_unread_and_receipts() {
     server.kill9();
     if let Some(url) = &server.store {
         // PostgreSQL: no stored record holds the body any more.
-        let db = url.rsplit('/').next().expect("database name");
+        let db = common::postgres::Cluster::name_of(url);
         let holding = common::postgres::cluster().psql(
             db,
             "SELECT count(*) FROM kv WHERE position('three'::bytea in value) > 0",

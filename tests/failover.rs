@@ -276,7 +276,7 @@ async fn a_second_claim_of_a_group_fences_the_active_node() {
     // stored, A's sessions are closed with 1012 and A starts over from the database. Its lease
     // is still its own, so it takes it back (a new term, every group claimed again) and serves.
     let url = common::postgres::cluster().database();
-    let db = url.rsplit('/').next().expect("database name").to_string();
+    let db = common::postgres::Cluster::name_of(&url).to_string();
     let a = node(&url, "A");
     wait_for_role(&a, "active");
     a.create_group("team", &["alice", "bob"]);
@@ -329,7 +329,7 @@ async fn a_second_claim_of_a_group_fences_the_active_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_of_a_newer_schema_is_refused_naming_both_versions() {
     let url = common::postgres::cluster().database();
-    let db = url.rsplit('/').next().expect("database name").to_string();
+    let db = common::postgres::Cluster::name_of(&url).to_string();
     let mut a = node(&url, "A");
     a.kill9();
     common::postgres::cluster().psql(&db, "INSERT INTO rollcall_schema VALUES (99)");

@@ -236,6 +236,11 @@ impl Cluster {
         self.url(&name)
     }
 
+    /// The name of the database of a URL [`Cluster::database`] gave.
+    pub fn name_of(url: &str) -> &str {
+        url.rsplit('/').next().unwrap_or(url)
+    }
+
     /// The URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
