@@ -8,15 +8,21 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::group::{
-    reply_channel, By, GroupActor, GroupError, Leave, ListMembers, RemoveMember, SetRole,
-    UpdateGroup,
+    reply_channel, AddMember, Answer, By, GroupActor, GroupError, Leave, ListMembers, RemoveMember,
+    SetRole, UpdateGroup,
 };
 use crate::ids::{GroupId, UserId};
 use crate::protocol::{
     check_name, ErrorCode, LeftReason, ReceiptPolicy, RequestId, Role, ServerFrame,
 };
-use crate::registry::{add_member, Registry};
-use crate::store::{GroupKindRecord, GroupSettingsRecord};
+use crate::registry::Registry;
+use crate::store::{GroupKindRecord, GroupSettingsRecord, MemberRecord, RoleRecord};
+
+/// A membership command queued at the group, whose answer the reply future waits for.
+enum Queued {
+    Added(Answer<MemberRecord>),
+    Done(Answer<()>),
+}
 
 use super::super::{group_error, unavailable, Ctx, Refusal, Session};
 
@@ -146,7 +152,19 @@ pub(super) fn change_member(
     let me = session.user.clone();
     // Queued now (before any await), so a later frame's command cannot overtake this one.
     let done = match change {
-        MemberChange::Add => None,
+        MemberChange::Add => match registry.check_users(std::slice::from_ref(&target)) {
+            Ok(()) => {
+                let (reply, answer) = reply_channel();
+                addr.do_send(AddMember {
+                    user: target.clone(),
+                    role: RoleRecord::Member,
+                    by: by.clone(),
+                    reply,
+                });
+                Ok(Queued::Added(answer))
+            }
+            Err(e) => Err(e),
+        },
         MemberChange::Remove => {
             let (reply, answer) = reply_channel();
             addr.do_send(RemoveMember {
@@ -154,7 +172,7 @@ pub(super) fn change_member(
                 by: by.clone(),
                 reply,
             });
-            Some(answer)
+            Ok(Queued::Done(answer))
         }
         MemberChange::SetRole(role) => {
             let (reply, answer) = reply_channel();
@@ -164,16 +182,14 @@ pub(super) fn change_member(
                 by: by.clone(),
                 reply,
             });
-            Some(answer)
+            Ok(Queued::Done(answer))
         }
     };
     session.reply_later(ctx, async move {
         let result = match done {
-            Some(answer) => answer.wait().await,
-            None => match registry.check_users(std::slice::from_ref(&target)) {
-                Ok(()) => add_member(&addr, target, by).await.map(drop),
-                Err(e) => Err(e),
-            },
+            Ok(Queued::Done(answer)) => answer.wait().await,
+            Ok(Queued::Added(answer)) => answer.wait().await.map(drop),
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => members_frame(&registry, &addr, id, &group, Some(me)).await,
