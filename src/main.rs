@@ -16,17 +16,36 @@ use rollcall::ids::UserId;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc keeps freed pages for a second (`purge_delay`, 1,000 ms) before it gives them back;
-/// a server that frees a burst's buffers and then idles should give them back at once. The number
-/// is the option's place in the `mi_option_e` enum of the mimalloc.h that libmimalloc-sys 0.1.49
-/// builds (v3), which is why that crate is pinned. `MIMALLOC_PURGE_DELAY`, read when the process
-/// starts, still wins.
+/// mimalloc keeps freed pages for a second (`purge_delay`, 1,000 ms) before it gives them back.
+/// A server that frees a burst's buffers and then idles should give them back soon, but giving
+/// each page back at once (delay 0) cost 6–8% of the server's CPU in the storm: a `madvise` with
+/// a TLB shootdown on every other core, then a page fault when the page is used again
+/// (BENCHMARKS.md, "Closer to the wire"). So pages wait 10 ms, and a housekeeping thread runs
+/// mimalloc's collection once a second: a purge that is due only runs when mimalloc is called,
+/// and an idle server calls it rarely. The number is the option's place in the `mi_option_e`
+/// enum of the mimalloc.h that libmimalloc-sys 0.1.49 builds (v3), which is why that crate is
+/// pinned. `MIMALLOC_PURGE_DELAY`, read when the process starts, still wins.
 fn tune_allocator() {
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    const PURGE_DELAY_MS: std::os::raw::c_long = 10;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set stores a value in mimalloc's option table (it checks the range
         // too); it is called before any other thread exists.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+}
+
+/// Starts the allocator's housekeeping thread (see [`tune_allocator`]), for `serve`.
+fn start_allocator_housekeeping() {
+    let housekeeping = std::thread::Builder::new()
+        .name("rollcall-alloc".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            // SAFETY: mi_collect takes no pointers; any thread may call it at any time.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        });
+    if let Err(e) = housekeeping {
+        log::warn!("allocator housekeeping thread not started: {e}");
     }
 }
 
@@ -288,6 +307,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
+            start_allocator_housekeeping();
             let config = (*args).into_config();
             actix_web::rt::System::new().block_on(async {
                 // Installed first, so a signal that arrives while starting is not fatal.

@@ -52,11 +52,16 @@ pub struct FrameCounters {
 impl FrameCounters {
     /// Counts one frame of `type`.
     pub fn inc(&self, r#type: &'static str) {
+        self.inc_by(r#type, 1);
+    }
+
+    /// Counts `n` frames of `type`.
+    pub fn inc_by(&self, r#type: &'static str, n: u64) {
         match BUSY_FRAME_TYPES.iter().position(|t| *t == r#type) {
             Some(at) => self.busy[at]
                 .get_or_init(|| self.family.get_or_create(&FrameLabel { r#type }).clone())
-                .inc(),
-            None => self.family.get_or_create(&FrameLabel { r#type }).inc(),
+                .inc_by(n),
+            None => self.family.get_or_create(&FrameLabel { r#type }).inc_by(n),
         };
     }
 
@@ -200,9 +205,15 @@ impl Metrics {
 
     /// Counts one frame sent.
     pub fn frame_out(&self, r#type: &'static str) {
-        self.frames_out.inc(r#type);
+        self.frames_out(r#type, 1);
+    }
+
+    /// Counts `n` frames of `type` sent.
+    pub fn frames_out(&self, r#type: &'static str, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.frames_out.inc_by(r#type, n);
         if r#type == "receipt" {
-            self.receipt_frames_sent.inc();
+            self.receipt_frames_sent.inc_by(n);
         }
     }
 

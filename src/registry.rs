@@ -429,12 +429,8 @@ impl Registry {
         let mut n_sent = 0;
         for recipient in &recipients {
             for session in self.presence.sessions_of(recipient) {
-                let frame = crate::presence::Outbound::Frame {
-                    kind: "presence",
-                    text: text.clone(),
-                };
                 // A full session misses it (it is behind; `members` tells it again).
-                if session.outbox.try_send(frame).is_ok() {
+                if session.offer("presence", &text).is_ok() {
                     n_sent += 1;
                 }
             }

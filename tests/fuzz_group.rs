@@ -52,7 +52,7 @@ use rollcall::group::{
 };
 use rollcall::ids::{GroupId, Seq, UserId};
 use rollcall::metrics::Metrics;
-use rollcall::presence::{Outbound, SessionHandle};
+use rollcall::presence::{Backlog, Outbound, SessionHandle};
 use rollcall::protocol::{
     page_limit, ErrorCode, GroupSummary, Readers, ReceiptItem, Role, ServerFrame,
 };
@@ -958,14 +958,18 @@ type Recorded = (String, String, bool);
 struct Recorder {
     frames: Arc<Mutex<Vec<Recorded>>>,
     probe: Arc<FlushProbe>,
+    backlog: Backlog,
 }
+
+/// A recorder's queue bound: large enough that no test ever fills it (a full session would be
+/// evicted).
+const RECORDER_QUEUE: usize = 1 << 16;
 
 impl Actor for Recorder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Large enough that no test ever fills it (a full session would be evicted).
-        ctx.set_mailbox_capacity(1 << 16);
+        ctx.set_mailbox_capacity(RECORDER_QUEUE);
     }
 }
 
@@ -973,24 +977,33 @@ impl Handler<Outbound> for Recorder {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, _ctx: &mut Context<Self>) {
-        let frame = match msg {
-            Outbound::Frame { kind, text } => {
-                let durable = match ServerFrame::parse(&text) {
-                    Ok(ServerFrame::Msg(m)) => self.probe.is_durable(m.seq, &m.body),
-                    Ok(ServerFrame::MsgEdited { seq, body, .. }) => {
-                        self.probe.is_durable(seq, &body)
-                    }
-                    Ok(ServerFrame::MsgDeleted { seq, .. }) => self.probe.is_durable(seq, ""),
-                    _ => true,
-                };
-                (kind.to_string(), text.to_string(), durable)
+        let recorded = match msg {
+            Outbound::Frame { kind, text } => vec![self.record(kind, &text)],
+            Outbound::Frames { kind, texts } => {
+                texts.iter().map(|text| self.record(kind, text)).collect()
             }
-            Outbound::Evict => ("evict".to_string(), String::new(), true),
-            Outbound::GoingAway => ("going_away".to_string(), String::new(), true),
-            Outbound::Restart => ("restart".to_string(), String::new(), true),
-            Outbound::Unauthorized(why) => ("unauthorized".to_string(), why.to_string(), true),
+            Outbound::Evict => vec![("evict".to_string(), String::new(), true)],
+            Outbound::GoingAway => vec![("going_away".to_string(), String::new(), true)],
+            Outbound::Restart => vec![("restart".to_string(), String::new(), true)],
+            Outbound::Unauthorized(why) => {
+                vec![("unauthorized".to_string(), why.to_string(), true)]
+            }
         };
-        self.frames.lock().expect("frames").push(frame);
+        self.frames.lock().expect("frames").extend(recorded);
+    }
+}
+
+impl Recorder {
+    /// One pushed frame, and whether what it shows was durable when it arrived.
+    fn record(&self, kind: &str, text: &str) -> Recorded {
+        self.backlog.written(1);
+        let durable = match ServerFrame::parse(text) {
+            Ok(ServerFrame::Msg(m)) => self.probe.is_durable(m.seq, &m.body),
+            Ok(ServerFrame::MsgEdited { seq, body, .. }) => self.probe.is_durable(seq, &body),
+            Ok(ServerFrame::MsgDeleted { seq, .. }) => self.probe.is_durable(seq, ""),
+            _ => true,
+        };
+        (kind.to_string(), text.to_string(), durable)
     }
 }
 
@@ -1132,15 +1145,18 @@ async fn run_actor(
     let mut sessions = Vec::new();
     for user in 0..USERS.len() {
         let frames = Arc::new(Mutex::new(Vec::new()));
+        let backlog = Backlog::new(RECORDER_QUEUE);
         let addr = Recorder {
             frames: Arc::clone(&frames),
             probe: Arc::clone(probe),
+            backlog: backlog.clone(),
         }
         .start();
         let handle = SessionHandle {
             id: registry.presence().next_session_id(),
             user: uid(user),
             outbox: addr.clone().recipient(),
+            backlog,
         };
         registry.presence().register(handle.clone());
         sessions.push((addr, handle, frames));

@@ -45,7 +45,8 @@ pub fn idle(args: &Args) -> Result<bool, Error> {
                 mint(&srv.data, &format!("idle-u{i}"))?
             ));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Settled: the server's allocator gives back what its start freed within a second.
+        std::thread::sleep(Duration::from_millis(1500));
         let (rss0, _) = server::rss_kib(srv.pid).unwrap_or((0, 0));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -11,6 +11,7 @@
 
 use crate::presence::FrameText;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -264,11 +265,50 @@ impl GroupActor {
         );
     }
 
-    /// Completes the pending work that the durable writes cover, in order.
+    /// Completes the pending work that the durable writes cover, in order. The messages it
+    /// makes durable are pushed together (one mailbox message per session, not one per
+    /// message), before any other work that comes after them.
     fn release(&mut self) {
+        let mut pushes = Vec::new();
         while let Some(action) = self.queue.pop_ready() {
-            self.complete(action);
+            match action {
+                AfterFlush::Posted {
+                    posted,
+                    push,
+                    reply,
+                    accepted,
+                } => {
+                    self.answer_posted(posted, reply, accepted);
+                    pushes.extend(push);
+                }
+                other => {
+                    self.push_messages(&mut pushes);
+                    self.complete(other);
+                }
+            }
         }
+        self.push_messages(&mut pushes);
+    }
+
+    /// Answers `sent` for a durable message.
+    fn answer_posted(&self, posted: Posted, reply: Reply<Posted>, accepted: Instant) {
+        self.deps
+            .metrics
+            .send_durable_seconds
+            .observe(accepted.elapsed().as_secs_f64());
+        let _ = reply.send(Ok(posted));
+    }
+
+    /// Pushes the durable messages gathered by [`GroupActor::release`], in seq order.
+    fn push_messages(&mut self, pushes: &mut Vec<FrameText>) {
+        match pushes.len() {
+            0 => {}
+            1 => self.fanout.push_to_all("msg", &pushes[0]),
+            _ => self
+                .fanout
+                .push_all_to_all("msg", &Arc::from(std::mem::take(pushes))),
+        }
+        pushes.clear();
     }
 
     fn complete(&mut self, action: AfterFlush) {
@@ -279,11 +319,7 @@ impl GroupActor {
                 reply,
                 accepted,
             } => {
-                self.deps
-                    .metrics
-                    .send_durable_seconds
-                    .observe(accepted.elapsed().as_secs_f64());
-                let _ = reply.send(Ok(posted));
+                self.answer_posted(posted, reply, accepted);
                 if let Some(text) = push {
                     self.fanout.push_to_all("msg", &text);
                 }
@@ -312,11 +348,7 @@ impl GroupActor {
                 except,
             } => {
                 for session in sessions.iter().filter(|s| Some(s.id) != except) {
-                    let left = Outbound::Frame {
-                        kind: "left",
-                        text: text.clone(),
-                    };
-                    if session.outbox.try_send(left).is_err() {
+                    if session.offer("left", &text).is_err() {
                         // Behind: it resyncs, and its next welcome no longer lists the group.
                         session.outbox.do_send(Outbound::Evict);
                     }

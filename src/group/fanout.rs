@@ -1,20 +1,20 @@
-//! Fan-out: the online sessions attached to one group, and pushing a frame to them.
+//! Fan-out: the online sessions attached to one group, and pushing frames to them.
 //!
 //! A session is attached when its `welcome` (or `joined`) summary was taken, so it gets every
 //! push after the head that summary showed and none before. Pushes use `try_send` on the
 //! session's bounded mailbox: a group never waits for a session. A session whose queue is full
-//! is evicted (closed with 4000, it resyncs from its cursor) and detached here. The frame text is
-//! serialized once and shared (`FrameText`) by every recipient.
+//! (`--session-queue` frames) is evicted (closed with 4000, it resyncs from its cursor) and
+//! detached here. The frame text is serialized once and shared (`FrameText`) by every
+//! recipient, and the messages one flush made durable go to each session as one mailbox message
+//! ([`Fanout::push_all_to_all`]).
 
 use crate::presence::FrameText;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::prelude::{Recipient, SendError};
-
 use crate::ids::{GroupId, UserId};
 use crate::metrics::Metrics;
-use crate::presence::{Outbound, SessionHandle};
+use crate::presence::{Outbound, Refused, SessionHandle};
 
 /// The sessions attached to one group, by user.
 pub(super) struct Fanout {
@@ -94,8 +94,9 @@ impl Fanout {
             return;
         };
         let (group, metrics) = (&self.group, &self.metrics);
-        handles
-            .retain(|handle| Some(handle.id) == except || push(group, metrics, handle, kind, text));
+        handles.retain(|handle| {
+            Some(handle.id) == except || kept(group, metrics, handle, handle.offer(kind, text))
+        });
         if handles.is_empty() {
             self.sessions.remove(user);
         }
@@ -105,24 +106,33 @@ impl Fanout {
     pub(super) fn push_to_all(&mut self, kind: &'static str, text: &FrameText) {
         let (group, metrics) = (&self.group, &self.metrics);
         self.sessions.retain(|_, handles| {
-            handles.retain(|handle| push(group, metrics, handle, kind, text));
+            handles.retain(|handle| kept(group, metrics, handle, handle.offer(kind, text)));
+            !handles.is_empty()
+        });
+    }
+
+    /// Sends several frames, in order, to every attached session: one mailbox message each.
+    pub(super) fn push_all_to_all(&mut self, kind: &'static str, texts: &Arc<[FrameText]>) {
+        let (group, metrics) = (&self.group, &self.metrics);
+        self.sessions.retain(|_, handles| {
+            handles.retain(|handle| kept(group, metrics, handle, handle.offer_all(kind, texts)));
             !handles.is_empty()
         });
     }
 }
 
-/// Queues a frame for one session; `false` when the session is gone or was evicted (its queue
-/// was full), so the caller detaches it.
-fn push(
+/// Whether a session stays attached after an offer: a full one is evicted (told to close with
+/// 4000 and resync), a closed one is gone.
+fn kept(
     group: &GroupId,
     metrics: &Metrics,
     handle: &SessionHandle,
-    kind: &'static str,
-    text: &FrameText,
+    offered: Result<(), Refused>,
 ) -> bool {
-    match send_to(metrics, &handle.outbox, kind, text) {
+    match offered {
         Ok(()) => true,
-        Err(Undelivered::Evicted) => {
+        Err(Refused::Full) => {
+            evict(metrics, handle);
             log::warn!(
                 "group {group}: session {} of {} is behind; evicting it",
                 handle.id,
@@ -130,36 +140,12 @@ fn push(
             );
             false
         }
-        Err(Undelivered::Closed) => false,
+        Err(Refused::Closed) => false,
     }
 }
 
-/// Why [`send_to`] did not queue a frame.
-pub(super) enum Undelivered {
-    /// The session's mailbox was full: it is told to close (4000) and resync.
-    Evicted,
-    /// The session is gone.
-    Closed,
-}
-
-/// Queues a frame in a session's mailbox with `try_send` (a group never waits for a session);
-/// a full mailbox evicts the session.
-pub(super) fn send_to(
-    metrics: &Metrics,
-    outbox: &Recipient<Outbound>,
-    kind: &'static str,
-    text: &FrameText,
-) -> Result<(), Undelivered> {
-    match outbox.try_send(Outbound::Frame {
-        kind,
-        text: text.clone(),
-    }) {
-        Ok(()) => Ok(()),
-        Err(SendError::Full(_)) => {
-            metrics.outbound_queue_overflows.inc();
-            outbox.do_send(Outbound::Evict);
-            Err(Undelivered::Evicted)
-        }
-        Err(SendError::Closed(_)) => Err(Undelivered::Closed),
-    }
+/// Tells a session that fell behind to close (4000) and resync.
+pub(super) fn evict(metrics: &Metrics, handle: &SessionHandle) {
+    metrics.outbound_queue_overflows.inc();
+    handle.outbox.do_send(Outbound::Evict);
 }

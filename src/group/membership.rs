@@ -24,7 +24,6 @@ use super::{
     AddMember, By, DeleteGroup, GroupActor, GroupError, Leave, ListMembers, MemberView,
     RemoveMember, SetRole,
 };
-use crate::presence::Outbound;
 
 /// A change of a group's members, names or roles, for [`check_change`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +158,7 @@ impl GroupActor {
             if self.fanout.is_attached(user, session.id) {
                 continue; // attached by its own welcome meanwhile
             }
-            let joined = Outbound::Frame {
-                kind: "joined",
-                text: text.clone(),
-            };
-            if session.outbox.try_send(joined).is_ok() {
+            if session.offer("joined", &text).is_ok() {
                 self.fanout.attach(session);
             }
         }

@@ -13,7 +13,7 @@ use actix::Message as ActixMessage;
 use tokio::sync::oneshot;
 
 use crate::ids::{GroupId, UserId};
-use crate::presence::{Outbound, SessionHandle};
+use crate::presence::SessionHandle;
 use crate::protocol::{
     AuditMismatch, AuditReply, ErrorCode, GroupKind, GroupSummary, Message, Readers, ReceiptItem,
     ReceiptPolicy, ReceiptTally, Refusal, RemindedMessage, Reminder, RequestId, Role,
@@ -238,7 +238,7 @@ pub struct AdvanceCursors {
     pub ids: Vec<Option<RequestId>>,
     /// The session that moved them, which gets no `read_sync` of its own move.
     pub session_id: Option<u64>,
-    pub refusals_to: actix::Recipient<Outbound>,
+    pub refusals_to: SessionHandle,
 }
 
 /// Which page of messages [`FetchMessages`] wants.

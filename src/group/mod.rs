@@ -61,7 +61,7 @@ use crate::commit::Committer;
 use crate::config::Config;
 use crate::ids::{GroupId, Seq, UserId};
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+use crate::presence::{Presence, Refused};
 use crate::protocol::{Message, Refusal, ServerFrame};
 use crate::store::{
     now_ms, GroupRecord, GroupSettingsRecord, MemberRecord, MessageRecord, Note,
@@ -447,8 +447,8 @@ impl Handler<AdvanceCursors> for GroupActor {
         for (at, e) in refused {
             let id = msg.ids.get(at).cloned().flatten();
             let text = FrameText::from(ServerFrame::refused(id, Refusal::from(e)).to_text());
-            let sent = fanout::send_to(&self.deps.metrics, &msg.refusals_to, "error", &text);
-            if let Err(fanout::Undelivered::Evicted) = sent {
+            if msg.refusals_to.offer("error", &text) == Err(Refused::Full) {
+                fanout::evict(&self.deps.metrics, &msg.refusals_to);
                 log::warn!(
                     "group {}: session of {} is behind; evicting it",
                     self.id,

@@ -17,7 +17,7 @@ pub use limits::SessionPermit;
 use limits::SessionCounts;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,12 @@ pub type FrameText = bytestring::ByteString;
 pub enum Outbound {
     /// An already serialized frame (shared by every recipient of a push).
     Frame { kind: &'static str, text: FrameText },
+    /// Several frames of one type, in order: the messages one flush made durable, pushed as one
+    /// mailbox message (one envelope and one wake-up per session and flush, not per message).
+    Frames {
+        kind: &'static str,
+        texts: Arc<[FrameText]>,
+    },
     /// The session fell behind: close it so the client resyncs.
     Evict,
     /// The server is shutting down: close with 1001 (`going away`).
@@ -56,6 +62,88 @@ pub struct SessionHandle {
     pub id: u64,
     pub user: UserId,
     pub outbox: Recipient<Outbound>,
+    pub backlog: Backlog,
+}
+
+/// The frames queued for one session and not yet handed to its socket, shared by every handle
+/// of that session: the bound (`--session-queue`) is on frames, whether they came one per
+/// mailbox message or many in one [`Outbound::Frames`].
+#[derive(Clone)]
+pub struct Backlog {
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Backlog {
+    /// An empty backlog of at most `limit` frames.
+    pub fn new(limit: usize) -> Backlog {
+        Backlog {
+            queued: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    /// The session handed `n` frames to its socket.
+    pub fn written(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Frames queued now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Why [`SessionHandle::offer`] did not queue frames.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The session's queue would hold more than `--session-queue` frames.
+    Full,
+    /// The session is gone.
+    Closed,
+}
+
+impl SessionHandle {
+    /// Queues one frame (`try_send`: the caller never waits for a session).
+    pub fn offer(&self, kind: &'static str, text: &FrameText) -> Result<(), Refused> {
+        self.offer_counted(
+            1,
+            Outbound::Frame {
+                kind,
+                text: text.clone(),
+            },
+        )
+    }
+
+    /// Queues several frames of one type as one mailbox message.
+    pub fn offer_all(&self, kind: &'static str, texts: &Arc<[FrameText]>) -> Result<(), Refused> {
+        match texts.len() {
+            0 => Ok(()),
+            1 => self.offer(kind, &texts[0]),
+            n => self.offer_counted(
+                n,
+                Outbound::Frames {
+                    kind,
+                    texts: Arc::clone(texts),
+                },
+            ),
+        }
+    }
+
+    fn offer_counted(&self, n: usize, frames: Outbound) -> Result<(), Refused> {
+        let queued = &self.backlog.queued;
+        if queued.fetch_add(n, Ordering::Relaxed) + n > self.backlog.limit {
+            queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(Refused::Full);
+        }
+        self.outbox.try_send(frames).map_err(|e| {
+            queued.fetch_sub(n, Ordering::Relaxed);
+            match e {
+                SendError::Full(_) => Refused::Full,
+                SendError::Closed(_) => Refused::Closed,
+            }
+        })
+    }
 }
 
 /// The online sessions of every user, session ids, and the shutdown flag.
@@ -209,5 +297,51 @@ impl Presence {
     /// The online sessions of a user.
     pub fn sessions_of(&self, user: &UserId) -> Vec<SessionHandle> {
         lock(&self.sessions).get(user).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that never runs its mailbox: every frame offered to it stays queued.
+    struct Stalled;
+
+    impl Actor for Stalled {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Stalled {
+        type Result = ();
+
+        fn handle(&mut self, _msg: Outbound, _ctx: &mut Context<Self>) {}
+    }
+
+    fn texts(n: usize) -> Arc<[FrameText]> {
+        (0..n).map(|i| FrameText::from(format!("{i}"))).collect()
+    }
+
+    #[test]
+    fn the_session_queue_bounds_frames_not_mailbox_messages() {
+        System::new().block_on(async {
+            let handle = SessionHandle {
+                id: 1,
+                user: UserId::parse("alice").expect("user id"),
+                outbox: Stalled.start().recipient(),
+                backlog: Backlog::new(16),
+            };
+            // 10 + 6 frames in two mailbox messages fill a queue of 16 frames.
+            assert_eq!(handle.offer_all("msg", &texts(10)), Ok(()));
+            assert_eq!(handle.offer_all("msg", &texts(6)), Ok(()));
+            assert_eq!(handle.backlog.queued(), 16);
+            // One more frame, alone or in a batch, is refused, and counts nothing.
+            assert_eq!(handle.offer("msg", &texts(1)[0]), Err(Refused::Full));
+            assert_eq!(handle.offer_all("msg", &texts(2)), Err(Refused::Full));
+            assert_eq!(handle.backlog.queued(), 16);
+            // Once the session wrote some, there is room again for that many.
+            handle.backlog.written(10);
+            assert_eq!(handle.offer_all("msg", &texts(10)), Ok(()));
+            assert_eq!(handle.offer("msg", &texts(1)[0]), Err(Refused::Full));
+        });
     }
 }

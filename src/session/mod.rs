@@ -32,7 +32,7 @@ use actix_web_actors::ws;
 use crate::auth::Credential;
 use crate::group::{DetachSession, GroupActor, GroupError};
 use crate::ids::{GroupId, UserId};
-use crate::presence::{Outbound, SessionHandle, SessionPermit};
+use crate::presence::{Backlog, Outbound, SessionHandle, SessionPermit};
 use crate::protocol::{ClientFrame, ErrorCode, Refusal, RequestId, ServerFrame};
 use crate::registry::Registry;
 
@@ -57,6 +57,7 @@ pub(crate) fn upgrade(
         permit,
         transport_failed: transport_failed.clone(),
         cursor_batch: commands::CursorBatch::default(),
+        backlog: Backlog::new(config.session_queue),
     };
     // FrameLimit skips oversized frames before actix buffers them; actix's own limit stays as a
     // second line.
@@ -88,6 +89,8 @@ pub(crate) struct Session {
     transport_failed: TransportFailed,
     /// `ack`s and `read`s read and not yet sent to their groups (see `commands/cursor.rs`).
     cursor_batch: commands::CursorBatch,
+    /// The frames queued for this session (bounded by `--session-queue`).
+    backlog: Backlog,
 }
 
 type Ctx = ws::WebsocketContext<Session>;
@@ -98,6 +101,7 @@ impl Session {
             id: self.id,
             user: self.user.clone(),
             outbox: ctx.address().recipient(),
+            backlog: self.backlog.clone(),
         }
     }
 
@@ -280,8 +284,16 @@ impl Handler<Outbound> for Session {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Frame { kind, text } => {
+                self.backlog.written(1);
                 self.registry.metrics().frame_out(kind);
                 ctx.text(text);
+            }
+            Outbound::Frames { kind, texts } => {
+                self.backlog.written(texts.len());
+                self.registry.metrics().frames_out(kind, texts.len());
+                for text in texts.iter() {
+                    ctx.text(text.clone());
+                }
             }
             Outbound::Evict => {
                 log::warn!(

@@ -137,7 +137,7 @@ fn command(
         moves,
         ids,
         session_id: Some(session.id),
-        refusals_to: ctx.address().recipient(),
+        refusals_to: session.session_handle(ctx),
     }
 }
 
