@@ -1,17 +1,23 @@
 //! Micro-benchmarks of the hot paths (criterion): frame encode/decode (`protocol/`, with the careful
 //! parse beside the one-pass one), counting frames by type (`metrics.rs`), the
 //! receipt index at 10 / 1,000 / 10,000 members (`group/receipts.rs`), and the message store's
-//! write and range scan (`store/`). Run with `cargo bench --bench hot_paths`; results and the
+//! write and range scan (`store/`), and a flush's pushes to 40 sessions: one mailbox message per
+//! message or one per flush (`presence/`, `group/fanout.rs`). Run with `cargo bench --bench hot_paths`; results and the
 //! machine are in BENCHMARKS.md. `cargo clippy --all-targets` and `cargo test --benches`
 //! compile them; `cargo test` does not run them.
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rollcall::config::Durability;
 use rollcall::group::receipts::{Counted, ReceiptIndex};
-use rollcall::ids::GroupId;
+use rollcall::ids::{GroupId, UserId};
 use rollcall::metrics::Metrics;
+use rollcall::presence::{Backlog, FrameText, Outbound, SessionHandle};
 use rollcall::protocol::{ClientFrame, Message, ServerFrame};
 use rollcall::store::{
     Direction, GroupKindRecord, GroupRecord, MemberRecord, MessageRecord, SledStore, Store,
@@ -187,5 +193,110 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frames, frame_counters, receipts, store);
+/// Plays a session on another thread: takes its frames off the queue, as a session does before
+/// it encodes them.
+struct Sink {
+    backlog: Backlog,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1 << 20);
+    }
+}
+
+impl Handler<Outbound> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, _ctx: &mut Context<Self>) {
+        match msg {
+            Outbound::Frame { text, .. } => {
+                black_box(text.len());
+                self.backlog.written(1);
+            }
+            Outbound::Frames { texts, .. } => {
+                for text in texts.iter() {
+                    black_box(text.len());
+                }
+                self.backlog.written(texts.len());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One flush's 20 messages pushed to 40 sessions on another thread, until every session took
+/// them: one mailbox message per message and session (before), or one per flush and session.
+fn pushes(c: &mut Criterion) {
+    const SESSIONS: u64 = 40;
+    const PER_FLUSH: usize = 20;
+    let _system = System::new();
+    let arbiter = Arbiter::new();
+    let handles: Vec<SessionHandle> = (0..SESSIONS)
+        .map(|i| {
+            let backlog = Backlog::new(1 << 30);
+            let sink = Sink {
+                backlog: backlog.clone(),
+            };
+            SessionHandle {
+                id: i,
+                user: UserId::parse(&format!("u{i}")).expect("user id"),
+                outbox: Sink::start_in_arbiter(&arbiter.handle(), |_| sink).recipient(),
+                backlog,
+            }
+        })
+        .collect();
+    let frame = ServerFrame::Msg(Message {
+        group: "team-1".into(),
+        seq: 123_456,
+        from: "alice".into(),
+        ts: 1_763_900_000_000,
+        body: BODY.into(),
+        client_id: "c-000123".into(),
+        ..Default::default()
+    })
+    .to_text();
+    let texts: Arc<[FrameText]> = (0..PER_FLUSH)
+        .map(|_| FrameText::from(frame.clone()))
+        .collect();
+    let drained = |handles: &[SessionHandle]| {
+        while handles.iter().any(|h| h.backlog.queued() > 0) {
+            std::thread::yield_now();
+        }
+    };
+    let mut g = c.benchmark_group("push");
+    g.throughput(Throughput::Elements(SESSIONS * PER_FLUSH as u64));
+    g.bench_function("flush_20_msgs_to_40_sessions/envelope_per_message", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                for text in texts.iter() {
+                    for h in &handles {
+                        h.offer("msg", text).expect("queued");
+                    }
+                }
+            }
+            drained(&handles);
+            t.elapsed()
+        })
+    });
+    g.bench_function("flush_20_msgs_to_40_sessions/envelope_per_flush", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                for h in &handles {
+                    h.offer_all("msg", &texts).expect("queued");
+                }
+            }
+            drained(&handles);
+            t.elapsed()
+        })
+    });
+    g.finish();
+    arbiter.stop();
+}
+
+criterion_group!(benches, frames, frame_counters, receipts, store, pushes);
 criterion_main!(benches);
