@@ -14,12 +14,24 @@ mod common;
 use common::{raw_store, seq, Server, TIMEOUT};
 use serde_json::json;
 
-/// `rollcall check` on the stopped server's data, asserted clean.
+/// `rollcall check` on the stopped server's data, asserted clean. Right after this test dropped
+/// its own handle on the sled database, sled's I/O thread pool may still hold the file (and its
+/// lock) for a moment, so a refused lock is tried again for up to 5 s.
 fn assert_check_clean(server: &Server) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(server.check_args())
-        .output()
-        .expect("rollcall check");
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(server.check_args())
+            .output()
+            .expect("rollcall check")
+    };
+    let started = std::time::Instant::now();
+    let mut out = check();
+    while String::from_utf8_lossy(&out.stderr).contains("could not acquire lock")
+        && started.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        out = check();
+    }
     let report = String::from_utf8_lossy(&out.stdout);
     let errors = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{report}{errors}");

@@ -83,9 +83,14 @@ impl Backlog {
         }
     }
 
-    /// The session handed `n` frames to its socket.
+    /// The session handed `n` frames to its socket. (Saturating: a frame that was never
+    /// counted must not make every later offer look full.)
     pub fn written(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::Relaxed);
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(n))
+            });
     }
 
     /// Frames queued now.
