@@ -18,8 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc keeps freed pages for a second (`purge_delay`, 1,000 ms) before it gives them back.
 /// A server that frees a burst's buffers and then idles should give them back soon, but giving
-/// each page back at once (delay 0) cost 6–8% of the server's CPU in the storm: a `madvise` with
-/// a TLB shootdown on every other core, then a page fault when the page is used again
+/// each page back at once (delay 0) cost about 11% of the server's CPU in the storm: a `madvise`
+/// with a TLB shootdown on the other cores, then a page fault when the page is used again
 /// (BENCHMARKS.md, "Closer to the wire"). So pages wait 10 ms, and a housekeeping thread runs
 /// mimalloc's collection once a second: a purge that is due only runs when mimalloc is called,
 /// and an idle server calls it rarely. The number is the option's place in the `mi_option_e`
