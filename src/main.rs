@@ -21,8 +21,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// each page back at once (delay 0) cost about 11% of the server's CPU in the storm: a `madvise`
 /// with a TLB shootdown on the other cores, then a page fault when the page is used again
 /// (BENCHMARKS.md, "Closer to the wire"). So pages wait 10 ms, and a housekeeping thread runs
-/// mimalloc's collection once a second: a purge that is due only runs when mimalloc is called,
-/// and an idle server calls it rarely. The number is the option's place in the `mi_option_e`
+/// mimalloc's collection every 100 ms: a purge that is due only runs when mimalloc is called, so
+/// without it an idle server would keep its pages, and the first request after the start would
+/// pay for purging what the start freed (the first send to a big group after a restart took
+/// twice as long with a collection once a second). The number is the option's place in the `mi_option_e`
 /// enum of the mimalloc.h that libmimalloc-sys 0.1.49 builds (v3), which is why that crate is
 /// pinned. `MIMALLOC_PURGE_DELAY`, read when the process starts, still wins.
 fn tune_allocator() {
@@ -40,7 +42,7 @@ fn start_allocator_housekeeping() {
     let housekeeping = std::thread::Builder::new()
         .name("rollcall-alloc".into())
         .spawn(|| loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
+            std::thread::sleep(std::time::Duration::from_millis(100));
             // SAFETY: mi_collect takes no pointers; any thread may call it at any time.
             unsafe { libmimalloc_sys::mi_collect(false) };
         });
