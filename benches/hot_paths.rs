@@ -25,6 +25,19 @@ use rollcall::store::{
 
 const BODY: &str = "a message body of about sixty-four bytes, like a short chat line.";
 
+/// A `msg` frame with a 64-byte body.
+fn sample_msg() -> ServerFrame {
+    ServerFrame::Msg(Message {
+        group: "team-1".into(),
+        seq: 123_456,
+        from: "alice".into(),
+        ts: 1_763_900_000_000,
+        body: BODY.into(),
+        client_id: "c-000123".into(),
+        ..Default::default()
+    })
+}
+
 fn frames(c: &mut Criterion) {
     let mut g = c.benchmark_group("frame");
     let send = r#"{"type":"send","id":17,"group":"team-1","client_id":"c-000123","body":"a message body of about sixty-four bytes, like a short chat line."}"#;
@@ -35,15 +48,7 @@ fn frames(c: &mut Criterion) {
     g.bench_function("decode_read", |b| {
         b.iter(|| ClientFrame::parse(black_box(ack)).is_ok())
     });
-    let msg = ServerFrame::Msg(Message {
-        group: "team-1".into(),
-        seq: 123_456,
-        from: "alice".into(),
-        ts: 1_763_900_000_000,
-        body: BODY.into(),
-        client_id: "c-000123".into(),
-        ..Default::default()
-    });
+    let msg = sample_msg();
     // The careful parse (through a `serde_json::Value`), which every frame went through before
     // the one-pass and the cursor parses; `parse` falls back to it for malformed frames.
     g.bench_function("decode_send_careful", |b| {
@@ -248,16 +253,7 @@ fn pushes(c: &mut Criterion) {
             }
         })
         .collect();
-    let frame = ServerFrame::Msg(Message {
-        group: "team-1".into(),
-        seq: 123_456,
-        from: "alice".into(),
-        ts: 1_763_900_000_000,
-        body: BODY.into(),
-        client_id: "c-000123".into(),
-        ..Default::default()
-    })
-    .to_text();
+    let frame = sample_msg().to_text();
     let texts: Arc<[FrameText]> = (0..PER_FLUSH)
         .map(|_| FrameText::from(frame.clone()))
         .collect();

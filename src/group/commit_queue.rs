@@ -271,21 +271,7 @@ impl GroupActor {
     fn release(&mut self) {
         let mut pushes = Vec::new();
         while let Some(action) = self.queue.pop_ready() {
-            match action {
-                AfterFlush::Posted {
-                    posted,
-                    push,
-                    reply,
-                    accepted,
-                } => {
-                    self.answer_posted(posted, reply, accepted);
-                    pushes.extend(push);
-                }
-                other => {
-                    self.push_messages(&mut pushes);
-                    self.complete(other);
-                }
-            }
+            self.complete(action, &mut pushes);
         }
         self.push_messages(&mut pushes);
     }
@@ -311,7 +297,12 @@ impl GroupActor {
         pushes.clear();
     }
 
-    fn complete(&mut self, action: AfterFlush) {
+    /// Completes one action. A durable message is answered and its push gathered in `pushes`;
+    /// any other action first pushes what was gathered, so it comes after those messages.
+    fn complete(&mut self, action: AfterFlush, pushes: &mut Vec<FrameText>) {
+        if !matches!(action, AfterFlush::Posted { .. }) {
+            self.push_messages(pushes);
+        }
         match action {
             AfterFlush::Posted {
                 posted,
@@ -320,9 +311,7 @@ impl GroupActor {
                 accepted,
             } => {
                 self.answer_posted(posted, reply, accepted);
-                if let Some(text) = push {
-                    self.fanout.push_to_all("msg", &text);
-                }
+                pushes.extend(push);
             }
             AfterFlush::AttachNewMember { user, joined_seq } => {
                 self.attach_new_member(&user, joined_seq)
