@@ -342,8 +342,6 @@ pub async fn run_member(
     out
 }
 
-/// Sends the cumulative cursor frame `(kind, group, seq)` (`kind`: `ack` or `read`); once it
-/// went out, `acked` is `seq` and `frames` counts it.
 /// An `ack` or `read` frame.
 #[derive(serde::Serialize)]
 struct CursorFrame<'a> {
@@ -353,6 +351,8 @@ struct CursorFrame<'a> {
     seq: u64,
 }
 
+/// Sends the cumulative cursor frame `(kind, group, seq)` (`kind`: `ack` or `read`); once it
+/// went out, `acked` is `seq` and `frames` counts it.
 async fn send_cursor(
     sink: &mut Sink,
     (kind, group, seq): (&str, &str, u64),
