@@ -129,6 +129,9 @@ fn db_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
+/// This store, the mirror it backs, and the (records, groups) loaded into the mirror.
+type LoadedMirror = (Arc<Postgres>, Arc<SledStore>, (u64, usize));
+
 impl Postgres {
     /// Connects (a pool of a few connections on a runtime of its own) and brings the schema
     /// to [`SCHEMA_VERSION`]; refuses a newer one.
@@ -250,13 +253,8 @@ impl Postgres {
     /// whole database into a mirror in `dir` (a scratch directory, emptied first) and starts
     /// renewing the lease.
     pub fn into_store(self, cache_bytes: u64, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-        let this = Arc::new(self);
-        let mirror = SledStore::mirror(Arc::clone(&this) as Arc<dyn Remote>, cache_bytes, dir)?;
-        let mirror = Arc::new(mirror);
-        let inner = Arc::clone(&this.inner);
-        let target = Arc::clone(&mirror);
         let started = std::time::Instant::now();
-        let (entries, groups) = this.block_on(async move { inner.load(&target).await })?;
+        let (this, mirror, (entries, groups)) = self.load_mirror(cache_bytes, dir)?;
         log::info!(
             "loaded {entries} records of {groups} groups from PostgreSQL in {:?} (term {})",
             started.elapsed(),
@@ -277,16 +275,19 @@ impl Postgres {
     ) -> Result<Arc<dyn Store>, StoreError> {
         self.inner.fenced.store(true, Ordering::SeqCst);
         self.inner.reasons().fenced = Some("a read-only copy (rollcall check)".into());
+        let (_, mirror, _) = self.load_mirror(cache_bytes, dir)?;
+        Ok(mirror)
+    }
+
+    /// A mirror in `dir` (emptied first) that this store backs, filled with the whole database.
+    fn load_mirror(self, cache_bytes: u64, dir: &Path) -> Result<LoadedMirror, StoreError> {
         let this = Arc::new(self);
-        let mirror = Arc::new(SledStore::mirror(
-            Arc::clone(&this) as Arc<dyn Remote>,
-            cache_bytes,
-            dir,
-        )?);
+        let mirror = SledStore::mirror(Arc::clone(&this) as Arc<dyn Remote>, cache_bytes, dir)?;
+        let mirror = Arc::new(mirror);
         let inner = Arc::clone(&this.inner);
         let target = Arc::clone(&mirror);
-        this.block_on(async move { inner.load(&target).await })?;
-        Ok(mirror)
+        let loaded = this.block_on(async move { inner.load(&target).await })?;
+        Ok((this, mirror, loaded))
     }
 
     /// Copies a stopped server's sled data directory into this (empty) database: every record
@@ -655,6 +656,9 @@ impl Inner {
             .iter()
             .map(|(group, epoch)| [group as Param<'_>, epoch, &node])
             .collect();
+        let drop_params: [Param<'_>; 1] = [&dropped];
+        let remove_params: [Param<'_>; 2] = [&removed_trees, &removed_keys];
+        let put_params: [Param<'_>; 3] = [&put_trees, &put_keys, &put_values];
         // Every statement of the transaction goes out at once (tokio-postgres pipelines the
         // queries polled together on one connection, and the database runs them in that
         // order): the checks first, then the writes. A failed check rolls the whole
@@ -671,26 +675,9 @@ impl Inner {
                     tx.query(&owners, &[&ids]).await
                 }
             },
-            async {
-                if !dropped.is_empty() {
-                    tx.execute(&drop, &[&dropped]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !removed_trees.is_empty() {
-                    tx.execute(&remove, &[&removed_trees, &removed_keys])
-                        .await?;
-                }
-                Ok(())
-            },
-            async {
-                if !put_trees.is_empty() {
-                    tx.execute(&put, &[&put_trees, &put_keys, &put_values])
-                        .await?;
-                }
-                Ok(())
-            },
+            write(&tx, &drop, &drop_params, dropped.is_empty()),
+            write(&tx, &remove, &remove_params, removed_trees.is_empty()),
+            write(&tx, &put, &put_params, put_trees.is_empty()),
         )?;
         let (leader_node, leader_term): (String, i64) = (leader.get(0), leader.get(1));
         if leader_node != node || u64::try_from(leader_term).ok() != Some(term) {
@@ -735,6 +722,19 @@ impl Inner {
             .map_err(db_error)?;
         Ok(renewed == 1)
     }
+}
+
+/// Runs one of a commit's writes, unless it has nothing to write (`empty`).
+async fn write(
+    tx: &tokio_postgres::Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    empty: bool,
+) -> Result<(), tokio_postgres::Error> {
+    if !empty {
+        tx.execute(statement, params).await?;
+    }
+    Ok(())
 }
 
 /// The active node's lease task: renews every third of the lease; commits what a failed
