@@ -236,6 +236,10 @@ pub fn report(
     fig_f("server_cpu_s_per_1k_msgs", 1000.0 * per(cpu, messages));
     fig_f("loadgen_cpu_s", m.own_cpu);
     fig_f(
+        "clients_bound_msgs_per_s",
+        clients_bound(m.own_cpu, messages),
+    );
+    fig_f(
         "server_cpu_us_per_delivery",
         1e6 * per(cpu, received as f64),
     );
@@ -372,7 +376,20 @@ fn storm_result(t: &Tally) {
             .map_or("n/a".into(), |h| format!("{:.1} MiB", h as f64 / 1024.0))
     );
     println!(
-        "loadgen CPU (the clients) : {:.2} s over the same span",
-        t.own_cpu
+        "loadgen CPU (the clients) : {:.2} s over the same span; on this machine's {} cores they alone \
+         allow at most {:.0} msgs/s (with a server that cost nothing)",
+        t.own_cpu,
+        cores(),
+        clients_bound(t.own_cpu, messages)
     );
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The posting rate the clients' own CPU allows when they share this machine's cores with the
+/// server: every core running clients only, at the CPU per message they used in this run.
+fn clients_bound(own_cpu: f64, messages: f64) -> f64 {
+    cores() as f64 / per(own_cpu, messages)
 }
