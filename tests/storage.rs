@@ -1,7 +1,8 @@
 //! Storage faults: a full disk refuses writes with `storage` (nothing half-stored, nothing
 //! acknowledged lost) and recovers by itself when space returns; a flush that fails for good
 //! answers `storage` and stops the server, which restarts on everything it acknowledged; a data
-//! directory from a newer format version is refused with a clear message.
+//! directory from a newer format version is refused with a clear message; a data directory moved
+//! away under the running server refuses writes until it is back.
 //!
 //! The full-disk test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN); CI runs as root.
 //! Without that it FAILS with a message saying so: a storage test that silently skips proves
@@ -56,6 +57,23 @@ fn fill(dir: &Path, leave: u64) -> PathBuf {
     let size = free.saturating_sub(leave);
     std::fs::write(&filler, vec![0u8; size as usize]).expect("writing the filler");
     filler
+}
+
+/// Sends `frame` again every 50 ms while it is refused with `storage`, for up to 10 s; the
+/// `sent` that ends it (or the last refusal).
+async fn resend_until_sent(
+    client: &mut common::ws::Client,
+    frame: &serde_json::Value,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = client.request(frame.clone()).await;
+        if reply["type"] == "sent" || Instant::now() >= deadline {
+            return reply;
+        }
+        assert_eq!(reply["code"], "storage", "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -124,17 +142,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
 
     // Space returns: writes resume by themselves, with no hole in the seqs.
     std::fs::remove_file(&filler).expect("removing the filler");
-    let mut sent = json!(null);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let reply = alice.request(refused.clone()).await;
-        if reply["type"] == "sent" {
-            sent = reply;
-            break;
-        }
-        assert_eq!(reply["code"], "storage", "{reply}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sent = resend_until_sent(&mut alice, &refused).await;
     assert_eq!(seq(&sent), 4, "{sent}");
     assert_eq!(
         sent["duplicate"], false,
@@ -148,6 +156,87 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     let all = alice.sync_all("team", 0).await;
     let seqs: Vec<u64> = all.iter().map(seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_moved_away_refuses_writes_until_it_is_back() {
+    if common::sled_only("sled's data directory on the local file system") {
+        return;
+    }
+    let mut server = Server::start();
+    server.create_group("team", &["alice", "bob"]);
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    alice.send_msg("team", "a1", "before").await;
+
+    // Moved away, the directory's files keep working for the open server, but whatever it
+    // acknowledged now would be gone at the next start: every write is refused with `storage`.
+    let data = server.data_dir().to_path_buf();
+    let moved = data.with_extension("moved");
+    std::fs::rename(&data, &moved).expect("moving the data directory away");
+    let mut refused = json!(null);
+    let mut err = json!(null);
+    let mut stored = 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 2.. {
+        assert!(Instant::now() < deadline, "no write was refused: {err}");
+        let client_id = format!("a{n}");
+        refused = json!({"type": "send", "id": "s", "group": "team", "client_id": client_id,
+                         "body": "gone"});
+        err = alice.request(refused.clone()).await;
+        if err["type"] == "error" {
+            break;
+        }
+        // Sent before the monitor looked: stored in the moved directory, which comes back.
+        assert_eq!(err["type"], "sent", "{err}");
+        stored += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(err["code"], "storage", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be read")),
+        "{err}"
+    );
+    let (status, body) = server.admin("POST", "/api/users", Some(json!({"id": "carol"})));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(common::http_error_code(&body), "storage");
+    // Reads keep working; one line in the log however long it lasts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(alice.sync_all("team", 0).await.len(), stored);
+    alice.ping().await;
+    let log = server.log_tail();
+    assert_eq!(
+        log.matches("refusing writes until it can be read").count(),
+        1,
+        "{log}"
+    );
+
+    // Back: writes resume by themselves, and the refused send is stored once.
+    std::fs::rename(&moved, &data).expect("moving the data directory back");
+    let sent = resend_until_sent(&mut alice, &refused).await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    assert!(server
+        .log_tail()
+        .contains("can be read again: accepting writes"));
+    assert_eq!(
+        sent["duplicate"], false,
+        "the refused send was never stored"
+    );
+    let last = seq(&sent);
+    let pushed = bob.recv_msgs("team", usize::try_from(last).unwrap()).await;
+    assert_eq!(
+        pushed.iter().map(seq).collect::<Vec<u64>>(),
+        (1..=last).collect::<Vec<u64>>()
+    );
+
+    // Everything acknowledged survives a crash, each message once.
+    server.restart();
+    let mut alice = server.connect("alice").await;
+    let all = alice.sync_all("team", 0).await;
+    let seqs: Vec<u64> = all.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

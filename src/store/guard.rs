@@ -5,7 +5,10 @@
 //! letting it hit `ENOSPC`: a monitor thread reads the free space of the data directory's file
 //! system every [`CHECK_EVERY`], and while it is below `--min-free-mb` every write is refused
 //! with [`StoreError::Unwritable`] before it reaches sled. Reads keep working, and writes resume
-//! by themselves once space returns.
+//! by themselves once space returns. Writes are refused the same way while the free space cannot
+//! be read at all: the data directory was moved or deleted under the running server (sled would
+//! go on writing to files that no longer have a name, so what it acknowledged would be gone at
+//! the next start), or its file system fails.
 //!
 //! A flush that fails anyway (the disk filled faster than the monitor looks, an I/O error, a
 //! file-size limit) is fatal, as in PostgreSQL after a failed fsync: the writes it covered may or
@@ -28,6 +31,8 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 pub struct DiskGuard {
     /// Free space is below the watermark.
     low: AtomicBool,
+    /// The free space cannot be read (the directory is gone, or its file system fails).
+    unreadable: AtomicBool,
     /// A flush failed: the store is unusable until the process restarts.
     failed: Mutex<Option<String>>,
 }
@@ -55,6 +60,12 @@ impl DiskGuard {
         if self.low.load(Ordering::Relaxed) {
             return Err(StoreError::Unwritable(
                 "the disk is (nearly) full; writes resume when space is freed".into(),
+            ));
+        }
+        if self.unreadable.load(Ordering::Relaxed) {
+            return Err(StoreError::Unwritable(
+                "the data directory cannot be read (moved or deleted?); writes resume when it can"
+                    .into(),
             ));
         }
         Ok(())
@@ -88,6 +99,24 @@ impl DiskGuard {
             }
         }
     }
+
+    /// Records whether the free space of `dir` could be read; logs only the changes, so a
+    /// directory that stays gone is one line in the log, not ten a second.
+    fn set_readable(&self, dir: &std::path::Path, error: Option<&std::io::Error>) {
+        let unreadable = error.is_some();
+        if self.unreadable.swap(unreadable, Ordering::Relaxed) != unreadable {
+            match error {
+                Some(e) => log::error!(
+                    "reading the free space of {}: {e}; refusing writes until it can be read",
+                    dir.display()
+                ),
+                None => log::warn!(
+                    "the free space of {} can be read again: accepting writes",
+                    dir.display()
+                ),
+            }
+        }
+    }
 }
 
 fn monitor(guard: Weak<DiskGuard>, dir: PathBuf, min_free_bytes: u64) {
@@ -96,8 +125,11 @@ fn monitor(guard: Weak<DiskGuard>, dir: PathBuf, min_free_bytes: u64) {
             return;
         };
         match fs2::available_space(&dir) {
-            Ok(free) => guard.set_low(free < min_free_bytes, free, min_free_bytes),
-            Err(e) => log::warn!("reading the free space of {}: {e}", dir.display()),
+            Ok(free) => {
+                guard.set_readable(&dir, None);
+                guard.set_low(free < min_free_bytes, free, min_free_bytes);
+            }
+            Err(e) => guard.set_readable(&dir, Some(&e)),
         }
         drop(guard);
         std::thread::sleep(CHECK_EVERY);
