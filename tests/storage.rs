@@ -213,6 +213,20 @@ async fn a_data_directory_moved_away_refuses_writes_until_it_is_back() {
         "{log}"
     );
 
+    // A new, empty directory at the same path is not where the server's files are: still
+    // refused, and still one line.
+    std::fs::create_dir_all(data.join("db")).expect("an empty data directory in its place");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = alice.request(refused.clone()).await;
+    assert_eq!(err["code"], "storage", "{err}");
+    let log = server.log_tail();
+    assert_eq!(
+        log.matches("refusing writes until it can be read").count(),
+        1,
+        "{log}"
+    );
+    std::fs::remove_dir_all(&data).expect("removing the empty one");
+
     // Back: writes resume by themselves, and the refused send is stored once.
     std::fs::rename(&moved, &data).expect("moving the data directory back");
     let sent = resend_until_sent(&mut alice, &refused).await;

@@ -6,9 +6,10 @@
 //! system every [`CHECK_EVERY`], and while it is below `--min-free-mb` every write is refused
 //! with [`StoreError::Unwritable`] before it reaches sled. Reads keep working, and writes resume
 //! by themselves once space returns. Writes are refused the same way while the free space cannot
-//! be read at all: the data directory was moved or deleted under the running server (sled would
-//! go on writing to files that no longer have a name, so what it acknowledged would be gone at
-//! the next start), or its file system fails.
+//! be read at all, or the directory at the data path is no longer the one sled opened: the data
+//! directory was moved or deleted under the running server (sled would go on writing to files
+//! that no longer have a name, so what it acknowledged would be gone at the next start), or its
+//! file system fails.
 //!
 //! A flush that fails anyway (the disk filled faster than the monitor looks, an I/O error, a
 //! file-size limit) is fatal, as in PostgreSQL after a failed fsync: the writes it covered may or
@@ -120,11 +121,23 @@ impl DiskGuard {
 }
 
 fn monitor(guard: Weak<DiskGuard>, dir: PathBuf, min_free_bytes: u64) {
+    // The directory sled opened: one made again at the same path (after it was deleted) is not
+    // where sled's open files are.
+    let opened = identity(&dir).ok();
     loop {
         let Some(guard) = guard.upgrade() else {
             return;
         };
-        match fs2::available_space(&dir) {
+        let free = identity(&dir).and_then(|now| {
+            if opened.is_some_and(|opened| opened != now) {
+                Err(std::io::Error::other(
+                    "it is not the directory the server opened (deleted and made again?)",
+                ))
+            } else {
+                fs2::available_space(&dir)
+            }
+        });
+        match free {
             Ok(free) => {
                 guard.set_readable(&dir, None);
                 guard.set_low(free < min_free_bytes, free, min_free_bytes);
@@ -134,4 +147,10 @@ fn monitor(guard: Weak<DiskGuard>, dir: PathBuf, min_free_bytes: u64) {
         drop(guard);
         std::thread::sleep(CHECK_EVERY);
     }
+}
+
+/// The device and inode of `dir`.
+fn identity(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).map(|m| (m.dev(), m.ino()))
 }
