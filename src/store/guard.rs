@@ -65,7 +65,8 @@ impl DiskGuard {
         }
         if self.unreadable.load(Ordering::Relaxed) {
             return Err(StoreError::Unwritable(
-                "the data directory cannot be read (moved or deleted?); writes resume when it can"
+                "the data directory cannot be read, or was moved or deleted; writes resume when \
+                 it is back"
                     .into(),
             ));
         }
