@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::admin::{in_parallel, Admin};
 use crate::args::{Args, Phase};
-use crate::report::{fig_f, set_fig_prefix};
+use crate::report::{fig_f, nproc, set_fig_prefix};
 use crate::server::{self, attach, dir_bytes, finish_server, start_server};
 use crate::Error;
 
@@ -203,7 +203,7 @@ pub fn run(args: &Args) -> Result<bool, Error> {
         .enable_all()
         .build()?;
 
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nproc = nproc();
     let cmdline: Vec<String> = std::env::args().collect();
     println!("=== rollcall loadgen: Groups ({:?}) ===", args.phase);
     println!("machine     : nproc={nproc}");

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::admin::{blocking_metrics, in_parallel, run_id, Admin, Metrics};
 use crate::args::{Args, Layout};
-use crate::report::{fig, fig_f, fmt_ms, per, percentile};
+use crate::report::{fig, fig_f, fmt_ms, nproc, per, percentile};
 use crate::server::{self, finish_server, mint, start_server, Server};
 use crate::wire::connect_welcome;
 use crate::Error;
@@ -57,7 +57,7 @@ pub fn presence(args: &Args) -> Result<bool, Error> {
     println!("=== rollcall loadgen: presence ===");
     println!(
         "machine     : nproc={} loadavg(at start)={} RLIMIT_NOFILE {nofile} (inherited by the server)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        nproc(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()

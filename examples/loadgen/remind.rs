@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::admin::{blocking_metrics, in_parallel, run_id, Admin};
 use crate::args::{Args, MembersVia, Receipts};
-use crate::report::{fig, fig_f, fmt_ms, percentile};
+use crate::report::{fig, fig_f, fmt_ms, nproc, percentile};
 use crate::server::{self, mint};
 use crate::wire::{connect_welcome, Ws};
 use crate::Error;
@@ -66,7 +66,7 @@ pub fn remind(args: &Args) -> Result<bool, Error> {
     println!("=== rollcall loadgen: remind ===");
     println!(
         "machine     : nproc={} loadavg(at start)={}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        nproc(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()

@@ -98,6 +98,11 @@ pub fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.2}"))
 }
 
+/// This machine's cores as the runtime sees them (0: unknown).
+pub fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
 /// `x / n`, NaN when there is nothing to divide by.
 pub fn per(x: f64, n: f64) -> f64 {
     if n > 0.0 {

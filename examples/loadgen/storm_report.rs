@@ -10,7 +10,7 @@ use crate::args::{Plan, Receipts, Scenario};
 use crate::member::{Outcome, Shared};
 use crate::older;
 use crate::policy::Check;
-use crate::report::{fig, fig_f, fmt_ms, per, percentile, sorted_all, sum_errors};
+use crate::report::{fig, fig_f, fmt_ms, nproc, per, percentile, sorted_all, sum_errors};
 use crate::storm::Measured;
 
 /// What a run's result blocks print from.
@@ -58,7 +58,7 @@ pub fn report(
     data_after: Option<u64>,
     check: Option<&Check>,
 ) -> bool {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nproc = nproc();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -379,17 +379,13 @@ fn storm_result(t: &Tally) {
         "loadgen CPU (the clients) : {:.2} s over the same span; on this machine's {} cores they alone \
          allow at most {:.0} msgs/s (with a server that cost nothing)",
         t.own_cpu,
-        cores(),
+        nproc(),
         clients_bound(t.own_cpu, messages)
     );
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The posting rate the clients' own CPU allows when they share this machine's cores with the
 /// server: every core running clients only, at the CPU per message they used in this run.
 fn clients_bound(own_cpu: f64, messages: f64) -> f64 {
-    cores() as f64 / per(own_cpu, messages)
+    nproc().max(1) as f64 / per(own_cpu, messages)
 }

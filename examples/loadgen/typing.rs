@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::admin::{blocking_metrics, run_id};
 use crate::args::Args;
-use crate::report::{fig, fig_f, per};
+use crate::report::{fig, fig_f, nproc, per};
 use crate::server::{self, mint};
 use crate::wire::connect_welcome;
 use crate::Error;
@@ -68,7 +68,7 @@ pub fn typing(args: &Args) -> Result<bool, Error> {
     println!("=== rollcall loadgen: typing ===");
     println!(
         "machine     : nproc={} loadavg(at start)={}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        nproc(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
